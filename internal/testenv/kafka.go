@@ -1,0 +1,201 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+var (
+	fakeOnce    sync.Once
+	fakeBrokers []string
+	fakeErr     error
+)
+
+// RealKafka reports whether KAFKA_BROKERS names a real broker.
+func RealKafka() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+
+// Brokers returns the broker addresses of this test run: KAFKA_BROKERS, or
+// an in-process kfake broker started on first use.
+func Brokers(t testing.TB) []string {
+	t.Helper()
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		return strings.Split(env, ",")
+	}
+	fakeOnce.Do(func() {
+		var c *kfake.Cluster
+		c, fakeErr = kfake.NewCluster(kfake.NumBrokers(1))
+		if fakeErr == nil {
+			fakeBrokers = c.ListenAddrs()
+		}
+	})
+	if fakeErr != nil {
+		t.Fatalf("testenv: start in-process Kafka: %v", fakeErr)
+	}
+	return fakeBrokers
+}
+
+// NeedRealKafka skips t unless KAFKA_BROKERS is set. Tests that stop or
+// restart the broker use it; `make test` always runs them.
+func NeedRealKafka(t testing.TB) {
+	t.Helper()
+	if !RealKafka() {
+		t.Skip("needs the real broker: run `make test`, or set KAFKA_BROKERS after `make services`")
+	}
+}
+
+// CreateTopic creates a topic with a unique name from prefix and waits until
+// every partition has a leader.
+func CreateTopic(t testing.TB, prefix string, partitions int) string {
+	t.Helper()
+	topic := Unique(prefix)
+	if err := CreateTopicNamed(Brokers(t), topic, partitions); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return topic
+}
+
+// CreateTopicNamed creates topic with the given number of partitions and
+// waits until every partition has a leader.
+func CreateTopicNamed(brokers []string, topic string, partitions int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
+	}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	for {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
+			ready := true
+			for _, p := range md.Topics[0].Partitions {
+				ready = ready && p.Error == nil && p.Leader.ID >= 0
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s has no leaders after 30s (last error: %v)", topic, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ReadTopic reads every partition of topic from the start until it has read
+// at least want records or timeout passes, and returns them per partition in
+// offset order, partitions in ascending order.
+func ReadTopic(t testing.TB, topic string, want int, timeout time.Duration) []kafka.Message {
+	t.Helper()
+	msgs, err := ReadTopicFrom(Brokers(t), topic, want, timeout)
+	if err != nil {
+		t.Fatalf("testenv: read %s: %v", topic, err)
+	}
+	return msgs
+}
+
+// ReadTopicFrom is ReadTopic for callers without a testing.TB.
+func ReadTopicFrom(brokers []string, topic string, want int, timeout time.Duration) ([]kafka.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return nil, fmt.Errorf("metadata for %s: %+v", topic, md.Topics)
+	}
+	var (
+		mu    sync.Mutex
+		total int
+		parts = map[int][]kafka.Message{}
+		wg    sync.WaitGroup
+	)
+	readCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, p := range md.Topics[0].Partitions {
+		wg.Add(1)
+		go func(partition int) {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{
+				Brokers: brokers, Topic: topic, Partition: partition,
+				MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond,
+			})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(readCtx)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				parts[partition] = append(parts[partition], m)
+				total++
+				if total >= want {
+					stop()
+				}
+				mu.Unlock()
+			}
+		}(p.ID)
+	}
+	wg.Wait()
+	keys := make([]int, 0, len(parts))
+	for p := range parts {
+		keys = append(keys, p)
+	}
+	sort.Ints(keys)
+	var out []kafka.Message
+	for _, p := range keys {
+		out = append(out, parts[p]...)
+	}
+	if total < want {
+		return out, fmt.Errorf("read %d of %d records from %s within %s", total, want, topic, timeout)
+	}
+	return out, nil
+}
+
+// Services runs scripts/services.sh with args (kafka-stop, kafka-start,
+// kafka-kill) to break the real broker on purpose.
+func Services(t testing.TB, args ...string) {
+	t.Helper()
+	NeedRealKafka(t)
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "services.sh")
+	cmd := exec.Command(script, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("testenv: services.sh %v: %v\n%s", args, err, out)
+	}
+	t.Logf("services.sh %v: %s", args, strings.TrimSpace(string(out)))
+}
+
+// FreeAddr returns a free 127.0.0.1 TCP address for a server under test.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

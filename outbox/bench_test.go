@@ -1,0 +1,105 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/outbox"
+)
+
+func benchEvent(i int) outbox.Event {
+	return outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: fmt.Sprint(i % 1000),
+		EventType: "OrderPlaced", Payload: []byte(`{"order":42,"total":1999,"currency":"EUR","lines":3}`),
+		Headers: map[string]string{"tenant": "acme"}}
+}
+
+// handInsert is the baseline: the single-row INSERT a user would write by hand
+// for the same row.
+func handInsert(ctx context.Context, db outbox.DBTX, e outbox.Event) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	h, err := json.Marshal(e.Headers)
+	if err != nil {
+		return err
+	}
+	_, err = db.Exec(ctx, `INSERT INTO outbox (id, topic, aggregate_type, aggregate_id, event_type, payload, headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, e.Topic, e.AggregateType, e.AggregateID, e.EventType, e.Payload, string(h))
+	return err
+}
+
+// BenchmarkWriteOneVsHandInsert interleaves outbox.Write of one event with a
+// hand-written single-row INSERT of the same row, each in its own
+// transaction, and reports both costs and their ratio (goal: <= 1.15).
+func BenchmarkWriteOneVsHandInsert(b *testing.B) {
+	db := testenv.NewDB(b)
+	ctx := context.Background()
+	var writeNs, insertNs time.Duration
+	inTx := func(f func(pgx.Tx) error) time.Duration {
+		start := time.Now()
+		err := pgx.BeginFunc(ctx, db.Pool, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e := benchEvent(i)
+		writeNs += inTx(func(tx pgx.Tx) error { return outbox.Write(ctx, tx, e) })
+		insertNs += inTx(func(tx pgx.Tx) error { return handInsert(ctx, tx, e) })
+	}
+	b.ReportMetric(float64(writeNs.Nanoseconds())/float64(b.N), "write-ns/event")
+	b.ReportMetric(float64(insertNs.Nanoseconds())/float64(b.N), "insert-ns/event")
+	b.ReportMetric(float64(writeNs)/float64(insertNs), "write/insert")
+}
+
+// BenchmarkWriteHundredVsSingles compares one Write of 100 events with 100
+// single-event writes, both in one transaction, and reports the per-event
+// cost of each and how many times cheaper the batch is (goal: >= 5).
+func BenchmarkWriteHundredVsSingles(b *testing.B) {
+	db := testenv.NewDB(b)
+	ctx := context.Background()
+	evs := make([]outbox.Event, 100)
+	var batchNs, singleNs time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range evs {
+			evs[j] = benchEvent(i*100 + j)
+		}
+		start := time.Now()
+		if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, evs...) }); err != nil {
+			b.Fatal(err)
+		}
+		batchNs += time.Since(start)
+		start = time.Now()
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			for j := range evs {
+				if err := handInsert(ctx, tx, benchEvent(i*100+j)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		singleNs += time.Since(start)
+		if i%20 == 19 {
+			if _, err := db.Pool.Exec(ctx, "TRUNCATE outbox"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	events := float64(b.N * 100)
+	b.ReportMetric(float64(batchNs.Nanoseconds())/events, "batch-ns/event")
+	b.ReportMetric(float64(singleNs.Nanoseconds())/events, "single-ns/event")
+	b.ReportMetric(float64(singleNs)/float64(batchNs), "x-cheaper")
+}

@@ -1,0 +1,289 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DBTX is what [Write] needs from a database handle: pgx.Tx, *pgx.Conn and
+// *pgxpool.Pool all satisfy it. Pass the transaction that holds your business
+// change: if it rolls back, so do the events written through it.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error)
+}
+
+var (
+	_ DBTX = (*pgxpool.Pool)(nil)
+	_ DBTX = (*pgx.Conn)(nil)
+	_ DBTX = (pgx.Tx)(nil)
+)
+
+// DefaultMaxPayloadBytes is the payload limit of [Write] and of a [Writer]
+// whose MaxPayloadBytes is zero: 1 MiB, Kafka's default record size limit.
+const DefaultMaxPayloadBytes = 1 << 20
+
+// Header names the relay sets on every Kafka record. Events may not use them.
+const (
+	HeaderID            = "id"
+	HeaderEventType     = "event_type"
+	HeaderAggregateType = "aggregate_type"
+	// HeaderTraceparent carries the W3C trace context of the writer, when it
+	// sets one (see [WithTraceparent]).
+	HeaderTraceparent = "traceparent"
+)
+
+// Event is one row of the outbox table and becomes one Kafka record: topic
+// Topic, key AggregateID, value Payload, headers Headers plus id, event_type
+// and aggregate_type.
+type Event struct {
+	// ID identifies the event; consumers drop redeliveries by it. Write sets
+	// a fresh UUIDv7 when it is zero.
+	ID uuid.UUID
+	// Topic is the Kafka topic. Required.
+	Topic string
+	// AggregateType names the kind of entity the event belongs to ("order").
+	AggregateType string
+	// AggregateID is the Kafka key: every event of one aggregate goes to one
+	// partition, in commit order. Required.
+	AggregateID string
+	// EventType names what happened ("OrderPlaced"). Required.
+	EventType string
+	// Payload is the record value; nil publishes a tombstone.
+	Payload []byte
+	// Headers are extra Kafka headers. Names may not be empty or one of the
+	// names the relay sets (id, event_type, aggregate_type); values must be
+	// valid UTF-8 without NUL characters.
+	Headers map[string]string
+}
+
+// NewJSONEvent returns an Event whose payload is v encoded as JSON, with a
+// content-type header of application/json.
+func NewJSONEvent(topic, aggregateType, aggregateID, eventType string, v any) (Event, error) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return Event{}, fmt.Errorf("outbox: encode payload: %w", err)
+	}
+	return Event{
+		Topic:         topic,
+		AggregateType: aggregateType,
+		AggregateID:   aggregateID,
+		EventType:     eventType,
+		Payload:       payload,
+		Headers:       map[string]string{"content-type": "application/json"},
+	}, nil
+}
+
+// ErrInvalidEvent is matched (with errors.Is) by every validation error of
+// [Write]; the error itself is an *[InvalidEventError].
+var ErrInvalidEvent = errors.New("outbox: invalid event")
+
+// InvalidEventError says which event and field failed validation. When Write
+// returns it, nothing was inserted.
+type InvalidEventError struct {
+	// Index is the event's position in the Write call.
+	Index int
+	// Field is the Event field at fault ("Topic", "Headers", ...).
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+func (e *InvalidEventError) Error() string {
+	return fmt.Sprintf("outbox: event %d: %s %s", e.Index, e.Field, e.Reason)
+}
+
+// Is reports whether target is [ErrInvalidEvent].
+func (e *InvalidEventError) Is(target error) bool { return target == ErrInvalidEvent }
+
+// Writer writes events with its own limits. The zero value is ready to use
+// and behaves like [Write].
+type Writer struct {
+	// MaxPayloadBytes is the largest payload accepted. Keep it at or below
+	// the broker's message.max.bytes, or the relay will park the aggregate.
+	// Defaults to DefaultMaxPayloadBytes (1 MiB).
+	MaxPayloadBytes int
+}
+
+var defaultWriter Writer
+
+// Write inserts events into the outbox through db, in one round trip, in the
+// order given. All events are validated first: if any is invalid, Write
+// returns an *InvalidEventError and inserts nothing. Zero IDs are replaced by
+// fresh UUIDv7 values in the events slice, so a caller that passes a slice
+// (Write(ctx, tx, evs...)) sees the IDs that were stored.
+func Write(ctx context.Context, db DBTX, events ...Event) error {
+	return defaultWriter.Write(ctx, db, events...)
+}
+
+// Write is like the package-level [Write], with w's limits.
+func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	maxPayload := w.MaxPayloadBytes
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayloadBytes
+	}
+	tp := traceparentFrom(ctx)
+	headers := make([][]byte, len(events))
+	for i := range events {
+		h, err := validate(i, &events[i], maxPayload, tp)
+		if err != nil {
+			return err
+		}
+		headers[i] = h
+	}
+	for i := range events {
+		if events[i].ID == uuid.Nil {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return fmt.Errorf("outbox: new event id: %w", err)
+			}
+			events[i].ID = id
+		}
+	}
+
+	if len(events) == 1 {
+		e := &events[0]
+		if _, err := db.Exec(ctx, insertOne, e.ID, e.Topic, e.AggregateType, e.AggregateID, e.EventType, e.Payload, jsonbArg(headers[0])); err != nil {
+			return fmt.Errorf("outbox: insert event: %w", err)
+		}
+		return nil
+	}
+
+	ids := make([]uuid.UUID, len(events))
+	topics := make([]string, len(events))
+	aggTypes := make([]string, len(events))
+	aggIDs := make([]string, len(events))
+	eventTypes := make([]string, len(events))
+	payloads := make([][]byte, len(events))
+	hdrs := make([]*string, len(events))
+	for i := range events {
+		e := &events[i]
+		ids[i], topics[i], aggTypes[i], aggIDs[i], eventTypes[i], payloads[i] = e.ID, e.Topic, e.AggregateType, e.AggregateID, e.EventType, e.Payload
+		if headers[i] != nil {
+			s := string(headers[i])
+			hdrs[i] = &s
+		}
+	}
+	tag, err := db.Exec(ctx, insertMany, ids, topics, aggTypes, aggIDs, eventTypes, payloads, hdrs)
+	if err != nil {
+		return fmt.Errorf("outbox: insert %d events: %w", len(events), err)
+	}
+	if tag.RowsAffected() != int64(len(events)) {
+		return fmt.Errorf("outbox: inserted %d of %d events", tag.RowsAffected(), len(events))
+	}
+	return nil
+}
+
+// jsonbArg passes encoded headers as text so Postgres casts them to jsonb,
+// and nil as SQL NULL.
+func jsonbArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+// validate checks e and returns its headers encoded as a JSON object (nil
+// when it has none).
+func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, error) {
+	bad := func(field, reason string) error {
+		return &InvalidEventError{Index: i, Field: field, Reason: reason}
+	}
+	if e.Topic == "" {
+		return nil, bad("Topic", "is empty")
+	}
+	if reason := checkTopic(e.Topic); reason != "" {
+		return nil, bad("Topic", reason)
+	}
+	if e.AggregateID == "" {
+		return nil, bad("AggregateID", "is empty")
+	}
+	if e.EventType == "" {
+		return nil, bad("EventType", "is empty")
+	}
+	for field, s := range map[string]string{"AggregateType": e.AggregateType, "AggregateID": e.AggregateID, "EventType": e.EventType} {
+		if reason := checkText(s); reason != "" {
+			return nil, bad(field, reason)
+		}
+	}
+	if len(e.Payload) > maxPayload {
+		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), maxPayload))
+	}
+	if reason := checkText(traceparent); reason != "" {
+		return nil, bad("Headers", "traceparent from the context "+reason)
+	}
+	if len(e.Headers) == 0 && traceparent == "" {
+		return nil, nil
+	}
+	for k, v := range e.Headers {
+		switch k {
+		case "":
+			return nil, bad("Headers", "has an empty name")
+		case HeaderID, HeaderEventType, HeaderAggregateType:
+			return nil, bad("Headers", fmt.Sprintf("uses %q, a name the relay sets", k))
+		}
+		if reason := checkText(k); reason != "" {
+			return nil, bad("Headers", fmt.Sprintf("name %q %s", k, reason))
+		}
+		if reason := checkText(v); reason != "" {
+			return nil, bad("Headers", fmt.Sprintf("value of %q %s", k, reason))
+		}
+	}
+	hs := e.Headers
+	if _, ok := hs[HeaderTraceparent]; traceparent != "" && !ok {
+		hs = make(map[string]string, len(e.Headers)+1)
+		for k, v := range e.Headers {
+			hs[k] = v
+		}
+		hs[HeaderTraceparent] = traceparent
+	}
+	b, err := json.Marshal(hs)
+	if err != nil {
+		return nil, bad("Headers", err.Error())
+	}
+	return b, nil
+}
+
+// checkText rejects what Postgres text and jsonb cannot store.
+func checkText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return "contains a NUL character"
+		}
+	}
+	return ""
+}
+
+// checkTopic applies Kafka's topic name rules, so a bad name fails here and
+// not later at the relay.
+func checkTopic(t string) string {
+	if len(t) > 249 {
+		return fmt.Sprintf("is %d characters, over Kafka's limit of 249", len(t))
+	}
+	if t == "." || t == ".." {
+		return "may not be . or .."
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Sprintf("has %q; Kafka allows only ASCII letters, digits, '.', '_' and '-'", r)
+		}
+	}
+	return ""
+}

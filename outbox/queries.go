@@ -1,0 +1,15 @@
+package outbox
+
+// insertOne writes a single event; the primary key (seq) and the
+// (shard, seq) index are the only indexes maintained.
+const insertOne = `INSERT INTO outbox (id, topic, aggregate_type, aggregate_id, event_type, payload, headers)
+VALUES ($1, $2, $3, $4, $5, $6, $7)`
+
+// insertMany writes N events in one statement and one round trip. Rows are
+// inserted in array order, so events of one aggregate in one call get
+// increasing seq values and are published in the order given.
+const insertMany = `INSERT INTO outbox (id, topic, aggregate_type, aggregate_id, event_type, payload, headers)
+SELECT e.id, e.topic, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, e.headers
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
+     WITH ORDINALITY AS e(id, topic, aggregate_type, aggregate_id, event_type, payload, headers, ord)
+ORDER BY e.ord`
