@@ -1,0 +1,66 @@
+package relay
+
+// Advisory locks use the two-key form; the first key is a namespace:
+// 1868724273 ("obx1") for shard locks, one per shard, held by its owner, and
+// 1868724274 ("obx2") for member locks, one per live relay instance. Locks are
+// per database, so relays of different databases never meet.
+
+// NumShards is the number of virtual shards: the outbox table's shard column
+// is hashtext(aggregate_id) & 63 (migration 00001).
+const NumShards = 64
+
+// readShard returns the pending events of one shard in seq order, skipping
+// parked aggregates. Served by outbox_shard_seq_idx (shard, seq); the
+// anti-join probes outbox_parked's primary key.
+const readShard = `SELECT o.seq, o.id, o.topic, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers::text
+FROM outbox o
+WHERE o.shard = $1
+  AND NOT EXISTS (SELECT 1 FROM outbox_parked p
+                  WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
+ORDER BY o.seq
+LIMIT $2`
+
+// deleteSeqs deletes exactly the events Kafka acknowledged, never a range:
+// a late commit with a lower seq stays until it is published. Primary key.
+const deleteSeqs = `DELETE FROM outbox WHERE seq = ANY($1::bigint[])`
+
+// pendingShards says which of the given shards have publishable events: one
+// probe of outbox_shard_seq_idx per shard.
+const pendingShards = `SELECT s FROM unnest($1::smallint[]) AS s
+WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = s
+              AND NOT EXISTS (SELECT 1 FROM outbox_parked p
+                              WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id))`
+
+// parkAggregate records why an aggregate's next event cannot be published.
+const parkAggregate = `INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`
+
+// tryLockShards takes up to $2 of the candidate shards' advisory locks and
+// returns those it took.
+const tryLockShards = `SELECT s FROM unnest($1::int[]) AS s WHERE pg_try_advisory_lock(1868724273, s) LIMIT $2`
+
+// unlockShard releases one shard.
+const unlockShard = `SELECT pg_advisory_unlock(1868724273, $1)`
+
+// lockMember registers this instance; the count of member locks is the
+// number of live relays sharing the shards.
+const lockMember = `SELECT pg_try_advisory_lock(1868724274, $1)`
+
+// countMembers counts live relay instances of this database.
+const countMembers = `SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = 1868724274
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
+
+// shardOwners lists which backend holds each shard lock, for status output.
+const shardOwners = `SELECT l.objid::int AS shard, a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = 1868724273
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY 1`
+
+// backlogStats feeds the pending and oldest-age gauges. The oldest pending
+// event is taken by seq (primary key), close to creation order.
+const backlogStats = `SELECT (SELECT count(*) FROM outbox),
+       coalesce(extract(epoch FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY seq LIMIT 1)), 0)::float8,
+       (SELECT count(*) FROM outbox_parked)`

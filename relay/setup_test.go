@@ -1,0 +1,177 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/outbox"
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// bed is what relay tests share: a fresh database and a topic.
+type bed struct {
+	t       *testing.T
+	db      *testenv.DB
+	topic   string
+	brokers []string
+}
+
+func setup(t *testing.T, partitions int) *bed {
+	t.Helper()
+	return &bed{t: t, db: testenv.NewDB(t), topic: testenv.CreateTopic(t, "relay", partitions), brokers: testenv.Brokers(t)}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("OUTBOXKIT_TEST_LOGS") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startRelay runs a relay until the test ends (or stop is called) and
+// returns it.
+func (b *bed) startRelay(cfg relay.Config) (r *relay.Relay, stop func()) {
+	b.t.Helper()
+	if cfg.Brokers == nil && cfg.Publisher == nil {
+		cfg.Brokers = b.brokers
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(b.t)
+	}
+	if cfg.RebalanceInterval == 0 {
+		cfg.RebalanceInterval = 200 * time.Millisecond
+	}
+	r, err := relay.New(b.db.Pool, cfg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					b.t.Errorf("relay.Run returned %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				b.t.Errorf("relay.Run did not return within 20s of cancel")
+			}
+		})
+	}
+	b.t.Cleanup(stop)
+	return r, stop
+}
+
+// write commits n events per aggregate, aggregates "a0".."a<aggs-1>", each
+// event's payload "<aggregate>:<n>" so order can be checked on the way out.
+func (b *bed) write(aggs, perAgg int) {
+	b.t.Helper()
+	ctx := context.Background()
+	for n := 0; n < perAgg; n++ {
+		evs := make([]outbox.Event, 0, aggs)
+		for a := 0; a < aggs; a++ {
+			evs = append(evs, outbox.Event{Topic: b.topic, AggregateType: "acct", AggregateID: fmt.Sprintf("a%d", a),
+				EventType: "Moved", Payload: []byte(fmt.Sprintf("a%d:%d", a, n))})
+		}
+		if err := outbox.Write(ctx, b.db.Pool, evs...); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
+func (b *bed) pending() int {
+	b.t.Helper()
+	var n int
+	if err := b.db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+		b.t.Fatal(err)
+	}
+	return n
+}
+
+func (b *bed) waitDrained(timeout time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for b.pending() > 0 {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("outbox still has %d events after %s", b.pending(), timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func header(m kafka.Message, k string) string {
+	for _, h := range m.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// checkDelivery asserts that every aggregate's events 0..perAgg-1 arrived,
+// counting each event ID once, with first occurrences in order, and returns
+// the number of duplicate records seen.
+func checkDelivery(t *testing.T, msgs []kafka.Message, aggs, perAgg int) (dups int) {
+	t.Helper()
+	seen := map[string]bool{}
+	next := map[string]int{}
+	for _, m := range msgs {
+		id := header(m, "id")
+		if id == "" {
+			t.Fatalf("record without id header: %s", m.Value)
+		}
+		if seen[id] {
+			dups++
+			continue
+		}
+		seen[id] = true
+		var agg string
+		var n int
+		if _, err := fmt.Sscanf(string(m.Value), "%s", &agg); err != nil {
+			t.Fatal(err)
+		}
+		for i := len(m.Value) - 1; i >= 0; i-- {
+			if m.Value[i] == ':' {
+				agg = string(m.Value[:i])
+				n, _ = strconv.Atoi(string(m.Value[i+1:]))
+				break
+			}
+		}
+		if string(m.Key) != agg {
+			t.Fatalf("record %s has key %q", m.Value, m.Key)
+		}
+		if n != next[agg] {
+			t.Fatalf("aggregate %s: got event %d, want %d (reordered or lost)", agg, n, next[agg])
+		}
+		next[agg]++
+	}
+	for a := 0; a < aggs; a++ {
+		if got := next[fmt.Sprintf("a%d", a)]; got != perAgg {
+			t.Fatalf("aggregate a%d: %d of %d events arrived", a, got, perAgg)
+		}
+	}
+	return dups
+}
+
+// execTx runs f in a transaction on the test database.
+func (b *bed) execTx(f func(tx pgx.Tx) error) {
+	b.t.Helper()
+	if err := pgx.BeginFunc(context.Background(), b.db.Pool, f); err != nil {
+		b.t.Fatal(err)
+	}
+}
