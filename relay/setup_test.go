@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
@@ -43,6 +44,28 @@ func testLogger(t *testing.T) *slog.Logger {
 // returns it.
 func (b *bed) startRelay(cfg relay.Config) (r *relay.Relay, stop func()) {
 	b.t.Helper()
+	return b.startRelayOn(b.db.Pool, cfg)
+}
+
+// startRelayOwnPool is startRelay with a pool of the relay's own, its
+// connections named "outbox-relay-pool" so tests can terminate them.
+func (b *bed) startRelayOwnPool(cfg relay.Config) (r *relay.Relay, stop func()) {
+	b.t.Helper()
+	pcfg, err := pgxpool.ParseConfig(b.db.URL)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "outbox-relay-pool"
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(pool.Close)
+	return b.startRelayOn(pool, cfg)
+}
+
+func (b *bed) startRelayOn(pool *pgxpool.Pool, cfg relay.Config) (r *relay.Relay, stop func()) {
+	b.t.Helper()
 	if cfg.Brokers == nil && cfg.Publisher == nil {
 		cfg.Brokers = b.brokers
 	}
@@ -52,7 +75,7 @@ func (b *bed) startRelay(cfg relay.Config) (r *relay.Relay, stop func()) {
 	if cfg.RebalanceInterval == 0 {
 		cfg.RebalanceInterval = 200 * time.Millisecond
 	}
-	r, err := relay.New(b.db.Pool, cfg)
+	r, err := relay.New(pool, cfg)
 	if err != nil {
 		b.t.Fatal(err)
 	}

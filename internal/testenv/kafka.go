@@ -199,3 +199,78 @@ func FreeAddr(t testing.TB) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// ReadTopicToEnd reads every record of every partition of topic, up to the
+// end offsets at the time of the call, per partition in offset order,
+// partitions in ascending order. Call it after the producer is done (for
+// the relay: after the outbox drained) to see everything it published,
+// duplicates included.
+func ReadTopicToEnd(brokers []string, topic string, timeout time.Duration) ([]kafka.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return nil, fmt.Errorf("metadata for %s: %+v", topic, md.Topics)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, err
+	}
+	ends := map[int]int64{}
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("end offset of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+	}
+	parts := make([]int, 0, len(ends))
+	for p := range ends {
+		parts = append(parts, p)
+	}
+	sort.Ints(parts)
+	results := make([][]kafka.Message, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		if ends[p] == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{
+				Brokers: brokers, Topic: topic, Partition: p,
+				MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond,
+			})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					errs[i] = fmt.Errorf("read %s/%d: %w (have %d records, end offset %d)", topic, p, err, len(results[i]), ends[p])
+					return
+				}
+				results[i] = append(results[i], m)
+				if m.Offset >= ends[p]-1 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var out []kafka.Message
+	for i := range parts {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out = append(out, results[i]...)
+	}
+	return out, nil
+}

@@ -1,0 +1,55 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// TestMain doubles as a relay process for the tests that kill relays: with
+// OUTBOXKIT_RELAY_CHILD set, the test binary runs one relay against
+// DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay.
+func TestMain(m *testing.M) {
+	if os.Getenv("OUTBOXKIT_RELAY_CHILD") != "" {
+		os.Exit(runChild())
+	}
+	os.Exit(m.Run())
+}
+
+func runChild() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pool.Close()
+	r, err := relay.New(pool, relay.Config{
+		Brokers:           strings.Split(os.Getenv("KAFKA_BROKERS"), ","),
+		Logger:            log,
+		RebalanceInterval: 200 * time.Millisecond,
+		BatchSize:         200,
+		RetryBackoffMax:   time.Second,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := r.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
