@@ -59,10 +59,12 @@ type Config struct {
 	// RetryBackoffMax: see RetryBackoffMin.
 	RetryBackoffMax time.Duration
 
-	// ParkAfterAttempts is how many times an event that Kafka refuses for
-	// good (missing topic, record too large) is tried, with a growing pause,
-	// before its aggregate is parked. Defaults to 3.
-	ParkAfterAttempts int
+	// ParkAfter is how long Kafka must keep refusing an aggregate's next
+	// event for good (missing topic, record too large) before the aggregate
+	// is parked. Until then the event is retried with growing pauses while
+	// other aggregates flow. Keep it above the Transport's MetadataTTL (6s by
+	// default), so a topic created meanwhile is seen. Defaults to 15s.
+	ParkAfter time.Duration
 
 	// Logger receives structured logs (never payloads). Defaults to a logger
 	// that discards everything.
@@ -83,7 +85,7 @@ const (
 	DefaultPublishTimeout    = 10 * time.Second
 	DefaultRetryBackoffMin   = 50 * time.Millisecond
 	DefaultRetryBackoffMax   = 5 * time.Second
-	DefaultParkAfterAttempts = 3
+	DefaultParkAfter         = 15 * time.Second
 )
 
 // withDefaults returns cfg with zero fields set to their defaults.
@@ -112,8 +114,8 @@ func (cfg Config) withDefaults() Config {
 	if cfg.RetryBackoffMax == 0 {
 		cfg.RetryBackoffMax = DefaultRetryBackoffMax
 	}
-	if cfg.ParkAfterAttempts == 0 {
-		cfg.ParkAfterAttempts = DefaultParkAfterAttempts
+	if cfg.ParkAfter == 0 {
+		cfg.ParkAfter = DefaultParkAfter
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -153,8 +155,8 @@ func (cfg Config) validate() error {
 	if cfg.RetryBackoffMin <= 0 || cfg.RetryBackoffMax < cfg.RetryBackoffMin {
 		errs = append(errs, fmt.Errorf("relay: RetryBackoffMin (%s) must be positive and at most RetryBackoffMax (%s)", cfg.RetryBackoffMin, cfg.RetryBackoffMax))
 	}
-	if cfg.ParkAfterAttempts < 1 {
-		errs = append(errs, fmt.Errorf("relay: ParkAfterAttempts must be at least 1, got %d", cfg.ParkAfterAttempts))
+	if cfg.ParkAfter < 0 {
+		errs = append(errs, fmt.Errorf("relay: ParkAfter must not be negative, got %s", cfg.ParkAfter))
 	}
 	return errors.Join(errs...)
 }

@@ -407,6 +407,7 @@ func (e *event) record() Record {
 // hold tracks an aggregate whose next event Kafka refused for good.
 type hold struct {
 	attempts int
+	first    time.Time
 	until    time.Time
 	err      error
 }
@@ -496,15 +497,19 @@ func (r *Relay) read(ctx context.Context, shard int) ([]event, error) {
 }
 
 // pick chooses what to send now: events in seq order up to MaxBatchBytes,
-// leaving out every event of an aggregate on hold. It returns the earliest
-// hold expiry among the aggregates left out.
+// leaving out every event of an aggregate on hold. An aggregate's events in
+// one call all go to one topic, hence one partition and one atomic Produce
+// request: when its events switch topics, the rest wait for the next call,
+// so a later event never lands while an earlier one failed. It returns the
+// earliest hold expiry among the aggregates left out.
 func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time) {
 	now := time.Now()
 	var (
 		send     []event
 		size     int
 		nextHold time.Time
-		skipped  map[aggKey]bool
+		skipped  = map[aggKey]bool{}
+		topics   = map[aggKey]string{}
 	)
 	for i := range batch {
 		e := &batch[i]
@@ -513,15 +518,17 @@ func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time)
 			if nextHold.IsZero() || h.until.Before(nextHold) {
 				nextHold = h.until
 			}
-			if skipped == nil {
-				skipped = map[aggKey]bool{}
-			}
 			skipped[k] = true
 			continue
 		}
 		if skipped[k] {
 			continue
 		}
+		if t, ok := topics[k]; ok && t != e.topic {
+			skipped[k] = true
+			continue
+		}
+		topics[k] = e.topic
 		rec := e.record()
 		if len(send) > 0 && size+rec.size() > r.cfg.MaxBatchBytes {
 			break
@@ -588,15 +595,15 @@ func (r *Relay) publish(ctx context.Context, log *slog.Logger, send []event, hol
 		nPermErr++
 		h := holds[k]
 		if h == nil {
-			h = &hold{}
+			h = &hold{first: time.Now()}
 			holds[k] = h
 		}
 		h.attempts++
 		h.err = errs[i]
-		if h.attempts >= r.cfg.ParkAfterAttempts {
+		if time.Since(h.first) >= r.cfg.ParkAfter {
 			toPark = append(toPark, i)
 		} else {
-			h.until = time.Now().Add(time.Duration(h.attempts) * 200 * time.Millisecond)
+			h.until = time.Now().Add(min(time.Duration(h.attempts)*200*time.Millisecond, 2*time.Second))
 		}
 	}
 	if nTransErr > 0 {
