@@ -1,0 +1,228 @@
+package inbox
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+)
+
+// Config configures a [Consumer]. Brokers, GroupID and Topics are required;
+// every other field has a default, applied when it is zero.
+type Config struct {
+	// Brokers are the Kafka bootstrap addresses ("host:port"). Required.
+	Brokers []string
+	// GroupID is the Kafka consumer group, and the key under which the
+	// inbox records processed messages: two groups each apply every
+	// message once. Required.
+	GroupID string
+	// Topics are the topics to consume. Required.
+	Topics []string
+
+	// Dialer opens every connection to Kafka, for the group coordinator and
+	// the partition readers alike; set TLS and SASL on it. Defaults to
+	// kafka.DefaultDialer.
+	Dialer *kafka.Dialer
+	// StartOffset is where a partition without a committed offset starts:
+	// kafka.FirstOffset or kafka.LastOffset. Defaults to kafka.FirstOffset,
+	// so a new group loses nothing that is still retained.
+	StartOffset int64
+
+	// BatchSize is the most messages of one partition applied in one
+	// database transaction. Only messages already fetched are batched, so a
+	// quiet partition gets one transaction per message; a backlog is drained
+	// with one commit per batch. If any handler of a batch fails, the batch
+	// is rolled back and re-applied one message per transaction. 1 gives one
+	// transaction per message. Defaults to 100.
+	BatchSize int
+	// CommitInterval is the longest time a processed message's offset waits
+	// before it is committed to Kafka. Defaults to 1s.
+	CommitInterval time.Duration
+	// CommitCount commits offsets as soon as this many messages were
+	// processed since the last commit, before CommitInterval ends.
+	// Defaults to 1000.
+	CommitCount int
+
+	// MaxAttempts is how many times a failing message is tried, one message
+	// per transaction, before it goes to the dead-letter table. Handler
+	// errors, panics, timeouts and failed commits count; failures to reach
+	// the database before the handler runs do not (they are retried until
+	// the database answers). Defaults to 5.
+	MaxAttempts int
+	// RetryBackoffMin is the wait after the first failed attempt; each
+	// further failure doubles it, up to RetryBackoffMax. Defaults to 200ms.
+	RetryBackoffMin time.Duration
+	// RetryBackoffMax caps the wait between attempts. Defaults to 30s.
+	RetryBackoffMax time.Duration
+	// HandlerTimeout bounds one handler call, through its context, and each
+	// of the inbox's own statements. A handler that ignores its context and
+	// is still running after twice HandlerTimeout (HandlerTimeout plus one
+	// second at most) is abandoned: its database session is terminated,
+	// which rolls back its transaction, and the attempt counts as failed.
+	// Defaults to 30s.
+	HandlerTimeout time.Duration
+
+	// RetentionWindow is how long inbox rows are kept, that is how late a
+	// redelivery can come and still be recognized. It must exceed the
+	// longest redelivery delay you expect: a consumer down for longer than
+	// this that restarts from old offsets, or a replay of old records,
+	// applies them again. Longer windows cost table and index size.
+	// Defaults to 7 days (Kafka's default log retention).
+	RetentionWindow time.Duration
+	// RetentionInterval is how often Run deletes this group's inbox rows
+	// older than RetentionWindow, in batches of 5000 rows. Negative
+	// disables it, for when [DeleteExpired] runs elsewhere. Defaults to 10m.
+	RetentionInterval time.Duration
+
+	// SessionTimeout is the group session timeout: a member that sends no
+	// heartbeat for this long loses its partitions. The broker bounds it
+	// (group.min.session.timeout.ms, 6s by default). Defaults to 30s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval is how often the member heartbeats, and so how soon
+	// it notices a rebalance. Defaults to 3s.
+	HeartbeatInterval time.Duration
+	// RebalanceTimeout is how long the coordinator waits for members to
+	// rejoin during a rebalance; it should exceed HandlerTimeout, since a
+	// member finishes its in-flight messages first. Defaults to 60s.
+	RebalanceTimeout time.Duration
+	// JoinGroupBackoff is the wait before joining the group again after an
+	// error. Defaults to 5s.
+	JoinGroupBackoff time.Duration
+	// MaxWait is the longest a fetch waits on the broker for new records.
+	// Defaults to 500ms.
+	MaxWait time.Duration
+
+	// Logger receives the consumer's logs (never message payloads).
+	// Defaults to a logger that discards everything.
+	Logger *slog.Logger
+	// Registerer registers the consumer's Prometheus metrics, all named
+	// outboxkit_inbox_*. Consumers sharing a registerer share the metrics,
+	// told apart by their group label. Defaults to nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+// Defaults of [Config].
+const (
+	DefaultBatchSize         = 100
+	DefaultCommitInterval    = time.Second
+	DefaultCommitCount       = 1000
+	DefaultMaxAttempts       = 5
+	DefaultRetryBackoffMin   = 200 * time.Millisecond
+	DefaultRetryBackoffMax   = 30 * time.Second
+	DefaultHandlerTimeout    = 30 * time.Second
+	DefaultRetentionWindow   = 7 * 24 * time.Hour
+	DefaultRetentionInterval = 10 * time.Minute
+	DefaultSessionTimeout    = 30 * time.Second
+	DefaultHeartbeatInterval = 3 * time.Second
+	DefaultRebalanceTimeout  = 60 * time.Second
+	DefaultJoinGroupBackoff  = 5 * time.Second
+	DefaultMaxWait           = 500 * time.Millisecond
+
+	maxBatchSize = 10000
+)
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setInt := func(n *int, def int) {
+		if *n == 0 {
+			*n = def
+		}
+	}
+	if c.Dialer == nil {
+		c.Dialer = kafka.DefaultDialer
+	}
+	if c.StartOffset == 0 {
+		c.StartOffset = kafka.FirstOffset
+	}
+	setInt(&c.BatchSize, DefaultBatchSize)
+	setDur(&c.CommitInterval, DefaultCommitInterval)
+	setInt(&c.CommitCount, DefaultCommitCount)
+	setInt(&c.MaxAttempts, DefaultMaxAttempts)
+	setDur(&c.RetryBackoffMin, DefaultRetryBackoffMin)
+	setDur(&c.RetryBackoffMax, DefaultRetryBackoffMax)
+	setDur(&c.HandlerTimeout, DefaultHandlerTimeout)
+	setDur(&c.RetentionWindow, DefaultRetentionWindow)
+	setDur(&c.RetentionInterval, DefaultRetentionInterval)
+	setDur(&c.SessionTimeout, DefaultSessionTimeout)
+	setDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDur(&c.RebalanceTimeout, DefaultRebalanceTimeout)
+	setDur(&c.JoinGroupBackoff, DefaultJoinGroupBackoff)
+	setDur(&c.MaxWait, DefaultMaxWait)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// validate checks a Config that went through withDefaults.
+func (c Config) validate() error {
+	if len(c.Brokers) == 0 {
+		return fmt.Errorf("inbox: Brokers is empty")
+	}
+	for i, b := range c.Brokers {
+		if b == "" {
+			return fmt.Errorf("inbox: Brokers[%d] is empty", i)
+		}
+	}
+	if c.GroupID == "" {
+		return fmt.Errorf("inbox: GroupID is empty")
+	}
+	if len(c.Topics) == 0 {
+		return fmt.Errorf("inbox: Topics is empty")
+	}
+	for i, t := range c.Topics {
+		if t == "" {
+			return fmt.Errorf("inbox: Topics[%d] is empty", i)
+		}
+	}
+	if c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset {
+		return fmt.Errorf("inbox: StartOffset must be kafka.FirstOffset (%d) or kafka.LastOffset (%d), got %d",
+			kafka.FirstOffset, kafka.LastOffset, c.StartOffset)
+	}
+	if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
+		return fmt.Errorf("inbox: BatchSize must be between 1 and %d, got %d", maxBatchSize, c.BatchSize)
+	}
+	if c.CommitCount < 1 {
+		return fmt.Errorf("inbox: CommitCount must be at least 1, got %d", c.CommitCount)
+	}
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("inbox: MaxAttempts must be at least 1, got %d", c.MaxAttempts)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"CommitInterval", c.CommitInterval},
+		{"RetryBackoffMin", c.RetryBackoffMin},
+		{"RetryBackoffMax", c.RetryBackoffMax},
+		{"HandlerTimeout", c.HandlerTimeout},
+		{"RetentionWindow", c.RetentionWindow},
+		{"SessionTimeout", c.SessionTimeout},
+		{"HeartbeatInterval", c.HeartbeatInterval},
+		{"RebalanceTimeout", c.RebalanceTimeout},
+		{"JoinGroupBackoff", c.JoinGroupBackoff},
+		{"MaxWait", c.MaxWait},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("inbox: %s must not be negative, got %s", d.name, d.v)
+		}
+	}
+	if c.RetryBackoffMax < c.RetryBackoffMin {
+		return fmt.Errorf("inbox: RetryBackoffMax (%s) is below RetryBackoffMin (%s)", c.RetryBackoffMax, c.RetryBackoffMin)
+	}
+	if c.HeartbeatInterval >= c.SessionTimeout {
+		return fmt.Errorf("inbox: HeartbeatInterval (%s) must be below SessionTimeout (%s)", c.HeartbeatInterval, c.SessionTimeout)
+	}
+	if c.MaxWait < time.Millisecond {
+		return fmt.Errorf("inbox: MaxWait must be at least 1ms, got %s", c.MaxWait)
+	}
+	return nil
+}

@@ -1,0 +1,408 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+)
+
+// Consumer consumes Kafka topics as a consumer group and applies each
+// message once, through a [Handler] that runs in the transaction recording
+// the message in the inbox. Create it with [NewConsumer] and start it with
+// [Consumer.Run].
+type Consumer struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	metrics *metrics
+	running atomic.Bool
+
+	// skipInbox runs the same pipeline without claiming messages, for the
+	// benchmark's baseline only.
+	skipInbox bool
+}
+
+// NewConsumer returns a Consumer of cfg.Topics in group cfg.GroupID that
+// applies messages with h through pool. It validates cfg and registers the
+// metrics; it does not connect to anything.
+func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
+	if pool == nil {
+		return nil, errors.New("inbox: pool is nil")
+	}
+	if h == nil {
+		return nil, errors.New("inbox: handler is nil")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	cfg.Topics = append([]string(nil), cfg.Topics...)
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: register metrics: %w", err)
+	}
+	return &Consumer{
+		pool:    pool,
+		cfg:     cfg,
+		handler: h,
+		log:     cfg.Logger.With("group", cfg.GroupID),
+		metrics: m,
+	}, nil
+}
+
+// Run joins the consumer group and applies messages until ctx ends. Each
+// assigned partition is consumed by its own goroutine, in offset order;
+// partitions run in parallel. A message's offset is committed to Kafka only
+// after the transaction that applied it committed.
+//
+// When ctx ends, Run lets in-flight transactions finish (or roll back),
+// commits the offsets of every processed message, leaves the group and
+// returns nil. It returns an error only when it cannot start. A Consumer
+// runs once.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("inbox: Run called twice")
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                c.cfg.GroupID,
+		Brokers:           c.cfg.Brokers,
+		Dialer:            c.cfg.Dialer,
+		Topics:            c.cfg.Topics,
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		SessionTimeout:    c.cfg.SessionTimeout,
+		RebalanceTimeout:  c.cfg.RebalanceTimeout,
+		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
+		StartOffset:       c.cfg.StartOffset,
+		Logger:            kafkaLogger(c.log, slog.LevelDebug),
+		ErrorLogger:       kafkaLogger(c.log, slog.LevelInfo),
+	})
+	if err != nil {
+		return fmt.Errorf("inbox: consumer group: %w", err)
+	}
+	c.log.InfoContext(ctx, "consumer starting", "topics", c.cfg.Topics)
+
+	var bg sync.WaitGroup
+	if c.cfg.RetentionInterval > 0 {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			c.retentionLoop(ctx)
+		}()
+	}
+
+	for {
+		gen, err := group.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				break
+			}
+			if errors.Is(err, kafka.RebalanceInProgress) {
+				c.log.DebugContext(ctx, "rebalance in progress; joining again")
+			} else {
+				c.log.WarnContext(ctx, "joining the consumer group failed; retrying", "error", err)
+			}
+			continue
+		}
+		c.startGeneration(ctx, gen)
+	}
+
+	// Closing the group ends the current generation: the partition
+	// goroutines finish their in-flight batch, the committer commits the
+	// processed offsets on the generation's connection, and the group is
+	// left. Close returns after all of that.
+	_ = group.Close()
+	bg.Wait()
+	c.log.InfoContext(context.WithoutCancel(ctx), "consumer stopped")
+	return nil
+}
+
+// kafkaLogger forwards kafka-go's logs to log at level.
+func kafkaLogger(log *slog.Logger, level slog.Level) kafka.Logger {
+	return kafka.LoggerFunc(func(format string, args ...any) {
+		ctx := context.Background()
+		if log.Enabled(ctx, level) {
+			log.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "kafka-go")
+		}
+	})
+}
+
+// topicPartition names one partition.
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+// genState tracks, for one generation, the next offset to commit per
+// partition. Each partition processes its messages in order, so the offset
+// after its last processed message always ends a contiguous processed prefix.
+type genState struct {
+	mu        sync.Mutex
+	next      map[topicPartition]int64
+	committed map[topicPartition]int64
+	pending   int
+	kick      chan struct{}
+}
+
+func newGenState() *genState {
+	return &genState{
+		next:      map[topicPartition]int64{},
+		committed: map[topicPartition]int64{},
+		kick:      make(chan struct{}, 1),
+	}
+}
+
+// processed records that every message of tp before offset next was applied
+// (or dropped, or dead-lettered) and its transaction committed.
+func (s *genState) processed(tp topicPartition, next int64, n, commitCount int) {
+	s.mu.Lock()
+	s.next[tp] = next
+	s.pending += n
+	full := s.pending >= commitCount
+	s.mu.Unlock()
+	if full {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// toCommit returns the offsets that moved since the last commit.
+func (s *genState) toCommit() map[string]map[int]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out map[string]map[int]int64
+	for tp, off := range s.next {
+		if c, ok := s.committed[tp]; ok && c >= off {
+			continue
+		}
+		if out == nil {
+			out = map[string]map[int]int64{}
+		}
+		if out[tp.topic] == nil {
+			out[tp.topic] = map[int]int64{}
+		}
+		out[tp.topic][tp.partition] = off
+	}
+	s.pending = 0
+	return out
+}
+
+func (s *genState) committedAt(offsets map[string]map[int]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for topic, parts := range offsets {
+		for p, off := range parts {
+			tp := topicPartition{topic, p}
+			if off > s.committed[tp] {
+				s.committed[tp] = off
+			}
+		}
+	}
+}
+
+// startGeneration launches one goroutine per assigned partition and a
+// committer, all bound to gen: the generation ends when any of them returns,
+// and kafka-go waits for all of them before joining the next one.
+func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
+	c.metrics.generations.WithLabelValues(c.cfg.GroupID).Inc()
+	st := newGenState()
+	var parts sync.WaitGroup
+	var owned []string
+	topics := make([]string, 0, len(gen.Assignments))
+	for topic := range gen.Assignments {
+		topics = append(topics, topic)
+	}
+	sort.Strings(topics)
+	for _, topic := range topics {
+		for _, pa := range gen.Assignments[topic] {
+			owned = append(owned, fmt.Sprintf("%s/%d", topic, pa.ID))
+			parts.Add(1)
+			gen.Start(func(genCtx context.Context) {
+				defer parts.Done()
+				c.consumePartition(ctx, genCtx, st, topic, pa)
+			})
+		}
+	}
+	c.log.InfoContext(ctx, "joined generation", "generation", gen.ID, "member_id", gen.MemberID, "partitions", owned)
+	gen.Start(func(genCtx context.Context) {
+		c.commitLoop(genCtx, gen, st, &parts)
+	})
+}
+
+// commitLoop commits processed offsets every CommitInterval, or sooner when
+// CommitCount messages are waiting. When the generation ends it waits for
+// the partition goroutines to finish, then commits a last time, while the
+// generation's coordinator connection is still open.
+func (c *Consumer) commitLoop(genCtx context.Context, gen *kafka.Generation, st *genState, parts *sync.WaitGroup) {
+	t := time.NewTicker(c.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-genCtx.Done():
+			parts.Wait()
+			c.commit(gen, st, true)
+			return
+		case <-t.C:
+			c.commit(gen, st, false)
+		case <-st.kick:
+			c.commit(gen, st, false)
+		}
+	}
+}
+
+func (c *Consumer) commit(gen *kafka.Generation, st *genState, final bool) {
+	offsets := st.toCommit()
+	if len(offsets) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if err := gen.CommitOffsets(offsets); err != nil {
+		// Not fatal: the next owner of these partitions re-reads from the
+		// last committed offset and the inbox drops what was applied.
+		c.metrics.commitErrors.WithLabelValues(c.cfg.GroupID).Inc()
+		c.log.WarnContext(ctx, "offset commit failed", "generation", gen.ID, "final", final, "error", err)
+		return
+	}
+	st.committedAt(offsets)
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		c.log.DebugContext(ctx, "committed offsets", "generation", gen.ID, "final", final, "offsets", fmt.Sprint(offsets))
+	}
+}
+
+// consumePartition reads one partition from the assigned offset and applies
+// its messages in order until the generation ends. runCtx is Run's context:
+// handlers get its values but not its cancellation, so an in-flight batch
+// completes; genCtx ends with the generation.
+func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState, topic string, pa kafka.PartitionAssignment) {
+	log := c.log.With("topic", topic, "partition", pa.ID)
+	tm := c.metrics.bind(c.cfg.GroupID, topic, pa.ID)
+	defer c.metrics.unbindLag(c.cfg.GroupID, topic, pa.ID)
+
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     c.cfg.Brokers,
+		Topic:       topic,
+		Partition:   pa.ID,
+		Dialer:      c.cfg.Dialer,
+		MinBytes:    1,
+		MaxBytes:    10 << 20,
+		MaxWait:     c.cfg.MaxWait,
+		Logger:      kafkaLogger(log, slog.LevelDebug),
+		ErrorLogger: kafkaLogger(log, slog.LevelInfo),
+	})
+	defer r.Close()
+	if err := r.SetOffset(pa.Offset); err != nil {
+		log.ErrorContext(runCtx, "cannot position the partition reader", "offset", pa.Offset, "error", err)
+		return
+	}
+	log.DebugContext(runCtx, "partition assigned", "offset", pa.Offset)
+
+	// The fetcher keeps up to BatchSize records ready, so a batch is
+	// whatever has arrived while the previous one was being applied.
+	fetched := make(chan kafka.Message, c.cfg.BatchSize)
+	fetchCtx, stopFetch := context.WithCancel(genCtx)
+	fetchDone := make(chan struct{})
+	go func() {
+		defer close(fetchDone)
+		c.fetch(fetchCtx, r, fetched, log)
+	}()
+	defer func() {
+		stopFetch()
+		<-fetchDone
+	}()
+
+	base := context.WithoutCancel(runCtx)
+	p := &partitionWorker{c: c, base: base, stop: genCtx, log: log, tm: tm}
+	batch := make([]kafka.Message, 0, c.cfg.BatchSize)
+	for {
+		if genCtx.Err() != nil {
+			return
+		}
+		select {
+		case <-genCtx.Done():
+			return
+		case m := <-fetched:
+			batch = append(batch[:0], m)
+		}
+	drain:
+		for len(batch) < c.cfg.BatchSize {
+			select {
+			case m := <-fetched:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		n := p.process(batch)
+		if n > 0 {
+			last := batch[n-1]
+			st.processed(topicPartition{topic, pa.ID}, last.Offset+1, n, c.cfg.CommitCount)
+			if last.HighWaterMark > 0 {
+				tm.lag.Set(float64(max(0, last.HighWaterMark-last.Offset-1)))
+			}
+		}
+		if n < len(batch) {
+			return // the generation ended mid-batch; the rest is redelivered
+		}
+	}
+}
+
+// fetch copies records from r to out until ctx ends. kafka-go's reader
+// retries broker errors itself; an error that still surfaces is logged and
+// fetching resumes after a pause.
+func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message, log *slog.Logger) {
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.WarnContext(ctx, "fetch failed; retrying", "error", err)
+			if !sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		select {
+		case out <- m:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sleep waits d, or less if ctx ends first, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff is the wait after the given number of failed attempts: doubling
+// from RetryBackoffMin, capped at RetryBackoffMax, with up to 20% jitter
+// removed so retries of many partitions do not align.
+func (c *Consumer) backoff(failures int) time.Duration {
+	d := c.cfg.RetryBackoffMin
+	for i := 1; i < failures && d < c.cfg.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.cfg.RetryBackoffMax)
+	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+}

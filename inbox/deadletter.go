@@ -1,0 +1,160 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+)
+
+// DeadLetter is a message whose handler failed for good, or that could not
+// be decoded, as stored in the inbox_dead_letters table.
+type DeadLetter struct {
+	// ID is the row's key, which [Redrive] takes.
+	ID int64
+	// Group is the consumer group that failed the message.
+	Group string
+	// MessageID is the message's inbox ID (see [Message].ID).
+	MessageID string
+	// Topic, Partition and Offset locate the record that failed.
+	Topic     string
+	Partition int
+	Offset    int64
+	// Key, Value and Headers are the record's. Header names and values that
+	// were not valid UTF-8, or held NUL characters, are stored with those
+	// bytes replaced by U+FFFD.
+	Key     []byte
+	Value   []byte
+	Headers map[string]string
+	// Error is the last failure.
+	Error string
+	// Attempts is how many times the handler was tried; 0 for a record
+	// that could not be decoded.
+	Attempts int
+	// CreatedAt is when the message was dead-lettered.
+	CreatedAt time.Time
+	// RedrivenAt is when it was re-published, or nil.
+	RedrivenAt *time.Time
+}
+
+// ErrDeadLetterNotFound is returned for a dead-letter ID that does not exist.
+var ErrDeadLetterNotFound = errors.New("inbox: dead letter not found")
+
+// ErrAlreadyRedriven is returned by [Redrive] for a dead letter that was
+// re-driven before (and has not failed again since).
+var ErrAlreadyRedriven = errors.New("inbox: dead letter already re-driven")
+
+func scanDeadLetter(row pgx.Row) (DeadLetter, error) {
+	var d DeadLetter
+	err := row.Scan(&d.ID, &d.Group, &d.MessageID, &d.Topic, &d.Partition, &d.Offset,
+		&d.Key, &d.Value, &d.Headers, &d.Error, &d.Attempts, &d.CreatedAt, &d.RedrivenAt)
+	return d, err
+}
+
+// ListDeadLetters returns up to limit pending dead letters (not re-driven),
+// oldest first, of group, or of every group when group is empty. A limit
+// of zero or less means 100.
+func ListDeadLetters(ctx context.Context, db DBTX, group string, limit int) ([]DeadLetter, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := db.Query(ctx, listDeadLetters, group, limit)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: list dead letters: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) { return scanDeadLetter(r) })
+	if err != nil {
+		return nil, fmt.Errorf("inbox: list dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// GetDeadLetter returns one dead letter, re-driven or not, or an error
+// matching [ErrDeadLetterNotFound].
+func GetDeadLetter(ctx context.Context, db DBTX, id int64) (DeadLetter, error) {
+	d, err := scanDeadLetter(db.QueryRow(ctx, getDeadLetter, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return DeadLetter{}, fmt.Errorf("%w: id %d", ErrDeadLetterNotFound, id)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("inbox: get dead letter %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// Publisher writes Kafka records; *kafka.Writer satisfies it. [Redrive]
+// sets each record's Topic, so the writer must not have one.
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// NewRedriveWriter returns a kafka.Writer fit for [Redrive]: it waits for
+// all in-sync replicas (acks=all) and partitions by key with the Java
+// client's murmur2 hash, so a re-driven record lands on the partition of
+// its aggregate. transport carries TLS and SASL settings; nil uses
+// kafka.DefaultTransport. Close it when done.
+func NewRedriveWriter(brokers []string, transport *kafka.Transport) *kafka.Writer {
+	w := &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond,
+	}
+	if transport != nil {
+		w.Transport = transport
+	}
+	return w
+}
+
+// Redrive re-publishes dead letter id so that its consumer group applies it
+// again. In one database transaction it deletes the message's inbox row and
+// marks the dead letter re-driven, and before committing it publishes the
+// stored record (same key, value and headers) to its original topic through
+// pub, which should wait for acks=all ([NewRedriveWriter]).
+//
+// The record keeps its id header, so the group recognizes a copy published
+// twice; a record that had no usable id header is given one with its stored
+// message ID. If publishing fails nothing changes; if the commit fails after
+// publishing, the group drops the copy as a duplicate and Redrive can simply
+// be called again. It returns an error matching [ErrDeadLetterNotFound] or
+// [ErrAlreadyRedriven] when there is nothing to re-drive. If the message fails
+// again it returns to the dead-letter table, pending.
+func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		d, err := scanDeadLetter(tx.QueryRow(ctx, lockDeadLetter, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: id %d", ErrDeadLetterNotFound, id)
+		}
+		if err != nil {
+			return fmt.Errorf("inbox: redrive %d: read dead letter: %w", id, err)
+		}
+		if d.RedrivenAt != nil {
+			return fmt.Errorf("%w: id %d at %s", ErrAlreadyRedriven, id, d.RedrivenAt.Format(time.RFC3339))
+		}
+		if _, err := tx.Exec(ctx, forgetMessage, d.Group, d.MessageID); err != nil {
+			return fmt.Errorf("inbox: redrive %d: delete inbox row: %w", id, err)
+		}
+		if _, err := tx.Exec(ctx, markRedriven, id); err != nil {
+			return fmt.Errorf("inbox: redrive %d: mark re-driven: %w", id, err)
+		}
+		rec := kafka.Message{Topic: d.Topic, Key: d.Key, Value: d.Value}
+		for _, k := range slices.Sorted(maps.Keys(d.Headers)) {
+			if k != HeaderID {
+				rec.Headers = append(rec.Headers, kafka.Header{Key: k, Value: []byte(d.Headers[k])})
+			}
+		}
+		// The stored ID is the one the inbox row was deleted under; a
+		// record that had no usable id header gets it as its id.
+		rec.Headers = append(rec.Headers, kafka.Header{Key: HeaderID, Value: []byte(d.MessageID)})
+		if err := pub.WriteMessages(ctx, rec); err != nil {
+			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)
+		}
+		return nil
+	})
+}

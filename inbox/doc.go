@@ -1,0 +1,76 @@
+// Package inbox consumes Kafka topics and applies each message's database
+// effects exactly once, on top of Kafka's at-least-once delivery.
+//
+// Kafka redelivers: after a consumer crash between its work and its offset
+// commit, after a rebalance, and when a producer retried (the relay may
+// publish an event twice). The inbox makes redeliveries harmless. For every
+// message, a [Consumer] opens a transaction, records (consumer group,
+// message ID) in the inbox table, runs your [Handler] in that same
+// transaction, and commits; only then does it commit the Kafka offset. A
+// message whose ID is already recorded is skipped. So each message's effects
+// happen exactly once, however often it is delivered, as long as they are
+// made through the handler's transaction.
+//
+// The message ID is the record's id header, which the relay sets to the
+// outbox event's UUID; a record without one is identified by
+// "<topic>/<partition>/<offset>" (see [Message]).
+//
+//	c, err := inbox.NewConsumer(pool, inbox.Config{
+//		Brokers: []string{"127.0.0.1:9092"},
+//		GroupID: "billing",
+//		Topics:  []string{"orders"},
+//	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+//		_, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance - 10 WHERE id = $1`, msg.Key)
+//		return err
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	return c.Run(ctx) // until ctx ends
+//
+// # Ordering and parallelism
+//
+// Run joins the consumer group and consumes each assigned partition on its
+// own goroutine, in offset order, with its own partition reader: messages of
+// one key are applied in the order they were published, and partitions
+// proceed in parallel. Offsets are committed per partition up to the last
+// message whose transaction committed, in batches (Config.CommitCount,
+// Config.CommitInterval), and once more when the partition is revoked or Run
+// stops. A failed offset commit is only logged: the inbox absorbs the
+// redeliveries it causes. When a backlog builds up, up to Config.BatchSize
+// messages of a partition share one transaction.
+//
+// # Failures
+//
+// A handler that returns an error, panics or outlives Config.HandlerTimeout
+// rolls back its transaction, inbox row included, and the message is tried
+// again after a capped exponential backoff. After Config.MaxAttempts failed
+// attempts the message goes to the inbox_dead_letters table, with its key,
+// value, headers and last error, in the same transaction as its inbox row,
+// and the partition moves on. A record that cannot be stored as it is (a
+// header that is not valid UTF-8) goes there at once. Operators list dead
+// letters with [ListDeadLetters] and re-publish one with [Redrive].
+//
+// # Retention
+//
+// Inbox rows are kept for Config.RetentionWindow (7 days by default) and
+// then deleted in small batches by Run, or by [DeleteExpired]. A message
+// redelivered after its row was deleted is applied again: the window must
+// outlast every redelivery you expect (consumer downtime, replays).
+//
+// # Own consumer loop
+//
+// Programs with their own Kafka consumer use [Claim] inside their
+// transaction and commit offsets after it commits.
+//
+// # Metrics
+//
+// With Config.Registerer set, the consumer exports, labelled by group and
+// topic: outboxkit_inbox_messages_processed_total,
+// outboxkit_inbox_duplicates_total, outboxkit_inbox_retries_total,
+// outboxkit_inbox_dead_letters_total,
+// outboxkit_inbox_handler_duration_seconds, and outboxkit_inbox_lag per
+// partition; plus outboxkit_inbox_offset_commit_errors_total,
+// outboxkit_inbox_generations_total and
+// outboxkit_inbox_expired_deleted_total per group.
+package inbox

@@ -1,0 +1,181 @@
+package inbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+)
+
+// HeaderID is the Kafka header that carries a message's ID. The relay sets
+// it to the outbox event's UUID.
+const HeaderID = "id"
+
+// maxIDBytes bounds a message ID taken from the id header: longer IDs do not
+// fit a btree index entry, so such a message is treated as undecodable.
+const maxIDBytes = 1024
+
+// Handler applies one message. It runs inside the transaction that records
+// the message in the inbox: do the message's database work through tx, and
+// return an error to roll back both (the message is then retried). tx is
+// committed by the consumer after Handler returns; do not commit it.
+//
+// ctx ends after Config.HandlerTimeout; a handler must return soon after.
+// Work outside the database (HTTP calls, e-mails) is not covered by the
+// inbox: it happens at least once, and may be repeated when a transaction
+// fails to commit.
+type Handler func(ctx context.Context, tx pgx.Tx, msg Message) error
+
+// Message is one Kafka record as given to a [Handler].
+type Message struct {
+	// ID identifies the message for deduplication: the value of the id
+	// header (set by the relay to the outbox event's UUID). When the record
+	// has no usable id header, ID is "<topic>/<partition>/<offset>", which
+	// only recognizes redeliveries of that very record, not a producer's
+	// retried copy.
+	ID string
+	// Topic, Partition and Offset locate the record.
+	Topic     string
+	Partition int
+	Offset    int64
+	// Key is the record key (the aggregate ID for relay records).
+	Key []byte
+	// Value is the record value; nil for a tombstone.
+	Value []byte
+	// Headers are the record headers; when a name repeats, the last value
+	// wins.
+	Headers map[string]string
+	// Time is the record timestamp.
+	Time time.Time
+}
+
+// fallbackID is the documented message ID of a record without an id header.
+func fallbackID(topic string, partition int, offset int64) string {
+	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// decode turns a Kafka record into a Message. The second result is not nil
+// when the record cannot be stored as it is (a header that is not valid
+// UTF-8 or holds a NUL, or an oversized id); such a message goes to the
+// dead-letter table without reaching the handler.
+func decode(m kafka.Message) (Message, error) {
+	msg := Message{
+		Topic:     m.Topic,
+		Partition: m.Partition,
+		Offset:    m.Offset,
+		Key:       m.Key,
+		Value:     m.Value,
+		Headers:   make(map[string]string, len(m.Headers)),
+		Time:      m.Time,
+	}
+	var bad error
+	for _, h := range m.Headers {
+		v := string(h.Value)
+		if bad == nil {
+			if reason := checkText(h.Key); reason != "" {
+				bad = fmt.Errorf("header name %q %s", h.Key, reason)
+			} else if reason := checkText(v); reason != "" {
+				bad = fmt.Errorf("value of header %q %s", h.Key, reason)
+			}
+		}
+		msg.Headers[h.Key] = v
+	}
+	id := msg.Headers[HeaderID]
+	switch {
+	case id == "":
+	case checkText(id) != "":
+		id = ""
+	case len(id) > maxIDBytes:
+		if bad == nil {
+			bad = fmt.Errorf("id header is %d bytes, over the limit of %d", len(id), maxIDBytes)
+		}
+		id = ""
+	}
+	if id == "" {
+		id = fallbackID(m.Topic, m.Partition, m.Offset)
+	}
+	msg.ID = id
+	return msg, bad
+}
+
+// checkText rejects what Postgres text and jsonb cannot store.
+func checkText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "contains a NUL character"
+	}
+	return ""
+}
+
+// sanitize makes s storable as text: invalid UTF-8 and NUL become U+FFFD.
+func sanitize(s string) string {
+	if checkText(s) == "" {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// headersJSON encodes headers for a jsonb column, sanitized; nil when there
+// are none.
+func headersJSON(h map[string]string) (any, error) {
+	if len(h) == 0 {
+		return nil, nil
+	}
+	clean := make(map[string]string, len(h))
+	for k, v := range h {
+		clean[sanitize(k)] = sanitize(v)
+	}
+	b, err := json.Marshal(clean)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// DBTX is what the inbox's lower-level functions need from a database
+// handle: pgx.Tx, *pgx.Conn and *pgxpool.Pool all satisfy it.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+var (
+	_ DBTX = (*pgxpool.Pool)(nil)
+	_ DBTX = (*pgx.Conn)(nil)
+	_ DBTX = (pgx.Tx)(nil)
+)
+
+// Claim records messageID as processed by group, inside tx, and reports
+// whether this is its first claim. It is the building block of [Consumer]
+// for programs with their own consumer loop:
+//
+//	first, err := inbox.Claim(ctx, tx, "billing", msg.ID)
+//	if err != nil {
+//		return err
+//	}
+//	if first {
+//		// apply the message through tx
+//	}
+//	return tx.Commit(ctx) // then commit the Kafka offset
+//
+// The claim lasts exactly as long as tx: if tx rolls back, the message is
+// unclaimed. While tx is open, a concurrent Claim of the same message waits
+// for tx to end, then returns false if tx committed.
+func Claim(ctx context.Context, tx pgx.Tx, group, messageID string) (first bool, err error) {
+	tag, err := tx.Exec(ctx, claimOne, group, messageID)
+	if err != nil {
+		return false, fmt.Errorf("inbox: claim message: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -1,0 +1,117 @@
+package inbox
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the consumer's Prometheus collectors. They exist even when no
+// Registerer is configured, so counting never needs a nil check.
+type metrics struct {
+	processed     *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	handlerTime   *prometheus.HistogramVec
+	lag           *prometheus.GaugeVec
+	commitErrors  *prometheus.CounterVec
+	generations   *prometheus.CounterVec
+	expiredDelete *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_messages_processed_total",
+			Help: "Messages applied: their handler's transaction committed.",
+		}, []string{"group", "topic"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_duplicates_total",
+			Help: "Messages dropped because the inbox already held their ID.",
+		}, []string{"group", "topic"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_retries_total",
+			Help: "Failed attempts at a message that were followed by another attempt.",
+		}, []string{"group", "topic"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_dead_letters_total",
+			Help: "Messages moved to the dead-letter table.",
+		}, []string{"group", "topic"}),
+		handlerTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "outboxkit_inbox_handler_duration_seconds",
+			Help:    "Duration of handler calls, failed ones included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"group", "topic"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outboxkit_inbox_lag",
+			Help: "Records behind the partition's high-water mark after the last processed batch, per partition owned by this consumer.",
+		}, []string{"group", "topic", "partition"}),
+		commitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_offset_commit_errors_total",
+			Help: "Failed Kafka offset commits (the inbox absorbs the redeliveries they cause).",
+		}, []string{"group"}),
+		generations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_generations_total",
+			Help: "Consumer group generations joined (1 plus the rebalances seen).",
+		}, []string{"group"}),
+		expiredDelete: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_expired_deleted_total",
+			Help: "Inbox rows deleted by retention.",
+		}, []string{"group"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	register := func(c prometheus.Collector) (prometheus.Collector, error) {
+		err := reg.Register(c)
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector, nil
+		}
+		return c, err
+	}
+	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete} {
+		c, err := register(*pc)
+		if err != nil {
+			return nil, err
+		}
+		*pc = c.(*prometheus.CounterVec)
+	}
+	h, err := register(m.handlerTime)
+	if err != nil {
+		return nil, err
+	}
+	m.handlerTime = h.(*prometheus.HistogramVec)
+	g, err := register(m.lag)
+	if err != nil {
+		return nil, err
+	}
+	m.lag = g.(*prometheus.GaugeVec)
+	return m, nil
+}
+
+// topicMetrics are the collectors of one group and topic, bound once per
+// partition so the hot path does no label lookups.
+type topicMetrics struct {
+	processed, duplicates, retries, deadLetters prometheus.Counter
+	handlerTime                                 prometheus.Observer
+	lag                                         prometheus.Gauge
+}
+
+func (m *metrics) bind(group, topic string, partition int) topicMetrics {
+	return topicMetrics{
+		processed:   m.processed.WithLabelValues(group, topic),
+		duplicates:  m.duplicates.WithLabelValues(group, topic),
+		retries:     m.retries.WithLabelValues(group, topic),
+		deadLetters: m.deadLetters.WithLabelValues(group, topic),
+		handlerTime: m.handlerTime.WithLabelValues(group, topic),
+		lag:         m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)),
+	}
+}
+
+// unbindLag drops the lag series of a partition this consumer no longer owns.
+func (m *metrics) unbindLag(group, topic string, partition int) {
+	m.lag.DeleteLabelValues(group, topic, strconv.Itoa(partition))
+}

@@ -1,0 +1,391 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+)
+
+// maxHungGrace caps how long a handler may run past its deadline before it
+// is abandoned and its database session terminated; the grace is
+// HandlerTimeout when that is shorter.
+const maxHungGrace = time.Second
+
+// maxErrorBytes bounds the error text stored with a dead letter.
+const maxErrorBytes = 4096
+
+// partitionWorker applies the messages of one partition.
+type partitionWorker struct {
+	c *Consumer
+	// base carries Run's context values without its cancellation: work
+	// that started finishes even when Run is stopping.
+	base context.Context
+	// stop ends with the generation; waiting (between retries) stops there.
+	stop context.Context
+	log  *slog.Logger
+	tm   topicMetrics
+}
+
+// item is one fetched record, decoded.
+type item struct {
+	msg Message
+	// bad says why the record cannot be handled; it is dead-lettered as is.
+	bad error
+}
+
+// failure is why a transaction did not commit.
+type failure struct {
+	err error
+	// index is the message at fault, or -1 when none is (the inbox's own
+	// statements failed).
+	index int
+	// beforeHandler reports a failure to reach the database before any
+	// handler ran: it is retried without counting an attempt.
+	beforeHandler bool
+}
+
+// process settles the messages of batch, in order, and returns how many it
+// settled: applied, dropped as duplicates, or dead-lettered, each with its
+// transaction committed. It returns less than len(batch) only when the
+// generation ended first.
+func (p *partitionWorker) process(batch []kafka.Message) int {
+	items := make([]item, len(batch))
+	for i, m := range batch {
+		items[i].msg, items[i].bad = decode(m)
+	}
+	if len(items) > 1 {
+		f := p.apply(items)
+		if f == nil {
+			return len(items)
+		}
+		if f.index >= 0 {
+			p.tm.retries.Inc()
+		}
+		p.log.DebugContext(p.base, "batch failed; applying its messages one per transaction",
+			"count", len(items), "error", f.err)
+	}
+	for i := range items {
+		if !p.processOne(&items[i]) {
+			return i
+		}
+	}
+	return len(items)
+}
+
+// processOne settles one message: it retries a failing handler with backoff
+// and dead-letters the message after MaxAttempts. It returns false when the
+// generation ended before the message was settled.
+func (p *partitionWorker) processOne(it *item) bool {
+	cfg := &p.c.cfg
+	if it.bad != nil {
+		return p.deadLetter(it, it.bad, 0)
+	}
+	attempts, waits := 0, 0
+	one := []item{*it}
+	for {
+		f := p.apply(one)
+		if f == nil {
+			return true
+		}
+		if f.beforeHandler {
+			waits++
+			d := p.c.backoff(waits)
+			p.log.WarnContext(p.base, "database unavailable; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
+			if !sleep(p.stop, d) {
+				return false
+			}
+			continue
+		}
+		attempts++
+		if attempts >= cfg.MaxAttempts {
+			return p.deadLetter(it, f.err, attempts)
+		}
+		p.tm.retries.Inc()
+		d := p.c.backoff(attempts)
+		p.log.WarnContext(p.base, "handler failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset,
+			"attempt", attempts, "error", f.err, "backoff", d)
+		if !sleep(p.stop, d) {
+			return false
+		}
+	}
+}
+
+// deadLetter records a message that failed for good, together with its
+// inbox row, so the partition moves on. It returns false when the generation
+// ended before the database accepted it.
+func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
+	for waits := 1; ; waits++ {
+		err := p.tryDeadLetter(it, cause, attempts)
+		if err == nil {
+			return true
+		}
+		d := p.c.backoff(waits)
+		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
+		if !sleep(p.stop, d) {
+			return false
+		}
+	}
+}
+
+func (p *partitionWorker) tryDeadLetter(it *item, cause error, attempts int) error {
+	ctx, cancel := p.opContext()
+	defer cancel()
+	tx, err := p.c.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	first, err := p.claim(ctx, tx, it.msg.ID)
+	if err != nil {
+		return err
+	}
+	if !first {
+		// Applied meanwhile through another copy of the message.
+		p.tm.duplicates.Inc()
+		return nil
+	}
+	if err := p.insertDeadLetter(ctx, tx, it, cause, attempts); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	p.deadLettered(it, cause, attempts)
+	return nil
+}
+
+func (p *partitionWorker) insertDeadLetter(ctx context.Context, tx pgx.Tx, it *item, cause error, attempts int) error {
+	h, err := headersJSON(it.msg.Headers)
+	if err != nil {
+		return err
+	}
+	text := cause.Error()
+	if len(text) > maxErrorBytes {
+		text = text[:maxErrorBytes]
+	}
+	m := &it.msg
+	_, err = tx.Exec(ctx, insertDeadLetter, p.c.cfg.GroupID, m.ID, m.Topic, m.Partition, m.Offset,
+		m.Key, m.Value, h, sanitize(text), attempts)
+	if err != nil {
+		return fmt.Errorf("insert dead letter: %w", err)
+	}
+	return nil
+}
+
+func (p *partitionWorker) deadLettered(it *item, cause error, attempts int) {
+	p.tm.deadLetters.Inc()
+	p.log.ErrorContext(p.base, "message moved to the dead-letter table", "message_id", it.msg.ID,
+		"offset", it.msg.Offset, "attempts", attempts, "error", cause)
+}
+
+// claimMany claims ids (sorted, without repeats) and returns those that were new.
+func (p *partitionWorker) claimMany(ctx context.Context, tx pgx.Tx, ids []string) (map[string]bool, error) {
+	firsts := make(map[string]bool, len(ids))
+	if p.c.skipInbox {
+		for _, id := range ids {
+			firsts[id] = true
+		}
+		return firsts, nil
+	}
+	rows, err := tx.Query(ctx, claimMany, p.c.cfg.GroupID, ids)
+	if err != nil {
+		return nil, err
+	}
+	var id string
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		firsts[id] = true
+		return nil
+	})
+	return firsts, err
+}
+
+func (p *partitionWorker) claim(ctx context.Context, tx pgx.Tx, id string) (bool, error) {
+	if p.c.skipInbox {
+		return true, nil
+	}
+	return Claim(ctx, tx, p.c.cfg.GroupID, id)
+}
+
+// apply runs items in one transaction: claim them, hand each new one to the
+// handler (or dead-letter it when it is undecodable), commit. It returns nil
+// when the transaction committed.
+func (p *partitionWorker) apply(items []item) *failure {
+	// Each statement gets its own deadline: a batch of slow handlers may
+	// outlast any single one.
+	ctx, cancel := p.opContext()
+	tx, err := p.c.pool.Begin(ctx)
+	cancel()
+	if err != nil {
+		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, beforeHandler: true}
+	}
+	abandoned := false
+	defer func() {
+		if !abandoned {
+			ctx, cancel := p.opContext()
+			tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+			cancel()
+		}
+	}()
+
+	firsts, err := p.claimItems(tx, items)
+	if err != nil {
+		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, beforeHandler: true}
+	}
+	var applied, dropped int
+	var dead []int
+	for i := range items {
+		it := &items[i]
+		if !firsts[it.msg.ID] {
+			dropped++
+			continue
+		}
+		// A repeated ID within the batch is a duplicate of its first copy.
+		delete(firsts, it.msg.ID)
+		if it.bad != nil {
+			ctx, cancel := p.opContext()
+			err := p.insertDeadLetter(ctx, tx, it, it.bad, 0)
+			cancel()
+			if err != nil {
+				return &failure{err: err, index: i}
+			}
+			dead = append(dead, i)
+			continue
+		}
+		if err := p.callHandler(tx, it.msg); err != nil {
+			// The claims and the handlers' work roll back together.
+			abandoned = errors.Is(err, errAbandoned)
+			return &failure{err: err, index: i}
+		}
+		applied++
+	}
+	ctx, cancel = p.opContext()
+	defer cancel()
+	if err := tx.Commit(ctx); err != nil {
+		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1}
+	}
+	p.tm.processed.Add(float64(applied))
+	if dropped > 0 {
+		p.tm.duplicates.Add(float64(dropped))
+		p.log.DebugContext(p.base, "dropped duplicate messages", "count", dropped)
+	}
+	for _, i := range dead {
+		p.deadLettered(&items[i], items[i].bad, 0)
+	}
+	return nil
+}
+
+// claimItems claims the IDs of items in tx and returns those that were new.
+func (p *partitionWorker) claimItems(tx pgx.Tx, items []item) (map[string]bool, error) {
+	ctx, cancel := p.opContext()
+	defer cancel()
+	if len(items) == 1 {
+		first, err := p.claim(ctx, tx, items[0].msg.ID)
+		return map[string]bool{items[0].msg.ID: first}, err
+	}
+	ids := make([]string, len(items))
+	for i := range items {
+		ids[i] = items[i].msg.ID
+	}
+	slices.Sort(ids)
+	return p.claimMany(ctx, tx, slices.Compact(ids))
+}
+
+// opContext bounds one of the inbox's own statements.
+func (p *partitionWorker) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(p.base, p.c.cfg.HandlerTimeout)
+}
+
+// errAbandoned marks a handler that outlived its deadline and the grace
+// after it.
+var errAbandoned = errors.New("handler ignored its deadline and was abandoned")
+
+// PanicError is the error recorded when a handler panics.
+type PanicError struct {
+	// Value is what the handler panicked with.
+	Value any
+	// Stack is the handler goroutine's stack at the panic.
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+
+// callHandler runs the handler for msg with a HandlerTimeout deadline. The
+// handler runs on its own goroutine so that one that ignores its deadline
+// can be abandoned: its database session is then terminated, which rolls
+// back tx and frees its locks, and tx is rolled back (returning the
+// connection to the pool) whenever the handler finally returns. Only that
+// goroutine touches tx from then on.
+func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
+	pid := tx.Conn().PgConn().PID()
+	hctx, cancel := context.WithTimeout(p.base, p.c.cfg.HandlerTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- &PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
+		done <- p.c.handler(hctx, tx, msg)
+	}()
+
+	var err error
+	select {
+	case err = <-done:
+	case <-hctx.Done():
+		grace := time.NewTimer(min(maxHungGrace, p.c.cfg.HandlerTimeout))
+		select {
+		case err = <-done:
+			grace.Stop()
+		case <-grace.C:
+			p.abandon(tx, pid, done, msg)
+			p.tm.handlerTime.Observe(time.Since(start).Seconds())
+			return fmt.Errorf("%w after %s", errAbandoned, p.c.cfg.HandlerTimeout)
+		}
+	}
+	p.tm.handlerTime.Observe(time.Since(start).Seconds())
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		p.log.ErrorContext(p.base, "handler panicked", "message_id", msg.ID, "offset", msg.Offset,
+			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+		return err
+	}
+	if hctx.Err() != nil {
+		// Past its deadline the handler's work is not trusted even if it
+		// reports success: the transaction may hold a half-done statement.
+		if err == nil {
+			err = context.DeadlineExceeded
+		}
+		return fmt.Errorf("handler exceeded HandlerTimeout (%s): %w", p.c.cfg.HandlerTimeout, err)
+	}
+	if err != nil {
+		return fmt.Errorf("handler: %w", err)
+	}
+	return nil
+}
+
+// abandon gives up on a handler that is still running: it terminates the
+// server session of tx and leaves tx to the handler's goroutine.
+func (p *partitionWorker) abandon(tx pgx.Tx, pid uint32, done <-chan error, msg Message) {
+	p.log.ErrorContext(p.base, "handler ignored its deadline; terminating its database session",
+		"message_id", msg.ID, "offset", msg.Offset, "pid", pid)
+	ctx, cancel := p.opContext()
+	defer cancel()
+	if _, err := p.c.pool.Exec(ctx, terminateBackend, pid); err != nil {
+		p.log.ErrorContext(p.base, "terminating the database session failed", "pid", pid, "error", err)
+	}
+	go func() {
+		<-done
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
+}

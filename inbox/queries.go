@@ -1,0 +1,79 @@
+package inbox
+
+// claimOne records one message for a consumer group. The primary key
+// (consumer_group, message_id) both detects the duplicate and, while the
+// claiming transaction is open, makes a concurrent claim of the same message
+// wait for its outcome.
+const claimOne = `INSERT INTO inbox (consumer_group, message_id) VALUES ($1, $2)
+ON CONFLICT DO NOTHING`
+
+// claimMany records several messages in one statement and returns the IDs
+// that were new. Callers pass the IDs sorted and without repeats, so two
+// consumers claiming overlapping sets take the primary-key locks in the same
+// order. Served by the primary key.
+const claimMany = `INSERT INTO inbox (consumer_group, message_id)
+SELECT $1, m.id FROM unnest($2::text[]) AS m(id)
+ON CONFLICT DO NOTHING
+RETURNING message_id`
+
+// insertDeadLetter parks a message. A message that was re-driven and failed
+// again replaces its earlier row (unique (consumer_group, message_id)), which
+// becomes pending again.
+const insertDeadLetter = `INSERT INTO inbox_dead_letters
+    (consumer_group, message_id, topic, kafka_partition, kafka_offset, key, value, headers, error, attempts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (consumer_group, message_id) DO UPDATE SET
+    topic = EXCLUDED.topic,
+    kafka_partition = EXCLUDED.kafka_partition,
+    kafka_offset = EXCLUDED.kafka_offset,
+    key = EXCLUDED.key,
+    value = EXCLUDED.value,
+    headers = EXCLUDED.headers,
+    error = EXCLUDED.error,
+    attempts = EXCLUDED.attempts,
+    created_at = now(),
+    redriven_at = NULL
+RETURNING id`
+
+// deadLetterColumns is the column list scanned by scanDeadLetter.
+const deadLetterColumns = `id, consumer_group, message_id, topic, kafka_partition, kafka_offset,
+    key, value, headers, error, attempts, created_at, redriven_at`
+
+// listDeadLetters lists pending dead letters, oldest first, of group $1 or,
+// when $1 is empty, of every group. The table is small by nature (it holds
+// failures); the primary key serves the ordering.
+const listDeadLetters = `SELECT ` + deadLetterColumns + `
+FROM inbox_dead_letters
+WHERE redriven_at IS NULL AND ($1 = '' OR consumer_group = $1)
+ORDER BY id
+LIMIT $2`
+
+// getDeadLetter reads one dead letter by its primary key.
+const getDeadLetter = `SELECT ` + deadLetterColumns + `
+FROM inbox_dead_letters WHERE id = $1`
+
+// lockDeadLetter reads one dead letter for re-drive and locks it, so two
+// operators cannot re-drive it at once. Served by the primary key.
+const lockDeadLetter = getDeadLetter + ` FOR UPDATE`
+
+// forgetMessage deletes a message's inbox row so that its next delivery is
+// applied. Served by the primary key.
+const forgetMessage = `DELETE FROM inbox WHERE consumer_group = $1 AND message_id = $2`
+
+// markRedriven records that a dead letter was re-published.
+const markRedriven = `UPDATE inbox_dead_letters SET redriven_at = now() WHERE id = $1`
+
+// deleteExpired deletes up to $3 inbox rows of group $1 older than $2
+// seconds. The inner select walks inbox_processed_at_idx; deleting by ctid
+// keeps each statement short, and SKIP LOCKED keeps concurrent cleaners (one
+// per consumer instance) and re-drives from waiting on each other.
+const deleteExpired = `DELETE FROM inbox
+WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM inbox
+    WHERE processed_at < now() - make_interval(secs => $2) AND consumer_group = $1
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED))`
+
+// terminateBackend ends the server session of a handler that ignored its
+// deadline, which rolls back its transaction and releases its locks.
+const terminateBackend = `SELECT pg_terminate_backend($1)`
