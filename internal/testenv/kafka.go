@@ -220,16 +220,18 @@ func ReadTopicToEnd(brokers []string, topic string, timeout time.Duration) ([]ka
 	for _, p := range md.Topics[0].Partitions {
 		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
 	}
-	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return nil, err
-	}
-	ends := map[int]int64{}
-	for _, po := range offs.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("end offset of %s/%d: %w", topic, po.Partition, po.Error)
+	// Right after a broker restart, ListOffsets may fail for a moment.
+	var ends map[int]int64
+	for {
+		ends, err = endOffsets(ctx, client, topic, reqs)
+		if err == nil {
+			break
 		}
-		ends[po.Partition] = po.LastOffset
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	parts := make([]int, 0, len(ends))
 	for p := range ends {
@@ -273,4 +275,19 @@ func ReadTopicToEnd(brokers []string, topic string, timeout time.Duration) ([]ka
 		out = append(out, results[i]...)
 	}
 	return out, nil
+}
+
+func endOffsets(ctx context.Context, client *kafka.Client, topic string, reqs []kafka.OffsetRequest) (map[int]int64, error) {
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, err
+	}
+	ends := map[int]int64{}
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("end offset of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		ends[po.Partition] = po.LastOffset
+	}
+	return ends, nil
 }
