@@ -35,6 +35,13 @@ func Brokers(t testing.TB) []string {
 	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
 		return strings.Split(env, ",")
 	}
+	if err := startFake(); err != nil {
+		t.Fatalf("testenv: start in-process Kafka: %v", err)
+	}
+	return fakeBrokers
+}
+
+func startFake() error {
 	fakeOnce.Do(func() {
 		var c *kfake.Cluster
 		c, fakeErr = kfake.NewCluster(kfake.NumBrokers(1))
@@ -42,10 +49,7 @@ func Brokers(t testing.TB) []string {
 			fakeBrokers = c.ListenAddrs()
 		}
 	})
-	if fakeErr != nil {
-		t.Fatalf("testenv: start in-process Kafka: %v", fakeErr)
-	}
-	return fakeBrokers
+	return fakeErr
 }
 
 // NeedRealKafka skips t unless KAFKA_BROKERS is set. Tests that stop or
@@ -290,4 +294,16 @@ func endOffsets(ctx context.Context, client *kafka.Client, topic string, reqs []
 		ends[po.Partition] = po.LastOffset
 	}
 	return ends, nil
+}
+
+// BrokersForMain is Brokers for TestMain and Example functions, which have
+// no testing.T; it panics when the in-process broker cannot start.
+func BrokersForMain() []string {
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		return strings.Split(env, ",")
+	}
+	if err := startFake(); err != nil {
+		panic(fmt.Sprintf("testenv: start in-process Kafka: %v", err))
+	}
+	return fakeBrokers
 }
