@@ -1,0 +1,386 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/kafkaconfig"
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// config is the relay binary's configuration, read from the environment.
+// Field names of tuning and kafkaSettings match relay.Config and
+// kafkaconfig.Config, so errors those packages report by field name can be
+// translated back to the variable (see varNames).
+type config struct {
+	DatabaseURL string   `env:"DATABASE_URL,required,notEmpty"`
+	Brokers     []string `env:"KAFKA_BROKERS,required,notEmpty" envSeparator:","`
+	HTTPAddr    string   `env:"RELAY_HTTP_ADDR" envDefault:"127.0.0.1:9090"`
+	DBMaxConns  int      `env:"RELAY_DB_MAX_CONNS" envDefault:"16"`
+	LogLevel    string   `env:"RELAY_LOG_LEVEL" envDefault:"info"`
+	LogFormat   string   `env:"RELAY_LOG_FORMAT" envDefault:"json"`
+	// ShutdownTimeout is the hard deadline after SIGTERM: if the relay has
+	// not released its shards by then, the process exits 1 anyway (closing
+	// its connections releases the locks).
+	ShutdownTimeout time.Duration `env:"RELAY_SHUTDOWN_TIMEOUT" envDefault:"9s"`
+
+	Tuning tuning
+	Kafka  kafkaSettings
+
+	// Derived by parseConfig.
+	pool      *pgxpool.Config
+	transport *kafka.Transport
+	level     slog.Level
+}
+
+// tuning mirrors the tuning fields of relay.Config, field for field; the
+// defaults are relay's (TestDefaultsMatchRelay keeps them in step).
+type tuning struct {
+	BatchSize         int           `env:"OUTBOX_BATCH_SIZE" envDefault:"1000"`
+	MaxBatchBytes     int           `env:"OUTBOX_MAX_BATCH_BYTES" envDefault:"921600"`
+	MinPollInterval   time.Duration `env:"RELAY_MIN_POLL_INTERVAL" envDefault:"2ms"`
+	MaxPollInterval   time.Duration `env:"RELAY_MAX_POLL_INTERVAL" envDefault:"100ms"`
+	RebalanceInterval time.Duration `env:"RELAY_REBALANCE_INTERVAL" envDefault:"1s"`
+	PublishTimeout    time.Duration `env:"RELAY_PUBLISH_TIMEOUT" envDefault:"10s"`
+	RetryBackoffMin   time.Duration `env:"RELAY_RETRY_BACKOFF_MIN" envDefault:"50ms"`
+	RetryBackoffMax   time.Duration `env:"RELAY_RETRY_BACKOFF_MAX" envDefault:"5s"`
+	ParkAfter         time.Duration `env:"RELAY_PARK_AFTER" envDefault:"15s"`
+}
+
+// kafkaSettings has the fields of kafkaconfig.Config, in the same order and
+// with the same types, so one converts to the other.
+type kafkaSettings struct {
+	TLS                bool   `env:"KAFKA_TLS" envDefault:"false"`
+	CAFile             string `env:"KAFKA_TLS_CA_FILE"`
+	CertFile           string `env:"KAFKA_TLS_CERT_FILE"`
+	KeyFile            string `env:"KAFKA_TLS_KEY_FILE"`
+	InsecureSkipVerify bool   `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY" envDefault:"false"`
+	SASLMechanism      string `env:"KAFKA_SASL_MECHANISM"`
+	Username           string `env:"KAFKA_SASL_USERNAME"`
+	Password           string `env:"KAFKA_SASL_PASSWORD"`
+	ClientID           string `env:"KAFKA_CLIENT_ID" envDefault:"outboxkit-relay"`
+}
+
+// configError is a configuration problem with one variable. Its text is
+// the one line the binary prints before exiting with code 2.
+type configError struct {
+	Var string
+	Msg string
+}
+
+func (e *configError) Error() string { return e.Var + ": " + e.Msg }
+
+func bad(name, format string, args ...any) error {
+	return &configError{Var: name, Msg: fmt.Sprintf(format, args...)}
+}
+
+// varNames maps each field name of config (and of its nested structs) to
+// its environment variable, and "Brokers" to KAFKA_BROKERS.
+var varNames = func() map[string]string {
+	names := map[string]string{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for f := range t.Fields() {
+			if !f.IsExported() {
+				continue
+			}
+			if tag, ok := f.Tag.Lookup("env"); ok {
+				names[f.Name] = strings.Split(tag, ",")[0]
+			} else if f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+			}
+		}
+	}
+	walk(reflect.TypeFor[config]())
+	return names
+}()
+
+// knownVars is the set of variables the binary reads.
+var knownVars = func() map[string]bool {
+	known := map[string]bool{}
+	for _, v := range varNames {
+		known[v] = true
+	}
+	return known
+}()
+
+// parsers give errors that quote the value and say what was expected.
+var parsers = map[reflect.Type]env.ParserFunc{
+	reflect.TypeFor[time.Duration](): func(v string) (any, error) {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q (want a number with a unit, e.g. 250ms or 5s)", v)
+		}
+		return d, nil
+	},
+	reflect.TypeFor[int](): func(v string) (any, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid integer %q", v)
+		}
+		return n, nil
+	},
+	reflect.TypeFor[bool](): func(v string) (any, error) {
+		switch strings.ToLower(v) {
+		case "true", "1", "yes", "on":
+			return true, nil
+		case "false", "0", "no", "off":
+			return false, nil
+		}
+		return nil, fmt.Errorf("invalid boolean %q (want true or false)", v)
+	},
+}
+
+// parseConfig reads the configuration from environ ("KEY=value" entries,
+// as os.Environ returns) and checks it. Its error, a *configError, names
+// the first variable at fault.
+func parseConfig(environ []string) (config, error) {
+	vars := map[string]string{}
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+
+	// Unknown OUTBOX_/RELAY_ variables are typos until proven otherwise.
+	var unknown []string
+	for k := range vars {
+		if (strings.HasPrefix(k, "OUTBOX_") || strings.HasPrefix(k, "RELAY_")) && !knownVars[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		msg := "unknown variable"
+		if s := suggest(unknown[0]); s != "" {
+			msg += " (did you mean " + s + "?)"
+		}
+		return config{}, bad(unknown[0], "%s", msg)
+	}
+
+	var cfg config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars, FuncMap: parsers}); err != nil {
+		return config{}, translateEnvError(err)
+	}
+	if err := cfg.check(); err != nil {
+		return config{}, err
+	}
+	return cfg, nil
+}
+
+// translateEnvError turns the first error of caarlos0/env into a
+// configError naming the variable.
+func translateEnvError(err error) error {
+	var agg env.AggregateError
+	if errors.As(err, &agg) && len(agg.Errors) > 0 {
+		err = agg.Errors[0]
+	}
+	var (
+		notSet   env.VarIsNotSetError
+		empty    env.EmptyVarError
+		parseErr env.ParseError
+	)
+	switch {
+	case errors.As(err, &notSet):
+		return bad(notSet.Key, "not set (%s)", required[notSet.Key])
+	case errors.As(err, &empty):
+		return bad(empty.Key, "is empty (%s)", required[empty.Key])
+	case errors.As(err, &parseErr):
+		return bad(varNames[parseErr.Name], "%v", parseErr.Err)
+	}
+	return err
+}
+
+// required explains the variables that have no default.
+var required = map[string]string{
+	"DATABASE_URL":  "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require",
+	"KAFKA_BROKERS": "comma-separated Kafka bootstrap addresses, e.g. kafka1:9092,kafka2:9092",
+}
+
+// check validates what caarlos0/env cannot, and derives the pool config,
+// the Kafka transport and the log level.
+func (cfg *config) check() error {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		// pgx redacts the password in its message.
+		return bad("DATABASE_URL", "%v", err)
+	}
+	cfg.pool = pc
+
+	for i, b := range cfg.Brokers {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			return bad("KAFKA_BROKERS", "has an empty address (want host:port,host:port)")
+		}
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			return bad("KAFKA_BROKERS", "%q is not host:port", b)
+		}
+		cfg.Brokers[i] = b
+	}
+	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
+		return bad("RELAY_HTTP_ADDR", "%q is not host:port (e.g. 127.0.0.1:9090 or :9090)", cfg.HTTPAddr)
+	}
+	if cfg.DBMaxConns < 1 || cfg.DBMaxConns > 1000 {
+		return bad("RELAY_DB_MAX_CONNS", "must be between 1 and 1000, got %d", cfg.DBMaxConns)
+	}
+	pc.MaxConns = int32(cfg.DBMaxConns)
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
+	}
+
+	switch cfg.LogLevel = strings.ToLower(cfg.LogLevel); cfg.LogLevel {
+	case "debug":
+		cfg.level = slog.LevelDebug
+	case "info":
+		cfg.level = slog.LevelInfo
+	case "warn":
+		cfg.level = slog.LevelWarn
+	case "error":
+		cfg.level = slog.LevelError
+	default:
+		return bad("RELAY_LOG_LEVEL", "must be debug, info, warn or error, got %q", cfg.LogLevel)
+	}
+	switch cfg.LogFormat = strings.ToLower(cfg.LogFormat); cfg.LogFormat {
+	case "json", "text":
+	default:
+		return bad("RELAY_LOG_FORMAT", "must be json or text, got %q", cfg.LogFormat)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return bad("RELAY_SHUTDOWN_TIMEOUT", "must be positive, got %s", cfg.ShutdownTimeout)
+	}
+
+	// relay.Config treats zero as "use the default": an explicit zero is a
+	// mistake, not a request for the default. Ranges are relay's to check.
+	tv := reflect.ValueOf(cfg.Tuning)
+	for i := range tv.NumField() {
+		if f := tv.Field(i); f.Int() <= 0 {
+			name := tv.Type().Field(i).Name
+			return bad(varNames[name], "must be positive, got %v", f.Interface())
+		}
+	}
+
+	cfg.transport, err = kafkaconfig.Config(cfg.Kafka).Transport()
+	if err != nil {
+		return translateFieldError(err)
+	}
+	return nil
+}
+
+// relayConfig maps cfg onto relay.Config (Logger and Registerer are the
+// caller's).
+func (cfg *config) relayConfig() relay.Config {
+	t := cfg.Tuning
+	return relay.Config{
+		Brokers:           cfg.Brokers,
+		Transport:         cfg.transport,
+		BatchSize:         t.BatchSize,
+		MaxBatchBytes:     t.MaxBatchBytes,
+		MinPollInterval:   t.MinPollInterval,
+		MaxPollInterval:   t.MaxPollInterval,
+		RebalanceInterval: t.RebalanceInterval,
+		PublishTimeout:    t.PublishTimeout,
+		RetryBackoffMin:   t.RetryBackoffMin,
+		RetryBackoffMax:   t.RetryBackoffMax,
+		ParkAfter:         t.ParkAfter,
+	}
+}
+
+// fieldNameRE matches the Go field names that have a variable, as whole
+// words, so messages that mention other fields can name variables instead.
+var fieldNameRE = func() *regexp.Regexp {
+	names := make([]string, 0, len(varNames))
+	for n := range varNames {
+		names = append(names, regexp.QuoteMeta(n))
+	}
+	// Longest first, so MaxPollInterval is not read as a shorter name.
+	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
+	return regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b`)
+}()
+
+func toVarNames(msg string) string {
+	return fieldNameRE.ReplaceAllStringFunc(msg, func(f string) string { return varNames[f] })
+}
+
+// translateFieldError names the variable behind a kafkaconfig.FieldError.
+func translateFieldError(err error) error {
+	var fe *kafkaconfig.FieldError
+	if !errors.As(err, &fe) || varNames[fe.Field] == "" {
+		return err
+	}
+	msg := toVarNames(fe.Msg)
+	if fe.Err != nil {
+		msg += ": " + fe.Err.Error()
+	}
+	return &configError{Var: varNames[fe.Field], Msg: msg}
+}
+
+// relayErrRE splits relay.Config's validation messages, such as
+// "relay: BatchSize must be between 1 and 10000, got 0" or
+// "relay: MaxPollInterval (1ms) must not be below MinPollInterval (2ms)".
+var relayErrRE = regexp.MustCompile(`^relay: (\w+)(?: \(([^)]*)\))? (.*)$`)
+
+// translateRelayError turns the first validation error of relay.New into a
+// configError naming the variable instead of the Go field. Errors it does
+// not recognise come back unchanged.
+func translateRelayError(err error) error {
+	first, _, _ := strings.Cut(err.Error(), "\n") // errors.Join puts one per line
+	m := relayErrRE.FindStringSubmatch(first)
+	if m == nil || varNames[m[1]] == "" {
+		return err
+	}
+	msg := toVarNames(m[3])
+	if m[2] != "" {
+		msg = m[2] + " " + msg
+	}
+	return &configError{Var: varNames[m[1]], Msg: msg}
+}
+
+// suggest returns the known variable an unknown one was most likely meant
+// to be, or "".
+func suggest(name string) string {
+	suffix := func(s string) string {
+		_, rest, _ := strings.Cut(s, "_")
+		return rest
+	}
+	best, bestDist := "", 4
+	for known := range knownVars {
+		if suffix(known) == suffix(name) && (strings.HasPrefix(known, "OUTBOX_") || strings.HasPrefix(known, "RELAY_")) {
+			return known // right name, wrong prefix
+		}
+		if d := levenshtein(name, known); d < bestDist || (d == bestDist && known < best) {
+			best, bestDist = known, d
+		}
+	}
+	return best
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

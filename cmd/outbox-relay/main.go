@@ -1,0 +1,124 @@
+// Command outbox-relay publishes the outbox table's events to Kafka. It is a
+// thin shell around [relay.Relay]: configuration from the environment
+// (see README.md), Prometheus metrics and health checks over HTTP, JSON logs,
+// and a graceful stop on SIGTERM or SIGINT.
+//
+// Exit codes: 0 after a graceful stop, 1 on a runtime error (such as a
+// database without the migrations), 2 on bad or missing configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+func main() {
+	os.Exit(run(os.Environ(), os.Stderr))
+}
+
+// run is the whole program; it returns the exit code.
+func run(environ []string, stderr io.Writer) int {
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "outbox-relay: %v\n", err)
+		return code
+	}
+	cfg, err := parseConfig(environ)
+	if err != nil {
+		return fail(2, err)
+	}
+	log := newLogger(cfg, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// The pool connects lazily: nothing touches the network before Run.
+	pool, err := pgxpool.NewWithConfig(ctx, cfg.pool)
+	if err != nil {
+		return fail(2, &configError{Var: "DATABASE_URL", Msg: err.Error()})
+	}
+	defer pool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	rcfg := cfg.relayConfig()
+	rcfg.Logger = log
+	rcfg.Registerer = reg
+	r, err := relay.New(pool, rcfg)
+	if err != nil {
+		return fail(2, translateRelayError(err))
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fail(1, &configError{Var: "RELAY_HTTP_ADDR", Msg: err.Error()})
+	}
+	var running atomic.Bool
+	srv := &http.Server{Handler: newMux(reg, r, &running), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server failed", "error", err)
+		}
+	}()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	cc := cfg.pool.ConnConfig
+	log.Info("outbox relay starting",
+		"http_addr", ln.Addr().String(),
+		"db_host", cc.Host, "db_port", cc.Port, "db_name", cc.Database, "db_user", cc.User,
+		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
+		"kafka_client_id", cfg.Kafka.ClientID, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns)
+
+	done := make(chan error, 1)
+	running.Store(true)
+	go func() { done <- r.Run(ctx) }()
+
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		stop() // a second signal ends the process at once
+		log.Info("stopping: finishing in-flight batches and releasing shards", "cause", context.Cause(ctx).Error(), "deadline", cfg.ShutdownTimeout)
+		select {
+		case err = <-done:
+		case <-time.After(cfg.ShutdownTimeout):
+			err = fmt.Errorf("relay did not stop within RELAY_SHUTDOWN_TIMEOUT (%s); exiting anyway (closing the connections releases the shards)", cfg.ShutdownTimeout)
+		}
+	}
+	running.Store(false)
+	if err != nil {
+		log.Error("relay stopped", "error", err)
+		return fail(1, err)
+	}
+	log.Info("relay stopped")
+	return 0
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

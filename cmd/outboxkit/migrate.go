@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/outboxkit/outboxkit/migrations"
+)
+
+func init() {
+	register(&command{
+		name:    "migrate",
+		summary: "apply, roll back or show the outboxkit migrations (up|down|status)",
+		run: func(ctx context.Context, e *env, args []string) error {
+			return subcommands(ctx, e, "outboxkit migrate",
+				"Apply, roll back or show the outboxkit migrations (the goose migrations embedded in the binary).",
+				args, map[string]func(context.Context, *env, []string) error{
+					"up": migrateUp, "down": migrateDown, "status": migrateStatus,
+				}, []string{"up", "down", "status"})
+		},
+	})
+}
+
+// withProvider runs fn with a goose provider over the embedded migrations.
+// A Postgres session lock keeps two migrate runs from interleaving.
+func withProvider(ctx context.Context, e *env, cmd string, fn func(*goose.Provider) error) error {
+	db, err := openSQL(ctx, e, cmd)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 60))
+	if err != nil {
+		return err
+	}
+	p, err := migrations.NewProvider(db, goose.WithSessionLocker(locker))
+	if err != nil {
+		return err
+	}
+	return fn(p)
+}
+
+// versionFlag is --to: a migration version, or unset.
+type versionFlag struct {
+	v   int64
+	set bool
+}
+
+func (f *versionFlag) String() string {
+	if !f.set {
+		return ""
+	}
+	return strconv.FormatInt(f.v, 10)
+}
+
+func (f *versionFlag) Set(s string) error {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want a version number >= 0, got %q", s)
+	}
+	f.v, f.set = v, true
+	return nil
+}
+
+func migrateUp(ctx context.Context, e *env, args []string) error {
+	const cmd = "outboxkit migrate up"
+	fs := newFlagSet(e, cmd, "[--to VERSION]", "Apply every pending migration, or those up to and including --to.")
+	var to versionFlag
+	fs.Var(&to, "to", "apply migrations up to this `VERSION` only")
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+		var (
+			res []*goose.MigrationResult
+			err error
+		)
+		if to.set {
+			res, err = p.UpTo(ctx, to.v)
+		} else {
+			res, err = p.Up(ctx)
+		}
+		printResults(e, res, err)
+		if err != nil {
+			return fmt.Errorf("migrate up: %w", err)
+		}
+		return printVersion(ctx, e, p, len(res) == 0)
+	})
+}
+
+func migrateDown(ctx context.Context, e *env, args []string) error {
+	const cmd = "outboxkit migrate down"
+	fs := newFlagSet(e, cmd, "[--to VERSION]",
+		"Roll back the last applied migration, or every migration above --to (--to 0 rolls back all).\n"+
+			"Rolling back 00001 drops the outbox table with any events not yet published.")
+	var to versionFlag
+	fs.Var(&to, "to", "roll back every migration above this `VERSION`")
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+		var (
+			res []*goose.MigrationResult
+			err error
+		)
+		if to.set {
+			res, err = p.DownTo(ctx, to.v)
+		} else {
+			var r *goose.MigrationResult
+			r, err = p.Down(ctx)
+			if errors.Is(err, goose.ErrNoNextVersion) {
+				err = nil // nothing applied: nothing to roll back
+			} else if r != nil {
+				res = []*goose.MigrationResult{r}
+			}
+		}
+		printResults(e, res, err)
+		if err != nil {
+			return fmt.Errorf("migrate down: %w", err)
+		}
+		return printVersion(ctx, e, p, len(res) == 0)
+	})
+}
+
+// printResults prints what was applied or rolled back, including the
+// migrations of a partial failure that did succeed.
+func printResults(e *env, res []*goose.MigrationResult, err error) {
+	var partial *goose.PartialError
+	if errors.As(err, &partial) {
+		res = partial.Applied
+	}
+	for _, r := range res {
+		fmt.Fprintf(e.stdout, "%-4s %s (%s)\n", direction(r), filepath.Base(r.Source.Path), r.Duration.Round(time.Millisecond))
+	}
+}
+
+func direction(r *goose.MigrationResult) string {
+	if r.Direction == "down" {
+		return "down"
+	}
+	return "up"
+}
+
+func printVersion(ctx context.Context, e *env, p *goose.Provider, nothing bool) error {
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read database version: %w", err)
+	}
+	if nothing {
+		fmt.Fprintf(e.stdout, "nothing to do; database at version %d\n", v)
+	} else {
+		fmt.Fprintf(e.stdout, "database at version %d\n", v)
+	}
+	return nil
+}
+
+// migrationJSON is one line of `migrate status --json`.
+type migrationJSON struct {
+	Version   int64      `json:"version"`
+	Name      string     `json:"name"`
+	State     string     `json:"state"`
+	AppliedAt *time.Time `json:"applied_at"`
+}
+
+func migrateStatus(ctx context.Context, e *env, args []string) error {
+	const cmd = "outboxkit migrate status"
+	fs := newFlagSet(e, cmd, "[--json]", "Show each migration and whether it is applied.")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+		st, err := p.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate status: %w", err)
+		}
+		out := make([]migrationJSON, len(st))
+		for i, s := range st {
+			out[i] = migrationJSON{Version: s.Source.Version, Name: filepath.Base(s.Source.Path), State: string(s.State)}
+			if !s.AppliedAt.IsZero() {
+				at := s.AppliedAt.UTC()
+				out[i].AppliedAt = &at
+			}
+		}
+		if *asJSON {
+			return writeJSON(e.stdout, out)
+		}
+		tw := newTable(e.stdout)
+		fmt.Fprintln(tw, "VERSION\tNAME\tSTATE\tAPPLIED AT")
+		for _, m := range out {
+			at := "-"
+			if m.AppliedAt != nil {
+				at = m.AppliedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.Version, m.Name, m.State, at)
+		}
+		return tw.Flush()
+	})
+}
+
+// noArgs parses flags for a command that takes no positional arguments.
+func noArgs(fs *flagSet, args []string) error {
+	pos, err := parseFlags(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef(fs.Name(), "unexpected argument %q", pos[0])
+	}
+	return nil
+}
