@@ -1,0 +1,111 @@
+package inbox_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// exampleDatabaseURL and exampleBrokers point the examples at a fresh
+// migrated database and at the test run's Kafka (KAFKA_BROKERS, or an
+// in-process broker); a program would use its own configuration.
+var (
+	exampleDatabaseURL string
+	exampleBrokers     []string
+)
+
+func TestMain(m *testing.M) {
+	var cleanup func()
+	exampleDatabaseURL, cleanup = testenv.MigratedDBForMain()
+	stopKafka := func() {}
+	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
+		exampleBrokers = strings.Split(env, ",")
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			panic(err)
+		}
+		exampleBrokers, stopKafka = c.ListenAddrs(), c.Close
+	}
+	code := m.Run()
+	stopKafka()
+	cleanup()
+	os.Exit(code)
+}
+
+func ExampleConsumer() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, exampleDatabaseURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE order_totals (order_id text PRIMARY KEY, total int NOT NULL)`); err != nil {
+		log.Fatal(err)
+	}
+	topic := testenv.Unique("example-orders")
+	if err := testenv.CreateTopicNamed(exampleBrokers, topic, 1); err != nil {
+		log.Fatal(err)
+	}
+
+	// Order 42 gets +10 and +5; the first event is delivered twice, as a
+	// relay retry would; the last event marks the end of the example.
+	w := inbox.NewRedriveWriter(exampleBrokers, nil)
+	defer w.Close()
+	event := func(id, amount string) kafka.Message {
+		return kafka.Message{Topic: topic, Key: []byte("42"), Value: []byte(amount),
+			Headers: []kafka.Header{{Key: "id", Value: []byte(id)}}}
+	}
+	err = w.WriteMessages(ctx, event("evt-1", "10"), event("evt-2", "5"), event("evt-1", "10"), event("evt-3", "0"))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	done := make(chan struct{})
+	c, err := inbox.NewConsumer(pool, inbox.Config{
+		Brokers: exampleBrokers,
+		GroupID: testenv.Unique("example-billing"),
+		Topics:  []string{topic},
+	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		// Not idempotent on its own: the inbox makes it run once per event.
+		_, err := tx.Exec(ctx, `INSERT INTO order_totals (order_id, total) VALUES ($1, $2::text::int)
+ON CONFLICT (order_id) DO UPDATE SET total = order_totals.total + EXCLUDED.total`, string(msg.Key), string(msg.Value))
+		if err == nil && msg.ID == "evt-3" {
+			close(done)
+		}
+		return err
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	stopped := make(chan error)
+	go func() { stopped <- c.Run(runCtx) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		log.Fatal("timed out")
+	}
+	stop()
+	if err := <-stopped; err != nil {
+		log.Fatal(err)
+	}
+
+	var total int
+	if err := pool.QueryRow(ctx, `SELECT total FROM order_totals WHERE order_id = '42'`).Scan(&total); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("order 42 total:", total)
+	// Output: order 42 total: 15
+}

@@ -1,0 +1,173 @@
+package inbox_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Claim reports a message's first claim only; a rolled-back claim does not
+// count, and groups are independent.
+func TestClaim(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	claim := func(group, id string, commit bool) bool {
+		t.Helper()
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck
+		first, err := inbox.Claim(ctx, tx, group, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return first
+	}
+	steps := []struct {
+		group, id string
+		commit    bool
+		want      bool
+	}{
+		{"billing", "evt-1", false, true}, // rolled back
+		{"billing", "evt-1", true, true},  // so this is still the first
+		{"billing", "evt-1", true, false}, // a redelivery
+		{"shipping", "evt-1", true, true}, // another group applies it too
+		{"billing", "evt-2", true, true},
+	}
+	for i, s := range steps {
+		if got := claim(s.group, s.id, s.commit); got != s.want {
+			t.Errorf("step %d: Claim(%s, %s) = %v, want %v", i, s.group, s.id, got, s.want)
+		}
+	}
+}
+
+// A claim waits for a concurrent claim of the same message and reports the
+// outcome of that transaction.
+func TestClaimWaitsForConcurrentClaim(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	tx1, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := inbox.Claim(ctx, tx1, "g", "evt"); err != nil || !first {
+		t.Fatalf("first claim: %v, %v", first, err)
+	}
+	result := make(chan bool, 1)
+	go func() {
+		var first bool
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) (err error) {
+			first, err = inbox.Claim(ctx, tx, "g", "evt")
+			return err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		result <- first
+	}()
+	select {
+	case <-result:
+		t.Fatal("the second claim returned while the first transaction was open")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := tx1.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if first := <-result; first {
+		t.Error("the second claim reported first after the first claim committed")
+	}
+}
+
+// DeleteExpired removes only the group's rows older than the window, over
+// several batches.
+func TestDeleteExpired(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	_, err := db.Pool.Exec(ctx, `
+INSERT INTO inbox (consumer_group, message_id, processed_at)
+SELECT 'g', 'old-' || i, now() - interval '8 days' FROM generate_series(1, 12000) i
+UNION ALL SELECT 'g', 'new-' || i, now() - interval '6 days' FROM generate_series(1, 100) i
+UNION ALL SELECT 'other', 'old-' || i, now() - interval '8 days' FROM generate_series(1, 100) i`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := inbox.DeleteExpired(ctx, db.Pool, "g", 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 12000 {
+		t.Errorf("deleted %d rows, want 12000", n)
+	}
+	var left, other int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE consumer_group = 'g'), count(*) FILTER (WHERE consumer_group = 'other') FROM inbox`).Scan(&left, &other); err != nil {
+		t.Fatal(err)
+	}
+	if left != 100 || other != 100 {
+		t.Errorf("left: want 100 recent rows of g and 100 rows of the other group, got %d and %d", left, other)
+	}
+	if _, err := inbox.DeleteExpired(ctx, db.Pool, "g", 0); err == nil {
+		t.Error("DeleteExpired with a zero window: want an error")
+	}
+}
+
+// NewConsumer rejects bad configuration with an error naming the field.
+func TestNewConsumerValidatesConfig(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ok := inbox.Config{Brokers: []string{"127.0.0.1:9092"}, GroupID: "g", Topics: []string{"t"}}
+	h := func(context.Context, pgx.Tx, inbox.Message) error { return nil }
+	cases := []struct {
+		name string
+		edit func(*inbox.Config)
+		want string
+	}{
+		{"no brokers", func(c *inbox.Config) { c.Brokers = nil }, "inbox: Brokers is empty"},
+		{"empty broker", func(c *inbox.Config) { c.Brokers = []string{""} }, "inbox: Brokers[0] is empty"},
+		{"no group", func(c *inbox.Config) { c.GroupID = "" }, "inbox: GroupID is empty"},
+		{"no topics", func(c *inbox.Config) { c.Topics = nil }, "inbox: Topics is empty"},
+		{"batch too big", func(c *inbox.Config) { c.BatchSize = 20000 }, "inbox: BatchSize must be between 1 and 10000, got 20000"},
+		{"negative attempts", func(c *inbox.Config) { c.MaxAttempts = -1 }, "inbox: MaxAttempts must be at least 1, got -1"},
+		{"negative timeout", func(c *inbox.Config) { c.HandlerTimeout = -time.Second }, "inbox: HandlerTimeout must not be negative"},
+		{"backoff inverted", func(c *inbox.Config) { c.RetryBackoffMin = time.Minute; c.RetryBackoffMax = time.Second }, "inbox: RetryBackoffMax (1s) is below RetryBackoffMin (1m0s)"},
+		{"bad start offset", func(c *inbox.Config) { c.StartOffset = 42 }, "inbox: StartOffset must be"},
+		{"heartbeat too slow", func(c *inbox.Config) { c.HeartbeatInterval = time.Minute }, "inbox: HeartbeatInterval (1m0s) must be below SessionTimeout (30s)"},
+	}
+	for _, tc := range cases {
+		cfg := ok
+		tc.edit(&cfg)
+		_, err := inbox.NewConsumer(db.Pool, cfg, h)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: want error starting %q, got %v", tc.name, tc.want, err)
+		}
+	}
+	if _, err := inbox.NewConsumer(db.Pool, ok, nil); err == nil {
+		t.Error("nil handler: want an error")
+	}
+	if _, err := inbox.NewConsumer(nil, ok, h); err == nil {
+		t.Error("nil pool: want an error")
+	}
+	// Two consumers may share a registerer.
+	reg := prometheus.NewRegistry()
+	for _, group := range []string{"a", "b", "a"} {
+		cfg := ok
+		cfg.GroupID, cfg.Registerer = group, reg
+		if _, err := inbox.NewConsumer(db.Pool, cfg, h); err != nil {
+			t.Errorf("consumer of group %s on a shared registerer: %v", group, err)
+		}
+	}
+}

@@ -1,0 +1,52 @@
+package inbox
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/segmentio/kafka-go"
+)
+
+func TestDecode(t *testing.T) {
+	rec := func(headers ...kafka.Header) kafka.Message {
+		return kafka.Message{Topic: "orders", Partition: 3, Offset: 42, Key: []byte("k"), Value: []byte("v"), Headers: headers}
+	}
+	h := func(k, v string) kafka.Header { return kafka.Header{Key: k, Value: []byte(v)} }
+	cases := []struct {
+		name    string
+		in      kafka.Message
+		wantID  string
+		wantBad string
+	}{
+		{"id header", rec(h("id", "0190f5a8"), h("tenant", "acme")), "0190f5a8", ""},
+		{"no id header", rec(h("tenant", "acme")), "orders/3/42", ""},
+		{"empty id header", rec(h("id", "")), "orders/3/42", ""},
+		{"repeated header, last wins", rec(h("id", "a"), h("id", "b")), "b", ""},
+		{"invalid UTF-8 value", rec(h("id", "x"), h("tenant", "\xff")), "x", `value of header "tenant" is not valid UTF-8`},
+		{"NUL in name", rec(h("te\x00nant", "a")), "orders/3/42", "contains a NUL character"},
+		{"invalid id", rec(h("id", "\xfe")), "orders/3/42", `value of header "id" is not valid UTF-8`},
+		{"oversized id", rec(h("id", strings.Repeat("x", 2000))), "orders/3/42", "id header is 2000 bytes"},
+	}
+	for _, tc := range cases {
+		msg, bad := decode(tc.in)
+		if msg.ID != tc.wantID {
+			t.Errorf("%s: ID = %q, want %q", tc.name, msg.ID, tc.wantID)
+		}
+		if (bad == nil) != (tc.wantBad == "") || (bad != nil && !strings.Contains(bad.Error(), tc.wantBad)) {
+			t.Errorf("%s: undecodable = %v, want %q", tc.name, bad, tc.wantBad)
+		}
+		if msg.Topic != "orders" || msg.Partition != 3 || msg.Offset != 42 || string(msg.Key) != "k" || string(msg.Value) != "v" {
+			t.Errorf("%s: record fields lost: %+v", tc.name, msg)
+		}
+	}
+}
+
+func TestBackoffDoublesUpToTheCap(t *testing.T) {
+	c := &Consumer{cfg: Config{RetryBackoffMin: 100e6, RetryBackoffMax: 1e9}}
+	for failures, want := range map[int]int64{1: 100e6, 2: 200e6, 3: 400e6, 4: 800e6, 5: 1e9, 30: 1e9} {
+		got := int64(c.backoff(failures))
+		if got > want || got < want*4/5 {
+			t.Errorf("backoff after %d failures = %d, want within 20%% below %d", failures, got, want)
+		}
+	}
+}
