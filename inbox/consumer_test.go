@@ -116,4 +116,3 @@ func TestRunCommitsAndLeavesOnShutdown(t *testing.T) {
 		t.Errorf("after Run returned, want the group Empty with no members, got %+v", groups.Groups)
 	}
 }
-
