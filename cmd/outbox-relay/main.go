@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -93,17 +94,23 @@ func run(environ []string, stderr io.Writer) int {
 
 	done := make(chan error, 1)
 	running.Store(true)
-	go func() { done <- r.Run(ctx) }()
+	go func() {
+		if err := waitForSchema(ctx, pool, log); err != nil {
+			done <- err
+			return
+		}
+		done <- r.Run(ctx)
+	}()
 
 	select {
 	case err = <-done:
 	case <-ctx.Done():
 		stop() // a second signal ends the process at once
-		log.Info("stopping: finishing in-flight batches and releasing shards", "cause", context.Cause(ctx).Error(), "deadline", cfg.ShutdownTimeout)
+		log.Info("stopping: finishing in-flight batches and releasing shards", "cause", context.Cause(ctx).Error(), "hard_deadline", cfg.hardDeadline())
 		select {
 		case err = <-done:
-		case <-time.After(cfg.ShutdownTimeout):
-			err = fmt.Errorf("relay did not stop within RELAY_SHUTDOWN_TIMEOUT (%s); exiting anyway (closing the connections releases the shards)", cfg.ShutdownTimeout)
+		case <-time.After(cfg.hardDeadline()):
+			err = fmt.Errorf("relay did not stop within %s of the signal (RELAY_SHUTDOWN_TIMEOUT + %s); exiting anyway, closing the connections releases the shards", cfg.hardDeadline(), shutdownGrace)
 		}
 	}
 	running.Store(false)
@@ -113,6 +120,34 @@ func run(environ []string, stderr io.Writer) int {
 	}
 	log.Info("relay stopped")
 	return 0
+}
+
+// waitForSchema returns nil once the outbox tables are reachable,
+// relay.ErrNoOutboxTable if the database has none, and nil when ctx ends.
+// Unreachable databases are retried, as relay.Run would.
+//
+// relay.Run reports a missing table itself, but then blocks until its
+// context ends (its stats goroutine outlives the error), so the binary
+// checks first to exit at once with the message.
+func waitForSchema(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	backoff := 100 * time.Millisecond
+	for {
+		_, err := pool.Exec(ctx, "SELECT 1 FROM outbox, outbox_parked LIMIT 0")
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil, ctx.Err() != nil:
+			return nil
+		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
+			return relay.ErrNoOutboxTable
+		}
+		log.Warn("database not reachable; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// base is the smallest valid environment.
+var base = []string{
+	"DATABASE_URL=postgres://relay:s3cret@db.example:5432/app?sslmode=disable",
+	"KAFKA_BROKERS=k1:9092, k2:9092",
+}
+
+func environ(extra ...string) []string {
+	return append(append([]string{}, base...), extra...)
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig(environ("HOME=/root", "OUTBOXKIT_TEST_LOGS=1", "KAFKA_SOMETHING_ELSE=x"))
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if got, want := cfg.Brokers, []string{"k1:9092", "k2:9092"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Brokers = %q, want %q (split on commas, trimmed)", got, want)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"RELAY_HTTP_ADDR", cfg.HTTPAddr, "127.0.0.1:9090"},
+		{"RELAY_DB_MAX_CONNS", cfg.pool.MaxConns, int32(16)},
+		{"RELAY_LOG_LEVEL", cfg.level, slog.LevelInfo},
+		{"RELAY_LOG_FORMAT", cfg.LogFormat, "json"},
+		{"hard deadline", cfg.hardDeadline(), 9 * time.Second},
+		{"KAFKA_CLIENT_ID", cfg.transport.ClientID, "outboxkit-relay"},
+		{"KAFKA_TLS", cfg.transport.TLS == nil, true},
+		{"KAFKA_SASL_MECHANISM", cfg.transport.SASL == nil, true},
+		{"application_name", cfg.pool.ConnConfig.RuntimeParams["application_name"], "outbox-relay"},
+		{"db host", cfg.pool.ConnConfig.Host, "db.example"},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestDefaultsMatchRelay keeps the envDefault tags equal to relay's
+// documented defaults.
+func TestDefaultsMatchRelay(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := relay.Config{
+		BatchSize:         relay.DefaultBatchSize,
+		MaxBatchBytes:     relay.DefaultMaxBatchBytes,
+		MinPollInterval:   relay.DefaultMinPollInterval,
+		MaxPollInterval:   relay.DefaultMaxPollInterval,
+		RebalanceInterval: relay.DefaultRebalanceInterval,
+		PublishTimeout:    relay.DefaultPublishTimeout,
+		ShutdownTimeout:   relay.DefaultShutdownTimeout,
+		RetryBackoffMin:   relay.DefaultRetryBackoffMin,
+		RetryBackoffMax:   relay.DefaultRetryBackoffMax,
+		ParkAfter:         relay.DefaultParkAfter,
+	}
+	got := cfg.relayConfig()
+	got.Brokers, got.Transport = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults differ from relay's:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestEveryRelayFieldHasAVariable fails when relay.Config grows a tuning
+// field the binary does not expose, or when the mapping drops one: it sets
+// every variable to a distinct value and finds it in relay.Config.
+func TestEveryRelayFieldHasAVariable(t *testing.T) {
+	t.Parallel()
+	notTuning := map[string]bool{"Brokers": true, "Transport": true, "Publisher": true, "Logger": true, "Registerer": true}
+	tuningType := reflect.TypeFor[tuning]()
+	env := environ()
+	want := map[string]any{}
+	i := 0
+	for f := range reflect.TypeFor[relay.Config]().Fields() {
+		if notTuning[f.Name] {
+			continue
+		}
+		tf, ok := tuningType.FieldByName(f.Name)
+		if !ok || tf.Type != f.Type {
+			t.Errorf("relay.Config.%s (%s) has no OUTBOX_/RELAY_ variable in cmd/outbox-relay", f.Name, f.Type)
+			continue
+		}
+		i++
+		name := varNames[f.Name]
+		switch f.Type {
+		case reflect.TypeFor[time.Duration]():
+			d := time.Duration(i)*time.Second + 7*time.Millisecond
+			env = append(env, name+"="+d.String())
+			want[f.Name] = d
+		case reflect.TypeFor[int]():
+			env = append(env, name+"="+strconv.Itoa(5000+i))
+			want[f.Name] = 5000 + i
+		default:
+			t.Fatalf("relay.Config.%s: unexpected type %s", f.Name, f.Type)
+		}
+	}
+	cfg, err := parseConfig(env)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	got := reflect.ValueOf(cfg.relayConfig())
+	for field, w := range want {
+		if g := got.FieldByName(field).Interface(); g != w {
+			t.Errorf("relay.Config.%s = %v, want %v from %s", field, g, w, varNames[field])
+		}
+	}
+	if rc := cfg.relayConfig(); !reflect.DeepEqual(rc.Brokers, cfg.Brokers) || rc.Transport != cfg.transport {
+		t.Errorf("relayConfig does not carry Brokers and Transport")
+	}
+}
+
+// errCase is one invalid environment and the error it must give.
+type errCase struct {
+	name    string
+	env     []string
+	wantVar string
+	wantMsg string
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []errCase{
+		{"missing DATABASE_URL", []string{"KAFKA_BROKERS=k:9092"}, "DATABASE_URL", "not set"},
+		{"empty DATABASE_URL", []string{"DATABASE_URL=", "KAFKA_BROKERS=k:9092"}, "DATABASE_URL", "is empty"},
+		{"missing KAFKA_BROKERS", []string{"DATABASE_URL=postgres://h/db"}, "KAFKA_BROKERS", "not set"},
+		{"unparsable DATABASE_URL", []string{"DATABASE_URL=postgres://u:pw@h:port/db", "KAFKA_BROKERS=k:9092"}, "DATABASE_URL", "cannot parse"},
+		{"broker without port", environ("KAFKA_BROKERS=kafka"), "KAFKA_BROKERS", `"kafka" is not host:port`},
+		{"empty broker", environ("KAFKA_BROKERS=k:9092,,k2:9092"), "KAFKA_BROKERS", "empty address"},
+		{"bad http addr", environ("RELAY_HTTP_ADDR=9090"), "RELAY_HTTP_ADDR", "not host:port"},
+		{"pool size zero", environ("RELAY_DB_MAX_CONNS=0"), "RELAY_DB_MAX_CONNS", "between 1 and 1000"},
+		{"pool size text", environ("RELAY_DB_MAX_CONNS=many"), "RELAY_DB_MAX_CONNS", `invalid integer "many"`},
+		{"log level", environ("RELAY_LOG_LEVEL=verbose"), "RELAY_LOG_LEVEL", `got "verbose"`},
+		{"log format", environ("RELAY_LOG_FORMAT=xml"), "RELAY_LOG_FORMAT", `got "xml"`},
+		{"negative duration", environ("RELAY_SHUTDOWN_TIMEOUT=-1s"), "RELAY_SHUTDOWN_TIMEOUT", "must be positive, got -1s"},
+		{"duration without unit", environ("RELAY_MAX_POLL_INTERVAL=100"), "RELAY_MAX_POLL_INTERVAL", `invalid duration "100"`},
+		{"duration word", environ("RELAY_MAX_POLL_INTERVAL=fast"), "RELAY_MAX_POLL_INTERVAL", `invalid duration "fast"`},
+		{"boolean", environ("KAFKA_TLS=maybe"), "KAFKA_TLS", `invalid boolean "maybe"`},
+		{"CA file without TLS", environ("KAFKA_TLS_CA_FILE=/etc/ca.pem"), "KAFKA_TLS_CA_FILE", "KAFKA_TLS is off"},
+		{"missing CA file", environ("KAFKA_TLS=true", "KAFKA_TLS_CA_FILE=/nonexistent/ca.pem"), "KAFKA_TLS_CA_FILE", "cannot read"},
+		{"cert without key", environ("KAFKA_TLS=true", "KAFKA_TLS_CERT_FILE=/c.pem"), "KAFKA_TLS_KEY_FILE", "KAFKA_TLS_CERT_FILE is set"},
+		{"unknown mechanism", environ("KAFKA_SASL_MECHANISM=kerberos", "KAFKA_SASL_USERNAME=u"), "KAFKA_SASL_MECHANISM", `unknown mechanism "kerberos"`},
+		{"mechanism without user", environ("KAFKA_SASL_MECHANISM=plain"), "KAFKA_SASL_USERNAME", "KAFKA_SASL_MECHANISM is plain"},
+		{"unknown OUTBOX_ variable", environ("OUTBOX_BATCHSIZE=10"), "OUTBOX_BATCHSIZE", "unknown variable (did you mean OUTBOX_BATCH_SIZE?)"},
+		{"unknown RELAY_ variable, other prefix", environ("RELAY_BATCH_SIZE=10"), "RELAY_BATCH_SIZE", "did you mean OUTBOX_BATCH_SIZE?"},
+		{"unknown RELAY_ variable, no guess", environ("RELAY_ZZZZZZZZZZZZZZZZ=1"), "RELAY_ZZZZZZZZZZZZZZZZ", "unknown variable"},
+	}
+	// Every tuning knob: not a number, and zero (which relay would silently
+	// replace by its default).
+	for f := range reflect.TypeFor[tuning]().Fields() {
+		name := varNames[f.Name]
+		if f.Type == reflect.TypeFor[time.Duration]() {
+			tests = append(tests,
+				errCase{name + " invalid", environ(name + "=soon"), name, `invalid duration "soon"`},
+				errCase{name + " zero", environ(name + "=0s"), name, "must be positive, got 0s"})
+		} else {
+			tests = append(tests,
+				errCase{name + " invalid", environ(name + "=lots"), name, `invalid integer "lots"`},
+				errCase{name + " zero", environ(name + "=0"), name, "must be positive, got 0"})
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseConfig(tt.env)
+			var ce *configError
+			if !errors.As(err, &ce) {
+				t.Fatalf("parseConfig = %v, want a configError naming %s", err, tt.wantVar)
+			}
+			if ce.Var != tt.wantVar || !strings.Contains(ce.Msg, tt.wantMsg) {
+				t.Fatalf("parseConfig error %q, want variable %s and a message containing %q", err, tt.wantVar, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans several lines: %q", err)
+			}
+			if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), ":pw@") {
+				t.Errorf("error leaks the database password: %q", err)
+			}
+		})
+	}
+}
+
+// TestRelayValidationNamesVariable checks that relay.Config's own range
+// checks come back naming the variable, not the Go field.
+func TestRelayValidationNamesVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		env     []string
+		wantVar string
+		wantMsg string
+	}{
+		{environ("OUTBOX_BATCH_SIZE=20000"), "OUTBOX_BATCH_SIZE", "must be between 1 and 10000, got 20000"},
+		{environ("OUTBOX_MAX_BATCH_BYTES=100"), "OUTBOX_MAX_BATCH_BYTES", "must be at least 1024, got 100"},
+		{environ("RELAY_MIN_POLL_INTERVAL=1s", "RELAY_MAX_POLL_INTERVAL=10ms"), "RELAY_MAX_POLL_INTERVAL", "10ms must not be below RELAY_MIN_POLL_INTERVAL (1s)"},
+		{environ("RELAY_REBALANCE_INTERVAL=1ms"), "RELAY_REBALANCE_INTERVAL", "must be at least 10ms, got 1ms"},
+		{environ("RELAY_PUBLISH_TIMEOUT=5ms"), "RELAY_PUBLISH_TIMEOUT", "must be at least 100ms"},
+		{environ("RELAY_RETRY_BACKOFF_MIN=10s", "RELAY_RETRY_BACKOFF_MAX=1s"), "RELAY_RETRY_BACKOFF_MIN", "at most RELAY_RETRY_BACKOFF_MAX (1s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantVar, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := parseConfig(tt.env)
+			if err != nil {
+				t.Fatalf("parseConfig: %v (want it to pass and relay.New to refuse)", err)
+			}
+			// The pool connects lazily; this one never does.
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg.pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			_, err = relay.New(pool, cfg.relayConfig())
+			if err == nil {
+				t.Fatalf("relay.New accepted %v", tt.env)
+			}
+			err = translateRelayError(err)
+			var ce *configError
+			if !errors.As(err, &ce) || ce.Var != tt.wantVar || !strings.Contains(ce.Msg, tt.wantMsg) {
+				t.Fatalf("translated error %q, want variable %s and a message containing %q", err, tt.wantVar, tt.wantMsg)
+			}
+			if fieldNameRE.MatchString(err.Error()) {
+				t.Errorf("translated error %q still names a Go field", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigKafkaSecurity(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig(environ("KAFKA_TLS=true", "KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+		"KAFKA_SASL_USERNAME=relay", "KAFKA_SASL_PASSWORD=pw", "KAFKA_CLIENT_ID=orders-relay"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := cfg.transport
+	if tr.TLS == nil || tr.SASL == nil || tr.SASL.Name() != "SCRAM-SHA-512" || tr.ClientID != "orders-relay" {
+		t.Fatalf("transport = TLS %v, SASL %v, client ID %q; want TLS, SCRAM-SHA-512, orders-relay", tr.TLS, tr.SASL, tr.ClientID)
+	}
+}
+
+func TestParseConfigLogSettings(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig(environ("RELAY_LOG_LEVEL=DEBUG", "RELAY_LOG_FORMAT=text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.level != slog.LevelDebug || cfg.LogFormat != "text" {
+		t.Fatalf("level %v format %q, want debug and text", cfg.level, cfg.LogFormat)
+	}
+}
