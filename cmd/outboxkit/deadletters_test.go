@@ -1,0 +1,55 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxkit/outboxkit/internal/testenv"
+)
+
+func TestDeadLetters(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	topic := testenv.CreateTopic(t, "cli-dead", 1)
+	env := []string{"DATABASE_URL=" + db.URL, "KAFKA_BROKERS=" + strings.Join(testenv.Brokers(t), ",")}
+	id := insertDeadLetter(t, db, "shipping", "msg-1", topic, "order-9")
+	insertDeadLetter(t, db, "billing", "msg-2", topic, "order-10")
+
+	var list []deadLetterJSON
+	r := cli(t, env, "deadletters", "list", "--group", "shipping", "--json").must(t)
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("deadletters list --json: %v\n%s", err, r.stdout)
+	}
+	if len(list) != 1 || list[0].ID != id || list[0].Group != "shipping" || list[0].Key != "order-9" ||
+		list[0].ValueBytes != 7 || list[0].Attempts != 5 || list[0].Headers["event_type"] != "E" || list[0].Offset != 17 {
+		t.Fatalf("deadletters list --group shipping: %+v, want the one shipping dead letter", list)
+	}
+	if strings.Contains(r.stdout, `{"n":1}`) || strings.Contains(r.stdout, "eyJuIjoxfQ") {
+		t.Errorf("deadletters list prints the message value:\n%s", r.stdout)
+	}
+	r = cli(t, env, "deadletters", "list").must(t)
+	if !strings.Contains(r.stdout, "shipping") || !strings.Contains(r.stdout, "billing") || !strings.HasPrefix(r.stdout, "ID  ") {
+		t.Errorf("deadletters list:\n%s\nwant a table with both groups", r.stdout)
+	}
+
+	r = cli(t, env, "deadletters", "redrive", strconv.FormatInt(id, 10)).must(t)
+	if !strings.Contains(r.stdout, "re-drove dead letter "+strconv.FormatInt(id, 10)) {
+		t.Errorf("redrive output %q", r.stdout)
+	}
+	msgs := testenv.ReadTopic(t, topic, 1, 20*time.Second)
+	if len(msgs) != 1 || string(msgs[0].Key) != "order-9" || string(msgs[0].Value) != `{"n":1}` {
+		t.Fatalf("topic after redrive: %d records (first %+v), want the dead letter's record", len(msgs), msgs)
+	}
+	if st := readStatus(t, env); st.DeadLetters == nil || *st.DeadLetters != 1 {
+		t.Errorf("status dead letters after redriving one of two: %v, want 1", st.DeadLetters)
+	}
+
+	r = cli(t, env, "deadletters", "redrive", strconv.FormatInt(id, 10), "999999")
+	if r.code != 1 || !strings.Contains(r.stderr, "already re-driven") || !strings.Contains(r.stderr, "not found") ||
+		!strings.Contains(r.stderr, "2 of 2 dead letters not re-driven") {
+		t.Errorf("redrive of a re-driven and a missing id: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

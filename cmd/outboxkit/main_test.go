@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// result is one run of the CLI.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli runs the CLI in-process with args and an environment holding only
+// vars ("KEY=value").
+func cli(t *testing.T, vars []string, args ...string) result {
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range vars {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
+	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// must fails the test unless r exited 0.
+func (r result) must(t *testing.T) result {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	// A URL that would fail to connect: usage errors must come first.
+	withDB := []string{"DATABASE_URL=postgres://u:secret@127.0.0.1:1/db"}
+	tests := []struct {
+		name    string
+		env     []string
+		args    []string
+		wantErr string
+	}{
+		{"no command", nil, nil, "outboxkit: no command given"},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"unknown global flag", nil, []string{"--verbose", "status"}, "flag provided but not defined: -verbose"},
+		{"migrate without subcommand", withDB, []string{"migrate"}, "outboxkit migrate: no subcommand given (want up, down, status)"},
+		{"migrate unknown subcommand", withDB, []string{"migrate", "sideways"}, `unknown subcommand "sideways"`},
+		{"migrate down bad --to", withDB, []string{"migrate", "down", "--to", "one"}, `want a version number >= 0, got "one"`},
+		{"migrate up extra argument", withDB, []string{"migrate", "up", "now"}, `unexpected argument "now"`},
+		{"status without database", nil, []string{"status"}, "outboxkit status: no database: set --database-url or DATABASE_URL"},
+		{"status extra argument", withDB, []string{"status", "all"}, `unexpected argument "all"`},
+		{"status unknown flag", withDB, []string{"status", "--yaml"}, "flag provided but not defined: -yaml"},
+		{"parked without subcommand", withDB, []string{"parked"}, "no subcommand given (want list, retry, skip)"},
+		{"parked retry one argument", withDB, []string{"parked", "retry", "order"}, "want 2 arguments, <aggregate_type> <aggregate_id>, got 1"},
+		{"parked skip three arguments", withDB, []string{"parked", "skip", "--yes", "a", "b", "c"}, "want 2 arguments"},
+		{"parked skip without --yes", withDB, []string{"parked", "skip", "order", "42"}, "deletes the failed event of order/42 without publishing it; add --yes"},
+		{"bad database URL", []string{"DATABASE_URL=postgres://u:secret@h:port/db"}, []string{"status"}, "--database-url: cannot parse"},
+		{"deadletters redrive no id", withDB, []string{"deadletters", "redrive"}, "want at least one dead-letter id"},
+		{"deadletters redrive bad id", withDB, []string{"deadletters", "redrive", "--kafka-brokers", "k:9092", "x1"}, `dead-letter id "x1" is not a positive integer`},
+		{"deadletters redrive no brokers", withDB, []string{"deadletters", "redrive", "1"}, "no Kafka brokers"},
+		{"deadletters list bad limit", withDB, []string{"deadletters", "list", "--limit", "0"}, "--limit must be at least 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := cli(t, tt.env, tt.args...)
+			if r.code != 2 {
+				t.Fatalf("exit code %d, want 2\nstderr: %s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tt.wantErr) || !strings.Contains(r.stderr, "--help' for usage.") {
+				t.Fatalf("stderr = %q, want it to contain %q and a pointer to --help", r.stderr, tt.wantErr)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout = %q, want nothing on a usage error", r.stdout)
+			}
+			if strings.Contains(r.stderr, "secret") {
+				t.Errorf("stderr leaks the password: %q", r.stderr)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	env := []string{"DATABASE_URL=postgres://u:secret@db/x"}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"Usage: outboxkit", "deadletters", "migrate", "parked", "status", "--database-url"}},
+		{[]string{"help"}, []string{"Commands:"}},
+		{[]string{"help", "status"}, []string{"Usage: outboxkit status [--json]"}},
+		{[]string{"migrate", "--help"}, []string{"Usage: outboxkit migrate <up|down|status>"}},
+		{[]string{"migrate", "down", "--help"}, []string{"-to VERSION", "Roll back the last applied migration"}},
+		{[]string{"status", "-h"}, []string{"-json", "shards"}},
+		{[]string{"parked", "list", "--help"}, []string{"Usage: outboxkit parked list [--json]"}},
+		{[]string{"parked", "skip", "--help"}, []string{"-yes", "WITHOUT publishing"}},
+		{[]string{"deadletters", "redrive", "--help"}, []string{"-kafka-brokers", "KAFKA_SASL_MECHANISM"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := cli(t, env, tt.args...).must(t)
+			for _, w := range tt.want {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("help output lacks %q:\n%s", w, r.stdout)
+				}
+			}
+			if strings.Contains(r.stdout, "secret") {
+				t.Errorf("help shows the password from DATABASE_URL:\n%s", r.stdout)
+			}
+		})
+	}
+}
+
+// TestBinaryExitCodes builds the real binary once, to check that main
+// passes run's exit code on.
+func TestBinaryExitCodes(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "outboxkit")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--help"}, 0},
+		{[]string{"nope"}, 2},
+		{[]string{"--database-url", "postgres://postgres@127.0.0.1:1/x?connect_timeout=1", "status"}, 1},
+	} {
+		cmd := exec.Command(bin, tt.args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tt.code {
+			t.Errorf("outboxkit %v: exit code %d, want %d", tt.args, code, tt.code)
+		}
+	}
+}
