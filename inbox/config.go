@@ -104,22 +104,36 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Defaults of [Config].
+// Defaults of [Config], applied to fields left zero.
 const (
-	DefaultBatchSize         = 100
-	DefaultCommitInterval    = time.Second
-	DefaultCommitCount       = 1000
-	DefaultMaxAttempts       = 5
-	DefaultRetryBackoffMin   = 200 * time.Millisecond
-	DefaultRetryBackoffMax   = 30 * time.Second
-	DefaultHandlerTimeout    = 30 * time.Second
-	DefaultRetentionWindow   = 7 * 24 * time.Hour
+	// DefaultBatchSize is the default Config.BatchSize.
+	DefaultBatchSize = 100
+	// DefaultCommitInterval is the default Config.CommitInterval.
+	DefaultCommitInterval = time.Second
+	// DefaultCommitCount is the default Config.CommitCount.
+	DefaultCommitCount = 1000
+	// DefaultMaxAttempts is the default Config.MaxAttempts.
+	DefaultMaxAttempts = 5
+	// DefaultRetryBackoffMin is the default Config.RetryBackoffMin.
+	DefaultRetryBackoffMin = 200 * time.Millisecond
+	// DefaultRetryBackoffMax is the default Config.RetryBackoffMax.
+	DefaultRetryBackoffMax = 30 * time.Second
+	// DefaultHandlerTimeout is the default Config.HandlerTimeout.
+	DefaultHandlerTimeout = 30 * time.Second
+	// DefaultRetentionWindow is the default Config.RetentionWindow.
+	DefaultRetentionWindow = 7 * 24 * time.Hour
+	// DefaultRetentionInterval is the default Config.RetentionInterval.
 	DefaultRetentionInterval = 10 * time.Minute
-	DefaultSessionTimeout    = 30 * time.Second
+	// DefaultSessionTimeout is the default Config.SessionTimeout.
+	DefaultSessionTimeout = 30 * time.Second
+	// DefaultHeartbeatInterval is the default Config.HeartbeatInterval.
 	DefaultHeartbeatInterval = 3 * time.Second
-	DefaultRebalanceTimeout  = 60 * time.Second
-	DefaultJoinGroupBackoff  = 5 * time.Second
-	DefaultMaxWait           = 500 * time.Millisecond
+	// DefaultRebalanceTimeout is the default Config.RebalanceTimeout.
+	DefaultRebalanceTimeout = 60 * time.Second
+	// DefaultJoinGroupBackoff is the default Config.JoinGroupBackoff.
+	DefaultJoinGroupBackoff = 5 * time.Second
+	// DefaultMaxWait is the default Config.MaxWait.
+	DefaultMaxWait = 500 * time.Millisecond
 
 	maxBatchSize = 10000
 )

@@ -69,10 +69,17 @@ func TestDuplicateIDsAppliedOnce(t *testing.T) {
 	if n := b.count(t, `SELECT count(*) FROM inbox WHERE consumer_group = $1`, b.group); n != want {
 		t.Errorf("inbox rows: want %d, got %d", want, n)
 	}
+	if got := metric(t, reg, "outboxkit_inbox_handler_duration_seconds"); got != float64(want) {
+		t.Errorf("handler latency observations: want %d, got %v", want, got)
+	}
+	if got := metric(t, reg, "outboxkit_inbox_lag"); got != 0 {
+		t.Errorf("lag once everything is consumed: want 0, got %v", got)
+	}
 }
 
 // Run returns nil when its context ends, after committing the offsets of
-// everything it processed and leaving the group.
+// everything it processed and leaving the group; meanwhile it deletes the
+// group's expired inbox rows.
 func TestRunCommitsAndLeavesOnShutdown(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 3)
@@ -82,14 +89,30 @@ func TestRunCommitsAndLeavesOnShutdown(t *testing.T) {
 		msgs = append(msgs, record(fmt.Sprintf("m-%d", i), fmt.Sprintf("k-%d", i), "v"))
 	}
 	b.produce(t, msgs...)
+	// Retention runs from Run too: an expired row of this group goes, the
+	// other group's stays.
+	_, err := b.db.Pool.Exec(context.Background(), `INSERT INTO inbox (consumer_group, message_id, processed_at)
+VALUES ($1, 'expired', now() - interval '2 hours'), ('other-group', 'expired', now() - interval '2 hours')`, b.group)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := b.config()
 	cfg.CommitInterval = time.Hour // only the shutdown commit can commit
 	cfg.CommitCount = 1 << 30
+	cfg.RetentionWindow = time.Hour
+	cfg.RetentionInterval = 100 * time.Millisecond
 	stop := run(t, b.consumer(t, cfg, applyHandler("c1")))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == n },
+	waitFor(t, 30*time.Second, func() bool {
+		return b.count(t, `SELECT count(*) FROM applied`) == n &&
+			b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 'expired'`) == 1
+	},
 		func() string {
-			return fmt.Sprintf("want %d applied, have %d", n, b.count(t, `SELECT count(*) FROM applied`))
+			return fmt.Sprintf("want %d applied and the expired row deleted, have %d applied and %d expired rows",
+				n, b.count(t, `SELECT count(*) FROM applied`), b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 'expired'`))
 		})
+	if n := b.count(t, `SELECT count(*) FROM inbox WHERE consumer_group = 'other-group'`); n != 1 {
+		t.Errorf("retention deleted another group's row")
+	}
 	stop()
 
 	client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}

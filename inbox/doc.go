@@ -38,7 +38,9 @@
 // Config.CommitInterval), and once more when the partition is revoked or Run
 // stops. A failed offset commit is only logged: the inbox absorbs the
 // redeliveries it causes. When a backlog builds up, up to Config.BatchSize
-// messages of a partition share one transaction.
+// messages of a partition share one transaction. Partitions added to a topic
+// while the group runs are consumed from the next rebalance on (a member
+// joining, leaving or restarting).
 //
 // # Failures
 //
