@@ -22,7 +22,6 @@ import (
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -89,6 +88,7 @@ type FieldError struct {
 	Err error
 }
 
+// Error returns "kafkaconfig: <Field>: <Msg>[: <Err>]".
 func (e *FieldError) Error() string {
 	if e.Err == nil {
 		return fmt.Sprintf("kafkaconfig: %s: %s", e.Field, e.Msg)
@@ -96,6 +96,8 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("kafkaconfig: %s: %s: %v", e.Field, e.Msg, e.Err)
 }
 
+// Unwrap returns the cause, so errors.Is(err, fs.ErrNotExist) works for a
+// missing file.
 func (e *FieldError) Unwrap() error { return e.Err }
 
 // Validate checks the settings without reading any file. [Config.Transport],
@@ -241,6 +243,3 @@ func (c Config) Dialer() (*kafka.Dialer, error) {
 		SASLMechanism: mech,
 	}, nil
 }
-
-// errSCRAM prefixes SCRAM exchange failures.
-var errSCRAM = errors.New("kafkaconfig: SCRAM authentication")

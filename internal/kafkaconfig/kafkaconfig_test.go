@@ -365,6 +365,12 @@ func TestAgainstBroker(t *testing.T) {
 				t.Fatalf("Dialer with the right password: %v", err)
 			}
 
+			noCert := good
+			noCert.CertFile, noCert.KeyFile = "", ""
+			if err := viaTransport(addr, noCert); err == nil {
+				t.Fatal("Transport without the client certificate: connected, want the broker to refuse the TLS handshake")
+			}
+
 			bad := good
 			bad.Password = "wrong"
 			if err := viaTransport(addr, bad); err == nil {

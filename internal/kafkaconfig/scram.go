@@ -6,6 +6,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"hash"
 	"strconv"
@@ -36,6 +37,9 @@ const (
 	scramMinIterations = 4096
 	scramMaxIterations = 1 << 20
 )
+
+// errSCRAM marks SCRAM exchange failures.
+var errSCRAM = errors.New("kafkaconfig: SCRAM authentication")
 
 func newSCRAM(name string, h func() hash.Hash, username, password string) *scram {
 	return &scram{name: name, hash: h, username: username, password: password, nonce: randomNonce}
