@@ -11,7 +11,6 @@ import (
 // readiness is the part of *relay.Relay the HTTP endpoints use.
 type readiness interface {
 	Ready() bool
-	ShardsOwned() int
 }
 
 // newMux serves /metrics from reg, /healthz (200 while running is set: the
