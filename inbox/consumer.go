@@ -35,7 +35,9 @@ type Consumer struct {
 
 // NewConsumer returns a Consumer of cfg.Topics in group cfg.GroupID that
 // applies messages with h through pool. It validates cfg and registers the
-// metrics; it does not connect to anything.
+// metrics; it does not connect to anything. Each partition the consumer
+// owns holds one pool connection while it applies a batch, so size the pool
+// for the partitions one instance may own, plus one for retention.
 func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	if pool == nil {
 		return nil, errors.New("inbox: pool is nil")

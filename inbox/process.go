@@ -306,15 +306,14 @@ func (p *partitionWorker) opContext() (context.Context, context.CancelFunc) {
 // after it.
 var errAbandoned = errors.New("handler ignored its deadline and was abandoned")
 
-// PanicError is the error recorded when a handler panics.
-type PanicError struct {
-	// Value is what the handler panicked with.
-	Value any
-	// Stack is the handler goroutine's stack at the panic.
-	Stack []byte
+// panicError is a handler's panic, recovered; its text is what the dead
+// letter records, its stack what the log shows.
+type panicError struct {
+	value any
+	stack []byte
 }
 
-func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+func (e *panicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.value) }
 
 // callHandler runs the handler for msg with a HandlerTimeout deadline. The
 // handler runs on its own goroutine so that one that ignores its deadline
@@ -331,7 +330,7 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {
-				done <- &PanicError{Value: v, Stack: debug.Stack()}
+				done <- &panicError{value: v, stack: debug.Stack()}
 			}
 		}()
 		done <- p.c.handler(hctx, tx, msg)
@@ -352,10 +351,10 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 		}
 	}
 	p.tm.handlerTime.Observe(time.Since(start).Seconds())
-	var pe *PanicError
+	var pe *panicError
 	if errors.As(err, &pe) {
 		p.log.ErrorContext(p.base, "handler panicked", "message_id", msg.ID, "offset", msg.Offset,
-			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+			"panic", fmt.Sprint(pe.value), "stack", string(pe.stack))
 		return err
 	}
 	if hctx.Err() != nil {
