@@ -48,9 +48,9 @@ type Config struct {
 
 	// MaxAttempts is how many times a failing message is tried, one message
 	// per transaction, before it goes to the dead-letter table. Handler
-	// errors, panics, timeouts and failed commits count; failures to reach
-	// the database before the handler runs do not (they are retried until
-	// the database answers). Defaults to 5.
+	// errors, panics, timeouts and rejected commits count; failures of the
+	// database connection do not (they are retried until the database
+	// answers), so an outage dead-letters nothing. Defaults to 5.
 	MaxAttempts int
 	// RetryBackoffMin is the wait after the first failed attempt; each
 	// further failure doubles it, up to RetryBackoffMax. Defaults to 200ms.

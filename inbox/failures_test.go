@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -264,5 +265,79 @@ func TestRedriveAppliesDeadLetter(t *testing.T) {
 	}
 	if _, err := inbox.GetDeadLetter(ctx, b.db.Pool, 424242); !errors.Is(err, inbox.ErrDeadLetterNotFound) {
 		t.Errorf("GetDeadLetter of an unknown ID: want ErrDeadLetterNotFound, got %v", err)
+	}
+}
+
+// Database connections killed mid-stream (pg_terminate_backend, during
+// handlers and commits alike) lose nothing, apply nothing twice and
+// dead-letter nothing: a broken connection is not the message's fault.
+func TestDatabaseConnectionsKilledMidStream(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 3)
+	const n = 600
+	var msgs []kafka.Message
+	for i := 0; i < n; i++ {
+		msgs = append(msgs, record(fmt.Sprintf("m-%d", i), fmt.Sprintf("k-%d", i%30), "v"))
+	}
+	apply := applyHandler("c1")
+	h := func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		time.Sleep(time.Millisecond) // widen the window for the killer
+		return apply(ctx, tx, msg)
+	}
+	cfg := b.config()
+	cfg.MaxAttempts = 1 // any counted failure would dead-letter its message
+	cfg.BatchSize = 1
+	// The consumer gets its own pool, named, so only its sessions are killed.
+	ctx := context.Background()
+	pcfg, err := pgxpool.ParseConfig(b.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "inbox-victim"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	c, err := inbox.NewConsumer(pool, cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+
+	killer, err := pgx.Connect(ctx, b.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer killer.Close(ctx)
+	killed := 0
+	for i := 0; i < 6; i++ {
+		b.produce(t, msgs[i*n/6:(i+1)*n/6]...)
+		for j := 0; j < 4; j++ {
+			time.Sleep(60 * time.Millisecond)
+			var k int
+			if err := killer.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'inbox-victim'`).Scan(&k); err != nil {
+				t.Fatal(err)
+			}
+			killed += k
+		}
+	}
+	t.Logf("terminated %d database sessions", killed)
+
+	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
+		func() string {
+			return fmt.Sprintf("want %d applied, have %d (dead letters: %d)", n,
+				b.count(t, `SELECT count(*) FROM applied`), b.count(t, `SELECT count(*) FROM inbox_dead_letters`))
+		})
+	time.Sleep(300 * time.Millisecond)
+	if got := b.count(t, `SELECT count(DISTINCT message_id) FROM applied`); got != n {
+		t.Errorf("distinct messages applied: want %d, got %d", n, got)
+	}
+	if got := b.count(t, `SELECT count(*) FROM applied`); got != n {
+		t.Errorf("applied rows: want %d, got %d", n, got)
+	}
+	if got := b.count(t, `SELECT count(*) FROM inbox_dead_letters`); got != 0 {
+		t.Errorf("want no dead letters after connection failures, got %d", got)
 	}
 }

@@ -46,9 +46,11 @@ type failure struct {
 	// index is the message at fault, or -1 when none is (the inbox's own
 	// statements failed).
 	index int
-	// beforeHandler reports a failure to reach the database before any
-	// handler ran: it is retried without counting an attempt.
-	beforeHandler bool
+	// unreachable reports that the database, not the message, failed: it
+	// could not be reached before any handler ran, or the connection broke
+	// during the transaction. Such failures are retried, after a backoff,
+	// without counting an attempt, so an outage dead-letters nothing.
+	unreachable bool
 }
 
 // process settles the messages of batch, in order, and returns how many it
@@ -94,10 +96,10 @@ func (p *partitionWorker) processOne(it *item) bool {
 		if f == nil {
 			return true
 		}
-		if f.beforeHandler {
+		if f.unreachable {
 			waits++
 			d := p.c.backoff(waits)
-			p.log.WarnContext(p.base, "database unavailable; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
+			p.log.WarnContext(p.base, "database unreachable; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
 			if !sleep(p.stop, d) {
 				return false
 			}
@@ -223,7 +225,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 	tx, err := p.c.pool.Begin(ctx)
 	cancel()
 	if err != nil {
-		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, beforeHandler: true}
+		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, unreachable: true}
 	}
 	abandoned := false
 	defer func() {
@@ -236,7 +238,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 
 	firsts, err := p.claimItems(tx, items)
 	if err != nil {
-		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, beforeHandler: true}
+		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, unreachable: true}
 	}
 	var applied, dropped int
 	var dead []int
@@ -261,14 +263,16 @@ func (p *partitionWorker) apply(items []item) *failure {
 		if err := p.callHandler(tx, it.msg); err != nil {
 			// The claims and the handlers' work roll back together.
 			abandoned = errors.Is(err, errAbandoned)
-			return &failure{err: err, index: i}
+			return &failure{err: err, index: i, unreachable: !abandoned && tx.Conn().IsClosed()}
 		}
 		applied++
 	}
 	ctx, cancel = p.opContext()
 	defer cancel()
 	if err := tx.Commit(ctx); err != nil {
-		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1}
+		// After a broken connection the commit's outcome is unknown; the
+		// retry's claim tells.
+		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1, unreachable: tx.Conn().IsClosed()}
 	}
 	p.tm.processed.Add(float64(applied))
 	if dropped > 0 {
