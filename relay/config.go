@@ -53,6 +53,12 @@ type Config struct {
 	// as not acknowledged and is sent again. Defaults to 10s.
 	PublishTimeout time.Duration
 
+	// ShutdownTimeout bounds how long Run, once its context ends, waits for
+	// in-flight batches to be acknowledged and deleted before abandoning
+	// them (they stay in the outbox and are published again later).
+	// Defaults to 5s.
+	ShutdownTimeout time.Duration
+
 	// RetryBackoffMin and RetryBackoffMax bound the capped exponential backoff
 	// after a transient Kafka or Postgres error. Default to 50ms and 5s.
 	RetryBackoffMin time.Duration
@@ -83,6 +89,7 @@ const (
 	DefaultMaxPollInterval   = 100 * time.Millisecond
 	DefaultRebalanceInterval = time.Second
 	DefaultPublishTimeout    = 10 * time.Second
+	DefaultShutdownTimeout   = 5 * time.Second
 	DefaultRetryBackoffMin   = 50 * time.Millisecond
 	DefaultRetryBackoffMax   = 5 * time.Second
 	DefaultParkAfter         = 15 * time.Second
@@ -107,6 +114,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.RetryBackoffMin == 0 {
 		cfg.RetryBackoffMin = DefaultRetryBackoffMin
@@ -151,6 +161,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.PublishTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("relay: PublishTimeout must be at least 100ms, got %s", cfg.PublishTimeout))
+	}
+	if cfg.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("relay: ShutdownTimeout must not be negative, got %s", cfg.ShutdownTimeout))
 	}
 	if cfg.RetryBackoffMin <= 0 || cfg.RetryBackoffMax < cfg.RetryBackoffMin {
 		errs = append(errs, fmt.Errorf("relay: RetryBackoffMin (%s) must be positive and at most RetryBackoffMax (%s)", cfg.RetryBackoffMin, cfg.RetryBackoffMax))

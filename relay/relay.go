@@ -71,14 +71,15 @@ func (r *Relay) Ready() bool { return r.ready.Load() }
 func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 
 // Run publishes until ctx ends, then finishes the batches in flight (for at
-// most PublishTimeout), releases its shards and returns nil. Lost database
+// most ShutdownTimeout), releases its shards and returns nil. Lost database
 // connections and Kafka outages are retried with capped backoff; Run returns
 // an error only for what retrying cannot fix, such as a missing outbox table.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.pub.Close()
+	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
-	go func() { defer close(statsDone); r.statsLoop(ctx) }()
-	defer func() { <-statsDone }()
+	go func() { defer close(statsDone); r.statsLoop(statsCtx) }()
+	defer func() { stopStats(); <-statsDone }()
 
 	backoff := time.Duration(0)
 	for {
@@ -191,8 +192,8 @@ func (r *Relay) session(ctx context.Context) (err error) {
 		}
 		mu.Unlock()
 		if err == nil {
-			// Graceful: let in-flight batches finish, within PublishTimeout.
-			timer := time.NewTimer(r.cfg.PublishTimeout)
+			// Graceful: let in-flight batches finish, within ShutdownTimeout.
+			timer := time.NewTimer(r.cfg.ShutdownTimeout)
 			for _, w := range all {
 				select {
 				case <-w.done:
@@ -365,6 +366,7 @@ type event struct {
 	eventType     string
 	payload       []byte
 	headers       *string
+	rec           Record // built by pick
 }
 
 type aggKey struct{ typ, id string }
@@ -419,7 +421,11 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 	holds := map[aggKey]*hold{}
 	backoff := time.Duration(0)
 	var timer *time.Timer
-	wait := func(d time.Duration) bool {
+	wait := func(d time.Duration, wakeable bool) bool {
+		wake := w.wake
+		if !wakeable {
+			wake = nil
+		}
 		if timer == nil {
 			timer = time.NewTimer(d)
 		} else {
@@ -431,7 +437,7 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 			return false
 		case <-w.stop:
 			return false
-		case <-w.wake:
+		case <-wake:
 			return true
 		case <-timer.C:
 			return true
@@ -452,18 +458,24 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 			}
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 			log.WarnContext(ctx, "read shard failed", "error", err, "retry_in", backoff)
-			if !wait(backoff) {
+			if !wait(backoff, false) {
 				return
 			}
 			continue
 		}
 		send, nextHold := r.pick(batch, holds)
 		if len(send) == 0 {
-			d := r.cfg.MaxPollInterval * 10
-			if !nextHold.IsZero() {
-				d = max(time.Until(nextHold), time.Millisecond)
+			if nextHold.IsZero() {
+				// Nothing pending: sleep until the poller sees new events.
+				if !wait(r.cfg.MaxPollInterval*10, true) {
+					return
+				}
+				continue
 			}
-			if !wait(d) {
+			// Only aggregates on hold: the poller keeps seeing their events,
+			// so ignore its wake-ups until a hold ends (or MaxPollInterval,
+			// to pick up other aggregates' new events).
+			if !wait(min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval), false) {
 				return
 			}
 			continue
@@ -474,7 +486,7 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 		}
 		if transient {
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			if !wait(backoff) {
+			if !wait(backoff, false) {
 				return
 			}
 		} else {
@@ -529,11 +541,12 @@ func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time)
 			continue
 		}
 		topics[k] = e.topic
-		rec := e.record()
-		if len(send) > 0 && size+rec.size() > r.cfg.MaxBatchBytes {
+		e.rec = e.record()
+		n := e.rec.size()
+		if len(send) > 0 && size+n > r.cfg.MaxBatchBytes {
 			break
 		}
-		size += rec.size()
+		size += n
 		send = append(send, *e)
 	}
 	return send, nextHold
@@ -546,7 +559,7 @@ func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time)
 func (r *Relay) publish(ctx context.Context, log *slog.Logger, send []event, holds map[aggKey]*hold) (transient bool) {
 	records := make([]Record, len(send))
 	for i := range send {
-		records[i] = send[i].record()
+		records[i] = send[i].rec
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
