@@ -208,6 +208,13 @@ func (r *Relay) session(ctx context.Context) (err error) {
 			<-w.done
 		}
 		pollWG.Wait()
+		if err == nil {
+			// Release the shards now rather than when the server notices the
+			// closed connection, so other instances take over at once.
+			uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, _ = conn.Exec(uctx, "SELECT pg_advisory_unlock_all()")
+			cancel()
+		}
 	}()
 
 	r.ready.Store(true)
