@@ -27,8 +27,18 @@ test: services check
 
 ## fault-tests: tests that stop and restart the shared broker; run alone, one package at a time
 fault-tests:
-	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'Broker' ./...
+	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart' ./...
 
 ## bench-outbox: outbox.Write cost against hand-written INSERTs
 bench-outbox: services
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./outbox/
+
+.PHONY: bench-relay bench-relay-quick
+
+## bench-relay: relay throughput vs a bare kafka-go ceiling, latency, drain rate, RSS (docs/benchmarks.md); BENCH_RELAY_FLAGS adds flags
+bench-relay: services
+	$(GO) run ./bench/relay -events 1000000 -small-backlog 10000 -steady-duration 20s -rates 1000,5000 -rate-duration 20s -partitions 12 $(BENCH_RELAY_FLAGS)
+
+## bench-relay-quick: the same at tiny sizes (20k backlog, 5s phases), a smoke run
+bench-relay-quick: services
+	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
