@@ -52,6 +52,9 @@ func (l *Load) Run(ctx context.Context, svc *Service) error {
 			var open []string // this worker's orders that can still change
 			n := 0
 			next := time.Now()
+			// A change in flight when ctx ends still commits (or not) for
+			// sure before Run returns, so Written and the orders table agree.
+			wctx := context.WithoutCancel(ctx)
 			for ctx.Err() == nil {
 				if interval > 0 {
 					next = next.Add(interval)
@@ -68,16 +71,16 @@ func (l *Load) Run(ctx context.Context, svc *Service) error {
 				case len(open) == 0 || r < 4:
 					id := fmt.Sprintf("%s-%d-%d", l.Prefix, w, n)
 					n++
-					if err = svc.Place(ctx, id, int64(100+rng.IntN(10000))); err == nil {
+					if err = svc.Place(wctx, id, int64(100+rng.IntN(10000))); err == nil {
 						open = append(open, id)
 					}
 				default:
 					i := rng.IntN(len(open))
 					id := open[i]
 					if r < 8 {
-						err = svc.Pay(ctx, id)
+						err = svc.Pay(wctx, id)
 					} else {
-						err = svc.Cancel(ctx, id)
+						err = svc.Cancel(wctx, id)
 					}
 					if errors.Is(err, ErrConflict) || (err == nil && r >= 8) {
 						// Cancelled (or already final): no more changes.
@@ -88,9 +91,7 @@ func (l *Load) Run(ctx context.Context, svc *Service) error {
 					}
 				}
 				if err != nil {
-					if ctx.Err() == nil {
-						errOnce.Do(func() { firstErr = err })
-					}
+					errOnce.Do(func() { firstErr = err })
 					return
 				}
 				l.written.Add(1)
