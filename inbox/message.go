@@ -26,7 +26,10 @@ const maxIDBytes = 1024
 // Handler applies one message. It runs inside the transaction that records
 // the message in the inbox: do the message's database work through tx, and
 // return an error to roll back both (the message is then retried). tx is
-// committed by the consumer after Handler returns; do not commit it.
+// committed by the consumer after Handler returns; do not commit it. When a
+// partition has a backlog, tx also holds the work of the messages before
+// this one in the partition (see Config.BatchSize); an error rolls those
+// back too, and they are re-applied one per transaction.
 //
 // ctx ends after Config.HandlerTimeout; a handler must return soon after.
 // Work outside the database (HTTP calls, e-mails) is not covered by the

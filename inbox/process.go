@@ -111,7 +111,7 @@ func (p *partitionWorker) processOne(it *item) bool {
 		}
 		p.tm.retries.Inc()
 		d := p.c.backoff(attempts)
-		p.log.WarnContext(p.base, "handler failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset,
+		p.log.WarnContext(p.base, "attempt failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset,
 			"attempt", attempts, "error", f.err, "backoff", d)
 		if !sleep(p.stop, d) {
 			return false
