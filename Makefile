@@ -1,10 +1,19 @@
 # outboxkit: the two commands a newcomer needs are `make demo` and `make test`.
 SHELL := /bin/bash
 export DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable
-export KAFKA_BROKERS ?= 127.0.0.1:9092
 GO ?= go
 
-.PHONY: test services services-down check unit fault-tests bench-outbox bench-relay bench-inbox demo chaos
+# Tests, benchmarks and the chaos run use the real broker `make services`
+# starts; the demo uses KAFKA_BROKERS only when you set it, and otherwise
+# an in-process broker.
+test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short: export KAFKA_BROKERS ?= 127.0.0.1:9092
+
+.PHONY: test services services-down check fault-tests bench-outbox bench-inbox demo
+
+## demo: orders -> relay -> shipping end to end, with a live progress line and a verification summary
+demo:
+	@scripts/services.sh postgres
+	$(GO) run ./examples/demo $(DEMO_FLAGS)
 
 ## services: start PostgreSQL and a real Kafka broker (idempotent)
 services:

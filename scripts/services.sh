@@ -3,7 +3,7 @@
 # PostgreSQL (Debian's package) and a single-node Apache Kafka broker in KRaft
 # mode whose jars come from Maven Central.
 #
-# Usage: scripts/services.sh up|down|kafka-start|kafka-stop|kafka-kill|status|env
+# Usage: scripts/services.sh up|down|postgres|kafka-start|kafka-stop|kafka-kill|status|env
 #
 # Idempotent: "up" leaves a service alone when it already answers, and only
 # "down" stops what "up" started (recorded by PID in $OUTBOXKIT_STATE).
@@ -184,6 +184,7 @@ down)
   rm -rf "$KAFKA_DATA"
   postgres_down
   ;;
+postgres) postgres_up ;;
 kafka-start) kafka_start ;;
 kafka-stop) kafka_stop TERM ;;
 kafka-kill) kafka_stop KILL ;;
@@ -196,5 +197,5 @@ env)
   echo "export KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'"
   echo "export OUTBOXKIT_SERVICES='$ROOT/scripts/services.sh'"
   ;;
-*) die "usage: $0 up|down|kafka-start|kafka-stop|kafka-kill|status|env" ;;
+*) die "usage: $0 up|down|postgres|kafka-start|kafka-stop|kafka-kill|status|env" ;;
 esac
