@@ -67,10 +67,14 @@ type Config struct {
 
 	// RetentionWindow is how long inbox rows are kept, that is how late a
 	// redelivery can come and still be recognized. It must exceed the
-	// longest redelivery delay you expect: a consumer down for longer than
-	// this that restarts from old offsets, or a replay of old records,
-	// applies them again. Longer windows cost table and index size.
-	// Defaults to 7 days (Kafka's default log retention).
+	// longest redelivery delay you expect, or the late copy is applied
+	// again: a replay of old records, a producer retry long after the
+	// original, or a group whose committed offsets expired (the broker's
+	// offsets.retention.minutes, 7 days by default, counted while the group
+	// is empty) re-reading from StartOffset everything its topics retain.
+	// With kafka.FirstOffset, a window at least as long as the topics'
+	// retention.ms covers that last case. Longer windows cost table and
+	// index size. Defaults to 7 days (Kafka's default log retention).
 	RetentionWindow time.Duration
 	// RetentionInterval is how often Run deletes this group's inbox rows
 	// older than RetentionWindow, in batches of 5000 rows. Negative
