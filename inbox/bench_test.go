@@ -26,8 +26,8 @@ const (
 // bigint identity primary key. It runs the consumers twice: with the
 // default BatchSize (a backlog is applied 100 messages per transaction)
 // and with BatchSize 1 (one transaction per message, what a hand-written
-// consumer loop does). Each consumer variant runs twice per iteration, in
-// A-B-B-A order.
+// consumer loop does). Each variant runs several times per iteration,
+// interleaved, and its fastest run is reported.
 //
 //	go test -run '^$' -bench Consumer -benchtime 1x ./inbox/
 func BenchmarkConsumer(b *testing.B) {
@@ -93,32 +93,40 @@ func BenchmarkConsumer(b *testing.B) {
 	bare := func() time.Duration { return benchBareRead(b, brokers, topic) }
 
 	bare() // warm the broker's caches and JIT
-	var inbox, noInbox, inbox1, noInbox1, bareT time.Duration
+	// Each variant runs several times, interleaved A-B-B-A, and the fastest
+	// run of each counts: other work on the two cores only ever slows a
+	// run down, so the minimum is the figure least disturbed by it.
+	best := map[string]time.Duration{}
+	keep := func(name string, d time.Duration) {
+		if old, ok := best[name]; !ok || d < old {
+			best[name] = d
+		}
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		// A-B-B-A order, so drift in the machine's load (other tests share
-		// the two cores) falls on both sides alike.
-		bareT += bare()
-		inbox += consume(DefaultBatchSize, false)
-		noInbox += consume(DefaultBatchSize, true)
-		noInbox += consume(DefaultBatchSize, true)
-		inbox += consume(DefaultBatchSize, false)
-		inbox1 += consume(1, false)
-		noInbox1 += consume(1, true)
-		noInbox1 += consume(1, true)
-		inbox1 += consume(1, false)
-		bareT += bare()
+		for round := 0; round < 3; round++ {
+			keep("bare", bare())
+			keep("inbox", consume(DefaultBatchSize, false))
+			keep("noinbox", consume(DefaultBatchSize, true))
+			keep("noinbox", consume(DefaultBatchSize, true))
+			keep("inbox", consume(DefaultBatchSize, false))
+		}
+		keep("inbox-tx1", consume(1, false))
+		keep("noinbox-tx1", consume(1, true))
+		keep("noinbox-tx1", consume(1, true))
+		keep("inbox-tx1", consume(1, false))
 	}
 	b.StopTimer()
-	rate := func(d time.Duration) float64 { return float64(2*benchMessages*b.N) / d.Seconds() }
-	b.ReportMetric(rate(inbox), "inbox-msgs/s")
-	b.ReportMetric(rate(noInbox), "noinbox-msgs/s")
-	b.ReportMetric(rate(bareT), "bare-msgs/s")
-	b.ReportMetric(float64(inbox)/float64(noInbox), "inbox/noinbox")
-	b.ReportMetric(float64(inbox)/float64(bareT), "inbox/bare")
-	b.ReportMetric(rate(inbox1), "inbox-tx1-msgs/s")
-	b.ReportMetric(rate(noInbox1), "noinbox-tx1-msgs/s")
-	b.ReportMetric(float64(inbox1)/float64(noInbox1), "inbox/noinbox-tx1")
+	rate := func(name string) float64 { return benchMessages / best[name].Seconds() }
+	ratio := func(a, b string) float64 { return float64(best[a]) / float64(best[b]) }
+	b.ReportMetric(rate("inbox"), "inbox-msgs/s")
+	b.ReportMetric(rate("noinbox"), "noinbox-msgs/s")
+	b.ReportMetric(rate("bare"), "bare-msgs/s")
+	b.ReportMetric(ratio("inbox", "noinbox"), "inbox/noinbox")
+	b.ReportMetric(ratio("inbox", "bare"), "inbox/bare")
+	b.ReportMetric(rate("inbox-tx1"), "inbox-tx1-msgs/s")
+	b.ReportMetric(rate("noinbox-tx1"), "noinbox-tx1-msgs/s")
+	b.ReportMetric(ratio("inbox-tx1", "noinbox-tx1"), "inbox/noinbox-tx1")
 }
 
 // benchProduce writes benchMessages records with an id header, keyed over
