@@ -42,6 +42,10 @@ fault-tests:
 bench-outbox: services
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./outbox/
 
+## bench-inbox: consumer throughput with the inbox, without it, and a bare kafka-go reader
+bench-inbox: services
+	$(GO) test -run '^$$' -bench Consumer -benchtime 1x ./inbox/
+
 .PHONY: bench-relay bench-relay-quick
 
 ## bench-relay: relay throughput vs a bare kafka-go ceiling, latency, drain rate, RSS (docs/benchmarks.md); BENCH_RELAY_FLAGS adds flags
