@@ -8,7 +8,7 @@ GO ?= go
 # an in-process broker.
 test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: test services services-down check fault-tests bench-outbox bench-inbox demo
+.PHONY: test services services-down check goose-cli fault-tests bench-outbox bench-inbox demo
 
 ## demo: orders -> relay -> shipping end to end, with a live progress line and a verification summary
 demo:
@@ -29,9 +29,19 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+GOOSE_VERSION := v3.26.0
+GOOSE := $(HOME)/.cache/outboxkit/bin/goose-$(GOOSE_VERSION)
+
+## goose-cli: the goose CLI (Postgres driver only), for the test that applies the migrations with it
+goose-cli: $(GOOSE)
+$(GOOSE):
+	mkdir -p $(dir $(GOOSE))
+	GOBIN=$(dir $(GOOSE)) $(GO) install -tags 'no_clickhouse no_libsql no_mssql no_mysql no_sqlite3 no_vertica no_ydb' github.com/pressly/goose/v3/cmd/goose@$(GOOSE_VERSION)
+	mv $(dir $(GOOSE))goose $(GOOSE)
+
 ## test: everything, against the real services
-test: services check
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: services check goose-cli
+	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
 
 ## fault-tests: tests that stop and restart the shared broker; run alone, one package at a time
@@ -55,3 +65,16 @@ bench-relay: services
 ## bench-relay-quick: the same at tiny sizes (20k backlog, 5s phases), a smoke run
 bench-relay-quick: services
 	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
+
+.PHONY: chaos chaos-short
+
+DURATION ?= 15m
+SEED ?= 0
+
+## chaos: the long chaos run, on demand: writers, 2 relays, 3 consumers and random faults (kills, pg_terminate_backend, broker restarts, joins, leaves) for DURATION, then drain and verify; SEED=0 picks a seed and prints it; CHAOS_FLAGS adds flags
+chaos: services
+	$(GO) run ./internal/chaos -duration $(DURATION) -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+
+## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds
+chaos-short: services
+	$(GO) run ./internal/chaos -duration 100s -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
