@@ -100,6 +100,7 @@ type InvalidEventError struct {
 	Reason string
 }
 
+// Error names the event and field at fault.
 func (e *InvalidEventError) Error() string {
 	return fmt.Sprintf("outbox: event %d: %s %s", e.Index, e.Field, e.Reason)
 }

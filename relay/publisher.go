@@ -48,6 +48,7 @@ type PublishError struct {
 	Errs []error
 }
 
+// Error counts the records not acknowledged and gives the first reason.
 func (e *PublishError) Error() string {
 	failed, first := 0, error(nil)
 	for _, err := range e.Errs {

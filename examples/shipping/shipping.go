@@ -92,6 +92,7 @@ func (r Report) OK() bool {
 	return r.Lost == 0 && r.Duplicates == 0 && r.OutOfOrder == 0 && r.Unexpected == 0
 }
 
+// String gives the counts on one line.
 func (r Report) String() string {
 	return fmt.Sprintf("expected %d, applied %d, lost %d, applied twice %d, out of order %d, unexpected %d",
 		r.Expected, r.Applied, r.Lost, r.Duplicates, r.OutOfOrder, r.Unexpected)
