@@ -3,7 +3,12 @@
 # PostgreSQL (Debian's package) and a single-node Apache Kafka broker in KRaft
 # mode whose jars come from Maven Central.
 #
-# Usage: scripts/services.sh up|down|postgres|kafka-start|kafka-stop|kafka-kill|status|env
+# Usage: scripts/services.sh up|down|postgres|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env
+#
+# postgres-logical starts a second Debian cluster of the same PostgreSQL version,
+# "logical" on 127.0.0.1:$OUTBOXKIT_LOGICAL_PORT (default 5433), with
+# wal_level=logical for logical decoding (Debezium in `make bench-peers`); the
+# main cluster is never restarted for it.
 #
 # Idempotent: "up" leaves a service alone when it already answers, and only
 # "down" stops what "up" started (recorded by PID in $OUTBOXKIT_STATE).
@@ -21,6 +26,8 @@ KAFKA_PORT=${OUTBOXKIT_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
 DEFAULT_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
 DATABASE_URL=${DATABASE_URL:-$DEFAULT_DATABASE_URL}
+LOGICAL_PORT=${OUTBOXKIT_LOGICAL_PORT:-5433}
+LOGICAL_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:$LOGICAL_PORT/postgres?sslmode=disable"
 
 mkdir -p "$STATE"
 
@@ -29,6 +36,7 @@ die() { log "$*"; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 pg_answers() { psql "$DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+pg_logical_answers() { psql "$LOGICAL_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
 
 postgres_up() {
   if pg_answers; then log "postgres: already answering at $DATABASE_URL"; return; fi
@@ -68,6 +76,54 @@ postgres_down() {
   as_root pg_ctlcluster "$ver" main stop -m fast || true
   rm -f "$STATE/postgres.started"
   log "postgres: stopped"
+}
+
+# postgres_logical_up creates (once) and starts the second cluster "logical":
+# the main cluster's settings plus wal_level=logical and room for replication
+# slots, so tools that need logical decoding run without restarting the main
+# cluster other sessions use.
+postgres_logical_up() {
+  if pg_logical_answers; then log "postgres-logical: already answering at $LOGICAL_DATABASE_URL"; return; fi
+  command -v pg_createcluster >/dev/null 2>&1 || postgres_up
+  local ver
+  ver=$(ls /etc/postgresql | sort -V | tail -n 1)
+  [ -n "$ver" ] || die "postgres-logical: no PostgreSQL under /etc/postgresql"
+  if ! pg_lsclusters -h | awk -v v="$ver" '$1==v && $2=="logical"' | grep -q .; then
+    log "postgres-logical: creating cluster $ver/logical on port $LOGICAL_PORT"
+    as_root pg_createcluster "$ver" logical -p "$LOGICAL_PORT" >/dev/null
+  fi
+  as_root tee "/etc/postgresql/$ver/logical/conf.d/outboxkit.conf" >/dev/null <<CONF
+max_connections = 300
+shared_buffers = 512MB
+listen_addresses = '127.0.0.1'
+port = $LOGICAL_PORT
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+CONF
+  if ! pg_lsclusters -h | awk -v v="$ver" '$1==v && $2=="logical" && $4=="online"' | grep -q .; then
+    as_root pg_ctlcluster "$ver" logical start
+    echo "$ver" >"$STATE/postgres-logical.started"
+  fi
+  for _ in $(seq 1 60); do
+    as_root su postgres -c "psql -p $LOGICAL_PORT -Atqc 'select 1'" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  as_root su postgres -c "psql -p $LOGICAL_PORT -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  for _ in $(seq 1 60); do pg_logical_answers && break; sleep 0.5; done
+  pg_logical_answers || die "postgres-logical: not answering at $LOGICAL_DATABASE_URL; log: /var/log/postgresql/postgresql-$ver-logical.log"
+  [ "$(psql "$LOGICAL_DATABASE_URL" -Atqc 'show wal_level')" = logical ] ||
+    die "postgres-logical: wal_level is not logical on port $LOGICAL_PORT"
+  log "postgres-logical: ready at $LOGICAL_DATABASE_URL (wal_level=logical)"
+}
+
+postgres_logical_down() {
+  [ -f "$STATE/postgres-logical.started" ] || { log "postgres-logical: not started by this script; left alone"; return; }
+  local ver
+  ver=$(cat "$STATE/postgres-logical.started")
+  as_root pg_ctlcluster "$ver" logical stop -m fast || true
+  rm -f "$STATE/postgres-logical.started"
+  log "postgres-logical: stopped"
 }
 
 kafka_fetch() {
@@ -182,14 +238,17 @@ up)
 down)
   kafka_stop TERM
   rm -rf "$KAFKA_DATA"
+  postgres_logical_down
   postgres_down
   ;;
 postgres) postgres_up ;;
+postgres-logical) postgres_logical_up ;;
 kafka-start) kafka_start ;;
 kafka-stop) kafka_stop TERM ;;
 kafka-kill) kafka_stop KILL ;;
 status)
   pg_answers && echo "postgres: up ($DATABASE_URL)" || echo "postgres: down"
+  pg_logical_answers && echo "postgres-logical: up ($LOGICAL_DATABASE_URL)" || echo "postgres-logical: down"
   kafka_answers 2s && echo "kafka: up (127.0.0.1:$KAFKA_PORT)" || echo "kafka: down"
   ;;
 env)
@@ -197,5 +256,5 @@ env)
   echo "export KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'"
   echo "export OUTBOXKIT_SERVICES='$ROOT/scripts/services.sh'"
   ;;
-*) die "usage: $0 up|down|postgres|kafka-start|kafka-stop|kafka-kill|status|env" ;;
+*) die "usage: $0 up|down|postgres|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env" ;;
 esac
