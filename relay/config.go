@@ -30,10 +30,19 @@ type Config struct {
 	BatchSize int
 
 	// MaxBatchBytes caps the record bytes (key, value, headers) of one
-	// publish call. Each partition's share of a call goes to Kafka as one
-	// record batch, so keep it below the broker's message.max.bytes.
-	// Defaults to 900 KiB.
+	// Produce request, that is one record batch for one partition: keep it
+	// below the broker's message.max.bytes. A partition's share of a call
+	// that is larger goes out as several requests, one after the other,
+	// stopping at the first failure. Defaults to 900 KiB.
 	MaxBatchBytes int
+
+	// Lanes is how many batches one instance publishes at once. Each lane
+	// serves the owned shards s with s % Lanes equal to its number: it reads
+	// their pending events in one round trip, publishes them in one call
+	// (one Produce request per partition) and deletes the acknowledged ones.
+	// More lanes overlap database and Kafka round trips; fewer make bigger
+	// batches. Defaults to 4.
+	Lanes int
 
 	// MinPollInterval is how soon the relay looks for new events after it
 	// found some. Defaults to 2ms.
@@ -85,6 +94,7 @@ type Config struct {
 const (
 	DefaultBatchSize         = 1000
 	DefaultMaxBatchBytes     = 900 << 10
+	DefaultLanes             = 4
 	DefaultMinPollInterval   = 2 * time.Millisecond
 	DefaultMaxPollInterval   = 100 * time.Millisecond
 	DefaultRebalanceInterval = time.Second
@@ -102,6 +112,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxBatchBytes == 0 {
 		cfg.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if cfg.Lanes == 0 {
+		cfg.Lanes = DefaultLanes
 	}
 	if cfg.MinPollInterval == 0 {
 		cfg.MinPollInterval = DefaultMinPollInterval
@@ -149,6 +162,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.MaxBatchBytes < 1024 {
 		errs = append(errs, fmt.Errorf("relay: MaxBatchBytes must be at least 1024, got %d", cfg.MaxBatchBytes))
+	}
+	if cfg.Lanes < 1 || cfg.Lanes > NumShards {
+		errs = append(errs, fmt.Errorf("relay: Lanes must be between 1 and %d, got %d", NumShards, cfg.Lanes))
 	}
 	if cfg.MinPollInterval < 0 {
 		errs = append(errs, fmt.Errorf("relay: MinPollInterval must be positive, got %s", cfg.MinPollInterval))

@@ -18,11 +18,12 @@
 // ID (a generated column). Each relay instance holds a fair share of them
 // through advisory locks on one dedicated connection; an instance that loses
 // that connection stops publishing at once, and the others take its shards
-// within about two RebalanceIntervals. Per shard, one worker reads pending
-// events in seq order, publishes them in one call in which each aggregate's
-// events form one atomic Produce request, and deletes the acknowledged ones.
+// within about two RebalanceIntervals. Owned shards are split among a few
+// lanes; a lane reads the pending events of its shards in seq order (one
+// round trip), publishes them in one call in which each aggregate's events
+// go to one partition in order, and deletes exactly the acknowledged ones.
 // On a partial failure, each affected aggregate's unacknowledged tail stays
-// and is sent again, in order. A poller wakes the workers of shards with
+// and is sent again, in order. A poller wakes the lanes of shards with
 // pending events every MinPollInterval while events flow, backing off to
 // MaxPollInterval when idle; nothing is added to the writers' transactions.
 //

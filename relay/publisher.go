@@ -70,8 +70,9 @@ var ErrUnknownTopic = errors.New("topic does not exist")
 // by topic and partition (murmur2 of the key, like the Java client) and sends
 // each group as one Produce request with acks=all, all groups in parallel.
 type kafkaPublisher struct {
-	client   *kafka.Client
-	balancer kafka.Murmur2Balancer
+	client          *kafka.Client
+	balancer        kafka.Murmur2Balancer
+	maxRequestBytes int
 
 	mu    sync.Mutex
 	parts map[string]topicPartitions
@@ -86,15 +87,21 @@ type topicPartitions struct {
 // error on a produce request drops the cached entry at once.
 const partitionsTTL = 30 * time.Second
 
-// NewKafkaPublisher returns the kafka-go Publisher the relay uses by default.
-// transport may be nil for a plaintext connection.
+// NewKafkaPublisher returns the kafka-go Publisher the relay uses by default,
+// with requests of at most DefaultMaxBatchBytes. transport may be nil for a
+// plaintext connection.
 func NewKafkaPublisher(brokers []string, transport *kafka.Transport) Publisher {
+	return newKafkaPublisher(brokers, transport, DefaultMaxBatchBytes)
+}
+
+func newKafkaPublisher(brokers []string, transport *kafka.Transport, maxRequestBytes int) *kafkaPublisher {
 	if transport == nil {
 		transport = &kafka.Transport{ClientID: "outboxkit-relay"}
 	}
 	return &kafkaPublisher{
-		client: &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport},
-		parts:  map[string]topicPartitions{},
+		client:          &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport},
+		maxRequestBytes: maxRequestBytes,
+		parts:           map[string]topicPartitions{},
 	}
 }
 
@@ -195,28 +202,49 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 	return nil
 }
 
-// publishPartition sends the records idx of one partition as one Produce
-// request and stores each record's outcome in errs.
+// publishPartition sends the records idx of one partition, in requests of at
+// most maxRequestBytes sent one after the other, and stores each record's
+// outcome in errs. After a failed request the rest are not sent, so a later
+// record of a key never lands while an earlier one did not.
 func (p *kafkaPublisher) publishPartition(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error) {
+	for len(idx) > 0 {
+		n, size := 0, 0
+		for n < len(idx) && (n == 0 || size+records[idx[n]].size() <= p.maxRequestBytes) {
+			size += records[idx[n]].size()
+			n++
+		}
+		if !p.publishRequest(ctx, k, records, idx[:n], errs) {
+			for _, i := range idx[n:] {
+				errs[i] = fmt.Errorf("produce to %s/%d: not sent after an earlier request of the partition failed: %w", k.topic, k.partition, errNotSent)
+			}
+			return
+		}
+		idx = idx[n:]
+	}
+}
+
+// publishRequest sends the records idx as one Produce request, stores each
+// record's outcome in errs and reports whether all were acknowledged.
+func (p *kafkaPublisher) publishRequest(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error) bool {
 	res, err := p.produce(ctx, k, records, idx)
 	if err == nil {
-		return
+		return true
 	}
 	tooLarge := errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
 	switch {
 	case tooLarge && len(idx) > 1:
 		// The batch as a whole was too large for the broker: send the records
-		// one at a time, in order, and stop at the first that fails, so a
-		// later record of a key never lands before an earlier one.
+		// one at a time, in order, and stop at the first that fails.
 		for n, i := range idx {
 			if _, err := p.produce(ctx, k, records, []int{i}); err != nil {
 				errs[i] = err
 				for _, rest := range idx[n+1:] {
 					errs[rest] = fmt.Errorf("produce to %s/%d: not sent after an earlier record of the partition failed: %w", k.topic, k.partition, errNotSent)
 				}
-				return
+				return false
 			}
 		}
+		return true
 	case res != nil && len(res.RecordErrors) > 0:
 		// The broker rejected the batch because of some records; the others
 		// were not written and go again.
@@ -232,6 +260,7 @@ func (p *kafkaPublisher) publishPartition(ctx context.Context, k partitionKey, r
 			errs[i] = err
 		}
 	}
+	return false
 }
 
 // errNotSent marks records that were not written because of another

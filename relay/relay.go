@@ -40,9 +40,9 @@ type Relay struct {
 }
 
 // New returns a Relay that reads the outbox through pool and publishes with
-// cfg. Size pool for the shards one instance may own: up to 64 workers share
-// it, each holding a connection only while it reads or deletes a batch; 8 to
-// 16 connections is plenty. The relay also opens one dedicated connection
+// cfg. Each of the Lanes holds a pool connection only while it reads or
+// deletes a batch, and the poller and the backlog gauges need one each: a
+// pool of Lanes + 4 connections is plenty. The relay also opens one dedicated connection
 // from pool's configuration to hold its shard locks.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
@@ -58,7 +58,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	}
 	pub := cfg.Publisher
 	if pub == nil {
-		pub = NewKafkaPublisher(cfg.Brokers, cfg.Transport)
+		pub = newKafkaPublisher(cfg.Brokers, cfg.Transport, cfg.MaxBatchBytes)
 	}
 	return &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}, nil
 }
@@ -101,18 +101,73 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// worker is the goroutine publishing one owned shard.
-type worker struct {
+// shardHandle tracks one owned shard while its lock is held.
+type shardHandle struct {
 	shard   int
-	wake    chan struct{}
-	stop    chan struct{} // closed for a graceful stop: finish the batch, then exit
+	lane    *lane
+	stop    chan struct{} // closed to release the shard
 	stopped bool
-	done    chan struct{}
+	done    chan struct{} // closed once its lane no longer touches the shard
+}
+
+// lane publishes a subset of the owned shards (shard % Lanes): it reads their
+// pending events in one round trip, publishes them in one call and deletes
+// what Kafka acknowledged. Lanes run in parallel; a shard has one lane.
+type lane struct {
+	wake     chan struct{}
+	softStop chan struct{} // closed for a graceful stop: finish the batch, then exit
+	done     chan struct{}
+
+	mu     sync.Mutex
+	shards map[int]*shardHandle
+}
+
+func (l *lane) add(h *shardHandle) {
+	l.mu.Lock()
+	l.shards[h.shard] = h
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *lane) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// active drops the shards being released (the lane is between batches, so it
+// no longer touches them) and returns the others.
+func (l *lane) active() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]int, 0, len(l.shards))
+	for s, h := range l.shards {
+		select {
+		case <-h.stop:
+			delete(l.shards, s)
+			close(h.done)
+		default:
+			out = append(out, s)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+// releaseAll marks every shard of the lane as no longer touched.
+func (l *lane) releaseAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s, h := range l.shards {
+		delete(l.shards, s)
+		close(h.done)
+	}
 }
 
 // session holds the shard locks on one dedicated connection. It returns when
-// ctx ends (after a graceful stop of its workers) or when that connection
-// fails, in which case every worker is cancelled at once: without the lock,
+// ctx ends (after a graceful stop of its lanes) or when that connection
+// fails, in which case every lane is cancelled at once: without the lock,
 // another instance may already own the shards.
 func (r *Relay) session(ctx context.Context) (err error) {
 	connCfg := r.pool.Config().ConnConfig.Copy()
@@ -141,21 +196,31 @@ func (r *Relay) session(ctx context.Context) (err error) {
 		}
 	}
 
-	// hard is cancelled when the lock connection is lost: workers abandon
+	// hard is cancelled when the lock connection is lost: lanes abandon
 	// their batch at once (it stays in the outbox and is published again).
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 
+	lanes := make([]*lane, r.cfg.Lanes)
+	for i := range lanes {
+		l := &lane{wake: make(chan struct{}, 1), softStop: make(chan struct{}), done: make(chan struct{}), shards: map[int]*shardHandle{}}
+		lanes[i] = l
+		go func() {
+			defer close(l.done)
+			defer l.releaseAll()
+			r.runLane(hard, l)
+		}()
+	}
 	var (
 		mu      sync.Mutex
-		workers = map[int]*worker{}
+		handles = map[int]*shardHandle{}
 	)
 	owned := func() []int16 {
 		mu.Lock()
 		defer mu.Unlock()
-		s := make([]int16, 0, len(workers))
-		for shard, w := range workers {
-			if !w.stopped {
+		s := make([]int16, 0, len(handles))
+		for shard, h := range handles {
+			if !h.stopped {
 				s = append(s, int16(shard))
 			}
 		}
@@ -166,37 +231,20 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	pollWG.Add(1)
 	go func() {
 		defer pollWG.Done()
-		r.pollLoop(pollCtx, owned, func(shard int) {
-			mu.Lock()
-			w := workers[shard]
-			mu.Unlock()
-			if w != nil {
-				select {
-				case w.wake <- struct{}{}:
-				default:
-				}
-			}
-		})
+		r.pollLoop(pollCtx, owned, func(shard int) { lanes[shard%len(lanes)].poke() })
 	}()
 
 	defer func() {
 		stopPoll()
-		mu.Lock()
-		all := make([]*worker, 0, len(workers))
-		for _, w := range workers {
-			if !w.stopped {
-				w.stopped = true
-				close(w.stop)
-			}
-			all = append(all, w)
+		for _, l := range lanes {
+			close(l.softStop)
 		}
-		mu.Unlock()
 		if err == nil {
 			// Graceful: let in-flight batches finish, within ShutdownTimeout.
 			timer := time.NewTimer(r.cfg.ShutdownTimeout)
-			for _, w := range all {
+			for _, l := range lanes {
 				select {
-				case <-w.done:
+				case <-l.done:
 				case <-timer.C:
 					cancelHard()
 				}
@@ -204,8 +252,8 @@ func (r *Relay) session(ctx context.Context) (err error) {
 			timer.Stop()
 		}
 		cancelHard()
-		for _, w := range all {
-			<-w.done
+		for _, l := range lanes {
+			<-l.done
 		}
 		pollWG.Wait()
 		if err == nil {
@@ -218,11 +266,11 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}()
 
 	r.ready.Store(true)
-	r.log.InfoContext(ctx, "relay session started", "application_name", connCfg.RuntimeParams["application_name"])
+	r.log.InfoContext(ctx, "relay session started", "application_name", connCfg.RuntimeParams["application_name"], "lanes", len(lanes))
 	tick := time.NewTicker(r.cfg.RebalanceInterval)
 	defer tick.Stop()
 	for {
-		if err := r.rebalance(ctx, conn, &mu, workers, hard); err != nil {
+		if err := r.rebalance(ctx, conn, &mu, handles, lanes); err != nil {
 			return err
 		}
 		select {
@@ -233,9 +281,9 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}
 }
 
-// rebalance checks the lock connection, unlocks shards whose workers have
-// stopped, and moves this instance's share toward ceil(64 / live instances).
-func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, workers map[int]*worker, hard context.Context) error {
+// rebalance checks the lock connection, unlocks shards their lanes have let
+// go, and moves this instance's share toward ceil(64 / live instances).
+func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, handles map[int]*shardHandle, lanes []*lane) error {
 	qctx, cancel := context.WithTimeout(ctx, 3*r.cfg.RebalanceInterval+2*time.Second)
 	defer cancel()
 	var members int64
@@ -252,34 +300,34 @@ func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, w
 
 	mu.Lock()
 	var finished []int
-	active := 0
 	var activeShards []int
-	for shard, w := range workers {
-		if w.stopped {
+	for shard, h := range handles {
+		if h.stopped {
 			select {
-			case <-w.done:
+			case <-h.done:
 				finished = append(finished, shard)
 			default:
 			}
 			continue
 		}
-		active++
 		activeShards = append(activeShards, shard)
 	}
 	for _, shard := range finished {
-		delete(workers, shard)
+		delete(handles, shard)
 	}
-	// Shed the surplus: stop the workers gracefully now, unlock their shards
-	// on a later round once they have exited.
+	active := len(activeShards)
+	// Shed the surplus: ask the lanes to let go now, unlock on a later round
+	// once they have.
 	sort.Ints(activeShards)
 	for i := len(activeShards) - 1; active > target && i >= 0; i-- {
-		w := workers[activeShards[i]]
-		w.stopped = true
-		close(w.stop)
+		h := handles[activeShards[i]]
+		h.stopped = true
+		close(h.stop)
+		h.lane.poke()
 		active--
 	}
 	held := map[int]bool{}
-	for shard := range workers {
+	for shard := range handles {
 		held[shard] = true
 	}
 	mu.Unlock()
@@ -311,12 +359,10 @@ func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, w
 		if len(got) > 0 {
 			mu.Lock()
 			for _, s := range got {
-				w := &worker{shard: int(s), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-				workers[int(s)] = w
-				go func() {
-					defer close(w.done)
-					r.runShard(hard, w)
-				}()
+				l := lanes[int(s)%len(lanes)]
+				h := &shardHandle{shard: int(s), lane: l, stop: make(chan struct{}), done: make(chan struct{})}
+				handles[int(s)] = h
+				l.add(h)
 			}
 			active += len(got)
 			mu.Unlock()
@@ -384,26 +430,7 @@ func (e *event) key() aggKey { return aggKey{e.aggregateType, e.aggregateID} }
 func (e *event) record() Record {
 	rec := Record{Topic: e.topic, Key: []byte(e.aggregateID), Value: e.payload}
 	if e.headers != nil {
-		var raw map[string]json.RawMessage
-		if err := json.Unmarshal([]byte(*e.headers), &raw); err == nil {
-			names := make([]string, 0, len(raw))
-			for k := range raw {
-				switch k {
-				case outbox.HeaderID, outbox.HeaderEventType, outbox.HeaderAggregateType:
-					// Set by the relay below; a row written by hand cannot override them.
-				default:
-					names = append(names, k)
-				}
-			}
-			sort.Strings(names)
-			for _, k := range names {
-				var s string
-				if json.Unmarshal(raw[k], &s) != nil {
-					s = string(raw[k]) // not a JSON string: send its JSON text
-				}
-				rec.Headers = append(rec.Headers, kafka.Header{Key: k, Value: []byte(s)})
-			}
-		}
+		rec.Headers = userHeaders(*e.headers)
 	}
 	rec.Headers = append(rec.Headers,
 		kafka.Header{Key: outbox.HeaderID, Value: []byte(e.id.String())},
@@ -411,6 +438,48 @@ func (e *event) record() Record {
 		kafka.Header{Key: outbox.HeaderAggregateType, Value: []byte(e.aggregateType)},
 	)
 	return rec
+}
+
+// maxCallBytes bounds the record bytes of one publish call, hence the memory
+// a lane holds; the publisher splits each partition's share into requests
+// of at most MaxBatchBytes.
+const maxCallBytes = 16 << 20
+
+// userHeaders turns the headers column (a JSON object) into Kafka headers,
+// sorted by name, leaving out the names the relay sets itself. Values that
+// are not JSON strings (possible with plain-SQL writers) are sent as their
+// JSON text.
+func userHeaders(text string) []kafka.Header {
+	var flat map[string]string
+	if err := json.Unmarshal([]byte(text), &flat); err != nil {
+		var raw map[string]json.RawMessage
+		if json.Unmarshal([]byte(text), &raw) != nil {
+			return nil
+		}
+		flat = make(map[string]string, len(raw))
+		for k, v := range raw {
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				s = string(v)
+			}
+			flat[k] = s
+		}
+	}
+	names := make([]string, 0, len(flat))
+	for k := range flat {
+		switch k {
+		case outbox.HeaderID, outbox.HeaderEventType, outbox.HeaderAggregateType:
+			// Set by the relay; a row written by hand cannot override them.
+		default:
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	hs := make([]kafka.Header, 0, len(names)+3)
+	for _, k := range names {
+		hs = append(hs, kafka.Header{Key: k, Value: []byte(flat[k])})
+	}
+	return hs
 }
 
 // hold tracks an aggregate whose next event Kafka refused for good.
@@ -421,15 +490,15 @@ type hold struct {
 	err      error
 }
 
-// runShard publishes one shard until w.stop closes (after finishing the
-// batch in hand) or ctx is cancelled (at once).
-func (r *Relay) runShard(ctx context.Context, w *worker) {
-	log := r.log.With("shard", w.shard)
+// runLane publishes the lane's shards until its softStop closes (after
+// finishing the batch in hand) or ctx is cancelled (at once).
+func (r *Relay) runLane(ctx context.Context, l *lane) {
 	holds := map[aggKey]*hold{}
 	backoff := time.Duration(0)
+	nonEmpty := 0 // shards that had events in the last read
 	var timer *time.Timer
 	wait := func(d time.Duration, wakeable bool) bool {
-		wake := w.wake
+		wake := l.wake
 		if !wakeable {
 			wake = nil
 		}
@@ -442,7 +511,7 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-w.stop:
+		case <-l.softStop:
 			return false
 		case <-wake:
 			return true
@@ -452,28 +521,39 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 	}
 	for {
 		select {
-		case <-w.stop:
+		case <-l.softStop:
 			return
 		case <-ctx.Done():
 			return
 		default:
 		}
-		batch, err := r.read(ctx, w.shard)
+		shards := l.active()
+		if len(shards) == 0 {
+			if !wait(time.Minute, true) {
+				return
+			}
+			continue
+		}
+		// A busy shard gets the whole batch; many busy shards share it.
+		perShard := max(r.cfg.BatchSize/max(nonEmpty, 1), 16)
+		batch, n, err := r.read(ctx, shards, perShard)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			log.WarnContext(ctx, "read shard failed", "error", err, "retry_in", backoff)
+			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", backoff)
 			if !wait(backoff, false) {
 				return
 			}
 			continue
 		}
+		nonEmpty = n
 		send, nextHold := r.pick(batch, holds)
 		if len(send) == 0 {
 			if nextHold.IsZero() {
-				// Nothing pending: sleep until the poller sees new events.
+				// Nothing pending: sleep until the poller sees new events
+				// (or the lane gains or loses a shard).
 				if !wait(r.cfg.MaxPollInterval*10, true) {
 					return
 				}
@@ -487,7 +567,7 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 			}
 			continue
 		}
-		transient := r.publish(ctx, log, send, holds)
+		transient := r.publish(ctx, r.log, send, holds)
 		if ctx.Err() != nil {
 			return
 		}
@@ -502,20 +582,50 @@ func (r *Relay) runShard(ctx context.Context, w *worker) {
 	}
 }
 
-// read returns up to BatchSize pending events of shard, in seq order.
-func (r *Relay) read(ctx context.Context, shard int) ([]event, error) {
-	rows, err := r.pool.Query(ctx, readShard, shard, r.cfg.BatchSize)
-	if err != nil {
-		return nil, err
+// read returns up to BatchSize pending events of shards, at most perShard
+// from each, in seq order (so each shard's events keep their order), and
+// how many shards had events. All shards are read in one round trip.
+func (r *Relay) read(ctx context.Context, shards []int, perShard int) ([]event, int, error) {
+	b := &pgx.Batch{}
+	for _, s := range shards {
+		b.Queue(readShard, s, perShard)
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (event, error) {
-		var e event
-		err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers)
-		return e, err
-	})
+	br := r.pool.SendBatch(ctx, b)
+	defer br.Close()
+	var out []event
+	nonEmpty := 0
+	for range shards {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, 0, err
+		}
+		before := len(out)
+		out, err = pgx.AppendRows(out, rows, func(row pgx.CollectableRow) (event, error) {
+			var e event
+			err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers)
+			return e, err
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(out) > before {
+			nonEmpty++
+		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, 0, err
+	}
+	if nonEmpty > 1 {
+		sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	}
+	// Cutting the seq-ordered list keeps a prefix of every shard.
+	if len(out) > r.cfg.BatchSize {
+		out = out[:r.cfg.BatchSize]
+	}
+	return out, nonEmpty, nil
 }
 
-// pick chooses what to send now: events in seq order up to MaxBatchBytes,
+// pick chooses what to send now: events in seq order up to maxCallBytes,
 // leaving out every event of an aggregate on hold. An aggregate's events in
 // one call all go to one topic, hence one partition and one atomic Produce
 // request: when its events switch topics, the rest wait for the next call,
@@ -550,7 +660,7 @@ func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time)
 		topics[k] = e.topic
 		e.rec = e.record()
 		n := e.rec.size()
-		if len(send) > 0 && size+n > r.cfg.MaxBatchBytes {
+		if len(send) > 0 && size+n > maxCallBytes {
 			break
 		}
 		size += n

@@ -46,6 +46,7 @@ type config struct {
 type tuning struct {
 	BatchSize         int           `env:"OUTBOX_BATCH_SIZE" envDefault:"1000"`
 	MaxBatchBytes     int           `env:"OUTBOX_MAX_BATCH_BYTES" envDefault:"921600"`
+	Lanes             int           `env:"RELAY_LANES" envDefault:"4"`
 	MinPollInterval   time.Duration `env:"RELAY_MIN_POLL_INTERVAL" envDefault:"2ms"`
 	MaxPollInterval   time.Duration `env:"RELAY_MAX_POLL_INTERVAL" envDefault:"100ms"`
 	RebalanceInterval time.Duration `env:"RELAY_REBALANCE_INTERVAL" envDefault:"1s"`
@@ -288,6 +289,7 @@ func (cfg *config) relayConfig() relay.Config {
 		Transport:         cfg.transport,
 		BatchSize:         t.BatchSize,
 		MaxBatchBytes:     t.MaxBatchBytes,
+		Lanes:             t.Lanes,
 		MinPollInterval:   t.MinPollInterval,
 		MaxPollInterval:   t.MaxPollInterval,
 		RebalanceInterval: t.RebalanceInterval,

@@ -67,6 +67,7 @@ func TestDefaultsMatchRelay(t *testing.T) {
 	want := relay.Config{
 		BatchSize:         relay.DefaultBatchSize,
 		MaxBatchBytes:     relay.DefaultMaxBatchBytes,
+		Lanes:             relay.DefaultLanes,
 		MinPollInterval:   relay.DefaultMinPollInterval,
 		MaxPollInterval:   relay.DefaultMaxPollInterval,
 		RebalanceInterval: relay.DefaultRebalanceInterval,
