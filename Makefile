@@ -77,4 +77,4 @@ chaos: services
 
 ## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds
 chaos-short: services
-	$(GO) run ./internal/chaos -duration 100s -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)

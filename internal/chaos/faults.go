@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Fault kinds, as counted in the final table.
+const (
+	faultKillRelay      = "kill-relay"            // SIGKILL a relay, restart it 0.2-3s later
+	faultKillConsumer   = "kill-consumer"         // SIGKILL a consumer, restart it 0.5-4s later
+	faultPGTermRelay    = "pg-terminate-relay"    // terminate a relay's lock session, pool sessions, or both
+	faultPGTermConsumer = "pg-terminate-consumer" // terminate a consumer's sessions
+	faultConsumerJoin   = "consumer-join"         // start one more consumer
+	faultConsumerLeave  = "consumer-leave"        // SIGTERM a consumer: it leaves the group
+	faultBrokerRestart  = "broker-restart"        // stop the broker (SIGTERM), start it 1-6s later
+	faultBrokerKill     = "broker-kill"           // SIGKILL the broker, start it 1-6s later
+)
+
+// faultKinds lists the kinds in a fixed order with their weights. When the
+// drawn kind cannot be injected (no consumer may leave, the broker is busy),
+// the next kind in this order that can is used, so the random stream stays
+// the same whatever happens.
+var faultKinds = []struct {
+	name   string
+	weight int
+}{
+	{faultKillRelay, 3},
+	{faultKillConsumer, 3},
+	{faultPGTermRelay, 2},
+	{faultPGTermConsumer, 2},
+	{faultConsumerJoin, 2},
+	{faultConsumerLeave, 2},
+	{faultBrokerRestart, 1},
+	{faultBrokerKill, 1},
+}
+
+// brokerControl stops and starts the Kafka broker with scripts/services.sh,
+// which finds it by OUTBOXKIT_KAFKA_PORT and OUTBOXKIT_STATE (inherited).
+type brokerControl struct {
+	script string
+	addr   string
+	gap    time.Duration // quiet time after one broker fault before the next
+}
+
+// services runs scripts/services.sh sub and returns its output.
+func (b *brokerControl) services(sub string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, b.script, sub).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// answers reports whether something accepts connections on the broker port.
+func (b *brokerControl) answers() bool {
+	c, err := net.DialTimeout("tcp", b.addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// start starts the broker, retrying a failed start a few times.
+func (b *brokerControl) start(logf func(string, ...any)) error {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		var out string
+		if out, err = b.services("kafka-start"); err == nil {
+			return nil
+		}
+		logf("broker: kafka-start attempt %d failed: %v: %s", attempt, err, out)
+		time.Sleep(2 * time.Second)
+	}
+	return err
+}
+
+// injector injects one fault every few seconds, chosen with its own seeded
+// generator.
+type injector struct {
+	rng    *rand.Rand
+	fleet  *fleet
+	admin  *pgxpool.Pool
+	dbName string
+	every  time.Duration
+	broker *brokerControl // nil: broker faults are off
+	logf   func(format string, args ...any)
+
+	minConsumers, maxConsumers int
+
+	mu         sync.Mutex
+	counts     map[string]int
+	total      int
+	skipped    int
+	brokerOff  bool
+	brokerBusy bool
+	brokerDown bool
+	brokerEnd  time.Time
+	wg         sync.WaitGroup
+}
+
+func newInjector(seed uint64) *injector {
+	return &injector{rng: rand.New(rand.NewPCG(seed, 0xfa17)), counts: map[string]int{}}
+}
+
+// run injects faults until ctx ends; finish waits for the broker fault in
+// progress, if any, to bring the broker back.
+func (in *injector) run(ctx context.Context) {
+	total := 0
+	for _, k := range faultKinds {
+		total += k.weight
+	}
+	for {
+		wait := time.Duration((0.5 + in.rng.Float64()) * float64(in.every))
+		// Every draw happens whether or not it is used, so the plan for a
+		// seed does not depend on which faults were possible.
+		roll, target, param, variant := in.rng.IntN(total), in.rng.Uint64(), in.rng.Float64(), in.rng.IntN(3)
+		if !sleep(ctx, wait) {
+			return
+		}
+		i := 0
+		for ; roll >= faultKinds[i].weight; i++ {
+			roll -= faultKinds[i].weight
+		}
+		for k := range faultKinds {
+			kind := faultKinds[(i+k)%len(faultKinds)].name
+			if in.eligible(kind) {
+				in.inject(ctx, kind, target, param, variant)
+				break
+			}
+		}
+	}
+}
+
+func (in *injector) eligible(kind string) bool {
+	switch kind {
+	case faultKillRelay, faultPGTermRelay:
+		return len(in.fleet.running(roleRelay)) > 0
+	case faultKillConsumer, faultPGTermConsumer:
+		return len(in.fleet.running(roleConsumer)) > 0
+	case faultConsumerJoin:
+		return in.fleet.wanted(roleConsumer) < in.maxConsumers
+	case faultConsumerLeave:
+		return in.fleet.wanted(roleConsumer) > in.minConsumers && len(in.fleet.running(roleConsumer)) > 0
+	case faultBrokerRestart, faultBrokerKill:
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return in.broker != nil && !in.brokerOff && !in.brokerBusy && time.Since(in.brokerEnd) >= in.broker.gap
+	}
+	return false
+}
+
+// record counts one injected fault and logs it.
+func (in *injector) record(kind, format string, args ...any) {
+	in.mu.Lock()
+	in.counts[kind]++
+	in.total++
+	n := in.total
+	in.mu.Unlock()
+	in.logf("fault %d %s: %s", n, kind, fmt.Sprintf(format, args...))
+}
+
+func (in *injector) skip(kind, format string, args ...any) {
+	in.mu.Lock()
+	in.skipped++
+	in.mu.Unlock()
+	in.logf("fault skipped %s: %s", kind, fmt.Sprintf(format, args...))
+}
+
+func pick(ms []*member, target uint64) *member { return ms[target%uint64(len(ms))] }
+
+func (in *injector) inject(ctx context.Context, kind string, target uint64, param float64, variant int) {
+	switch kind {
+	case faultKillRelay, faultKillConsumer:
+		role, delay := roleRelay, 200*time.Millisecond+time.Duration(param*2800)*time.Millisecond
+		if kind == faultKillConsumer {
+			role, delay = roleConsumer, 500*time.Millisecond+time.Duration(param*3500)*time.Millisecond
+		}
+		m := pick(in.fleet.running(role), target)
+		pid, ok := in.fleet.kill(m)
+		if !ok {
+			in.skip(kind, "%s exited meanwhile", m.name)
+			return
+		}
+		in.fleet.restartAfter(m, delay)
+		in.record(kind, "%s pid %d SIGKILL, restart in %s", m.name, pid, delay.Round(time.Millisecond))
+
+	case faultPGTermRelay:
+		m := pick(in.fleet.running(roleRelay), target)
+		pid := in.fleet.pid(m)
+		// The lock session holds the shard locks: losing it must stop
+		// every publish of the instance at once. The pool sessions read,
+		// publish and delete batches.
+		pool, lock := new(m.appName()), new(fmt.Sprintf("outbox-relay %% %d", pid))
+		what := []string{"lock session", "pool sessions", "lock and pool sessions"}[variant]
+		switch variant {
+		case 0:
+			pool = nil
+		case 1:
+			lock = nil
+		}
+		in.terminate(ctx, kind, fmt.Sprintf("%s (pid %d) %s", m.name, pid, what), pool, lock)
+
+	case faultPGTermConsumer:
+		m := pick(in.fleet.running(roleConsumer), target)
+		in.terminate(ctx, kind, fmt.Sprintf("%s (pid %d) sessions", m.name, in.fleet.pid(m)), new(m.appName()), nil)
+
+	case faultConsumerJoin:
+		m, err := in.fleet.add(roleConsumer)
+		if err != nil {
+			in.skip(kind, "%v", err)
+			return
+		}
+		in.record(kind, "%s started (pid %d)", m.name, in.fleet.pid(m))
+
+	case faultConsumerLeave:
+		m := pick(in.fleet.running(roleConsumer), target)
+		pid, done, ok := in.fleet.leave(m)
+		if !ok {
+			in.skip(kind, "%s exited meanwhile", m.name)
+			return
+		}
+		in.record(kind, "%s pid %d SIGTERM (leaves the group)", m.name, pid)
+		// A graceful stop that hangs would keep the member's partitions.
+		go func(t0 time.Time) {
+			select {
+			case <-done:
+				in.logf("%s left the group: exited %s after SIGTERM", m.name, time.Since(t0).Round(time.Millisecond))
+			case <-time.After(30 * time.Second):
+				in.logf("WARNING: %s (pid %d) still running 30s after SIGTERM; see its log", m.name, pid)
+			}
+		}(time.Now())
+
+	case faultBrokerRestart, faultBrokerKill:
+		in.mu.Lock()
+		in.brokerBusy = true
+		in.mu.Unlock()
+		down := time.Second + time.Duration(param*5000)*time.Millisecond
+		in.wg.Go(func() { in.brokerFault(kind, down) })
+	}
+}
+
+// terminate ends the chaos database's client sessions named app or
+// matching lockPattern (nil: none), and records the fault if any ended.
+func (in *injector) terminate(ctx context.Context, kind, what string, app, lockPattern *string) {
+	var n int
+	err := in.admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+  AND (application_name = $2 OR application_name LIKE $3)`, in.dbName, app, lockPattern).Scan(&n)
+	switch {
+	case err != nil:
+		in.skip(kind, "%s: %v", what, err)
+	case n == 0:
+		in.skip(kind, "%s: no session to terminate", what)
+	default:
+		in.record(kind, "%s: %d terminated", what, n)
+	}
+}
+
+// brokerFault stops (or kills) the broker, waits down, and starts it again.
+func (in *injector) brokerFault(kind string, down time.Duration) {
+	defer func() {
+		in.mu.Lock()
+		in.brokerBusy, in.brokerDown, in.brokerEnd = false, false, time.Now()
+		in.mu.Unlock()
+	}()
+	sub, sig := "kafka-stop", "SIGTERM"
+	if kind == faultBrokerKill {
+		sub, sig = "kafka-kill", "SIGKILL"
+	}
+	t0 := time.Now()
+	out, err := in.broker.services(sub)
+	if err != nil {
+		in.logf("broker: %s failed: %v: %s", sub, err, out)
+	}
+	if in.broker.answers() {
+		in.mu.Lock()
+		in.brokerOff = true
+		in.mu.Unlock()
+		in.skip(kind, "the broker at %s still answers after scripts/services.sh %s (%s): it is not the broker services.sh manages "+
+			"for this OUTBOXKIT_KAFKA_PORT/OUTBOXKIT_STATE; broker faults are off for the rest of the run", in.broker.addr, sub, out)
+		return
+	}
+	in.mu.Lock()
+	in.brokerDown = true
+	in.mu.Unlock()
+	in.record(kind, "broker %s stopped with %s in %s, down for %s", in.broker.addr, sig, time.Since(t0).Round(time.Millisecond), down)
+	time.Sleep(down)
+	t1 := time.Now()
+	if err := in.broker.start(in.logf); err != nil {
+		in.logf("broker: could not start it again: %v", err)
+		return
+	}
+	in.logf("broker %s up again (start took %s, %s after the stop)", in.broker.addr,
+		time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+}
+
+// finish waits for a broker fault in progress and makes sure the broker
+// answers.
+func (in *injector) finish() error {
+	in.wg.Wait()
+	if in.broker == nil || in.broker.answers() {
+		return nil
+	}
+	in.logf("broker: not answering; starting it")
+	return in.broker.start(in.logf)
+}
+
+// state returns the counters and whether the broker is down now.
+func (in *injector) state() (total, skipped int, counts map[string]int, brokerDown bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	counts = make(map[string]int, len(in.counts))
+	for k, v := range in.counts {
+		counts[k] = v
+	}
+	return in.total, in.skipped, counts, in.brokerDown
+}

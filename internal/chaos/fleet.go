@@ -1,0 +1,329 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Roles of the processes the fleet runs.
+const (
+	roleRelay    = "relay"
+	roleConsumer = "consumer"
+)
+
+// member is one relay or consumer identity (relay-1, consumer-4). Its
+// process may be restarted many times under the same name, log file and
+// application_name.
+type member struct {
+	name string
+	role string
+	// want says whether the member should be running: false once it left
+	// the group on purpose.
+	want bool
+
+	cmd      *exec.Cmd     // the running process; nil when down
+	done     chan struct{} // closed when cmd has exited
+	expected bool          // cmd is being stopped on purpose
+	starts   int
+}
+
+// appName is the application_name of the member's pool sessions.
+func (m *member) appName() string { return "chaos-" + m.name }
+
+// fleetConfig is what the fleet needs to start processes.
+type fleetConfig struct {
+	relayBin string // the cmd/outbox-relay binary built for this run
+	selfBin  string // this binary, re-executed as a consumer
+	dbURL    func(appName string) string
+	brokers  string
+	topic    string
+	group    string
+	logDir   string
+	logf     func(format string, args ...any)
+}
+
+// fleet supervises the relay and consumer processes: it starts them,
+// signals them on the injector's behalf, and restarts a process that exited
+// without being asked to (counted as unexpected).
+type fleet struct {
+	cfg fleetConfig
+
+	mu         sync.Mutex
+	members    []*member
+	next       map[string]int // last number used per role
+	stopping   bool
+	unexpected int
+	wg         sync.WaitGroup // delayed restarts
+}
+
+func newFleet(cfg fleetConfig) *fleet {
+	return &fleet{cfg: cfg, next: map[string]int{}}
+}
+
+// add creates a new member of role and starts it.
+func (f *fleet) add(role string) (*member, error) {
+	f.mu.Lock()
+	f.next[role]++
+	m := &member{name: fmt.Sprintf("%s-%d", role, f.next[role]), role: role, want: true}
+	f.members = append(f.members, m)
+	f.mu.Unlock()
+	return m, f.start(m)
+}
+
+// baseEnv is this process's environment without the variables the relay
+// reads (it rejects unknown OUTBOX_/RELAY_ ones) or that the fleet sets.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "OUTBOX_") || strings.HasPrefix(k, "RELAY_") || strings.HasPrefix(k, "OUTBOXKIT_CHAOS_") ||
+			k == "DATABASE_URL" || k == "KAFKA_BROKERS" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// command builds the process for m.
+func (f *fleet) command(m *member) *exec.Cmd {
+	env := append(baseEnv(), "DATABASE_URL="+f.cfg.dbURL(m.appName()), "KAFKA_BROKERS="+f.cfg.brokers)
+	var cmd *exec.Cmd
+	switch m.role {
+	case roleRelay:
+		cmd = exec.Command(f.cfg.relayBin)
+		env = append(env,
+			"RELAY_HTTP_ADDR=127.0.0.1:0",
+			"RELAY_REBALANCE_INTERVAL=500ms",
+			"RELAY_DB_MAX_CONNS=8",
+			"RELAY_LOG_LEVEL=info",
+		)
+	default:
+		cmd = exec.Command(f.cfg.selfBin)
+		env = append(env,
+			envRole+"=consumer",
+			envName+"="+m.name,
+			envTopic+"="+f.cfg.topic,
+			envGroup+"="+f.cfg.group,
+		)
+	}
+	cmd.Env = env
+	cmd.SysProcAttr = sysProcAttr()
+	return cmd
+}
+
+// start starts m's process unless it runs already or the fleet is stopping.
+func (f *fleet) start(m *member) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.cmd != nil || f.stopping || !m.want {
+		return nil
+	}
+	logFile, err := os.OpenFile(filepath.Join(f.cfg.logDir, m.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := f.command(m)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	m.starts++
+	fmt.Fprintf(logFile, "==== chaos: start %d of %s at %s\n", m.starts, m.name, time.Now().Format(time.RFC3339Nano))
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", m.name, err)
+	}
+	m.cmd, m.expected = cmd, false
+	done := make(chan struct{})
+	m.done = done
+	go f.wait(m, cmd, done, logFile)
+	return nil
+}
+
+// wait reaps cmd and restarts m when it exited on its own.
+func (f *fleet) wait(m *member, cmd *exec.Cmd, done chan struct{}, logFile *os.File) {
+	err := cmd.Wait()
+	fmt.Fprintf(logFile, "==== chaos: %s pid %d exited at %s: %v\n", m.name, cmd.Process.Pid, time.Now().Format(time.RFC3339Nano), err)
+	logFile.Close()
+	f.mu.Lock()
+	expected := m.expected
+	if m.cmd == cmd {
+		m.cmd = nil
+	}
+	restart := !expected && m.want && !f.stopping
+	if !expected {
+		f.unexpected++
+	}
+	f.mu.Unlock()
+	close(done)
+	if !expected {
+		f.cfg.logf("UNEXPECTED exit of %s (pid %d): %v; see %s", m.name, cmd.Process.Pid, err, filepath.Join(f.cfg.logDir, m.name+".log"))
+		if restart {
+			f.restartAfter(m, time.Second)
+		}
+	}
+}
+
+// signal sends sig to m's process, marking its exit as expected, and
+// returns the pid; ok is false when m is not running.
+func (f *fleet) signal(m *member, sig syscall.Signal) (pid int, done <-chan struct{}, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.cmd == nil {
+		return 0, nil, false
+	}
+	m.expected = true
+	_ = m.cmd.Process.Signal(sig)
+	return m.cmd.Process.Pid, m.done, true
+}
+
+// kill SIGKILLs m's process and waits until it is reaped.
+func (f *fleet) kill(m *member) (pid int, ok bool) {
+	pid, done, ok := f.signal(m, syscall.SIGKILL)
+	if ok {
+		<-done
+	}
+	return pid, ok
+}
+
+// pid returns the pid of m's process, 0 when it is down.
+func (f *fleet) pid(m *member) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
+// restartAfter starts m again after d, if it is still wanted and down.
+func (f *fleet) restartAfter(m *member, d time.Duration) {
+	f.wg.Go(func() {
+		time.Sleep(d)
+		if err := f.start(m); err != nil {
+			f.cfg.logf("restart %s: %v", m.name, err)
+		}
+	})
+}
+
+// running returns the wanted members of role whose process is up, in
+// creation order.
+func (f *fleet) running(role string) []*member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*member
+	for _, m := range f.members {
+		if m.role == role && m.want && m.cmd != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// wanted counts the members of role that should be running.
+func (f *fleet) wanted(role string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, m := range f.members {
+		if m.role == role && m.want {
+			n++
+		}
+	}
+	return n
+}
+
+// leave marks m as no longer wanted and sends it SIGTERM: a graceful exit
+// from the group.
+func (f *fleet) leave(m *member) (pid int, done <-chan struct{}, ok bool) {
+	f.mu.Lock()
+	m.want = false
+	f.mu.Unlock()
+	return f.signal(m, syscall.SIGTERM)
+}
+
+// ensure starts every wanted member that is down and adds consumers until
+// at least minConsumers are wanted; it returns what it started.
+func (f *fleet) ensure(minConsumers int) ([]string, error) {
+	var started []string
+	for f.wanted(roleConsumer) < minConsumers {
+		m, err := f.add(roleConsumer)
+		if err != nil {
+			return started, err
+		}
+		started = append(started, m.name+" (new)")
+	}
+	f.mu.Lock()
+	var down []*member
+	for _, m := range f.members {
+		if m.want && m.cmd == nil {
+			down = append(down, m)
+		}
+	}
+	f.mu.Unlock()
+	for _, m := range down {
+		if err := f.start(m); err != nil {
+			return started, err
+		}
+		started = append(started, m.name)
+	}
+	return started, nil
+}
+
+// counts returns running/wanted per role, for the progress line.
+func (f *fleet) counts(role string) (running, wanted int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.role != role || !m.want {
+			continue
+		}
+		wanted++
+		if m.cmd != nil {
+			running++
+		}
+	}
+	return running, wanted
+}
+
+// unexpectedExits returns how many processes exited without being asked to.
+func (f *fleet) unexpectedExits() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unexpected
+}
+
+// stopAll stops every process: SIGTERM, then SIGKILL after grace.
+func (f *fleet) stopAll(grace time.Duration) {
+	f.mu.Lock()
+	f.stopping = true
+	members := append([]*member(nil), f.members...)
+	f.mu.Unlock()
+	var dones []<-chan struct{}
+	for _, m := range members {
+		if _, done, ok := f.signal(m, syscall.SIGTERM); ok {
+			dones = append(dones, done)
+		}
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for _, done := range dones {
+		select {
+		case <-done:
+			continue
+		case <-timer.C:
+		}
+		for _, m := range members {
+			f.signal(m, syscall.SIGKILL)
+		}
+		break
+	}
+	for _, done := range dones {
+		<-done
+	}
+	f.wg.Wait()
+}
