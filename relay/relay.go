@@ -571,12 +571,21 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		if ctx.Err() != nil {
 			return
 		}
-		if transient {
+		switch {
+		case transient:
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 			if !wait(backoff, false) {
 				return
 			}
-		} else {
+		case len(batch) < r.cfg.BatchSize && len(send) == len(batch):
+			// Everything visible went out: wait for the poller to see more
+			// (every MinPollInterval while events flow) rather than reading
+			// again at once, so batches fill up under a steady trickle.
+			backoff = 0
+			if !wait(r.cfg.MaxPollInterval*10, true) {
+				return
+			}
+		default:
 			backoff = 0
 		}
 	}
