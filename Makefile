@@ -44,9 +44,9 @@ test: services check goose-cli
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
 
-## fault-tests: tests that stop and restart the shared broker; run alone, one package at a time
+## fault-tests: tests that restart the shared broker or PostgreSQL; run alone, one package at a time
 fault-tests:
-	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart' ./...
+	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart' ./...
 
 ## bench-outbox: outbox.Write cost against hand-written INSERTs
 bench-outbox: services

@@ -59,6 +59,13 @@ func join(s []string) string {
 // are serialized. It returns the number written per aggregate.
 func (b *bed) writeConcurrently(ctx context.Context, writers, aggs, total int) map[string]int {
 	b.t.Helper()
+	return b.writeFrom(ctx, writers, aggs, total, nil)
+}
+
+// writeFrom is writeConcurrently continuing each aggregate's numbering from
+// start (counts returned by an earlier call); it returns the new counts.
+func (b *bed) writeFrom(ctx context.Context, writers, aggs, total int, start map[string]int) map[string]int {
+	b.t.Helper()
 	var (
 		mu      sync.Mutex
 		counts  = map[string]int{}
@@ -70,6 +77,9 @@ func (b *bed) writeConcurrently(ctx context.Context, writers, aggs, total int) m
 		go func() {
 			defer wg.Done()
 			next := map[string]int{}
+			for a, n := range start {
+				next[a] = n
+			}
 			for written.Load() < int64(total) && ctx.Err() == nil {
 				a := fmt.Sprintf("a%d", w+writers*rand.IntN(aggs/writers))
 				n := next[a]
@@ -92,7 +102,10 @@ func (b *bed) writeConcurrently(ctx context.Context, writers, aggs, total int) m
 			}
 			mu.Lock()
 			for a, n := range next {
-				counts[a] = n
+				// Each aggregate has one writer; others only copied start.
+				if n > counts[a] {
+					counts[a] = n
+				}
 			}
 			mu.Unlock()
 		}()

@@ -3,7 +3,7 @@
 # PostgreSQL (Debian's package) and a single-node Apache Kafka broker in KRaft
 # mode whose jars come from Maven Central.
 #
-# Usage: scripts/services.sh up|down|postgres|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env
+# Usage: scripts/services.sh up|down|postgres|postgres-restart|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env
 #
 # postgres-logical starts a second Debian cluster of the same PostgreSQL version,
 # "logical" on 127.0.0.1:$OUTBOXKIT_LOGICAL_PORT (default 5433), with
@@ -242,6 +242,14 @@ down)
   postgres_down
   ;;
 postgres) postgres_up ;;
+postgres-restart)
+  # For fault tests: a fast restart drops every connection, as a crash would.
+  ver=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster "$ver" main restart -m fast
+  for _ in $(seq 1 60); do pg_answers && break; sleep 0.5; done
+  pg_answers || die "postgres: not answering after restart"
+  log "postgres: restarted"
+  ;;
 postgres-logical) postgres_logical_up ;;
 kafka-start) kafka_start ;;
 kafka-stop) kafka_stop TERM ;;
@@ -256,5 +264,5 @@ env)
   echo "export KAFKA_BROKERS='127.0.0.1:$KAFKA_PORT'"
   echo "export OUTBOXKIT_SERVICES='$ROOT/scripts/services.sh'"
   ;;
-*) die "usage: $0 up|down|postgres|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env" ;;
+*) die "usage: $0 up|down|postgres|postgres-restart|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env" ;;
 esac
