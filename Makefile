@@ -43,6 +43,7 @@ $(GOOSE):
 test: services check goose-cli
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
+	$(MAKE) chaos-short
 
 ## fault-tests: tests that restart the shared broker or PostgreSQL; run alone, one package at a time
 fault-tests:
@@ -78,3 +79,25 @@ chaos: services
 ## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds
 chaos-short: services
 	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+
+.PHONY: bench-peers bench-peers-quick postgres-logical
+
+## postgres-logical: a second PostgreSQL cluster with wal_level=logical on 127.0.0.1:5433 (the main one is left alone)
+postgres-logical:
+	@scripts/services.sh postgres-logical
+
+PEERS_DEBEZIUM := bench/peers/debezium
+$(PEERS_DEBEZIUM)/target/debezium-relay.jar: $(PEERS_DEBEZIUM)/pom.xml $(shell find $(PEERS_DEBEZIUM)/src -name '*.java' 2>/dev/null)
+	cd $(PEERS_DEBEZIUM) && mvn -q -B clean package
+
+bench-peers bench-peers-quick: export KAFKA_BROKERS ?= 127.0.0.1:9092
+
+## bench-peers: the relay vs Debezium's outbox router vs watermill's forwarder, all on the wal_level=logical
+## cluster of `make postgres-logical` (127.0.0.1:5433) and the same Kafka; about 25 minutes on 2 cores
+## (docs/benchmarks.md, "Peers"); BENCH_PEERS_FLAGS adds flags (cd bench/peers && go run . -h)
+bench-peers: services postgres-logical $(PEERS_DEBEZIUM)/target/debezium-relay.jar
+	cd bench/peers && $(GO) run . -repeats 3 -phase 10s -backlog 100000 $(BENCH_PEERS_FLAGS)
+
+## bench-peers-quick: the same at tiny sizes (5k backlog, 5 s phases, 1 repeat), a smoke run
+bench-peers-quick: services postgres-logical $(PEERS_DEBEZIUM)/target/debezium-relay.jar
+	cd bench/peers && $(GO) run . -quick $(BENCH_PEERS_FLAGS)
