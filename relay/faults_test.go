@@ -280,3 +280,33 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_n
 	}
 	t.Logf("4000 events, %d backends terminated, %d duplicates", terminated, dups)
 }
+
+// TestSurvivorTakesOverWithinFiveSeconds SIGKILLs one of two relays and
+// measures how long the survivor takes to own every shard (goal: < 5 s).
+func TestSurvivorTakesOverWithinFiveSeconds(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	// The default RebalanceInterval (1s), as a production relay has.
+	survivor, _ := b.startRelay(relay.Config{RebalanceInterval: relay.DefaultRebalanceInterval})
+	victim := b.spawnRelay()
+	deadline := time.Now().Add(30 * time.Second)
+	for survivor.ShardsOwned() != relay.NumShards/2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := survivor.ShardsOwned(); got != relay.NumShards/2 {
+		t.Fatalf("with two relays the survivor owns %d shards, want %d", got, relay.NumShards/2)
+	}
+	killed := time.Now()
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = victim.cmd.Wait()
+	for survivor.ShardsOwned() != relay.NumShards && time.Since(killed) < 30*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(killed)
+	if survivor.ShardsOwned() != relay.NumShards || took > 5*time.Second {
+		t.Fatalf("after SIGKILL of the other relay the survivor owns %d shards after %s (want 64 within 5s)", survivor.ShardsOwned(), took)
+	}
+	t.Logf("survivor owned all 64 shards %s after the SIGKILL", took.Round(time.Millisecond))
+}
