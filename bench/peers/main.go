@@ -73,6 +73,7 @@ type bench struct {
 	opts     options
 	gen      *gen
 	relayBin string
+	binDir   string
 	prefix   string
 	topics   []string
 	header   []string
@@ -91,14 +92,14 @@ func progress(format string, args ...any) {
 
 func parseFlags(args []string) (options, error) {
 	var o options
-	var systems, rates string
+	var systems, rates, tunedRelay, tunedDbz string
 	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
 	fs.StringVar(&o.dbURL, "database-url", envOr("PEERS_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5433/postgres?sslmode=disable"),
 		"admin URL of the wal_level=logical cluster (env PEERS_DATABASE_URL)")
-	fs.StringVar(&systems, "systems", "outboxkit,outboxkit-tuned,debezium,watermill", "systems to run, comma-separated")
+	fs.StringVar(&systems, "systems", "outboxkit,outboxkit-tuned,debezium,debezium-tuned,watermill", "systems to run, comma-separated")
 	fs.IntVar(&o.repeats, "repeats", 3, "runs of each system (the order alternates)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "warm-up at the first rate, not measured")
-	fs.DurationVar(&o.phase, "phase", 15*time.Second, "duration of each paced phase and of the steady phase")
+	fs.DurationVar(&o.phase, "phase", 10*time.Second, "duration of each paced phase and of the steady phase")
 	fs.StringVar(&rates, "rates", "1000,5000", "paced rates (events/s, comma-separated)")
 	fs.IntVar(&o.steadyCap, "steady-cap", 40000, "most events/s the steady writers may commit (sizes the index space)")
 	fs.IntVar(&o.backlog, "backlog", 100_000, "events in the backlog drain")
@@ -107,11 +108,13 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.payloadBytes, "payload-bytes", 200, "payload size in bytes (at least 8)")
 	fs.IntVar(&o.producers, "producers", 16, "writer goroutines in the paced and steady phases (must divide -aggregates)")
 	fs.IntVar(&o.insertWorkers, "insert-workers", 4, "writer goroutines of the backlog (must divide -aggregates)")
-	fs.DurationVar(&o.tail, "tail", 60*time.Second, "how long to wait after a phase for its last events")
+	fs.DurationVar(&o.tail, "tail", 2*time.Minute, "how long to wait after a phase for its last events")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "how long the drain may take")
 	fs.StringVar(&o.repo, "repo", "../..", "outboxkit checkout (for go build ./cmd/outbox-relay)")
 	fs.StringVar(&o.debeziumDir, "debezium-dir", "debezium", "the Maven project of the Debezium relay (built: target/debezium-relay.jar, target/lib)")
 	fs.StringVar(&o.javaHome, "java-home", envOr("JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"), "JDK for the Debezium relay")
+	fs.StringVar(&tunedRelay, "outboxkit-tuned-env", strings.Join(tunedRelayEnv, ","), "environment of outboxkit-tuned's relay (comma-separated NAME=value)")
+	fs.StringVar(&tunedDbz, "debezium-tuned-props", strings.Join(tunedDebezium, ","), "engine properties debezium-tuned adds (comma-separated key=value)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -warmup 2s -phase 5s -backlog 5000 -repeats 1 (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
@@ -137,10 +140,11 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	o.brokers = splitList(envOr("KAFKA_BROKERS", "127.0.0.1:9092"))
+	tunedRelayEnv, tunedDebezium = splitList(tunedRelay), splitList(tunedDbz)
 	known := knownSystems()
 	for _, s := range splitList(systems) {
 		if _, ok := known[s]; !ok {
-			return o, fmt.Errorf("-systems: unknown system %q (want outboxkit, outboxkit-tuned, debezium, watermill)", s)
+			return o, fmt.Errorf("-systems: unknown system %q (want outboxkit, outboxkit-tuned, debezium, debezium-tuned, watermill)", s)
 		}
 		o.systems = append(o.systems, s)
 	}
@@ -177,6 +181,11 @@ func mainRun() int {
 	defer stop()
 	b := &bench{opts: opts, gen: newGen(opts.aggregates, opts.payloadBytes), prefix: "bench-peers-" + randomHex(3)}
 	defer b.deleteTopics()
+	defer func() {
+		if b.binDir != "" {
+			os.RemoveAll(b.binDir)
+		}
+	}()
 	if err := b.build(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "peers: %v\n", err)
 		return 1
@@ -230,6 +239,7 @@ func (b *bench) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		b.binDir = dir
 		b.relayBin = filepath.Join(dir, "outbox-relay")
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.relayBin, "./cmd/outbox-relay")
 		cmd.Dir = b.opts.repo

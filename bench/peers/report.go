@@ -98,6 +98,11 @@ func (b *bench) report(results []runResult) string {
 	fmt.Fprintf(&w, "load avg:  at end %s\n", loadAvg())
 	fmt.Fprintln(&w, "```")
 	fmt.Fprintln(&w)
+	known := knownSystems()
+	for _, name := range b.opts.systems {
+		fmt.Fprintf(&w, "- **%s**: %s\n", name, known[name].desc)
+	}
+	fmt.Fprintln(&w)
 	fmt.Fprintln(&w, "Median of the repeats, min-max in brackets. Throughput in events/s; latency = commit -> consumer receipt;")
 	fmt.Fprintln(&w, "CPU = CPU seconds of the system's processes per 100k events; RSS = peak resident set (VmHWM).")
 	fmt.Fprintln(&w)

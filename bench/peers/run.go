@@ -442,6 +442,8 @@ func sysShort(name string) string {
 		return "okt"
 	case "debezium":
 		return "dbz"
+	case "debezium-tuned":
+		return "dbzt"
 	case "watermill":
 		return "wm"
 	}

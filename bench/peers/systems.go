@@ -34,19 +34,26 @@ type system struct {
 // tunedRelayEnv is the best outboxkit configuration found for this workload
 // (see docs/benchmarks.md, "Peers").
 var tunedRelayEnv = []string{
-	"OUTBOX_BATCH_SIZE=5000",
+	"OUTBOX_BATCH_SIZE=10000",
+	"RELAY_LANES=2",
 	"RELAY_MIN_POLL_INTERVAL=1ms",
 	"RELAY_MAX_POLL_INTERVAL=10ms",
 }
 
+// tunedDebezium lowers the connector's batching wait: poll.interval.ms is how
+// long a poll waits for a batch to fill before it hands over what it has.
+var tunedDebezium = []string{"poll.interval.ms=10"}
+
 func knownSystems() map[string]system {
 	return map[string]system{
 		"outboxkit": {name: "outboxkit", kind: "outboxkit",
-			desc: "cmd/outbox-relay, default configuration (OUTBOX_BATCH_SIZE 1000, RELAY_MIN/MAX_POLL_INTERVAL 2ms/100ms, RELAY_DB_MAX_CONNS 16)"},
+			desc: "cmd/outbox-relay, default configuration (OUTBOX_BATCH_SIZE 1000, RELAY_LANES 4, RELAY_MIN/MAX_POLL_INTERVAL 2ms/100ms, RELAY_DB_MAX_CONNS 16)"},
 		"outboxkit-tuned": {name: "outboxkit-tuned", kind: "outboxkit", env: tunedRelayEnv,
 			desc: "cmd/outbox-relay with " + strings.Join(tunedRelayEnv, " ")},
 		"debezium": {name: "debezium", kind: "debezium",
 			desc: "Debezium 3.6.1.Final embedded engine, PostgreSQL connector (pgoutput, snapshot.mode=no_data, connector defaults: max.batch.size 2048, max.queue.size 8192, poll.interval.ms 500), outbox EventRouter; KafkaProducer (kafka-clients 4.3.0) acks=all, enable.idempotence=true, other producer defaults"},
+		"debezium-tuned": {name: "debezium-tuned", kind: "debezium", env: []string{"DBZ_EXTRA=" + strings.Join(tunedDebezium, "\n")},
+			desc: "as debezium, with " + strings.Join(tunedDebezium, " ")},
 		"watermill": {name: "watermill", kind: "watermill",
 			desc: "watermill v1.5.1 forwarder; watermill-sql/v4 v4.1.2 subscriber (DefaultPostgreSQLSchema, DefaultPostgreSQLOffsetsAdapter, defaults: batch 100, poll 1s); watermill-kafka/v3 v3.0.6 publisher (DefaultSaramaSyncPublisherConfig + RequiredAcks=WaitForAll, key from aggregate_id)"},
 	}
