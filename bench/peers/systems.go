@@ -33,12 +33,7 @@ type system struct {
 
 // tunedRelayEnv is the best outboxkit configuration found for this workload
 // (see docs/benchmarks.md, "Peers").
-var tunedRelayEnv = []string{
-	"OUTBOX_BATCH_SIZE=10000",
-	"RELAY_LANES=2",
-	"RELAY_MIN_POLL_INTERVAL=1ms",
-	"RELAY_MAX_POLL_INTERVAL=10ms",
-}
+var tunedRelayEnv = []string{"OUTBOX_BATCH_SIZE=5000"}
 
 // tunedDebezium lowers the connector's batching wait: poll.interval.ms is how
 // long a poll waits for a batch to fill before it hands over what it has.
