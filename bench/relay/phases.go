@@ -181,6 +181,17 @@ type drainResult struct {
 
 func (r drainResult) rate() float64 { return float64(r.events) / r.dur.Seconds() }
 
+// steadyRate leaves out the relay's start-up (process start, connections,
+// shard locks): events per second from the first record in Kafka until the
+// outbox is empty.
+func (r drainResult) steadyRate() float64 {
+	d := r.dur - r.first
+	if d <= 0 {
+		return r.rate()
+	}
+	return float64(r.events) / d.Seconds()
+}
+
 // drain inserts a backlog of n events with the relay stopped, vacuums the
 // table, starts a relay child and times it until the outbox is empty.
 func (b *bench) drain(ctx context.Context, phase string, n int) (drainResult, check, error) {
