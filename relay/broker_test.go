@@ -57,8 +57,18 @@ func TestPostgresRestartRecovers(t *testing.T) {
 	}
 	b := setup(t, 3)
 	ctx := context.Background()
-	r, _ := b.startRelayOwnPool(relay.Config{BatchSize: 200, RetryBackoffMax: 500 * time.Millisecond})
 	first := b.writeConcurrently(ctx, 3, 30, 3000)
+	// Small batches through a slowed publisher keep a backlog in flight
+	// when the server goes down.
+	slow := &slowPublisher{inner: relay.NewKafkaPublisher(b.brokers, nil), delay: 50 * time.Millisecond}
+	r, _ := b.startRelayOwnPool(relay.Config{Publisher: slow, BatchSize: 50, RetryBackoffMax: 500 * time.Millisecond})
+	written := 0
+	for _, n := range first {
+		written += n
+	}
+	for b.pending() == written {
+		time.Sleep(5 * time.Millisecond)
+	}
 	pendingAtRestart := b.pending()
 	testenv.Services(t, "postgres-restart")
 	// The test's own pool lost its connections too; pgxpool replaces them.
@@ -73,7 +83,24 @@ func TestPostgresRestartRecovers(t *testing.T) {
 	}
 	dups := checkCounts(t, b, counts)
 	if pendingAtRestart == 0 {
-		t.Log("the relay had drained everything before the restart; the outage still hit its connections")
+		t.Error("nothing was pending at the restart: the fault did not hit a backlog")
 	}
 	t.Logf("6000 events across a PostgreSQL restart (%d pending at the restart), %d duplicates", pendingAtRestart, dups)
 }
+
+// slowPublisher delays every call, so a backlog takes a while to drain.
+type slowPublisher struct {
+	inner relay.Publisher
+	delay time.Duration
+}
+
+func (s *slowPublisher) Publish(ctx context.Context, recs []relay.Record) error {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.inner.Publish(ctx, recs)
+}
+
+func (s *slowPublisher) Close() error { return s.inner.Close() }
