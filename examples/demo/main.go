@@ -114,7 +114,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	fmt.Printf("demo: PostgreSQL database %s, Kafka %s (%s), topic %s with %d partitions\n",
 		o.database, strings.Join(brokers, ","), kind, topic, o.partitions)
-	fmt.Printf("demo: orders service writing %.0f changes/s for %s; %d relays; %d shipping consumers\n",
+	fmt.Printf("demo: orders service writing up to %.0f changes/s for %s; %d relays; %d shipping consumers\n",
 		o.rate, o.duration, o.relays, o.consumers)
 
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
