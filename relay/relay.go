@@ -536,7 +536,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		// A busy shard gets the whole batch; many busy shards share it.
 		perShard := max(r.cfg.BatchSize/max(nonEmpty, 1), 16)
-		batch, n, err := r.read(ctx, shards, perShard)
+		batch, n, more, err := r.read(ctx, shards, perShard)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -577,7 +577,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			if !wait(backoff, false) {
 				return
 			}
-		case len(batch) < r.cfg.BatchSize && len(send) == len(batch):
+		case !more && len(send) == len(batch):
 			// Everything visible went out: wait for the poller to see more
 			// (every MinPollInterval while events flow) rather than reading
 			// again at once, so batches fill up under a steady trickle.
@@ -592,9 +592,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 }
 
 // read returns up to BatchSize pending events of shards, at most perShard
-// from each, in seq order (so each shard's events keep their order), and
-// how many shards had events. All shards are read in one round trip.
-func (r *Relay) read(ctx context.Context, shards []int, perShard int) ([]event, int, error) {
+// from each, in seq order (so each shard's events keep their order), how
+// many shards had events, and whether events may have been left behind (a
+// shard gave perShard events, or the list was cut to BatchSize). All shards
+// are read in one round trip.
+func (r *Relay) read(ctx context.Context, shards []int, perShard int) (_ []event, nonEmpty int, more bool, err error) {
 	b := &pgx.Batch{}
 	for _, s := range shards {
 		b.Queue(readShard, s, perShard)
@@ -602,11 +604,10 @@ func (r *Relay) read(ctx context.Context, shards []int, perShard int) ([]event, 
 	br := r.pool.SendBatch(ctx, b)
 	defer br.Close()
 	var out []event
-	nonEmpty := 0
 	for range shards {
 		rows, err := br.Query()
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		before := len(out)
 		out, err = pgx.AppendRows(out, rows, func(row pgx.CollectableRow) (event, error) {
@@ -615,14 +616,15 @@ func (r *Relay) read(ctx context.Context, shards []int, perShard int) ([]event, 
 			return e, err
 		})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if len(out) > before {
 			nonEmpty++
 		}
+		more = more || len(out)-before >= perShard
 	}
 	if err := br.Close(); err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	if nonEmpty > 1 {
 		sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
@@ -630,15 +632,17 @@ func (r *Relay) read(ctx context.Context, shards []int, perShard int) ([]event, 
 	// Cutting the seq-ordered list keeps a prefix of every shard.
 	if len(out) > r.cfg.BatchSize {
 		out = out[:r.cfg.BatchSize]
+		more = true
 	}
-	return out, nonEmpty, nil
+	return out, nonEmpty, more, nil
 }
 
 // pick chooses what to send now: events in seq order up to maxCallBytes,
 // leaving out every event of an aggregate on hold. An aggregate's events in
-// one call all go to one topic, hence one partition and one atomic Produce
-// request: when its events switch topics, the rest wait for the next call,
-// so a later event never lands while an earlier one failed. It returns the
+// one call all go to one topic, hence one partition, where the publisher
+// sends them in order and stops at the first failed request: when its events
+// switch topics, the rest wait for the next call, so a later event never
+// lands while an earlier one failed. It returns the
 // earliest hold expiry among the aggregates left out.
 func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time) {
 	now := time.Now()

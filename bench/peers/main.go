@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/machine"
 )
 
 type options struct {
@@ -293,7 +295,7 @@ func (b *bench) describe(ctx context.Context) []string {
 	return []string{
 		"command:   (cd bench/peers && " + strings.Join(args, " ") + ")",
 		fmt.Sprintf("date:      %s", time.Now().UTC().Format("2006-01-02 15:04 UTC")),
-		fmt.Sprintf("machine:   %d CPUs (%s), %s/%s, %s; load average at start %s", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadAvg()),
+		fmt.Sprintf("machine:   %d CPUs (%s), %s/%s, %s; load average at start %s", runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), machine.LoadAvg()),
 		fmt.Sprintf("services:  PostgreSQL %s (wal_level=%s, %s), Kafka at %s; one fresh database and one fresh topic (%d partitions) per run",
 			pgVersion, walLevel, redact(o.dbURL), strings.Join(o.brokers, ","), o.partitions),
 		fmt.Sprintf("java:      %s", javaVersion),

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/machine"
 )
 
 // stat is one figure over the repeats of a system.
@@ -95,7 +97,7 @@ func (b *bench) report(results []runResult) string {
 	for _, l := range b.header {
 		fmt.Fprintln(&w, l)
 	}
-	fmt.Fprintf(&w, "load avg:  at end %s\n", loadAvg())
+	fmt.Fprintf(&w, "load avg:  at end %s\n", machine.LoadAvg())
 	fmt.Fprintln(&w, "```")
 	fmt.Fprintln(&w)
 	known := knownSystems()

@@ -56,6 +56,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/machine"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -334,7 +335,7 @@ func (b *bench) describe(ctx context.Context, brokers []string) []string {
 		"command:  " + strings.Join(args, " "),
 		fmt.Sprintf("date:     %s", time.Now().UTC().Format("2006-01-02 15:04 UTC")),
 		fmt.Sprintf("machine:  %d CPUs (%s), %s/%s, %s, GOMAXPROCS %d, load average at start %s",
-			runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), loadAvg()),
+			runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), machine.LoadAvg()),
 		fmt.Sprintf("services: PostgreSQL %s; Kafka at %s; one fresh topic per phase, %d partitions, replication factor 1",
 			pgVersion, strings.Join(brokers, ","), o.partitions),
 		fmt.Sprintf("events:   payload %d B, %d aggregates (keys), 1 user header + id, event_type, aggregate_type headers",
@@ -358,31 +359,6 @@ func codeVersion() string {
 		v += " + uncommitted changes in relay/, outbox/ or migrations/"
 	}
 	return v
-}
-
-func loadAvg() string {
-	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(raw))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	raw, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "?"
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "?"
 }
 
 // short renders an event count for phase names: 1000000 -> 1M, 10000 -> 10k.

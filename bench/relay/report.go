@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/machine"
 )
 
 // report prints the results table on stdout; phases that did not run are
@@ -178,7 +180,7 @@ func (b *bench) report(res *results) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.phase, count(c.written), count(c.records), count(max(c.records-c.written, 0)), result)
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "load average at end: %s\n", loadAvg())
+	fmt.Fprintf(out, "load average at end: %s\n", machine.LoadAvg())
 	if len(b.failures) > 0 {
 		fmt.Fprintf(out, "result: FAILED: %s\n", strings.Join(b.failures, "; "))
 	} else if len(res.checks) < b.expectedChecks() {

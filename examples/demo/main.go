@@ -32,12 +32,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/outboxkit/outboxkit/examples/orders"
 	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/outboxkit/outboxkit/migrations"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -109,7 +109,9 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	defer stopKafka()
 	topic := fmt.Sprintf("orders-demo-%d", time.Now().Unix())
-	if err := createTopic(ctx, brokers, topic, o.partitions); err != nil {
+	topicCtx, cancelTopic := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelTopic()
+	if err := kafkatopic.Create(topicCtx, brokers, topic, o.partitions); err != nil {
 		return false, err
 	}
 	fmt.Printf("demo: PostgreSQL database %s, Kafka %s (%s), topic %s with %d partitions\n",
@@ -303,26 +305,4 @@ func kafkaBrokers() (brokers []string, kind string, stop func(), err error) {
 		return nil, "", nil, fmt.Errorf("start the in-process Kafka broker: %w", err)
 	}
 	return c.ListenAddrs(), "in-process kfake broker; set KAFKA_BROKERS for a real one", c.Close, nil
-}
-
-func createTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-	}}})
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("topic %s has no leaders after 30s", topic)
 }

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -77,33 +78,7 @@ func CreateTopic(t testing.TB, prefix string, partitions int) string {
 func CreateTopicNamed(brokers []string, topic string, partitions int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-	}}})
-	if err != nil {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, err)
-	}
-	for {
-		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
-			ready := true
-			for _, p := range md.Topics[0].Partitions {
-				ready = ready && p.Error == nil && p.Leader.ID >= 0
-			}
-			if ready {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("topic %s has no leaders after 30s (last error: %v)", topic, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return kafkatopic.Create(ctx, brokers, topic, partitions)
 }
 
 // ReadTopic reads every partition of topic from the start until it has read
@@ -123,12 +98,9 @@ func ReadTopicFrom(brokers []string, topic string, want int, timeout time.Durati
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	partitions, err := kafkatopic.Partitions(ctx, client, topic)
 	if err != nil {
 		return nil, err
-	}
-	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		return nil, fmt.Errorf("metadata for %s: %+v", topic, md.Topics)
 	}
 	var (
 		mu    sync.Mutex
@@ -138,7 +110,7 @@ func ReadTopicFrom(brokers []string, topic string, want int, timeout time.Durati
 	)
 	readCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	for _, p := range md.Topics[0].Partitions {
+	for _, p := range partitions {
 		wg.Add(1)
 		go func(partition int) {
 			defer wg.Done()
@@ -160,7 +132,7 @@ func ReadTopicFrom(brokers []string, topic string, want int, timeout time.Durati
 				}
 				mu.Unlock()
 			}
-		}(p.ID)
+		}(p)
 	}
 	wg.Wait()
 	keys := make([]int, 0, len(parts))
@@ -213,16 +185,13 @@ func ReadTopicToEnd(brokers []string, topic string, timeout time.Duration) ([]ka
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	partitions, err := kafkatopic.Partitions(ctx, client, topic)
 	if err != nil {
 		return nil, err
 	}
-	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
-		return nil, fmt.Errorf("metadata for %s: %+v", topic, md.Topics)
-	}
 	var reqs []kafka.OffsetRequest
-	for _, p := range md.Topics[0].Partitions {
-		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	for _, p := range partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
 	// Right after a broker restart, ListOffsets may fail for a moment.
 	var ends map[int]int64

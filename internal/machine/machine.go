@@ -1,0 +1,36 @@
+// Package machine describes the host a benchmark runs on, for the header of
+// its report.
+package machine
+
+import (
+	"os"
+	"strings"
+)
+
+// LoadAvg returns the 1, 5 and 15 minute load averages ("0.52 0.61 0.70"),
+// or "?" when /proc/loadavg cannot be read.
+func LoadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// CPUModel returns the CPU's model name from /proc/cpuinfo, or "?".
+func CPUModel() string {
+	raw, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
