@@ -27,14 +27,17 @@ func (r *Record) size() int {
 }
 
 // Publisher sends records to Kafka with acks=all. The relay calls Publish
-// from one goroutine per shard at a time, never concurrently for one shard.
+// from several lanes at once, but never with two calls in flight for one
+// shard (hence one aggregate).
 //
 // Publish returns nil when every record was acknowledged. When only some
 // were, it returns a *PublishError with one entry per record (nil for
 // acknowledged ones). Any other error means no record is known to have been
 // acknowledged. Records of one topic and key passed in one call must reach
-// their partition in the order given, in one request, so that a failure never
-// lets a later record of a key land while an earlier one did not.
+// their partition in the order given, and a failed record must stop every
+// later record of its key in the call (one request, or requests sent one
+// after the other that stop at the first failure), so that a later record of
+// a key never lands while an earlier one did not.
 type Publisher interface {
 	Publish(ctx context.Context, records []Record) error
 	Close() error
