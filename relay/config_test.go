@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -57,7 +58,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 
 func TestRunFailsClearlyWithoutOutboxTable(t *testing.T) {
 	t.Parallel()
-	_, url := emptyDB(t)
+	_, url := testenv.EmptyDB(t)
 	pool, err := pgxpool.New(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)

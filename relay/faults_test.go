@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,7 +29,7 @@ type child struct {
 func (b *bed) spawnRelay() *child {
 	b.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+join(b.brokers))
+	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+strings.Join(b.brokers, ","))
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -41,17 +43,6 @@ func (b *bed) spawnRelay() *child {
 		}
 	})
 	return c
-}
-
-func join(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += x
-	}
-	return out
 }
 
 // writers commits events for aggs aggregates from `writers` goroutines until
@@ -127,16 +118,26 @@ func checkCounts(t *testing.T, b *bed, counts map[string]int) int {
 	dups := 0
 	for _, m := range msgs {
 		id := header(m, "id")
+		if id == "" {
+			t.Fatalf("record without id header: %s", m.Value)
+		}
 		if seen[id] {
 			dups++
 			continue
 		}
 		seen[id] = true
-		var a string
-		var n int
 		i := bytes.LastIndexByte(m.Value, ':')
-		a = string(m.Value[:i])
-		fmt.Sscanf(string(m.Value[i+1:]), "%d", &n)
+		if i < 0 {
+			t.Fatalf("record value %q is not <aggregate>:<n>", m.Value)
+		}
+		a := string(m.Value[:i])
+		n, err := strconv.Atoi(string(m.Value[i+1:]))
+		if err != nil {
+			t.Fatalf("record value %q: %v", m.Value, err)
+		}
+		if string(m.Key) != a {
+			t.Fatalf("record %s has key %q", m.Value, m.Key)
+		}
 		if n != next[a] {
 			t.Fatalf("aggregate %s: first occurrence of event %d where %d was expected: reordered or lost", a, n, next[a])
 		}

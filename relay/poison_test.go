@@ -79,7 +79,7 @@ VALUES ($1, 'acct', 'poison-size', 'E', $2)`, b.topic, bytes.Repeat([]byte("x"),
 
 	// Every neighbour's events arrive although the poisoned aggregates share
 	// their shards.
-	msgs := readTopicWithin(t, b, 2*len(neighbours), 30*time.Second)
+	msgs := testenv.ReadTopic(t, b.topic, 2*len(neighbours), 30*time.Second)
 	got := map[string]bool{}
 	for _, m := range msgs {
 		if strings.HasPrefix(string(m.Key), "poison") {

@@ -567,7 +567,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			}
 			continue
 		}
-		transient := r.publish(ctx, r.log, send, holds)
+		transient := r.publish(ctx, send, holds)
 		if ctx.Err() != nil {
 			return
 		}
@@ -686,7 +686,8 @@ func (r *Relay) pick(batch []event, holds map[aggKey]*hold) ([]event, time.Time)
 // with no earlier unacknowledged event of their aggregate in the call: an
 // aggregate's unacknowledged tail stays and is sent again, in order. It
 // reports whether a transient error calls for a backoff.
-func (r *Relay) publish(ctx context.Context, log *slog.Logger, send []event, holds map[aggKey]*hold) (transient bool) {
+func (r *Relay) publish(ctx context.Context, send []event, holds map[aggKey]*hold) (transient bool) {
+	log := r.log
 	records := make([]Record, len(send))
 	for i := range send {
 		records[i] = send[i].rec

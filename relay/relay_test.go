@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -28,7 +29,7 @@ VALUES ($1, 'order', 'order-43', 'OrderDeleted', NULL, NULL) RETURNING id`, b.to
 		t.Fatal(err)
 	}
 	b.startRelay(relay.Config{})
-	msgs := readTopic(t, b, 2)
+	msgs := testenv.ReadTopic(t, b.topic, 2, 60*time.Second)
 	byKey := map[string]kafka.Message{}
 	for _, m := range msgs {
 		byKey[string(m.Key)] = m
@@ -60,28 +61,13 @@ VALUES ($1, 'order', 'order-43', 'OrderDeleted', NULL, NULL) RETURNING id`, b.to
 	b.waitDrained(10 * time.Second)
 }
 
-func readTopic(t *testing.T, b *bed, want int) []kafka.Message {
-	t.Helper()
-	return readTopicWithin(t, b, want, 60*time.Second)
-}
-
-func readTopicWithin(t *testing.T, b *bed, want int, timeout time.Duration) []kafka.Message {
-	t.Helper()
-	msgs, err := readAll(b, want, timeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msgs
-}
-
 func TestManyAggregatesInOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 4)
-	b.write(50, 40)
+	counts := b.write(50, 40)
 	b.startRelay(relay.Config{BatchSize: 300})
 	b.waitDrained(60 * time.Second)
-	msgs := readTopic(t, b, 2000)
-	dups := checkDelivery(t, msgs, 50, 40)
+	dups := checkCounts(t, b, counts)
 	t.Logf("2000 events, %d duplicates", dups)
 }
 
@@ -111,7 +97,7 @@ func TestLateCommitWithLowSeqIsPublished(t *testing.T) {
 			return outbox.Write(ctx, tx, outbox.Event{Topic: b.topic, AggregateType: "x", AggregateID: fmt.Sprintf("early%d", i), EventType: "E", Payload: []byte(fmt.Sprintf("early%d:0", i))})
 		})
 	}
-	early := readTopic(t, b, 20)
+	early := testenv.ReadTopic(t, b.topic, 20, 60*time.Second)
 	var maxSeq int64
 	if err := b.db.Pool.QueryRow(ctx, "SELECT coalesce(max(seq), 0) FROM outbox").Scan(&maxSeq); err != nil {
 		t.Fatal(err)
@@ -122,7 +108,7 @@ func TestLateCommitWithLowSeqIsPublished(t *testing.T) {
 	if err := slow.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	msgs := readTopic(t, b, 21)
+	msgs := testenv.ReadTopic(t, b.topic, 21, 60*time.Second)
 	found := false
 	for _, m := range msgs {
 		found = found || string(m.Value) == "late:0"
