@@ -592,9 +592,63 @@ func (b *bench) ceilingProduce(ctx context.Context, n int) (ceilingResult, check
 	for i := range parts {
 		parts[i] = i
 	}
-	chunk := b.child.effectiveBatch()
-	progress("%s: %d records, %d goroutines x %d records", phase, n, b.opts.ceilingWorkers, chunk)
+	return b.runCeiling(ctx, res, phase, topic, "records", func(ctx context.Context, lo, hi int) error {
+		var bal kafka.Murmur2Balancer
+		groups := map[int][]kafka.Record{}
+		for i := lo; i < hi; i++ {
+			key, value, headers := b.gen.record(i)
+			p := bal.Balance(kafka.Message{Key: key}, parts...)
+			groups[p] = append(groups[p], kafka.Record{Key: kafka.NewBytes(key), Value: kafka.NewBytes(value), Headers: headers})
+		}
+		var (
+			pwg   sync.WaitGroup
+			mu    sync.Mutex
+			first error
+		)
+		for p, recs := range groups {
+			pwg.Add(1)
+			go func() {
+				defer pwg.Done()
+				// Retry what Kafka calls temporary (leader moves), like
+				// the relay does; anything else ends the phase.
+				for attempt := 1; ; attempt++ {
+					resp, err := client.Produce(ctx, &kafka.ProduceRequest{
+						Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll,
+						Records: kafka.NewRecordReader(recs...),
+					})
+					if err == nil && resp.Error != nil {
+						err = resp.Error
+					}
+					if err == nil {
+						return
+					}
+					var kerr kafka.Error
+					if attempt >= 10 || !errors.As(err, &kerr) || !kerr.Temporary() {
+						mu.Lock()
+						if first == nil {
+							first = fmt.Errorf("produce to %s/%d: %w", topic, p, err)
+						}
+						mu.Unlock()
+						return
+					}
+					progress("%s: produce to partition %d: %v; retrying", phase, p, err)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
+		}
+		pwg.Wait()
+		return first
+	})
+}
 
+// runCeiling sends the records of events [0, res.events) from
+// opts.ceilingWorkers goroutines, each taking batch-size events at a time and
+// handing them to send, times it, and checks the topic afterwards. The first
+// error ends the phase.
+func (b *bench) runCeiling(ctx context.Context, res ceilingResult, phase, topic, unit string, send func(ctx context.Context, lo, hi int) error) (ceilingResult, check, error) {
+	n := res.events
+	chunk := b.child.effectiveBatch()
+	progress("%s: %d records, %d goroutines x %d %s", phase, n, b.opts.ceilingWorkers, chunk, unit)
 	var (
 		next    atomic.Int64
 		wg      sync.WaitGroup
@@ -603,54 +657,21 @@ func (b *bench) ceilingProduce(ctx context.Context, n int) (ceilingResult, check
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	setErr := func(err error) { errOnce.Do(func() { first = err; cancel() }) }
 	snapA := takeCPUSnapshot()
 	start := time.Now()
 	for range b.opts.ceilingWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var bal kafka.Murmur2Balancer
 			for ctx.Err() == nil {
 				s := int(next.Add(int64(chunk)) - int64(chunk))
 				if s >= n {
 					return
 				}
-				groups := map[int][]kafka.Record{}
-				for i := s; i < min(s+chunk, n); i++ {
-					key, value, headers := b.gen.record(i)
-					p := bal.Balance(kafka.Message{Key: key}, parts...)
-					groups[p] = append(groups[p], kafka.Record{Key: kafka.NewBytes(key), Value: kafka.NewBytes(value), Headers: headers})
+				if err := send(ctx, s, min(s+chunk, n)); err != nil {
+					errOnce.Do(func() { first = err; cancel() })
+					return
 				}
-				var pwg sync.WaitGroup
-				for p, recs := range groups {
-					pwg.Add(1)
-					go func() {
-						defer pwg.Done()
-						// Retry what Kafka calls temporary (leader moves), like
-						// the relay does; anything else ends the phase.
-						for attempt := 1; ; attempt++ {
-							resp, err := client.Produce(ctx, &kafka.ProduceRequest{
-								Topic: topic, Partition: p, RequiredAcks: kafka.RequireAll,
-								Records: kafka.NewRecordReader(recs...),
-							})
-							if err == nil && resp.Error != nil {
-								err = resp.Error
-							}
-							if err == nil {
-								return
-							}
-							var kerr kafka.Error
-							if attempt >= 10 || !errors.As(err, &kerr) || !kerr.Temporary() {
-								setErr(fmt.Errorf("produce to %s/%d: %w", topic, p, err))
-								return
-							}
-							progress("%s: produce to partition %d: %v; retrying", phase, p, err)
-							time.Sleep(100 * time.Millisecond)
-						}
-					}()
-				}
-				pwg.Wait()
 			}
 		}()
 	}
@@ -684,48 +705,15 @@ func (b *bench) ceilingWriter(ctx context.Context, n int) (ceilingResult, check,
 		BatchTimeout: 2 * time.Millisecond,
 		Transport:    &kafka.Transport{ClientID: "outboxkit-bench-ceiling"},
 	}
-	chunk := b.child.effectiveBatch()
-	progress("%s: %d records, %d goroutines x %d messages", phase, n, b.opts.ceilingWorkers, chunk)
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	snapA := takeCPUSnapshot()
-	start := time.Now()
-	for range b.opts.ceilingWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msgs := make([]kafka.Message, 0, chunk)
-			for ctx.Err() == nil {
-				s := int(next.Add(int64(chunk)) - int64(chunk))
-				if s >= n {
-					return
-				}
-				msgs = msgs[:0]
-				for i := s; i < min(s+chunk, n); i++ {
-					key, value, headers := b.gen.record(i)
-					msgs = append(msgs, kafka.Message{Key: key, Value: value, Headers: headers})
-				}
-				if err := w.WriteMessages(ctx, msgs...); err != nil {
-					errOnce.Do(func() { first = err; cancel() })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	res.dur = time.Since(start)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), -1, b.cores)
-	w.Close()
-	if first != nil {
-		return res, check{}, fmt.Errorf("%s: %w", phase, first)
-	}
-	return b.finishCeiling(ctx, res, phase, topic)
+	defer w.Close()
+	return b.runCeiling(ctx, res, phase, topic, "messages", func(ctx context.Context, lo, hi int) error {
+		msgs := make([]kafka.Message, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			key, value, headers := b.gen.record(i)
+			msgs = append(msgs, kafka.Message{Key: key, Value: value, Headers: headers})
+		}
+		return w.WriteMessages(ctx, msgs...)
+	})
 }
 
 func (b *bench) finishCeiling(ctx context.Context, res ceilingResult, phase, topic string) (ceilingResult, check, error) {
