@@ -48,9 +48,13 @@ type Config struct {
 
 	// MaxAttempts is how many times a failing message is tried, one message
 	// per transaction, before it goes to the dead-letter table. Handler
-	// errors, panics, timeouts and rejected commits count; failures of the
-	// database connection do not (they are retried until the database
-	// answers), so an outage dead-letters nothing. Defaults to 5.
+	// errors, panics and timeouts count; transient database errors do not,
+	// whether the handler's own statements or the inbox's hit them (a lost
+	// connection, a deadlock or serialization failure, a read-only
+	// transaction after a failover, a statement or lock timeout, the server
+	// out of connections or shutting down): they are retried with backoff
+	// until the database answers, so an outage dead-letters nothing.
+	// Defaults to 5.
 	MaxAttempts int
 	// RetryBackoffMin is the wait after the first failed attempt; each
 	// further failure doubles it, up to RetryBackoffMax. Defaults to 200ms.

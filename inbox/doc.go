@@ -53,6 +53,15 @@
 // header that is not valid UTF-8) goes there at once. Operators list dead
 // letters with [ListDeadLetters] and re-publish one with [Redrive].
 //
+// The database failing is not the message failing. A transaction that fails
+// on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,
+// 25006, 55P03, 57014, 57P01-57P03, or a broken connection) is retried with
+// the same backoff without counting an attempt, so a failover, a deadlock or
+// an outage never dead-letters a good message; such retries are counted in
+// outboxkit_inbox_database_retries_total. A handler that outlives
+// HandlerTimeout counts as failed even though its cancelled statement
+// reports 57014.
+//
 // # Retention
 //
 // Inbox rows are kept for Config.RetentionWindow (7 days by default) and
@@ -70,7 +79,7 @@
 // With Config.Registerer set, the consumer exports, labelled by group and
 // topic: outboxkit_inbox_messages_processed_total,
 // outboxkit_inbox_duplicates_total, outboxkit_inbox_retries_total,
-// outboxkit_inbox_dead_letters_total,
+// outboxkit_inbox_database_retries_total, outboxkit_inbox_dead_letters_total,
 // outboxkit_inbox_handler_duration_seconds, and outboxkit_inbox_lag per
 // partition; plus outboxkit_inbox_offset_commit_errors_total,
 // outboxkit_inbox_generations_total and

@@ -13,6 +13,7 @@ type metrics struct {
 	processed     *prometheus.CounterVec
 	duplicates    *prometheus.CounterVec
 	retries       *prometheus.CounterVec
+	dbRetries     *prometheus.CounterVec
 	deadLetters   *prometheus.CounterVec
 	handlerTime   *prometheus.HistogramVec
 	lag           *prometheus.GaugeVec
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_inbox_retries_total",
 			Help: "Failed attempts at a message that were followed by another attempt.",
+		}, []string{"group", "topic"}),
+		dbRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_database_retries_total",
+			Help: "Attempts at a message that failed on a transient database error (connection, failover, deadlock, timeout, resources) and were retried without counting toward MaxAttempts.",
 		}, []string{"group", "topic"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_inbox_dead_letters_total",
@@ -72,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		return c, err
 	}
-	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete} {
+	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.dbRetries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete} {
 		c, err := register(*pc)
 		if err != nil {
 			return nil, err
@@ -96,18 +101,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // partition so the hot path does no label lookups.
 type topicMetrics struct {
 	processed, duplicates, retries, deadLetters prometheus.Counter
+	databaseRetries                             prometheus.Counter
 	handlerTime                                 prometheus.Observer
 	lag                                         prometheus.Gauge
 }
 
 func (m *metrics) bind(group, topic string, partition int) topicMetrics {
 	return topicMetrics{
-		processed:   m.processed.WithLabelValues(group, topic),
-		duplicates:  m.duplicates.WithLabelValues(group, topic),
-		retries:     m.retries.WithLabelValues(group, topic),
-		deadLetters: m.deadLetters.WithLabelValues(group, topic),
-		handlerTime: m.handlerTime.WithLabelValues(group, topic),
-		lag:         m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)),
+		processed:       m.processed.WithLabelValues(group, topic),
+		duplicates:      m.duplicates.WithLabelValues(group, topic),
+		retries:         m.retries.WithLabelValues(group, topic),
+		databaseRetries: m.dbRetries.WithLabelValues(group, topic),
+		deadLetters:     m.deadLetters.WithLabelValues(group, topic),
+		handlerTime:     m.handlerTime.WithLabelValues(group, topic),
+		lag:             m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)),
 	}
 }
 

@@ -46,11 +46,12 @@ type failure struct {
 	// index is the message at fault, or -1 when none is (the inbox's own
 	// statements failed).
 	index int
-	// unreachable reports that the database, not the message, failed: it
-	// could not be reached before any handler ran, or the connection broke
-	// during the transaction. Such failures are retried, after a backoff,
-	// without counting an attempt, so an outage dead-letters nothing.
-	unreachable bool
+	// transient reports that the database, not the message, failed: it
+	// could not be reached, the connection broke during the transaction, or
+	// a statement failed with a transient SQLSTATE (see transientDBError).
+	// Such failures are retried, after a backoff, without counting an
+	// attempt, so an outage or a deadlock dead-letters nothing.
+	transient bool
 }
 
 // process settles the messages of batch, in order, and returns how many it
@@ -67,7 +68,7 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 		if f == nil {
 			return len(items)
 		}
-		if f.index >= 0 {
+		if f.index >= 0 && !f.transient {
 			p.tm.retries.Inc()
 		}
 		p.log.DebugContext(p.base, "batch failed; applying its messages one per transaction",
@@ -96,10 +97,12 @@ func (p *partitionWorker) processOne(it *item) bool {
 		if f == nil {
 			return true
 		}
-		if f.unreachable {
+		if f.transient {
 			waits++
+			p.tm.databaseRetries.Inc()
 			d := p.c.backoff(waits)
-			p.log.WarnContext(p.base, "database unreachable; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
+			p.log.WarnContext(p.base, "transient database error; retrying without counting an attempt",
+				"message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
 			if !sleep(p.stop, d) {
 				return false
 			}
@@ -225,7 +228,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 	tx, err := p.c.pool.Begin(ctx)
 	cancel()
 	if err != nil {
-		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, unreachable: true}
+		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, transient: true}
 	}
 	abandoned := false
 	defer func() {
@@ -238,7 +241,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 
 	firsts, err := p.claimItems(tx, items)
 	if err != nil {
-		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, unreachable: true}
+		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, transient: true}
 	}
 	var applied, dropped int
 	var dead []int
@@ -263,7 +266,10 @@ func (p *partitionWorker) apply(items []item) *failure {
 		if err := p.callHandler(tx, it.msg); err != nil {
 			// The claims and the handlers' work roll back together.
 			abandoned = errors.Is(err, errAbandoned)
-			return &failure{err: err, index: i, unreachable: !abandoned && tx.Conn().IsClosed()}
+			// A handler past its deadline counts as failed, whatever its
+			// statement reported (a cancelled one reports 57014).
+			expired := abandoned || errors.Is(err, errHandlerTimeout)
+			return &failure{err: err, index: i, transient: !expired && (tx.Conn().IsClosed() || transientDBError(err))}
 		}
 		applied++
 	}
@@ -272,7 +278,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 	if err := tx.Commit(ctx); err != nil {
 		// After a broken connection the commit's outcome is unknown; the
 		// retry's claim tells.
-		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1, unreachable: tx.Conn().IsClosed()}
+		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1, transient: tx.Conn().IsClosed() || transientDBError(err)}
 	}
 	p.tm.processed.Add(float64(applied))
 	if dropped > 0 {
@@ -309,6 +315,9 @@ func (p *partitionWorker) opContext() (context.Context, context.CancelFunc) {
 // errAbandoned marks a handler that outlived its deadline and the grace
 // after it.
 var errAbandoned = errors.New("handler ignored its deadline and was abandoned")
+
+// errHandlerTimeout marks a handler that returned after HandlerTimeout.
+var errHandlerTimeout = errors.New("handler exceeded HandlerTimeout")
 
 // panicError is a handler's panic, recovered; its text is what the dead
 // letter records, its stack what the log shows.
@@ -367,7 +376,7 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 		if err == nil {
 			err = context.DeadlineExceeded
 		}
-		return fmt.Errorf("handler exceeded HandlerTimeout (%s): %w", p.c.cfg.HandlerTimeout, err)
+		return fmt.Errorf("%w (%s): %w", errHandlerTimeout, p.c.cfg.HandlerTimeout, err)
 	}
 	if err != nil {
 		return fmt.Errorf("handler: %w", err)

@@ -1,0 +1,44 @@
+package inbox
+
+import (
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// transientDBError reports whether err is the database failing rather than
+// the message: a condition that a later attempt of the same transaction can
+// get past without anyone changing the message or the handler. Such errors
+// are retried without counting toward MaxAttempts, so an outage, a failover
+// or lock contention dead-letters nothing.
+//
+// Detected by SQLSTATE (docs/design.md, "Inbox"):
+//   - class 08 (connection exception) and 53 (insufficient resources:
+//     out of connections, memory, disk);
+//   - 40001 serialization_failure and 40P01 deadlock_detected: the
+//     transaction lost a race and is meant to be retried;
+//   - 25006 read_only_sql_transaction: the primary became a standby in a
+//     failover, and the connection will be replaced;
+//   - 55P03 lock_not_available and 57014 query_canceled (statement or lock
+//     timeout): contention, not the message;
+//   - 57P01..57P03: the server is shutting down or starting.
+//
+// A handler that outlived HandlerTimeout is not transient even when its
+// statement was cancelled with 57014: callers check the deadline first.
+func transientDBError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53":
+			return true
+		}
+		switch pgErr.Code {
+		case "40001", "40P01", "25006", "55P03", "57014", "57P01", "57P02", "57P03":
+			return true
+		}
+		return false
+	}
+	// No server answer at all: a dial, TLS or I/O failure of the connection.
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) || pgconn.SafeToRetry(err)
+}
