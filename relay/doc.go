@@ -20,7 +20,9 @@
 // that connection stops publishing at once, and the others take its shards
 // within about two RebalanceIntervals. Owned shards are split among a few
 // lanes; a lane reads the pending events of its shards in seq order (one
-// round trip), publishes them in one call in which each aggregate's events
+// round trip, at most BatchSize events and about 16 MiB of keys, payloads
+// and headers, so memory stays bounded whatever the payload sizes),
+// publishes them in one call in which each aggregate's events
 // go to one partition in order, and deletes exactly the acknowledged ones.
 // On a partial failure, each affected aggregate's unacknowledged tail stays
 // and is sent again, in order. A poller wakes the lanes of shards with

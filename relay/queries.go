@@ -10,15 +10,27 @@ package relay
 const NumShards = 64
 
 // readShard returns the pending events of one shard in seq order, skipping
-// parked aggregates. Served by outbox_shard_seq_idx (shard, seq); the
-// anti-join probes outbox_parked's primary key.
-const readShard = `SELECT o.seq, o.id, o.topic, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers::text
-FROM outbox o
-WHERE o.shard = $1
-  AND NOT EXISTS (SELECT 1 FROM outbox_parked p
-                  WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
-ORDER BY o.seq
-LIMIT $2`
+// parked aggregates: at most $2 rows, and no more rows than fit in $3 bytes
+// of key, payload and headers (the first row always comes, whatever its
+// size), so a backlog of large payloads cannot make a read hold more than
+// the lane's budget. The running sum reads sizes from the tuple headers
+// (octet_length does not detoast), so the server does not load the payloads
+// it leaves out. full says the byte budget was reached: more rows may wait.
+// Served by outbox_shard_seq_idx (shard, seq); the anti-join probes
+// outbox_parked's primary key.
+const readShard = `SELECT seq, id, topic, aggregate_type, aggregate_id, event_type, payload, headers, cum >= $3 AS full
+FROM (SELECT o.seq, o.id, o.topic, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers::text AS headers,
+             sum(octet_length(o.aggregate_id) + coalesce(octet_length(o.payload), 0) + coalesce(octet_length(o.headers::text), 0))
+                 OVER (ORDER BY o.seq) AS cum,
+             octet_length(o.aggregate_id) + coalesce(octet_length(o.payload), 0) + coalesce(octet_length(o.headers::text), 0) AS size
+      FROM outbox o
+      WHERE o.shard = $1
+        AND NOT EXISTS (SELECT 1 FROM outbox_parked p
+                        WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
+      ORDER BY o.seq
+      LIMIT $2) AS pending
+WHERE cum - size < $3
+ORDER BY seq`
 
 // deleteSeqs deletes exactly the events Kafka acknowledged, never a range:
 // a late commit with a lower seq stays until it is published. Primary key.

@@ -445,6 +445,16 @@ func (e *event) record() Record {
 // of at most MaxBatchBytes.
 const maxCallBytes = 16 << 20
 
+// maxReadBytes bounds the key, payload and header bytes one lane reads in one
+// round trip, shared among the shards it reads: a backlog of large payloads
+// costs a lane a few times this in memory, not BatchSize payloads per shard.
+// Reading more than one call can publish would gain nothing.
+const maxReadBytes = maxCallBytes
+
+// minShardReadBytes is the least byte budget of one shard's read; every
+// shard's read returns at least its first event, whatever its size.
+const minShardReadBytes = 64 << 10
+
 // userHeaders turns the headers column (a JSON object) into Kafka headers,
 // sorted by name, leaving out the names the relay sets itself. Values that
 // are not JSON strings (possible with plain-SQL writers) are sent as their
@@ -592,14 +602,16 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 }
 
 // read returns up to BatchSize pending events of shards, at most perShard
-// from each, in seq order (so each shard's events keep their order), how
-// many shards had events, and whether events may have been left behind (a
-// shard gave perShard events, or the list was cut to BatchSize). All shards
-// are read in one round trip.
+// from each and about maxReadBytes in all, in seq order (so each shard's
+// events keep their order), how many shards had events, and whether events
+// may have been left behind (a shard gave perShard events or filled its byte
+// budget, or the list was cut to BatchSize). All shards are read in one
+// round trip.
 func (r *Relay) read(ctx context.Context, shards []int, perShard int) (_ []event, nonEmpty int, more bool, err error) {
+	shardBytes := max(maxReadBytes/len(shards), minShardReadBytes)
 	b := &pgx.Batch{}
 	for _, s := range shards {
-		b.Queue(readShard, s, perShard)
+		b.Queue(readShard, s, perShard, shardBytes)
 	}
 	br := r.pool.SendBatch(ctx, b)
 	defer br.Close()
@@ -610,9 +622,10 @@ func (r *Relay) read(ctx context.Context, shards []int, perShard int) (_ []event
 			return nil, 0, false, err
 		}
 		before := len(out)
+		full := false
 		out, err = pgx.AppendRows(out, rows, func(row pgx.CollectableRow) (event, error) {
 			var e event
-			err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers)
+			err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers, &full)
 			return e, err
 		})
 		if err != nil {
@@ -621,7 +634,7 @@ func (r *Relay) read(ctx context.Context, shards []int, perShard int) (_ []event
 		if len(out) > before {
 			nonEmpty++
 		}
-		more = more || len(out)-before >= perShard
+		more = more || full || len(out)-before >= perShard
 	}
 	if err := br.Close(); err != nil {
 		return nil, 0, false, err
