@@ -31,7 +31,8 @@ var (
 )
 
 // DefaultMaxPayloadBytes is the payload limit of [Write] and of a [Writer]
-// whose MaxPayloadBytes is zero: 1 MiB, Kafka's default record size limit.
+// whose MaxPayloadBytes is zero: 1 MiB. The whole record (key, headers and
+// payload) must also fit in [DefaultMaxRecordBytes], a little more than that.
 const DefaultMaxPayloadBytes = 1 << 20
 
 // Header names the relay sets on every Kafka record. Events may not use them.
@@ -115,6 +116,13 @@ type Writer struct {
 	// the broker's message.max.bytes, or the relay will park the aggregate.
 	// Defaults to DefaultMaxPayloadBytes (1 MiB).
 	MaxPayloadBytes int
+
+	// MaxRecordBytes is the largest Kafka record batch accepted for one
+	// event, as the relay sends it: key, payload, user headers and the
+	// headers the relay adds, with Kafka's framing. Set it to the topic's
+	// max.message.bytes when that is not the default. Defaults to
+	// DefaultMaxRecordBytes (1048588, Kafka's default).
+	MaxRecordBytes int
 }
 
 var defaultWriter Writer
@@ -133,14 +141,17 @@ func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	maxPayload := w.MaxPayloadBytes
-	if maxPayload <= 0 {
-		maxPayload = DefaultMaxPayloadBytes
+	lim := limits{payload: w.MaxPayloadBytes, record: w.MaxRecordBytes}
+	if lim.payload <= 0 {
+		lim.payload = DefaultMaxPayloadBytes
+	}
+	if lim.record <= 0 {
+		lim.record = DefaultMaxRecordBytes
 	}
 	tp := traceparentFrom(ctx)
 	headers := make([][]byte, len(events))
 	for i := range events {
-		h, err := validate(i, &events[i], maxPayload, tp)
+		h, err := validate(i, &events[i], lim, tp)
 		if err != nil {
 			return err
 		}
@@ -198,9 +209,12 @@ func jsonbArg(b []byte) any {
 	return string(b)
 }
 
+// limits are a Writer's size limits, defaults applied.
+type limits struct{ payload, record int }
+
 // validate checks e and returns its headers encoded as a JSON object (nil
 // when it has none).
-func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, error) {
+func validate(i int, e *Event, lim limits, traceparent string) ([]byte, error) {
 	bad := func(field, reason string) error {
 		return &InvalidEventError{Index: i, Field: field, Reason: reason}
 	}
@@ -221,13 +235,16 @@ func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, erro
 			return nil, bad(field, reason)
 		}
 	}
-	if len(e.Payload) > maxPayload {
-		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), maxPayload))
+	if len(e.Payload) > lim.payload {
+		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), lim.payload))
 	}
 	if reason := checkText(traceparent); reason != "" {
 		return nil, bad("Headers", "traceparent from the context "+reason)
 	}
 	if len(e.Headers) == 0 && traceparent == "" {
+		if n := recordBatchBytes(e, nil); n > lim.record {
+			return nil, bad("Payload", recordTooLarge(n, lim.record))
+		}
 		return nil, nil
 	}
 	for k, v := range e.Headers {
@@ -252,11 +269,18 @@ func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, erro
 		}
 		hs[HeaderTraceparent] = traceparent
 	}
+	if n := recordBatchBytes(e, hs); n > lim.record {
+		return nil, bad("Payload", recordTooLarge(n, lim.record))
+	}
 	b, err := json.Marshal(hs)
 	if err != nil {
 		return nil, bad("Headers", err.Error())
 	}
 	return b, nil
+}
+
+func recordTooLarge(n, limit int) string {
+	return fmt.Sprintf("with the key and headers makes a Kafka record batch of %d bytes, over the limit of %d (Writer.MaxRecordBytes; Kafka's default max.message.bytes)", n, limit)
 }
 
 // checkText rejects what Postgres text and jsonb cannot store.

@@ -167,6 +167,11 @@ func TestWriteRejectsInvalidEventsAndInsertsNothing(t *testing.T) {
 		{"NUL in header value", func(e *outbox.Event) { e.Headers = map[string]string{"k": "a\x00"} }, "Headers", outbox.Writer{}},
 		{"payload over default limit", func(e *outbox.Event) { e.Payload = make([]byte, outbox.DefaultMaxPayloadBytes+1) }, "Payload", outbox.Writer{}},
 		{"payload over configured limit", func(e *outbox.Event) { e.Payload = make([]byte, 101) }, "Payload", outbox.Writer{MaxPayloadBytes: 100}},
+		{"record over default limit by its headers", func(e *outbox.Event) {
+			e.Payload = make([]byte, outbox.DefaultMaxRecordBytes-200)
+			e.Headers = map[string]string{"note": strings.Repeat("x", 200)}
+		}, "Payload", outbox.Writer{MaxPayloadBytes: outbox.DefaultMaxRecordBytes}},
+		{"record over configured limit", func(e *outbox.Event) { e.Payload = make([]byte, 900) }, "Payload", outbox.Writer{MaxRecordBytes: 1000}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
