@@ -101,7 +101,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"--help"}, []string{"Usage: outboxkit", "deadletters", "migrate", "parked", "status", "--database-url"}},
 		{[]string{"help"}, []string{"Commands:"}},
 		{[]string{"help", "status"}, []string{"Usage: outboxkit status [--json]"}},
-		{[]string{"migrate", "--help"}, []string{"Usage: outboxkit migrate <up|down|status>"}},
+		{[]string{"migrate", "--help"}, []string{"Usage: outboxkit migrate <up|down|status|adopt|export>"}},
 		{[]string{"migrate", "down", "--help"}, []string{"-to VERSION", "Roll back the last applied migration"}},
 		{[]string{"status", "-h"}, []string{"-json", "shards"}},
 		{[]string{"parked", "list", "--help"}, []string{"Usage: outboxkit parked list [--json]"}},
