@@ -1,49 +1,31 @@
 package migrations_test
 
 import (
-	"database/sql"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/migrations"
 )
 
 // TestGooseCLI runs the real goose command on this directory, the way users
-// apply the migrations: up, down to zero, up again. `make test` installs the
-// goose CLI and passes its path in OUTBOXKIT_GOOSE.
+// apply the migrations (the command the package doc and README give): up,
+// down to zero, up again. `make test` installs the goose CLI and passes its
+// path in OUTBOXKIT_GOOSE.
 func TestGooseCLI(t *testing.T) {
 	t.Parallel()
-	goose := os.Getenv("OUTBOXKIT_GOOSE")
-	if goose == "" {
-		t.Skip("OUTBOXKIT_GOOSE is unset: `make test` installs the goose CLI and runs this test")
-	}
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := gooseCLI(t)
+	dir := migrationsDir(t)
 	_, url := testenv.EmptyDB(t)
 	run := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(goose, append([]string{"-dir", dir, "postgres", url}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("goose %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
+		return runGoose(t, bin, append([]string{"-dir", dir, "-table", migrations.VersionTable, "postgres", url}, args...)...)
 	}
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openDB(t, url)
 
 	run("up")
-	if !tables(t, db)["outbox"] || !tables(t, db)["inbox"] {
-		t.Fatalf("after goose up: tables %v", tables(t, db))
-	}
+	wantTables(t, db, "after goose up", true, append(outboxkitTables, migrations.VersionTable)...)
+	wantTables(t, db, "after goose up", false, "goose_db_version")
 	if _, err := db.Exec(`INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload, headers)
 VALUES ('orders', 'order', '42', 'OrderPlaced', '{"total": 10}'::bytea, '{"tenant": "acme"}')`); err != nil {
 		t.Fatalf("contract insert after goose up: %v", err)
@@ -52,13 +34,7 @@ VALUES ('orders', 'order', '42', 'OrderPlaced', '{"total": 10}'::bytea, '{"tenan
 		t.Errorf("goose status does not list the migrations:\n%s", out)
 	}
 	run("down-to", "0")
-	for _, name := range []string{"outbox", "outbox_parked", "inbox", "inbox_dead_letters"} {
-		if tables(t, db)[name] {
-			t.Fatalf("after goose down-to 0: %s still exists", name)
-		}
-	}
+	wantTables(t, db, "after goose down-to 0", false, outboxkitTables...)
 	run("up")
-	if !tables(t, db)["outbox"] {
-		t.Fatal("after goose up again: no outbox table")
-	}
+	wantTables(t, db, "after goose up again", true, "outbox")
 }

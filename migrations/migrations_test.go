@@ -53,6 +53,9 @@ func TestUpDownUp(t *testing.T) {
 			t.Fatalf("after up: table %s missing (have %v)", w, got)
 		}
 	}
+	if !got[migrations.VersionTable] || got["goose_db_version"] {
+		t.Fatalf("after up: tables %v; want versions in %s only, no goose_db_version", got, migrations.VersionTable)
+	}
 
 	p, err := migrations.NewProvider(db)
 	if err != nil {
@@ -97,7 +100,7 @@ func TestDirectoryWorksAsPlainGooseDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, os.DirFS("."))
+	p, err := goose.NewProvider(goose.DialectPostgres, db, os.DirFS("."), goose.WithTableName(migrations.VersionTable))
 	if err != nil {
 		t.Fatal(err)
 	}

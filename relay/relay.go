@@ -24,7 +24,7 @@ import (
 
 // ErrNoOutboxTable is returned by [Relay.Run] when the database has no outbox
 // table: apply the migrations first.
-var ErrNoOutboxTable = errors.New("relay: table outbox or outbox_parked does not exist; apply the migrations (goose -dir migrations postgres \"$DATABASE_URL\" up, or outboxkit migrate up)")
+var ErrNoOutboxTable = errors.New("relay: table outbox or outbox_parked does not exist; apply the migrations (outboxkit migrate up, or goose -dir migrations -table outboxkit_db_version postgres \"$DATABASE_URL\" up)")
 
 // Relay publishes outbox events to Kafka. Create it with [New] and start it
 // with [Relay.Run]; several instances, in one process or many, share the work.

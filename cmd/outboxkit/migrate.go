@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -17,25 +18,35 @@ import (
 func init() {
 	register(&command{
 		name:    "migrate",
-		summary: "apply, roll back or show the outboxkit migrations (up|down|status)",
+		summary: "apply, roll back, show, adopt or export the outboxkit migrations (up|down|status|adopt|export)",
 		run: func(ctx context.Context, e *env, args []string) error {
 			return subcommands(ctx, e, "outboxkit migrate",
-				"Apply, roll back or show the outboxkit migrations (the goose migrations embedded in the binary).",
+				"Apply, roll back or show the outboxkit migrations (the goose migrations embedded in the binary),\n"+
+					"recorded in their own version table, "+migrations.VersionTable+", apart from a service's goose_db_version.\n"+
+					"adopt records the versions of a database migrated before that table existed;\n"+
+					"export copies the files into a service's own migrations directory instead.",
 				args, map[string]func(context.Context, *env, []string) error{
 					"up": migrateUp, "down": migrateDown, "status": migrateStatus,
-				}, []string{"up", "down", "status"})
+					"adopt": migrateAdopt, "export": migrateExport,
+				}, []string{"up", "down", "status", "adopt", "export"})
 		},
 	})
 }
 
 // withProvider runs fn with a goose provider over the embedded migrations.
-// A Postgres session lock keeps two migrate runs from interleaving.
+// A Postgres session lock keeps two migrate runs from interleaving. A
+// database in the old layout (outboxkit's versions in goose_db_version) is
+// refused before anything runs: up would fail on the existing tables, and
+// down and status would report a history that is not the real one.
 func withProvider(ctx context.Context, e *env, cmd string, fn func(*goose.Provider) error) error {
 	db, err := openSQL(ctx, e, cmd)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	if err := migrations.CheckLayout(ctx, db); err != nil {
+		return err
+	}
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 60))
 	if err != nil {
 		return err
@@ -203,6 +214,49 @@ func migrateStatus(ctx context.Context, e *env, args []string) error {
 		}
 		return tw.Flush()
 	})
+}
+
+func migrateAdopt(ctx context.Context, e *env, args []string) error {
+	const cmd = "outboxkit migrate adopt"
+	fs := newFlagSet(e, cmd, "[--database-url URL]",
+		"Record in "+migrations.VersionTable+" the outboxkit migrations a database already has, when it was\n"+
+			"migrated before outboxkit kept its own version table (its versions are in goose_db_version).\n"+
+			"No outboxkit table is created, changed or dropped, nothing is applied, and goose_db_version is left as it is.")
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	// No goose provider here: Adopt takes goose's lock itself, in its
+	// transaction, and a session lock held on another connection would block it.
+	db, err := openSQL(ctx, e, cmd)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	res, err := migrations.Adopt(ctx, db)
+	if err != nil {
+		return err
+	}
+	if len(res.Recorded) == 0 {
+		fmt.Fprintf(e.stdout, "nothing to adopt: no outboxkit table exists, or %s already records them (see outboxkit migrate status)\n", migrations.VersionTable)
+	} else {
+		fmt.Fprintf(e.stdout, "recorded versions %s in %s; outboxkit's tables are unchanged\n", joinVersions(res.Recorded), migrations.VersionTable)
+	}
+	if len(res.LegacyRows) > 0 {
+		v := joinVersions(res.LegacyRows)
+		fmt.Fprintf(e.stdout, "goose_db_version still records versions %s, which outboxkit no longer reads. If your service's own\n"+
+			"goose migrations do not use these versions, they are outboxkit's old rows: remove them yourself\n"+
+			"(DELETE FROM goose_db_version WHERE version_id IN (%s)); while they stay, goose takes a migration\n"+
+			"of yours with one of these versions as already applied.\n", v, v)
+	}
+	return nil
+}
+
+func joinVersions(vs []int64) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.FormatInt(v, 10)
+	}
+	return strings.Join(s, ", ")
 }
 
 // noArgs parses flags for a command that takes no positional arguments.

@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/migrations"
 )
 
 func TestMigrate(t *testing.T) {
@@ -110,4 +119,219 @@ func assertTables(t *testing.T, url string, want map[string]bool) {
 			t.Errorf("table %s exists = %v, want %v", table, got, exists)
 		}
 	}
+}
+
+// serviceDB is a database holding a stand-in service's own goose history
+// (users and orders, versions 1 and 2 in goose_db_version).
+type serviceDB struct {
+	url string
+	db  *sql.DB
+	svc *goose.Provider
+}
+
+func newServiceDB(t *testing.T) *serviceDB {
+	t.Helper()
+	_, url := testenv.EmptyDB(t)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	svc, err := goose.NewProvider(goose.DialectPostgres, db, testenv.ServiceMigrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.Up(context.Background()); err != nil || len(res) != 2 {
+		t.Fatalf("service up: %d applied, err %v; want 2", len(res), err)
+	}
+	return &serviceDB{url: url, db: db, svc: svc}
+}
+
+func (s *serviceDB) version(t *testing.T) int64 {
+	t.Helper()
+	v, err := s.svc.GetDBVersion(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+var allOutboxkitTables = map[string]bool{"outbox": true, "outbox_parked": true, "inbox": true, "inbox_dead_letters": true}
+
+// TestMigrateNextToServiceHistory: `outboxkit migrate` in a database whose
+// service already has goose versions 1 and 2 applies outboxkit's own 1 and 2,
+// and neither history's down touches the other's tables.
+func TestMigrateNextToServiceHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newServiceDB(t)
+	env := []string{"DATABASE_URL=" + s.url}
+
+	r := cli(t, env, "migrate", "up").must(t)
+	for _, w := range []string{"up   00001_outbox.sql", "up   00002_inbox.sql", "database at version 2"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Fatalf("migrate up next to a service at version 2: output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	assertTables(t, s.url, allOutboxkitTables)
+	assertTables(t, s.url, map[string]bool{"users": true, "orders": true, migrations.VersionTable: true})
+
+	if _, err := s.svc.DownTo(ctx, 0); err != nil {
+		t.Fatalf("service down to 0: %v", err)
+	}
+	assertTables(t, s.url, map[string]bool{"users": false, "orders": false})
+	assertTables(t, s.url, allOutboxkitTables)
+	r = cli(t, env, "migrate", "status").must(t)
+	if strings.Count(r.stdout, "applied") != 2 {
+		t.Fatalf("migrate status after the service's down to 0:\n%s\nwant both outboxkit migrations applied", r.stdout)
+	}
+	if _, err := s.svc.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	r = cli(t, env, "migrate", "down", "--to", "0").must(t)
+	if !strings.Contains(r.stdout, "database at version 0") {
+		t.Fatalf("migrate down --to 0:\n%s", r.stdout)
+	}
+	assertTables(t, s.url, map[string]bool{"outbox": false, "outbox_parked": false, "inbox": false, "inbox_dead_letters": false})
+	assertTables(t, s.url, map[string]bool{"users": true, "orders": true, "goose_db_version": true})
+	if v := s.version(t); v != 2 {
+		t.Fatalf("after outboxkit migrate down --to 0: service at version %d, want 2", v)
+	}
+
+	cli(t, env, "migrate", "up").must(t)
+	r = cli(t, env, "migrate", "up").must(t)
+	if !strings.Contains(r.stdout, "nothing to do; database at version 2") {
+		t.Fatalf("second migrate up: %q, want nothing to do", r.stdout)
+	}
+	if res, err := s.svc.Up(ctx); err != nil || len(res) != 0 {
+		t.Fatalf("service up when current: %d applied, err %v; want none", len(res), err)
+	}
+	assertTables(t, s.url, allOutboxkitTables)
+}
+
+// TestMigrateAdopt: a database migrated before outboxkit kept its own
+// version table is refused with a message naming the fix, and adopt brings
+// it over without touching the tables or their rows.
+func TestMigrateAdopt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.EmptyDB(t)
+	env := []string{"DATABASE_URL=" + url}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	legacy, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := legacy.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload) VALUES ('orders', 'order', '42', 'OrderPlaced', 'x')`); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, sub := range []string{"up", "down", "status"} {
+		r := cli(t, env, "migrate", sub)
+		if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "run `outboxkit migrate adopt` once") {
+			t.Fatalf("migrate %s on the old layout: exit %d, stderr %q; want 1 and one line naming migrate adopt", sub, r.code, r.stderr)
+		}
+	}
+	assertTables(t, url, map[string]bool{migrations.VersionTable: false})
+
+	r := cli(t, env, "migrate", "adopt").must(t)
+	for _, w := range []string{"recorded versions 1, 2 in " + migrations.VersionTable, "DELETE FROM goose_db_version WHERE version_id IN (1, 2)"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("migrate adopt output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	r = cli(t, env, "migrate", "up").must(t)
+	if !strings.Contains(r.stdout, "nothing to do; database at version 2") {
+		t.Fatalf("migrate up after adopt: %q, want nothing to do", r.stdout)
+	}
+	r = cli(t, env, "migrate", "adopt").must(t)
+	if !strings.Contains(r.stdout, "nothing to adopt") {
+		t.Fatalf("second migrate adopt: %q, want nothing to adopt", r.stdout)
+	}
+	var n, legacyRows int
+	if err := db.QueryRow(`SELECT count(*) FROM outbox`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after adopt: %d outbox rows (err %v), want the 1 written before", n, err)
+	}
+	if err := db.QueryRow(`SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&legacyRows); err != nil || legacyRows != 2 {
+		t.Fatalf("after adopt: %d rows in goose_db_version (err %v), want the 2 left for the user", legacyRows, err)
+	}
+}
+
+// TestMigrateExport copies the migrations into a service's directory and
+// applies the lot with the service's own goose history.
+func TestMigrateExport(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := testenv.ServiceMigrationsDir(t)
+
+	r := cli(t, nil, "migrate", "export", "--dir", dir, "--version", "20260101000001").must(t)
+	want := []string{"00001_users.sql", "00002_orders.sql", "20260101000001_outboxkit_outbox.sql", "20260101000002_outboxkit_inbox.sql"}
+	if got := dirNames(t, dir); !slices.Equal(got, want) {
+		t.Fatalf("after export: %s holds %v, want %v\n%s", dir, got, want, r.stdout)
+	}
+	for src, copied := range map[string]string{"00001_outbox.sql": want[2], "00002_inbox.sql": want[3]} {
+		orig, _ := fs.ReadFile(migrations.FS, src)
+		b, err := os.ReadFile(filepath.Join(dir, copied))
+		if err != nil || !bytes.HasSuffix(b, orig) {
+			t.Fatalf("%s does not end with outboxkit's %s unchanged (err %v)", copied, src, err)
+		}
+	}
+
+	_, url := testenv.EmptyDB(t)
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	svc, err := goose.NewProvider(goose.DialectPostgres, db, os.DirFS(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.Up(ctx); err != nil || len(res) != 4 {
+		t.Fatalf("service goose up over the exported directory: %d applied, err %v; want 4", len(res), err)
+	}
+	assertTables(t, url, allOutboxkitTables)
+	assertTables(t, url, map[string]bool{"users": true, "orders": true, migrations.VersionTable: false})
+
+	// Again: everything is there already, nothing is written or overwritten.
+	r = cli(t, nil, "migrate", "export", "--dir", dir).must(t)
+	if !strings.Contains(r.stdout, "nothing to export") || len(dirNames(t, dir)) != 4 {
+		t.Fatalf("second export: %q, files %v; want nothing exported", r.stdout, dirNames(t, dir))
+	}
+
+	// A version not above the directory's highest is refused, nothing written.
+	other := testenv.ServiceMigrationsDir(t)
+	r = cli(t, nil, "migrate", "export", "--dir", other, "--version", "2")
+	if r.code != 1 || !strings.Contains(r.stderr, "not above 2, the highest version") || len(dirNames(t, other)) != 2 {
+		t.Fatalf("export --version 2 over versions 1..2: exit %d, stderr %q, files %v; want refused", r.code, r.stderr, dirNames(t, other))
+	}
+
+	// By default the versions are goose timestamps of now.
+	cli(t, nil, "migrate", "export", "--dir", other).must(t)
+	names := dirNames(t, other)
+	stamped := regexp.MustCompile(`^\d{14}_outboxkit_(outbox|inbox)\.sql$`)
+	if len(names) != 4 || !stamped.MatchString(names[2]) || !stamped.MatchString(names[3]) {
+		t.Fatalf("export with default versions: %v, want two timestamp-versioned files", names)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }

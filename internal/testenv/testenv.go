@@ -173,8 +173,11 @@ func dropDatabase(name string) {
 
 // ensureTemplate creates, once per migration set, a database with every
 // migration applied. Concurrent test processes serialize on an advisory lock.
+// The name hashes the files and the version table that records them, so a
+// template migrated another way is never reused.
 func ensureTemplate(ctx context.Context) (string, error) {
 	h := sha256.New()
+	h.Write([]byte("version table: " + migrations.VersionTable + "\n"))
 	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
