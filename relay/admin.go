@@ -96,7 +96,7 @@ type Status struct {
 	OldestAge time.Duration
 	// Parked counts parked aggregates.
 	Parked int64
-	// Members counts live relay instances.
+	// Members counts live relay instances of this outbox table.
 	Members int64
 	// Owners maps each owned shard to its owner.
 	Owners []ShardOwner
@@ -112,7 +112,9 @@ type ShardOwner struct {
 	ClientAddr      string
 }
 
-// ReadStatus reads a [Status] snapshot.
+// ReadStatus reads a [Status] snapshot of the outbox table that db's
+// search_path reaches; relays of other outbox tables in the database are
+// not counted.
 func ReadStatus(ctx context.Context, db outbox.DBTX) (Status, error) {
 	var st Status
 	var age float64
@@ -120,10 +122,17 @@ func ReadStatus(ctx context.Context, db outbox.DBTX) (Status, error) {
 		return st, fmt.Errorf("relay: status: %w", err)
 	}
 	st.OldestAge = time.Duration(age * float64(time.Second))
-	if err := db.QueryRow(ctx, countMembers).Scan(&st.Members); err != nil {
+	// The relays of this outbox table are those holding locks in its
+	// namespace (see queries.go); db's search_path picks the table.
+	space, err := resolveLockSpace(ctx, db)
+	if err != nil {
+		return st, err
+	}
+	var pid int32
+	if err := db.QueryRow(ctx, countMembers, uint32(space)).Scan(&st.Members, &pid); err != nil {
 		return st, fmt.Errorf("relay: status: %w", err)
 	}
-	rows, err := db.Query(ctx, shardOwners)
+	rows, err := db.Query(ctx, shardOwners, uint32(space))
 	if err != nil {
 		return st, fmt.Errorf("relay: status: %w", err)
 	}

@@ -18,7 +18,10 @@
 // ID (a generated column). Each relay instance holds a fair share of them
 // through advisory locks on one dedicated connection; an instance that loses
 // that connection stops publishing at once, and the others take its shards
-// within about two RebalanceIntervals. Owned shards are split among a few
+// within about two RebalanceIntervals. The locks are namespaced by the oid of
+// the outbox table the pool's search_path reaches, so services sharing a
+// database with one schema (and one outbox) each have relays that keep
+// apart. Owned shards are split among a few
 // lanes; a lane reads the pending events of its shards in seq order (one
 // round trip, at most BatchSize events and about 16 MiB of keys, payloads
 // and headers, so memory stays bounded whatever the payload sizes),
@@ -44,4 +47,17 @@
 //	return r.Run(ctx) // until ctx ends; finishes in-flight batches first
 //
 // or run the binary cmd/outbox-relay, configured from the environment.
+//
+// # Connections
+//
+// The lock connection is taken from the pool (and kept out of it), so the
+// pool's BeforeConnect and AfterConnect hooks and runtime params apply to it
+// as to every other relay connection: a password or IAM token injected in
+// BeforeConnect, a search_path set in AfterConnect. Session advisory locks
+// need that connection to keep one server session: connect directly or
+// through a session-pooled PgBouncer. Behind PgBouncer in transaction
+// pooling mode, statements move between server connections and the locks
+// stop meaning ownership; the relay detects it (the backend that took its
+// member lock must hold it, and must stay the same) and [Relay.Run] returns
+// [ErrUnstableSession].
 package relay

@@ -1,9 +1,30 @@
 package relay
 
-// Advisory locks use the two-key form; the first key is a namespace:
-// 1868724273 ("obx1") for shard locks, one per shard, held by its owner, and
-// 1868724274 ("obx2") for member locks, one per live relay instance. Locks are
-// per database, so relays of different databases never meet.
+// Advisory lock namespaces. Each outbox table gets its own, derived from the
+// table's oid, so that several outboxes in one database (one schema per
+// service, each relay reaching its own table through its search_path) have
+// relays that never count each other as members nor share shards:
+//
+//   - shard lock: the two-key form pg_try_advisory_lock(int4(oid), shard).
+//     pg_locks shows classid = oid, objid = shard, objsubid = 2.
+//   - member lock: the one-key form pg_try_advisory_lock(oid<<32 | random),
+//     one per live relay instance. pg_locks shows classid = oid,
+//     objid = the random part, objsubid = 1.
+//
+// The two kinds differ by objsubid (Postgres tags the two forms apart), and
+// two tables differ by classid, as oids of pg_class are unique within a
+// database; advisory locks are per database, so relays of different
+// databases never meet. Nothing collides between kinds or tables, whatever
+// the oids. Locks of other applications can only meet ours if they use the
+// outbox table's oid as a key themselves.
+//
+// The oid is resolved once per session on the lock connection ([outboxOID]),
+// through the same search_path the pool's connections use to read the table.
+// Everything that reads pg_locks for these namespaces (the relay's member
+// count, [ReadStatus], the outboxkit status command) passes the same oid.
+
+// outboxOID resolves the outbox table through the session's search_path.
+const outboxOID = `SELECT 'outbox'::regclass::oid`
 
 // NumShards is the number of virtual shards: the outbox table's shard column
 // is hashtext(aggregate_id) & 63 (migration 00001).
@@ -48,26 +69,39 @@ const parkAggregate = `INSERT INTO outbox_parked (aggregate_type, aggregate_id, 
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`
 
-// tryLockShards takes up to $2 of the candidate shards' advisory locks and
-// returns those it took.
-const tryLockShards = `SELECT s FROM unnest($1::int[]) AS s WHERE pg_try_advisory_lock(1868724273, s) LIMIT $2`
+// tryLockShards takes up to $3 of the candidate shards' advisory locks in
+// namespace $1 (lockSpace.shardKey) and returns those it took.
+const tryLockShards = `SELECT s FROM unnest($2::int[]) AS s WHERE pg_try_advisory_lock($1::int4, s) LIMIT $3`
 
-// unlockShard releases one shard.
-const unlockShard = `SELECT pg_advisory_unlock(1868724273, $1)`
+// unlockShard releases one shard: $1 is lockSpace.shardKey, $2 the shard.
+const unlockShard = `SELECT pg_advisory_unlock($1::int4, $2::int4)`
 
-// lockMember registers this instance; the count of member locks is the
-// number of live relays sharing the shards.
-const lockMember = `SELECT pg_try_advisory_lock(1868724274, $1)`
+// lockMember registers this instance ($1 is lockSpace.memberKey); the count
+// of member locks is the number of live relays sharing the shards.
+const lockMember = `SELECT pg_try_advisory_lock($1::int8)`
 
-// countMembers counts live relay instances of this database.
-const countMembers = `SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = 1868724274
+// memberLockHeld says whether this backend holds the member lock ($1 the
+// table oid, $2 the member's objid) and returns its pid. Run on the lock
+// connection right after lockMember: behind a pooler in transaction mode the
+// statements land on different backends and the answer is false.
+const memberLockHeld = `SELECT EXISTS (SELECT 1 FROM pg_locks
+  WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1::oid AND objid = $2::oid
+    AND pid = pg_backend_pid()
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())),
+  pg_backend_pid()`
+
+// countMembers counts the live relay instances of the outbox table whose oid
+// is $1, and returns this session's backend pid (the relay checks it stays
+// the same: see memberLockHeld).
+const countMembers = `SELECT count(*), pg_backend_pid() FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1::oid
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
-// shardOwners lists which backend holds each shard lock, for status output.
+// shardOwners lists which backend holds each shard lock of the outbox table
+// whose oid is $1, for status output.
 const shardOwners = `SELECT l.objid::int AS shard, a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local')
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = 1868724273
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::oid
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY 1`
 

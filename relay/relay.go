@@ -42,8 +42,17 @@ type Relay struct {
 // New returns a Relay that reads the outbox through pool and publishes with
 // cfg. Each of the Lanes holds a pool connection only while it reads or
 // deletes a batch, and the poller and the backlog gauges need one each: a
-// pool of Lanes + 4 connections is plenty. The relay also opens one dedicated connection
-// from pool's configuration to hold its shard locks.
+// pool of Lanes + 4 connections is plenty. The relay also takes one
+// connection out of the pool for good (pgxpool.Conn.Hijack) to hold its
+// shard locks; it is made by the pool, so the pool's BeforeConnect and
+// AfterConnect hooks and runtime params apply to it too. That connection
+// must keep one server session: connect directly or through a
+// session-pooled PgBouncer, not one in transaction pooling mode (Run
+// returns [ErrUnstableSession]).
+//
+// The relay publishes the outbox table that the pool's search_path reaches;
+// relays of distinct outbox tables in one database (one schema per service)
+// keep apart: their advisory locks are namespaced by the table's oid.
 func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if pool == nil {
 		return nil, errors.New("relay: pool is nil")
@@ -90,7 +99,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrNoOutboxTable) {
+		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrUnstableSession) {
 			return err
 		}
 		backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
@@ -170,10 +179,9 @@ func (l *lane) releaseAll() {
 // fails, in which case every lane is cancelled at once: without the lock,
 // another instance may already own the shards.
 func (r *Relay) session(ctx context.Context) (err error) {
-	connCfg := r.pool.Config().ConnConfig.Copy()
 	host, _ := os.Hostname()
-	connCfg.RuntimeParams["application_name"] = fmt.Sprintf("outbox-relay %s %d", host, os.Getpid())
-	conn, err := pgx.ConnectConfig(ctx, connCfg)
+	appName := fmt.Sprintf("outbox-relay %s %d", host, os.Getpid())
+	conn, err := lockConn(ctx, r.pool, appName)
 	if err != nil {
 		return fmt.Errorf("relay: lock connection: %w", err)
 	}
@@ -186,15 +194,26 @@ func (r *Relay) session(ctx context.Context) (err error) {
 		}
 		return fmt.Errorf("relay: check outbox table: %w", err)
 	}
+	space, err := resolveLockSpace(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var member uint32
 	for {
+		member = rand.Uint32()
 		var ok bool
-		if err := conn.QueryRow(ctx, lockMember, rand.Int32()).Scan(&ok); err != nil {
+		if err := conn.QueryRow(ctx, lockMember, space.memberKey(member)).Scan(&ok); err != nil {
 			return fmt.Errorf("relay: register member: %w", err)
 		}
 		if ok {
 			break
 		}
 	}
+	pid, err := checkSession(ctx, conn, space, member)
+	if err != nil {
+		return err
+	}
+	ls := &lockSession{conn: conn, space: space, pid: pid}
 
 	// hard is cancelled when the lock connection is lost: lanes abandon
 	// their batch at once (it stays in the outbox and is published again).
@@ -266,11 +285,11 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}()
 
 	r.ready.Store(true)
-	r.log.InfoContext(ctx, "relay session started", "application_name", connCfg.RuntimeParams["application_name"], "lanes", len(lanes))
+	r.log.InfoContext(ctx, "relay session started", "application_name", appName, "outbox_oid", uint32(space), "lanes", len(lanes))
 	tick := time.NewTicker(r.cfg.RebalanceInterval)
 	defer tick.Stop()
 	for {
-		if err := r.rebalance(ctx, conn, &mu, handles, lanes); err != nil {
+		if err := r.rebalance(ctx, ls, &mu, handles, lanes); err != nil {
 			return err
 		}
 		select {
@@ -281,17 +300,32 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}
 }
 
+// lockSession is the lock connection of one session and what identifies
+// its locks.
+type lockSession struct {
+	conn  *pgx.Conn
+	space lockSpace
+	pid   int32 // the backend holding the locks
+}
+
 // rebalance checks the lock connection, unlocks shards their lanes have let
 // go, and moves this instance's share toward ceil(64 / live instances).
-func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, handles map[int]*shardHandle, lanes []*lane) error {
+func (r *Relay) rebalance(ctx context.Context, ls *lockSession, mu *sync.Mutex, handles map[int]*shardHandle, lanes []*lane) error {
+	conn := ls.conn
 	qctx, cancel := context.WithTimeout(ctx, 3*r.cfg.RebalanceInterval+2*time.Second)
 	defer cancel()
 	var members int64
-	if err := conn.QueryRow(qctx, countMembers).Scan(&members); err != nil {
+	var pid int32
+	if err := conn.QueryRow(qctx, countMembers, uint32(ls.space)).Scan(&members, &pid); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("relay: lock connection lost: %w", err)
+	}
+	if pid != ls.pid {
+		// A pgx connection never changes backend by itself: a pooler moved
+		// the session, and with it the locks.
+		return ErrUnstableSession
 	}
 	if members < 1 {
 		members = 1
@@ -333,7 +367,7 @@ func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, h
 	mu.Unlock()
 
 	for _, shard := range finished {
-		if _, err := conn.Exec(qctx, unlockShard, shard); err != nil {
+		if _, err := conn.Exec(qctx, unlockShard, ls.space.shardKey(), shard); err != nil {
 			return fmt.Errorf("relay: unlock shard %d: %w", shard, err)
 		}
 		r.log.DebugContext(ctx, "released shard", "shard", shard)
@@ -348,7 +382,7 @@ func (r *Relay) rebalance(ctx context.Context, conn *pgx.Conn, mu *sync.Mutex, h
 				candidates = append(candidates, int32(s))
 			}
 		}
-		rows, err := conn.Query(qctx, tryLockShards, candidates, want)
+		rows, err := conn.Query(qctx, tryLockShards, ls.space.shardKey(), candidates, want)
 		if err != nil {
 			return fmt.Errorf("relay: lock shards: %w", err)
 		}

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
@@ -140,4 +144,74 @@ func insertDeadLetter(t *testing.T, db *testenv.DB, group, messageID, topic, key
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestStatusPerSchema: two services share a database, one schema and one
+// outbox each. With DATABASE_URL's search_path naming one schema, status
+// shows that outbox's relay alone, owning every shard.
+func TestStatusPerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, dbURL := testenv.EmptyDB(t)
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	envs := map[string][]string{}
+	for _, schema := range []string{"svc_a", "svc_b"} {
+		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			t.Skipf("DATABASE_URL is not a URL: %v", err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		envs[schema] = []string{"DATABASE_URL=" + u.String()}
+		cli(t, envs[schema], "migrate", "up").must(t)
+
+		pool, err := pgxpool.New(ctx, u.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		rl, err := relay.New(pool, relay.Config{Brokers: testenv.Brokers(t), RebalanceInterval: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- rl.Run(rctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("relay.Run on %s: %v", schema, err)
+			}
+		}()
+	}
+	pids := map[int32]string{}
+	for schema, env := range envs {
+		deadline := time.Now().Add(20 * time.Second)
+		var st statusJSON
+		for {
+			st = readStatus(t, env)
+			if st.ShardsOwned == relay.NumShards && len(st.Owners) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v, want one relay owning all %d shards", schema, st, relay.NumShards)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if st.RelayInstances != 1 {
+			t.Fatalf("%s: %d relay instances, want 1 (the other schema's relay is not this outbox's)", schema, st.RelayInstances)
+		}
+		if other, ok := pids[st.Owners[0].PID]; ok {
+			t.Fatalf("%s and %s show the same owner, backend %d", schema, other, st.Owners[0].PID)
+		}
+		pids[st.Owners[0].PID] = schema
+	}
 }

@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/outbox"
+)
+
+// ErrUnstableSession is returned by [Relay.Run] when the statements of the
+// relay's lock connection do not all run in one server session, as behind
+// PgBouncer in transaction (or statement) pooling mode. The relay's shard
+// ownership rests on session advisory locks, which such a pooler hands to
+// whichever client next borrows the server connection; the relay refuses to
+// run rather than publish shards it does not really own.
+var ErrUnstableSession = errors.New("relay: the database session is not stable (statements ran on different server backends), as behind PgBouncer in transaction pooling mode; session advisory locks need a direct connection or a session-pooled one (PgBouncer pool_mode=session)")
+
+// lockSpace is the namespace of one outbox table's advisory locks: the
+// table's oid. See the comment at the top of queries.go for the derivation
+// and why shard and member locks of distinct tables never collide.
+type lockSpace uint32
+
+// shardKey is the first key of the two-key shard locks. Postgres stores it
+// as the lock's classid, an unsigned oid, so oids above 2^31 survive the
+// round trip through a negative int4.
+func (s lockSpace) shardKey() int32 { return int32(s) }
+
+// memberKey is the one-key member lock of the instance whose random part is
+// id: classid = the oid, objid = id.
+func (s lockSpace) memberKey(id uint32) int64 { return int64(uint64(s)<<32 | uint64(id)) }
+
+// resolveLockSpace returns the lock namespace of the outbox table that db's
+// search_path reaches, or ErrNoOutboxTable.
+func resolveLockSpace(ctx context.Context, db outbox.DBTX) (lockSpace, error) {
+	var oid uint32
+	if err := db.QueryRow(ctx, outboxOID).Scan(&oid); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return 0, ErrNoOutboxTable
+		}
+		return 0, fmt.Errorf("relay: resolve outbox table: %w", err)
+	}
+	return lockSpace(oid), nil
+}
+
+// lockConn takes a connection out of pool for the session's locks. Going
+// through the pool runs its BeforeConnect and AfterConnect hooks (a rotated
+// password or an IAM token, a search_path) and applies its runtime params,
+// exactly as for the connections the lanes use; Hijack then removes it from
+// the pool, so it is neither handed to anyone else nor closed by
+// MaxConnLifetime while it holds locks.
+func lockConn(ctx context.Context, pool *pgxpool.Pool, appName string) (*pgx.Conn, error) {
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn := pc.Hijack()
+	// The application name tells operators (outboxkit status) which relay
+	// owns which shards; set it per session, as the pool's connections share
+	// one configuration.
+	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", appName); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return conn, nil
+}
+
+// checkSession verifies, right after the member lock was taken on conn, that
+// this very session holds it, and returns the session's backend pid. Behind
+// a pooler in transaction mode the lock statement and this one run on
+// different backends (or the lock sits on a backend other clients now use),
+// and the answer is ErrUnstableSession.
+func checkSession(ctx context.Context, conn *pgx.Conn, space lockSpace, member uint32) (pid int32, err error) {
+	var held bool
+	if err := conn.QueryRow(ctx, memberLockHeld, uint32(space), member).Scan(&held, &pid); err != nil {
+		return 0, fmt.Errorf("relay: check member lock: %w", err)
+	}
+	if !held {
+		return 0, ErrUnstableSession
+	}
+	return pid, nil
+}
