@@ -18,7 +18,8 @@ import (
 // The chaos run keeps its own workload (this file) and consumer
 // (shipping.go) rather than importing examples/orders and
 // examples/shipping: examples are leaves that programs of the module do not
-// import (docs/design.md), and the run must not change when an example does.
+// import (README, Layout; examples/imports_test.go checks it), and the run
+// must not change when an example does.
 
 // Order event types.
 const (
