@@ -93,7 +93,6 @@ func Handler(consumer, topic string) inbox.Handler {
 		if !ok {
 			return nil // not an event shipping cares about
 		}
-		status := react.status
 		var ev orderEvent
 		if err := json.Unmarshal(msg.Value, &ev); err != nil {
 			return fmt.Errorf("shipping: decode %s: %w", eventType, err)
@@ -103,7 +102,7 @@ func Handler(consumer, topic string) inbox.Handler {
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO shipments (order_id, status, version) VALUES ($1, $2, $3)
 ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = excluded.version, updated_at = now()`,
-			ev.OrderID, status, ev.Version); err != nil {
+			ev.OrderID, react.status, ev.Version); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO shipping_log (order_id, version, event_id, event_type, consumer) VALUES ($1, $2, $3, $4, $5)`,
@@ -115,7 +114,7 @@ ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = exclude
 		// between the produce and the commit would emit it and then apply
 		// the event again on redelivery, emitting it twice.
 		out, err := outbox.NewJSONEvent(topic, "shipment", ev.OrderID, react.followUp, Event{
-			OrderID: ev.OrderID, OrderVersion: ev.Version, Status: status, CausationID: msg.ID,
+			OrderID: ev.OrderID, OrderVersion: ev.Version, Status: react.status, CausationID: msg.ID,
 		})
 		if err != nil {
 			return err
