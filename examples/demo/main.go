@@ -1,8 +1,11 @@
 // Command demo runs outboxkit end to end, as `make demo` does: the orders
 // service writes events with outbox.Write in its transactions, relays publish
-// them to Kafka, and shipping consumers apply them with the inbox. A live
-// progress line shows what is written, published and applied; the run ends
-// with a verification that every order's events were applied once, in order.
+// them to Kafka, and shipping consumers apply them with the inbox, each
+// writing one follow-up event in the same transaction, which the relays
+// publish in turn. A live progress line shows what is written, published and
+// applied; the run ends with a verification that every order's events were
+// applied once, in order, and that the shipments topic holds exactly one
+// follow-up event per applied event.
 //
 // Kafka is the broker named by KAFKA_BROKERS when set, otherwise an
 // in-process broker (kfake) started by the demo. PostgreSQL comes from
@@ -24,6 +27,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,12 +36,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/outboxkit/outboxkit/examples/orders"
 	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/inbox"
-	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/outboxkit/outboxkit/migrations"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -108,14 +110,19 @@ func run(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	defer stopKafka()
-	topic := fmt.Sprintf("orders-demo-%d", time.Now().Unix())
+	// Names unique to the run: a real broker keeps the topics and groups of
+	// earlier runs.
+	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
+	topic, shipTopic := "orders-demo-"+runID, "shipments-demo-"+runID
 	topicCtx, cancelTopic := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelTopic()
-	if err := kafkatopic.Create(topicCtx, brokers, topic, o.partitions); err != nil {
-		return false, err
+	for _, t := range []string{topic, shipTopic} {
+		if err := createTopic(topicCtx, brokers, t, o.partitions); err != nil {
+			return false, err
+		}
 	}
-	fmt.Printf("demo: PostgreSQL database %s, Kafka %s (%s), topic %s with %d partitions\n",
-		o.database, strings.Join(brokers, ","), kind, topic, o.partitions)
+	fmt.Printf("demo: PostgreSQL database %s, Kafka %s (%s), topics %s and %s with %d partitions each\n",
+		o.database, strings.Join(brokers, ","), kind, topic, shipTopic, o.partitions)
 	fmt.Printf("demo: orders service writing up to %.0f changes/s for %s; %d relays; %d shipping consumers\n",
 		o.rate, o.duration, o.relays, o.consumers)
 
@@ -131,7 +138,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- r.Run(runCtx) }()
 	}
-	group := fmt.Sprintf("shipping-demo-%d", time.Now().Unix())
+	group := "shipping-demo-" + runID
 	for i := 0; i < o.consumers; i++ {
 		name := fmt.Sprintf("shipping-%d", i)
 		c, err := inbox.NewConsumer(pool, inbox.Config{
@@ -139,7 +146,7 @@ func run(ctx context.Context, o options) (bool, error) {
 			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
 			RebalanceTimeout: 10 * time.Second, JoinGroupBackoff: 500 * time.Millisecond,
 			MaxWait: 100 * time.Millisecond, Logger: logger.With("consumer", name),
-		}, shipping.Handler(name))
+		}, shipping.Handler(name, shipTopic))
 		if err != nil {
 			return false, err
 		}
@@ -153,12 +160,12 @@ func run(ctx context.Context, o options) (bool, error) {
 	loadErr := make(chan error, 1)
 	go func() { loadErr <- load.Run(loadCtx, orders.New(pool, topic)) }()
 
-	p := &progress{pool: pool, load: load, tty: isTerminal()}
+	p := &progress{pool: pool, load: load, shipTopic: shipTopic, tty: isTerminal()}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	writing := true
 	var drainDeadline time.Time
-	var lastApplied int64
+	var last counts
 	for done := false; !done; {
 		select {
 		case err := <-loadErr:
@@ -170,12 +177,13 @@ func run(ctx context.Context, o options) (bool, error) {
 		case err := <-errs:
 			return false, fmt.Errorf("a relay or consumer stopped: %v", err)
 		case <-tick.C:
-			applied, err := p.print(ctx, writing)
+			c, err := p.print(ctx, writing)
 			if err != nil && ctx.Err() == nil {
 				return false, err
 			}
-			lastApplied = applied
-			if !writing && (applied >= load.Written() || time.Now().After(drainDeadline)) {
+			last = c
+			drained := c.applied >= load.Written() && c.pendingFollowUps == 0
+			if !writing && (drained || time.Now().After(drainDeadline)) {
 				done = true
 			}
 		case <-ctx.Done():
@@ -196,9 +204,32 @@ func run(ctx context.Context, o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	readCtx, cancelRead := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancelRead()
+	records, err := readToEnd(readCtx, brokers, shipTopic)
+	if err != nil {
+		return false, err
+	}
+	followUps := make([]shipping.FollowUp, 0, len(records))
+	for _, m := range records {
+		var f shipping.FollowUp
+		for _, h := range m.Headers {
+			switch h.Key {
+			case inbox.HeaderID:
+				f.ID = string(h.Value)
+			case shipping.HeaderCausationID:
+				f.CausationID = string(h.Value)
+			}
+		}
+		followUps = append(followUps, f)
+	}
+	fu, err := shipping.VerifyFollowUps(context.WithoutCancel(ctx), pool, followUps)
+	if err != nil {
+		return false, err
+	}
 	elapsed := time.Since(start)
 	fmt.Println()
-	fmt.Println("verification (shipping_log against the orders table)")
+	fmt.Println("verification (shipping_log against the orders table; the shipments topic against shipping_log)")
 	fmt.Printf("  orders                  %d\n", len(versions))
 	fmt.Printf("  events written          %d\n", rep.Expected)
 	fmt.Printf("  events applied          %d\n", rep.Applied)
@@ -206,42 +237,56 @@ func run(ctx context.Context, o options) (bool, error) {
 	fmt.Printf("  applied twice           %d\n", rep.Duplicates)
 	fmt.Printf("  applied out of order    %d\n", rep.OutOfOrder)
 	fmt.Printf("  unknown events          %d\n", rep.Unexpected)
+	fmt.Printf("  follow-up records       %d (on %s, relay copies included)\n", fu.Records, shipTopic)
+	fmt.Printf("  distinct follow-ups     %d\n", fu.FollowUps)
+	fmt.Printf("  applied, no follow-up   %d\n", fu.Missing)
+	fmt.Printf("  extra follow-ups        %d\n", fu.Extra)
+	fmt.Printf("  follow-ups, no cause    %d\n", fu.Orphans)
 	fmt.Printf("  wall time               %s\n", elapsed.Round(100*time.Millisecond))
-	if rep.OK() && int64(rep.Expected) == load.Written() && lastApplied >= load.Written() {
-		fmt.Println("PASS: every order's events were applied exactly once, in order")
+	if rep.OK() && int64(rep.Expected) == load.Written() && last.applied >= load.Written() &&
+		fu.OK() && fu.Applied == rep.Expected {
+		fmt.Println("PASS: every order's events were applied exactly once, in order, each with exactly one follow-up event")
 		return true, nil
 	}
 	fmt.Println("FAIL: see the counts above")
 	return false, nil
 }
 
-// progress prints the live line: written, published, applied, lag.
+// progress prints the live line: written, published, applied, lag, and
+// follow-ups published.
 type progress struct {
-	pool *pgxpool.Pool
-	load *orders.Load
-	tty  bool
-	last time.Time
+	pool      *pgxpool.Pool
+	load      *orders.Load
+	shipTopic string
+	tty       bool
 }
 
-func (p *progress) print(ctx context.Context, writing bool) (applied int64, err error) {
-	var pending int64
-	err = p.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM outbox), (SELECT count(DISTINCT event_id) FROM shipping_log)`).Scan(&pending, &applied)
+// counts is what one progress line read.
+type counts struct {
+	pending          int64 // order events in the outbox
+	pendingFollowUps int64 // follow-up events in the outbox
+	applied          int64 // distinct order events applied, as many follow-ups written
+}
+
+func (p *progress) print(ctx context.Context, writing bool) (c counts, err error) {
+	err = p.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE topic <> $1), count(*) FILTER (WHERE topic = $1),
+(SELECT count(DISTINCT event_id) FROM shipping_log) FROM outbox`, p.shipTopic).Scan(&c.pending, &c.pendingFollowUps, &c.applied)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	written := p.load.Written()
 	phase := "writing"
 	if !writing {
 		phase = "draining"
 	}
-	line := fmt.Sprintf("[%s] written %d  published %d  applied %d  lag %d",
-		phase, written, max(written-pending, 0), applied, max(written-applied, 0))
+	line := fmt.Sprintf("[%s] written %d  published %d  applied %d  lag %d  follow-ups published %d",
+		phase, written, max(written-c.pending, 0), c.applied, max(written-c.applied, 0), max(c.applied-c.pendingFollowUps, 0))
 	if p.tty {
 		fmt.Printf("\r\033[K%s", line)
 	} else {
 		fmt.Println(line)
 	}
-	return applied, nil
+	return c, nil
 }
 
 func (p *progress) finish() {
@@ -293,16 +338,4 @@ func freshDatabase(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	return u.String(), nil
-}
-
-// kafkaBrokers returns KAFKA_BROKERS, or starts an in-process broker.
-func kafkaBrokers() (brokers []string, kind string, stop func(), err error) {
-	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
-		return strings.Split(env, ","), "from KAFKA_BROKERS", func() {}, nil
-	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("start the in-process Kafka broker: %w", err)
-	}
-	return c.ListenAddrs(), "in-process kfake broker; set KAFKA_BROKERS for a real one", c.Close, nil
 }

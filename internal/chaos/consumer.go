@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/inbox"
 )
 
@@ -43,7 +42,7 @@ func consumerConfig(brokers []string, topic, group string, log *slog.Logger) inb
 	}
 }
 
-// runConsumer is the consumer process: shipping's inbox handler on the chaos
+// runConsumer is the consumer process: applyHandler on the chaos
 // topic until SIGTERM or SIGINT. Its pool takes DATABASE_URL as given, so
 // the parent names its sessions (application_name) for pg_terminate_backend.
 func runConsumer() int {
@@ -75,7 +74,7 @@ func runConsumer() int {
 	}
 	defer pool.Close()
 
-	c, err := inbox.NewConsumer(pool, consumerConfig(brokers, topic, group, log), shipping.Handler(name))
+	c, err := inbox.NewConsumer(pool, consumerConfig(brokers, topic, group, log), applyHandler(name))
 	if err != nil {
 		return fail(err)
 	}

@@ -11,8 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
 
-	"github.com/outboxkit/outboxkit/examples/orders"
-	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/migrations"
 )
 
@@ -76,8 +74,7 @@ func dropDatabase(ctx context.Context, adminURL, name string) error {
 	return err
 }
 
-// migrate applies outboxkit's migrations and the two example services'
-// tables to the database at dbURL.
+// migrate applies outboxkit's migrations and the run's own tables to the database at dbURL.
 func migrate(ctx context.Context, dbURL string, pool *pgxpool.Pool) error {
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
@@ -87,10 +84,7 @@ func migrate(ctx context.Context, dbURL string, pool *pgxpool.Pool) error {
 	if err := migrations.Up(ctx, db); err != nil {
 		return err
 	}
-	if err := orders.Migrate(ctx, pool); err != nil {
-		return err
-	}
-	return shipping.Migrate(ctx, pool)
+	return migrateTables(ctx, pool)
 }
 
 // stats is what the chaos database holds at one moment.

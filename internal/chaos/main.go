@@ -3,18 +3,18 @@
 // within an aggregate while processes, connections and the broker fail.
 //
 // One run sets up a fresh database chaos_<seed> on DATABASE_URL's server
-// (outboxkit's migrations plus the tables of examples/orders and
-// examples/shipping), a fresh 6-partition topic on KAFKA_BROKERS and a
+// (outboxkit's migrations plus its own orders, shipments and
+// shipping_log tables, schema.sql), a fresh 6-partition topic on KAFKA_BROKERS and a
 // fresh consumer group, then runs for -duration:
 //
-//   - writers, in this process: orders.Load (new orders, payments,
+//   - writers, in this process: orderLoad (new orders, payments,
 //     cancellations), hot orders paid and cancelled by several goroutines
 //     at once, and transactions that lock their order row, write the event
 //     and commit 0.5-3s later;
 //   - two cmd/outbox-relay processes publishing the outbox;
 //   - three consumer processes (this binary re-executed with
 //     OUTBOXKIT_CHAOS_ROLE=consumer) applying the events exactly once with
-//     the inbox and shipping.Handler;
+//     the inbox and applyHandler;
 //   - a fault injector that every few seconds picks one of: SIGKILL a relay
 //     or a consumer (restarted a moment later), pg_terminate_backend on a
 //     relay's lock or pool sessions or on a consumer's sessions, a consumer
@@ -23,7 +23,7 @@
 //
 // Then the writers and the faults stop, every process and the broker are
 // brought back, the run waits for the outbox and the consumers to drain and
-// checks shipping_log against the orders table with shipping.Verify: every
+// checks shipping_log against the orders table with verify: every
 // committed event applied once, in order per order. It prints a table and
 // exits 1 on a violation (lost, applied twice, out of order, unknown), a
 // drain timeout, or fewer faults (kinds) than -min-faults (-min-kinds).
@@ -67,8 +67,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/examples/orders"
-	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
@@ -104,7 +102,7 @@ func parseFlags() options {
 	var o options
 	flag.Uint64Var(&o.seed, "seed", 0, "seed of the writers and the fault plan; 0 picks one at random (printed)")
 	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "how long the writers and the faults run, before the drain")
-	flag.Float64Var(&o.rate, "rate", 200, "events per second of orders.Load")
+	flag.Float64Var(&o.rate, "rate", 200, "events per second of the steady order load")
 	flag.Float64Var(&o.hotRate, "hot-rate", 30, "changes per second to the hot orders")
 	flag.IntVar(&o.hotWorkers, "hot-writers", 3, "goroutines changing the hot orders")
 	flag.IntVar(&o.lateWriters, "late-writers", 4, "goroutines writing transactions that commit 0.5-3s late")
@@ -292,7 +290,7 @@ func run() int {
 	logf("started %d relays and %d consumers", o.relays, o.consumers)
 
 	w := &writers{
-		pool: pool, svc: orders.New(pool, topic), topic: topic, seed: o.seed, logf: logf,
+		pool: pool, svc: &orderService{pool: pool, topic: topic}, topic: topic, seed: o.seed, logf: logf,
 		loadRate: o.rate, hotRate: o.hotRate, hotWorkers: o.hotWorkers, lateN: o.lateWriters,
 	}
 	progressCtx, stopProgress := context.WithCancel(ctx)
@@ -344,11 +342,11 @@ func run() int {
 
 	vctx, cancelV := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelV()
-	versions, err := orders.Versions(vctx, admin)
+	versions, err := orderVersions(vctx, admin)
 	if err != nil {
 		return fail(1, "read orders: %v", err)
 	}
-	rep, err := shipping.Verify(vctx, admin, versions)
+	rep, err := verify(vctx, admin, versions)
 	if err != nil {
 		return fail(1, "%v", err)
 	}
@@ -366,17 +364,17 @@ func run() int {
 	if !drained {
 		violations = append(violations, fmt.Sprintf("the drain did not finish within %s", o.drainTimeout))
 	}
-	if rep.Lost > 0 {
-		violations = append(violations, fmt.Sprintf("%d events lost", rep.Lost))
+	if rep.lost > 0 {
+		violations = append(violations, fmt.Sprintf("%d events lost", rep.lost))
 	}
-	if rep.Duplicates > 0 {
-		violations = append(violations, fmt.Sprintf("%d events applied twice", rep.Duplicates))
+	if rep.duplicates > 0 {
+		violations = append(violations, fmt.Sprintf("%d events applied twice", rep.duplicates))
 	}
-	if rep.OutOfOrder > 0 {
-		violations = append(violations, fmt.Sprintf("%d events applied out of order", rep.OutOfOrder))
+	if rep.outOfOrder > 0 {
+		violations = append(violations, fmt.Sprintf("%d events applied out of order", rep.outOfOrder))
 	}
-	if rep.Unexpected > 0 {
-		violations = append(violations, fmt.Sprintf("%d applied events unknown to the orders table", rep.Unexpected))
+	if rep.unexpected > 0 {
+		violations = append(violations, fmt.Sprintf("%d applied events unknown to the orders table", rep.unexpected))
 	}
 	if total < o.minFaults {
 		violations = append(violations, fmt.Sprintf("only %d faults injected (at least %d required)", total, o.minFaults))
@@ -467,7 +465,7 @@ func drain(ctx context.Context, db *pgxpool.Pool, timeout time.Duration, logf fu
 // result is the final table.
 type result struct {
 	o                   options
-	rep                 shipping.Report
+	rep                 report
 	written             int64
 	load, hot, late     int64
 	last                stats
@@ -497,20 +495,20 @@ func (r result) table() string {
 	}
 	b.WriteString("\n==== chaos run result ====\n")
 	row("seed", strconv.FormatUint(r.o.seed, 10), "")
-	row("events written", n(r.written), fmt.Sprintf("orders table: %d committed", r.rep.Expected))
-	row("  steady load", n(r.load), "orders.Load")
+	row("events written", n(r.written), fmt.Sprintf("orders table: %d committed", r.rep.expected))
+	row("  steady load", n(r.load), "orderLoad")
 	row("  hot orders", n(r.hot), "a few orders changed by several goroutines")
 	row("  late commits", n(r.late), "committed 0.5-3s after writing the event")
-	row("events applied", n(int64(r.rep.Applied)), "distinct events in shipping_log")
+	row("events applied", n(int64(r.rep.applied)), "distinct events in shipping_log")
 	if r.recordsErr == nil {
-		row("records in Kafka", n(r.records), fmt.Sprintf("%d more than events: relay redeliveries, dropped by the inbox", r.records-int64(r.rep.Expected)))
+		row("records in Kafka", n(r.records), fmt.Sprintf("%d more than events: relay redeliveries, dropped by the inbox", r.records-int64(r.rep.expected)))
 	} else {
 		row("records in Kafka", "?", r.recordsErr.Error())
 	}
-	row("lost", n(int64(r.rep.Lost)), must0(r.rep.Lost))
-	row("applied twice", n(int64(r.rep.Duplicates)), must0(r.rep.Duplicates))
-	row("out of order", n(int64(r.rep.OutOfOrder)), must0(r.rep.OutOfOrder))
-	row("unknown events applied", n(int64(r.rep.Unexpected)), must0(r.rep.Unexpected))
+	row("lost", n(int64(r.rep.lost)), must0(r.rep.lost))
+	row("applied twice", n(int64(r.rep.duplicates)), must0(r.rep.duplicates))
+	row("out of order", n(int64(r.rep.outOfOrder)), must0(r.rep.outOfOrder))
+	row("unknown events applied", n(int64(r.rep.unexpected)), must0(r.rep.unexpected))
 	row("dead letters", n(r.last.deadLetters), "")
 	row("parked aggregates", n(r.last.parked), "")
 	row("faults injected", strconv.Itoa(r.faults), fmt.Sprintf("at least %d", r.o.minFaults))
@@ -526,7 +524,7 @@ func (r result) table() string {
 	row("faults skipped", strconv.Itoa(r.skipped), "target gone or no session to terminate")
 	row("unexpected process exits", strconv.Itoa(r.unexpected), "")
 	row("throughput written", fmt.Sprintf("%.1f/s", float64(r.written)/r.loadTime.Seconds()), fmt.Sprintf("over the %s load", r.loadTime.Round(100*time.Millisecond)))
-	row("throughput applied", fmt.Sprintf("%.1f/s", float64(r.rep.Applied)/(r.loadTime+r.drainTime).Seconds()), "over load and drain")
+	row("throughput applied", fmt.Sprintf("%.1f/s", float64(r.rep.applied)/(r.loadTime+r.drainTime).Seconds()), "over load and drain")
 	drain := r.drainTime.Round(100 * time.Millisecond).String()
 	if !r.drained {
 		drain += " (TIMED OUT)"

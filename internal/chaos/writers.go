@@ -12,14 +12,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/examples/orders"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
 // writers produces the run's events, all through the orders table and the
-// outbox in one transaction, the way examples/orders does:
+// outbox in one transaction, the way the orders service of
+// orders.go does:
 //
-//   - load: orders.Load, a steady stream of new orders, payments and
+//   - load: orderLoad, a steady stream of new orders, payments and
 //     cancellations over many orders;
 //   - hot: a few orders paid and cancelled by several goroutines at once,
 //     each replaced by a fresh order once cancelled, so one aggregate's
@@ -32,7 +32,7 @@ import (
 //     the row lock, so per-order commit order is well defined).
 type writers struct {
 	pool  *pgxpool.Pool
-	svc   *orders.Service
+	svc   *orderService
 	topic string
 	seed  uint64
 	logf  func(format string, args ...any)
@@ -42,8 +42,8 @@ type writers struct {
 	hotWorkers int
 	lateN      int
 
-	loads   atomic.Int64 // events of finished orders.Load runs
-	current atomic.Pointer[orders.Load]
+	loads   atomic.Int64 // events of finished orderLoad runs
+	current atomic.Pointer[orderLoad]
 	hot     atomic.Int64
 	late    atomic.Int64
 	errs    atomic.Int64
@@ -53,7 +53,7 @@ type writers struct {
 func (w *writers) written() int64 {
 	n := w.loads.Load() + w.hot.Load() + w.late.Load()
 	if l := w.current.Load(); l != nil {
-		n += l.Written()
+		n += l.written.Load()
 	}
 	return n
 }
@@ -79,15 +79,15 @@ func (w *writers) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// runLoad runs orders.Load; after a write error (none is expected: the
+// runLoad runs orderLoad; after a write error (none is expected: the
 // faults spare the writers' sessions) it logs it and goes on with a new
 // order ID prefix, since the failed Load's orders may be half done.
 func (w *writers) runLoad(ctx context.Context) {
 	for gen := 0; ctx.Err() == nil; gen++ {
-		l := &orders.Load{Rate: w.loadRate, Workers: 4, Prefix: fmt.Sprintf("load%d", gen), Seed: w.seed + uint64(gen)}
+		l := &orderLoad{rate: w.loadRate, workers: 4, prefix: fmt.Sprintf("load%d", gen), seed: w.seed + uint64(gen)}
 		w.current.Store(l)
-		err := l.Run(ctx, w.svc)
-		w.loads.Add(l.Written())
+		err := l.run(ctx, w.svc)
+		w.loads.Add(l.written.Load())
 		w.current.Store(nil)
 		if err != nil {
 			w.errs.Add(1)
@@ -135,14 +135,14 @@ func (w *writers) runHot(ctx context.Context, g int, hot *slots) {
 		cancel := rng.IntN(10) >= 6
 		var err error
 		if cancel {
-			err = w.svc.Cancel(wctx, id)
+			err = w.svc.cancel(wctx, id)
 		} else {
-			err = w.svc.Pay(wctx, id)
+			err = w.svc.pay(wctx, id)
 		}
 		switch {
 		case err == nil:
 			w.hot.Add(1)
-		case errors.Is(err, orders.ErrConflict):
+		case errors.Is(err, errConflict):
 			// Paid already, or cancelled by another goroutine.
 		default:
 			w.errs.Add(1)
@@ -168,7 +168,7 @@ func (w *writers) rotateHot(ctx context.Context, hot *slots, i int, old string) 
 	if old != "" {
 		id = hot.newID(i)
 	}
-	if err := w.svc.Place(ctx, id, 100); err != nil {
+	if err := w.svc.place(ctx, id, 100); err != nil {
 		w.errs.Add(1)
 		w.logf("writer: place hot order %s: %v", id, err)
 		return
@@ -184,9 +184,9 @@ var next = map[string][]string{
 }
 
 var eventFor = map[string]string{
-	"placed":    orders.EventPlaced,
-	"paid":      orders.EventPaid,
-	"cancelled": orders.EventCancelled,
+	"placed":    eventPlaced,
+	"paid":      eventPaid,
+	"cancelled": eventCancelled,
 }
 
 // runLate writes one late-committing change after another.
@@ -223,7 +223,7 @@ func (w *writers) lateChange(ctx context.Context, id string, hold time.Duration,
 	}
 	defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
 
-	ev := orders.Event{OrderID: id}
+	ev := orderEvent{OrderID: id}
 	var status string
 	err = tx.QueryRow(ctx, `SELECT status, version, total_cents FROM orders WHERE id = $1 FOR UPDATE`, id).
 		Scan(&status, &ev.Version, &ev.TotalCents)

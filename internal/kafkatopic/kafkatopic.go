@@ -1,5 +1,7 @@
 // Package kafkatopic creates Kafka topics and waits until they can be used:
-// the demo, the chaos run and the test kit create their topics with it.
+// the test kit creates its topics with it, and so the chaos run and the
+// benchmarks through the test kit. The examples do not use it: they import
+// only outboxkit's public packages.
 package kafkatopic
 
 import (
