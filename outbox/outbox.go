@@ -40,7 +40,7 @@ const (
 	HeaderEventType     = "event_type"
 	HeaderAggregateType = "aggregate_type"
 	// HeaderTraceparent carries the W3C trace context of the writer, when it
-	// sets one (see [WithTraceparent]).
+	// had a span: OpenTelemetry's, or one given with [WithTraceparent].
 	HeaderTraceparent = "traceparent"
 )
 
@@ -137,10 +137,10 @@ func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
 	if maxPayload <= 0 {
 		maxPayload = DefaultMaxPayloadBytes
 	}
-	tp := traceparentFrom(ctx)
+	trace := traceHeaders(ctx)
 	headers := make([][]byte, len(events))
 	for i := range events {
-		h, err := validate(i, &events[i], maxPayload, tp)
+		h, err := validate(i, &events[i], maxPayload, trace)
 		if err != nil {
 			return err
 		}
@@ -200,7 +200,7 @@ func jsonbArg(b []byte) any {
 
 // validate checks e and returns its headers encoded as a JSON object (nil
 // when it has none).
-func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, error) {
+func validate(i int, e *Event, maxPayload int, trace map[string]string) ([]byte, error) {
 	bad := func(field, reason string) error {
 		return &InvalidEventError{Index: i, Field: field, Reason: reason}
 	}
@@ -224,10 +224,12 @@ func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, erro
 	if len(e.Payload) > maxPayload {
 		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), maxPayload))
 	}
-	if reason := checkText(traceparent); reason != "" {
-		return nil, bad("Headers", "traceparent from the context "+reason)
+	for k, v := range trace {
+		if reason := checkText(v); reason != "" {
+			return nil, bad("Headers", k+" from the context "+reason)
+		}
 	}
-	if len(e.Headers) == 0 && traceparent == "" {
+	if len(e.Headers) == 0 && len(trace) == 0 {
 		return nil, nil
 	}
 	for k, v := range e.Headers {
@@ -244,15 +246,7 @@ func validate(i int, e *Event, maxPayload int, traceparent string) ([]byte, erro
 			return nil, bad("Headers", fmt.Sprintf("value of %q %s", k, reason))
 		}
 	}
-	hs := e.Headers
-	if _, ok := hs[HeaderTraceparent]; traceparent != "" && !ok {
-		hs = make(map[string]string, len(e.Headers)+1)
-		for k, v := range e.Headers {
-			hs[k] = v
-		}
-		hs[HeaderTraceparent] = traceparent
-	}
-	b, err := json.Marshal(hs)
+	b, err := json.Marshal(withTrace(e.Headers, trace))
 	if err != nil {
 		return nil, bad("Headers", err.Error())
 	}
