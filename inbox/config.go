@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a [Consumer]. Brokers, GroupID and Topics are required;
@@ -110,6 +111,11 @@ type Config struct {
 	// outboxkit_inbox_*. Consumers sharing a registerer share the metrics,
 	// told apart by their group label. Defaults to nil: not registered.
 	Registerer prometheus.Registerer
+	// TracerProvider makes the consumer's OpenTelemetry spans: one consumer
+	// span per handler call, the child of the message's traceparent, passed
+	// to the handler in its context. Defaults to otel.GetTracerProvider() (a
+	// no-op until one is installed).
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults of [Config], applied to fields left zero.

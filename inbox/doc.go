@@ -84,4 +84,15 @@
 // partition; plus outboxkit_inbox_offset_commit_errors_total,
 // outboxkit_inbox_generations_total and
 // outboxkit_inbox_expired_deleted_total per group.
+//
+// # Tracing
+//
+// Each handler call runs in an OpenTelemetry consumer span ("process
+// <topic>", with the partition, offset, group and message ID) made by
+// Config.TracerProvider. Its parent is the record's W3C traceparent header,
+// which the relay sets to the writer's span, and the handler gets the span
+// in ctx: its own spans continue the trace that began in the writing
+// transaction. A record without a valid traceparent starts a new trace. A
+// failed, panicking or late attempt ends with an error status; every
+// attempt and every redelivery has its own span.
 package inbox

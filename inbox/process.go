@@ -346,7 +346,7 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 				done <- &panicError{value: v, stack: debug.Stack()}
 			}
 		}()
-		done <- p.c.handler(hctx, tx, msg)
+		done <- p.handle(hctx, tx, msg)
 	}()
 
 	var err error

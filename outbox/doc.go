@@ -32,4 +32,14 @@
 // *pgxpool.Pool. Outside a transaction each call is its own atomic statement.
 // Any service, in any language, can also publish with plain SQL; see the
 // README for the table contract.
+//
+// # Tracing
+//
+// Write carries the caller's trace to the consumers: when ctx holds a valid
+// OpenTelemetry span, each event gets its W3C Trace Context as the
+// traceparent header (and tracestate, when the span has one), which the
+// relay passes on to Kafka and package inbox continues. Programs without
+// OpenTelemetry give a traceparent with [WithTraceparent]; that value wins
+// over a span in ctx, and a traceparent in an event's own Headers wins over
+// both.
 package outbox

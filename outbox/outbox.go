@@ -41,7 +41,7 @@ const (
 	HeaderEventType     = "event_type"
 	HeaderAggregateType = "aggregate_type"
 	// HeaderTraceparent carries the W3C trace context of the writer, when it
-	// sets one (see [WithTraceparent]).
+	// had a span: OpenTelemetry's, or one given with [WithTraceparent].
 	HeaderTraceparent = "traceparent"
 )
 
@@ -148,10 +148,10 @@ func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
 	if lim.record <= 0 {
 		lim.record = DefaultMaxRecordBytes
 	}
-	tp := traceparentFrom(ctx)
+	trace := traceHeaders(ctx)
 	headers := make([][]byte, len(events))
 	for i := range events {
-		h, err := validate(i, &events[i], lim, tp)
+		h, err := validate(i, &events[i], lim, trace)
 		if err != nil {
 			return err
 		}
@@ -214,7 +214,7 @@ type limits struct{ payload, record int }
 
 // validate checks e and returns its headers encoded as a JSON object (nil
 // when it has none).
-func validate(i int, e *Event, lim limits, traceparent string) ([]byte, error) {
+func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, error) {
 	bad := func(field, reason string) error {
 		return &InvalidEventError{Index: i, Field: field, Reason: reason}
 	}
@@ -238,10 +238,12 @@ func validate(i int, e *Event, lim limits, traceparent string) ([]byte, error) {
 	if len(e.Payload) > lim.payload {
 		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), lim.payload))
 	}
-	if reason := checkText(traceparent); reason != "" {
-		return nil, bad("Headers", "traceparent from the context "+reason)
+	for k, v := range trace {
+		if reason := checkText(v); reason != "" {
+			return nil, bad("Headers", k+" from the context "+reason)
+		}
 	}
-	if len(e.Headers) == 0 && traceparent == "" {
+	if len(e.Headers) == 0 && len(trace) == 0 {
 		if n := recordBatchBytes(e, nil); n > lim.record {
 			return nil, bad("Payload", recordTooLarge(n, lim.record))
 		}
@@ -261,14 +263,7 @@ func validate(i int, e *Event, lim limits, traceparent string) ([]byte, error) {
 			return nil, bad("Headers", fmt.Sprintf("value of %q %s", k, reason))
 		}
 	}
-	hs := e.Headers
-	if _, ok := hs[HeaderTraceparent]; traceparent != "" && !ok {
-		hs = make(map[string]string, len(e.Headers)+1)
-		for k, v := range e.Headers {
-			hs[k] = v
-		}
-		hs[HeaderTraceparent] = traceparent
-	}
+	hs := withTrace(e.Headers, trace)
 	if n := recordBatchBytes(e, hs); n > lim.record {
 		return nil, bad("Payload", recordTooLarge(n, lim.record))
 	}

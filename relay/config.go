@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config tunes a [Relay]. Only Brokers (or Publisher) is required; every other
@@ -88,6 +89,11 @@ type Config struct {
 	// Registerer registers the relay's Prometheus metrics (outboxkit_relay_*).
 	// Defaults to none: metrics are kept but not registered.
 	Registerer prometheus.Registerer
+
+	// TracerProvider makes the relay's OpenTelemetry spans: one producer
+	// span per publish call, linked to the trace of each event in it.
+	// Defaults to otel.GetTracerProvider() (a no-op until one is installed).
+	TracerProvider trace.TracerProvider
 }
 
 // Defaults.

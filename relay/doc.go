@@ -60,4 +60,16 @@
 // stop meaning ownership; the relay detects it (the backend that took its
 // member lock must hold it, and must stay the same) and [Relay.Run] returns
 // [ErrUnstableSession].
+//
+// # Tracing
+//
+// Each publish call runs in an OpenTelemetry producer span ("send <topic>",
+// with messaging.system, messaging.batch.message_count and, when the call
+// has one topic, messaging.destination.name) made by Config.TracerProvider.
+// A call carries events of many writers, so the span is the root of a trace
+// of its own, linked to the span of each event that has a traceparent
+// header; a failed call ends with an error status. The records keep the
+// writer's traceparent, not the producer span's, so consumers continue the
+// writer's trace, across relay restarts too: the trace context is stored in
+// the outbox row.
 package relay

@@ -741,7 +741,7 @@ func (r *Relay) publish(ctx context.Context, send []event, holds map[aggKey]*hol
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-	err := r.pub.Publish(pctx, records)
+	err := r.tracedPublish(pctx, records)
 	cancel()
 	errs := make([]error, len(send))
 	var perr *PublishError
