@@ -156,7 +156,8 @@ func (r *redriveWriter) Close() error { return r.w.Close() }
 //
 // The record keeps its id header, so the group recognizes a copy published
 // twice; a record that had no usable id header is given one with its stored
-// message ID. If publishing fails nothing changes; if the commit fails after
+// message ID. (A consumer with its own Config.MessageID identifies the copy
+// by what that function returns.) If publishing fails nothing changes; if the commit fails after
 // publishing, the group drops the copy as a duplicate and Redrive can simply
 // be called again. It returns an error matching [ErrDeadLetterNotFound] or
 // [ErrAlreadyRedriven] when there is nothing to re-drive. If the message fails
