@@ -132,8 +132,7 @@ func BenchmarkConsumer(b *testing.B) {
 // benchProduce writes benchMessages records with an id header, keyed over
 // 1000 aggregates, like the relay's.
 func benchProduce(b *testing.B, brokers []string, topic string) {
-	w := NewRedriveWriter(brokers, nil)
-	w.Topic = topic
+	w := testenv.NewWriter(brokers, topic)
 	w.BatchSize = 1000
 	defer w.Close()
 	body := []byte(`{"order":42,"total":1999,"currency":"EUR","lines":3,"customer":"c-1234567"}`)

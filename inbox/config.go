@@ -1,21 +1,55 @@
 package inbox
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxkit/outboxkit/broker"
 )
 
-// Config configures a [Consumer]. Brokers, GroupID and Topics are required;
-// every other field has a default, applied when it is zero.
+// StartOffset is where a partition without a committed offset starts.
+type StartOffset int
+
+const (
+	// StartFirst starts at the oldest record the partition retains, so a
+	// new group loses nothing that is still retained. It is the zero value.
+	StartFirst StartOffset = iota
+	// StartLast starts after the newest record: a new group sees only what
+	// is published from then on.
+	StartLast
+)
+
+// String returns "StartFirst" or "StartLast".
+func (s StartOffset) String() string {
+	switch s {
+	case StartFirst:
+		return "StartFirst"
+	case StartLast:
+		return "StartLast"
+	}
+	return fmt.Sprintf("StartOffset(%d)", int(s))
+}
+
+// Config configures a [Consumer]. The brokers (Brokers or Kafka.Brokers),
+// GroupID and Topics are required; every other field has a default, applied
+// when it is zero.
 type Config struct {
-	// Brokers are the Kafka bootstrap addresses ("host:port"). Required.
+	// Brokers are the Kafka bootstrap addresses ("host:port"): a shorthand
+	// for Kafka.Brokers, enough for a cluster without TLS or SASL. Set this
+	// or Kafka.Brokers; both may be set only to the same list.
 	Brokers []string
+	// Kafka holds how to reach Kafka: bootstrap addresses, TLS, SASL and
+	// client ID (which defaults to "outboxkit-inbox"). It serves every
+	// connection, to the group coordinator and to the partition leaders
+	// alike. Defaults to a plaintext connection to Brokers.
+	Kafka broker.Config
 	// GroupID is the Kafka consumer group, and the key under which the
 	// inbox records processed messages: two groups each apply every
 	// message once. Required.
@@ -23,14 +57,21 @@ type Config struct {
 	// Topics are the topics to consume. Required.
 	Topics []string
 
-	// Dialer opens every connection to Kafka, for the group coordinator and
-	// the partition readers alike; set TLS and SASL on it. Defaults to
-	// kafka.DefaultDialer.
-	Dialer *kafka.Dialer
 	// StartOffset is where a partition without a committed offset starts:
-	// kafka.FirstOffset or kafka.LastOffset. Defaults to kafka.FirstOffset,
-	// so a new group loses nothing that is still retained.
-	StartOffset int64
+	// StartFirst or StartLast. Defaults to StartFirst.
+	StartOffset StartOffset
+
+	// MessageID returns the ID under which a message is recorded in the
+	// inbox, its deduplication key within the group; msg.ID is empty when
+	// it is called. Two records with one ID are applied once. A record for
+	// which it returns an error, an empty ID, an ID over 1024 bytes or one
+	// that is not valid UTF-8 goes to the dead-letter table with that
+	// reason, without reaching the handler. Set it when the topics come
+	// from a producer whose id header is not a unique event ID (use
+	// [IDFromPosition], or read the producer's own key). Defaults to
+	// [IDFromHeader]: the id header the relay sets, or the record's
+	// position when there is none.
+	MessageID func(msg Message) (string, error)
 
 	// BatchSize is the most messages of one partition applied in one
 	// database transaction. Only messages already fetched are batched, so a
@@ -77,7 +118,7 @@ type Config struct {
 	// original, or a group whose committed offsets expired (the broker's
 	// offsets.retention.minutes, 7 days by default, counted while the group
 	// is empty) re-reading from StartOffset everything its topics retain.
-	// With kafka.FirstOffset, a window at least as long as the topics'
+	// With StartFirst, a window at least as long as the topics'
 	// retention.ms covers that last case. Longer windows cost table and
 	// index size. Defaults to 7 days (Kafka's default log retention).
 	RetentionWindow time.Duration
@@ -116,6 +157,32 @@ type Config struct {
 	// to the handler in its context. Defaults to otel.GetTracerProvider() (a
 	// no-op until one is installed).
 	TracerProvider trace.TracerProvider
+}
+
+// ErrInvalidConfig is matched (with errors.Is) by every [*ConfigError].
+var ErrInvalidConfig = errors.New("inbox: invalid config")
+
+// ConfigError says which [Config] field is out of range and why;
+// [NewConsumer] returns one for the first invalid field.
+type ConfigError struct {
+	// Field is the Config field at fault, with the path to it for nested
+	// fields: "GroupID", "Kafka.SASL.Username".
+	Field string
+	// Reason says what is wrong, without the field name.
+	Reason string
+	// Related lists the other fields Reason names, spelled as in Field, so
+	// a program can name them its own way by replacing each one in Reason.
+	Related []string
+}
+
+// Error returns "inbox: <Field> <Reason>".
+func (e *ConfigError) Error() string { return "inbox: " + e.Field + " " + e.Reason }
+
+// Is reports whether target is [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func invalid(field, format string, args ...any) *ConfigError {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Defaults of [Config], applied to fields left zero.
@@ -164,11 +231,11 @@ func (c Config) withDefaults() Config {
 			*n = def
 		}
 	}
-	if c.Dialer == nil {
-		c.Dialer = kafka.DefaultDialer
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = c.Brokers
 	}
-	if c.StartOffset == 0 {
-		c.StartOffset = kafka.FirstOffset
+	if c.MessageID == nil {
+		c.MessageID = IDFromHeader
 	}
 	setInt(&c.BatchSize, DefaultBatchSize)
 	setDur(&c.CommitInterval, DefaultCommitInterval)
@@ -192,37 +259,47 @@ func (c Config) withDefaults() Config {
 
 // validate checks a Config that went through withDefaults.
 func (c Config) validate() error {
-	if len(c.Brokers) == 0 {
-		return fmt.Errorf("inbox: Brokers is empty")
+	switch {
+	case len(c.Brokers) > 0 && !slices.Equal(c.Brokers, c.Kafka.Brokers):
+		return &ConfigError{Field: "Brokers", Reason: "and Kafka.Brokers are both set, to different lists (set one)", Related: []string{"Kafka.Brokers"}}
+	case len(c.Kafka.Brokers) == 0:
+		return &ConfigError{Field: "Brokers", Reason: "is empty (set at least one host:port, here or in Kafka.Brokers)", Related: []string{"Kafka.Brokers"}}
 	}
-	for i, b := range c.Brokers {
-		if b == "" {
-			return fmt.Errorf("inbox: Brokers[%d] is empty", i)
+	var be *broker.ConfigError
+	if err := c.Kafka.Validate(); errors.As(err, &be) {
+		ce := &ConfigError{Field: "Kafka." + be.Field, Reason: be.Reason}
+		for _, r := range be.Related {
+			ce.Related = append(ce.Related, "Kafka."+r)
 		}
+		if len(c.Brokers) > 0 && be.Field == "Brokers" {
+			ce.Field = "Brokers"
+		}
+		return ce
+	} else if err != nil {
+		return err
 	}
 	if c.GroupID == "" {
-		return fmt.Errorf("inbox: GroupID is empty")
+		return invalid("GroupID", "is empty")
 	}
 	if len(c.Topics) == 0 {
-		return fmt.Errorf("inbox: Topics is empty")
+		return invalid("Topics", "is empty")
 	}
 	for i, t := range c.Topics {
 		if t == "" {
-			return fmt.Errorf("inbox: Topics[%d] is empty", i)
+			return invalid("Topics", "has an empty name at index %d", i)
 		}
 	}
-	if c.StartOffset != kafka.FirstOffset && c.StartOffset != kafka.LastOffset {
-		return fmt.Errorf("inbox: StartOffset must be kafka.FirstOffset (%d) or kafka.LastOffset (%d), got %d",
-			kafka.FirstOffset, kafka.LastOffset, c.StartOffset)
+	if c.StartOffset != StartFirst && c.StartOffset != StartLast {
+		return invalid("StartOffset", "must be StartFirst or StartLast, got %d", int(c.StartOffset))
 	}
 	if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
-		return fmt.Errorf("inbox: BatchSize must be between 1 and %d, got %d", maxBatchSize, c.BatchSize)
+		return invalid("BatchSize", "must be between 1 and %d, got %d", maxBatchSize, c.BatchSize)
 	}
 	if c.CommitCount < 1 {
-		return fmt.Errorf("inbox: CommitCount must be at least 1, got %d", c.CommitCount)
+		return invalid("CommitCount", "must be at least 1, got %d", c.CommitCount)
 	}
 	if c.MaxAttempts < 1 {
-		return fmt.Errorf("inbox: MaxAttempts must be at least 1, got %d", c.MaxAttempts)
+		return invalid("MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
 	}
 	for _, d := range []struct {
 		name string
@@ -240,17 +317,17 @@ func (c Config) validate() error {
 		{"MaxWait", c.MaxWait},
 	} {
 		if d.v < 0 {
-			return fmt.Errorf("inbox: %s must not be negative, got %s", d.name, d.v)
+			return invalid(d.name, "must not be negative, got %s", d.v)
 		}
 	}
 	if c.RetryBackoffMax < c.RetryBackoffMin {
-		return fmt.Errorf("inbox: RetryBackoffMax (%s) is below RetryBackoffMin (%s)", c.RetryBackoffMax, c.RetryBackoffMin)
+		return &ConfigError{Field: "RetryBackoffMax", Reason: fmt.Sprintf("must not be below RetryBackoffMin (%s), got %s", c.RetryBackoffMin, c.RetryBackoffMax), Related: []string{"RetryBackoffMin"}}
 	}
 	if c.HeartbeatInterval >= c.SessionTimeout {
-		return fmt.Errorf("inbox: HeartbeatInterval (%s) must be below SessionTimeout (%s)", c.HeartbeatInterval, c.SessionTimeout)
+		return &ConfigError{Field: "HeartbeatInterval", Reason: fmt.Sprintf("must be below SessionTimeout (%s), got %s", c.SessionTimeout, c.HeartbeatInterval), Related: []string{"SessionTimeout"}}
 	}
 	if c.MaxWait < time.Millisecond {
-		return fmt.Errorf("inbox: MaxWait must be at least 1ms, got %s", c.MaxWait)
+		return invalid("MaxWait", "must be at least 1ms, got %s", c.MaxWait)
 	}
 	return nil
 }

@@ -14,7 +14,21 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 )
+
+// DefaultClientID is the Kafka client ID of a consumer when
+// Config.Kafka.ClientID is empty.
+const DefaultClientID = "outboxkit-inbox"
+
+// kafka returns kafka-go's value for s.
+func (s StartOffset) kafka() int64 {
+	if s == StartLast {
+		return kafka.LastOffset
+	}
+	return kafka.FirstOffset
+}
 
 // Consumer consumes Kafka topics as a consumer group and applies each
 // message once, through a [Handler] that runs in the transaction recording
@@ -23,6 +37,7 @@ import (
 type Consumer struct {
 	pool    *pgxpool.Pool
 	cfg     Config
+	dialer  *kafka.Dialer
 	handler Handler
 	log     *slog.Logger
 	metrics *metrics
@@ -49,8 +64,12 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg.Brokers = append([]string(nil), cfg.Brokers...)
+	cfg.Kafka.Brokers = append([]string(nil), cfg.Kafka.Brokers...)
 	cfg.Topics = append([]string(nil), cfg.Topics...)
+	dialer, err := kafkaclient.Dialer(cfg.Kafka, DefaultClientID)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: kafka dialer: %w", err)
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: register metrics: %w", err)
@@ -58,6 +77,7 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	return &Consumer{
 		pool:    pool,
 		cfg:     cfg,
+		dialer:  dialer,
 		handler: h,
 		log:     cfg.Logger.With("group", cfg.GroupID),
 		metrics: m,
@@ -79,14 +99,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                c.cfg.GroupID,
-		Brokers:           c.cfg.Brokers,
-		Dialer:            c.cfg.Dialer,
+		Brokers:           c.cfg.Kafka.Brokers,
+		Dialer:            c.dialer,
 		Topics:            c.cfg.Topics,
 		HeartbeatInterval: c.cfg.HeartbeatInterval,
 		SessionTimeout:    c.cfg.SessionTimeout,
 		RebalanceTimeout:  c.cfg.RebalanceTimeout,
 		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
-		StartOffset:       c.cfg.StartOffset,
+		StartOffset:       c.cfg.StartOffset.kafka(),
 		Logger:            kafkaLogger(c.log, slog.LevelDebug),
 		ErrorLogger:       kafkaLogger(c.log, slog.LevelInfo),
 	})
@@ -294,10 +314,10 @@ func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState
 	defer c.metrics.unbindLag(c.cfg.GroupID, topic, pa.ID)
 
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     c.cfg.Brokers,
+		Brokers:     c.cfg.Kafka.Brokers,
 		Topic:       topic,
 		Partition:   pa.ID,
-		Dialer:      c.cfg.Dialer,
+		Dialer:      c.dialer,
 		MinBytes:    1,
 		MaxBytes:    10 << 20,
 		MaxWait:     c.cfg.MaxWait,

@@ -11,6 +11,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 )
 
 // DeadLetter is a message whose handler failed for good, or that could not
@@ -88,29 +91,62 @@ func GetDeadLetter(ctx context.Context, db DBTX, id int64) (DeadLetter, error) {
 	return d, nil
 }
 
-// Publisher writes Kafka records; *kafka.Writer satisfies it. [Redrive]
-// sets each record's Topic, so the writer must not have one.
-type Publisher interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+// Record is a Kafka record that [Redrive] publishes.
+type Record struct {
+	Topic string
+	Key   []byte
+	Value []byte // nil is a tombstone
+	// Headers are the record's headers, sent in name order.
+	Headers map[string]string
 }
 
-// NewRedriveWriter returns a kafka.Writer fit for [Redrive]: it waits for
-// all in-sync replicas (acks=all) and partitions by key with the Java
-// client's murmur2 hash, so a re-driven record lands on the partition of
-// its aggregate. transport carries TLS and SASL settings; nil uses
-// kafka.DefaultTransport. Close it when done.
-func NewRedriveWriter(brokers []string, transport *kafka.Transport) *kafka.Writer {
-	w := &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
+// Publisher publishes records for [Redrive]; [NewRedriveWriter] returns the
+// one to use.
+type Publisher interface {
+	// Publish returns once Kafka acknowledged rec, or with an error.
+	Publish(ctx context.Context, rec Record) error
+	// Close releases the connections.
+	Close() error
+}
+
+// DefaultRedriveClientID is the Kafka client ID of [NewRedriveWriter] when
+// cfg.ClientID is empty.
+const DefaultRedriveClientID = "outboxkit-redrive"
+
+// NewRedriveWriter returns a Publisher fit for [Redrive], connected as cfg
+// says: it waits for all in-sync replicas (acks=all) and partitions by key
+// with the Java client's murmur2 hash, so a re-driven record lands on the
+// partition of its aggregate. It returns a *broker.ConfigError when cfg is
+// invalid. Close it when done.
+func NewRedriveWriter(cfg broker.Config) (Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("inbox: %w", err)
+	}
+	transport, err := kafkaclient.Transport(cfg, DefaultRedriveClientID)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: kafka transport: %w", err)
+	}
+	return &redriveWriter{w: &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Brokers...),
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond,
-	}
-	if transport != nil {
-		w.Transport = transport
-	}
-	return w
+		Transport:    transport,
+	}}, nil
 }
+
+// redriveWriter is the kafka-go Publisher of NewRedriveWriter.
+type redriveWriter struct{ w *kafka.Writer }
+
+func (r *redriveWriter) Publish(ctx context.Context, rec Record) error {
+	m := kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
+	for _, k := range slices.Sorted(maps.Keys(rec.Headers)) {
+		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(rec.Headers[k])})
+	}
+	return r.w.WriteMessages(ctx, m)
+}
+
+func (r *redriveWriter) Close() error { return r.w.Close() }
 
 // Redrive re-publishes dead letter id so that its consumer group applies it
 // again. In one database transaction it deletes the message's inbox row and
@@ -120,7 +156,8 @@ func NewRedriveWriter(brokers []string, transport *kafka.Transport) *kafka.Write
 //
 // The record keeps its id header, so the group recognizes a copy published
 // twice; a record that had no usable id header is given one with its stored
-// message ID. If publishing fails nothing changes; if the commit fails after
+// message ID. (A consumer with its own Config.MessageID identifies the copy
+// by what that function returns.) If publishing fails nothing changes; if the commit fails after
 // publishing, the group drops the copy as a duplicate and Redrive can simply
 // be called again. It returns an error matching [ErrDeadLetterNotFound] or
 // [ErrAlreadyRedriven] when there is nothing to re-drive. If the message fails
@@ -143,16 +180,14 @@ func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) e
 		if _, err := tx.Exec(ctx, markRedriven, id); err != nil {
 			return fmt.Errorf("inbox: redrive %d: mark re-driven: %w", id, err)
 		}
-		rec := kafka.Message{Topic: d.Topic, Key: d.Key, Value: d.Value}
-		for _, k := range slices.Sorted(maps.Keys(d.Headers)) {
-			if k != HeaderID {
-				rec.Headers = append(rec.Headers, kafka.Header{Key: k, Value: []byte(d.Headers[k])})
-			}
+		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: maps.Clone(d.Headers)}
+		if rec.Headers == nil {
+			rec.Headers = map[string]string{}
 		}
 		// The stored ID is the one the inbox row was deleted under; a
 		// record that had no usable id header gets it as its id.
-		rec.Headers = append(rec.Headers, kafka.Header{Key: HeaderID, Value: []byte(d.MessageID)})
-		if err := pub.WriteMessages(ctx, rec); err != nil {
+		rec.Headers[HeaderID] = d.MessageID
+		if err := pub.Publish(ctx, rec); err != nil {
 			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)
 		}
 		return nil

@@ -11,9 +11,20 @@
 // happen exactly once, however often it is delivered, as long as they are
 // made through the handler's transaction.
 //
-// The message ID is the record's id header, which the relay sets to the
-// outbox event's UUID; a record without one is identified by
-// "<topic>/<partition>/<offset>" (see [Message]).
+// The dedupe key is (Config.GroupID, [Message].ID), and Message.ID is what
+// Config.MessageID returns. The default, [IDFromHeader], takes the record's
+// id header, which the relay sets to the outbox event's UUID, and identifies
+// a record without one by "<topic>/<partition>/<offset>" ([IDFromPosition]),
+// which recognizes redeliveries of that record but not a producer's retried
+// copy. Records from a producer whose id header is not a unique event ID
+// would be dropped as duplicates of one another: give such a consumer a
+// MessageID that reads the producer's own event ID, or IDFromPosition. A
+// record for which MessageID fails goes to the dead-letter table with the
+// reason.
+//
+// Config.Kafka takes the same [broker.Config] as the relay (brokers, TLS,
+// SASL); Config.Brokers is a shorthand for a plaintext cluster. Invalid
+// settings make [NewConsumer] return a [*ConfigError] naming the field.
 //
 //	c, err := inbox.NewConsumer(pool, inbox.Config{
 //		Brokers: []string{"127.0.0.1:9092"},

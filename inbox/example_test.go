@@ -61,7 +61,7 @@ func ExampleConsumer() {
 
 	// Order 42 gets +10 and +5; the first event is delivered twice, as a
 	// relay retry would; the last event marks the end of the example.
-	w := inbox.NewRedriveWriter(exampleBrokers, nil)
+	w := testenv.NewWriter(exampleBrokers, "")
 	defer w.Close()
 	event := func(id, amount string) kafka.Message {
 		return kafka.Message{Topic: topic, Key: []byte("42"), Value: []byte(amount),

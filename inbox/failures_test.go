@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
@@ -232,7 +233,10 @@ func TestRedriveAppliesDeadLetter(t *testing.T) {
 	}
 
 	broken.Store(false)
-	w := inbox.NewRedriveWriter(b.brokers, nil)
+	w, err := inbox.NewRedriveWriter(broker.Config{Brokers: b.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer w.Close()
 	if err := inbox.Redrive(ctx, b.db.Pool, w, dls[0].ID); err != nil {
 		t.Fatal(err)

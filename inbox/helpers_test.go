@@ -135,8 +135,7 @@ func (b *bundle) produce(t *testing.T, msgs ...kafka.Message) {
 
 // tryProduce is produce for goroutines other than the test's.
 func (b *bundle) tryProduce(msgs ...kafka.Message) error {
-	w := inbox.NewRedriveWriter(b.brokers, nil)
-	w.Topic = b.topic
+	w := testenv.NewWriter(b.brokers, b.topic)
 	w.BatchSize = len(msgs) + 1
 	defer w.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -2,11 +2,13 @@ package inbox_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
@@ -137,15 +139,20 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		want string
 	}{
 		{"no brokers", func(c *inbox.Config) { c.Brokers = nil }, "inbox: Brokers is empty"},
-		{"empty broker", func(c *inbox.Config) { c.Brokers = []string{""} }, "inbox: Brokers[0] is empty"},
+		{"empty broker", func(c *inbox.Config) { c.Brokers = []string{""} }, "inbox: Brokers has an empty address at index 0"},
+		{"both broker lists", func(c *inbox.Config) { c.Kafka.Brokers = []string{"other:9092"} }, "inbox: Brokers and Kafka.Brokers are both set"},
+		{"plain SASL without TLS", func(c *inbox.Config) {
+			c.Brokers, c.Kafka.Brokers = nil, c.Brokers
+			c.Kafka.SASL = broker.SASL{Mechanism: broker.PLAIN, Username: "u"}
+		}, "inbox: Kafka.SASL.Mechanism is PLAIN without TLS"},
 		{"no group", func(c *inbox.Config) { c.GroupID = "" }, "inbox: GroupID is empty"},
 		{"no topics", func(c *inbox.Config) { c.Topics = nil }, "inbox: Topics is empty"},
 		{"batch too big", func(c *inbox.Config) { c.BatchSize = 20000 }, "inbox: BatchSize must be between 1 and 10000, got 20000"},
 		{"negative attempts", func(c *inbox.Config) { c.MaxAttempts = -1 }, "inbox: MaxAttempts must be at least 1, got -1"},
 		{"negative timeout", func(c *inbox.Config) { c.HandlerTimeout = -time.Second }, "inbox: HandlerTimeout must not be negative"},
-		{"backoff inverted", func(c *inbox.Config) { c.RetryBackoffMin = time.Minute; c.RetryBackoffMax = time.Second }, "inbox: RetryBackoffMax (1s) is below RetryBackoffMin (1m0s)"},
+		{"backoff inverted", func(c *inbox.Config) { c.RetryBackoffMin = time.Minute; c.RetryBackoffMax = time.Second }, "inbox: RetryBackoffMax must not be below RetryBackoffMin (1m0s), got 1s"},
 		{"bad start offset", func(c *inbox.Config) { c.StartOffset = 42 }, "inbox: StartOffset must be"},
-		{"heartbeat too slow", func(c *inbox.Config) { c.HeartbeatInterval = time.Minute }, "inbox: HeartbeatInterval (1m0s) must be below SessionTimeout (30s)"},
+		{"heartbeat too slow", func(c *inbox.Config) { c.HeartbeatInterval = time.Minute }, "inbox: HeartbeatInterval must be below SessionTimeout (30s), got 1m0s"},
 	}
 	for _, tc := range cases {
 		cfg := ok
@@ -154,6 +161,13 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: want error starting %q, got %v", tc.name, tc.want, err)
 		}
+		var ce *inbox.ConfigError
+		if !errors.As(err, &ce) || !errors.Is(err, inbox.ErrInvalidConfig) || !strings.HasPrefix(tc.want, "inbox: "+ce.Field+" ") {
+			t.Errorf("%s: want a *inbox.ConfigError naming the field, got %#v", tc.name, err)
+		}
+	}
+	if _, err := inbox.NewConsumer(db.Pool, inbox.Config{Kafka: broker.Config{Brokers: ok.Brokers}, GroupID: "g", Topics: ok.Topics, StartOffset: inbox.StartLast}, h); err != nil {
+		t.Errorf("Kafka.Brokers instead of Brokers: %v", err)
 	}
 	if _, err := inbox.NewConsumer(db.Pool, ok, nil); err == nil {
 		t.Error("nil handler: want an error")

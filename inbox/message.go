@@ -3,6 +3,7 @@ package inbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -19,8 +20,8 @@ import (
 // it to the outbox event's UUID.
 const HeaderID = "id"
 
-// maxIDBytes bounds a message ID taken from the id header: longer IDs do not
-// fit a btree index entry, so such a message is treated as undecodable.
+// maxIDBytes bounds a message ID: longer IDs do not fit a btree index
+// entry, so such a message is treated as undecodable.
 const maxIDBytes = 1024
 
 // Handler applies one message. It runs inside the transaction that records
@@ -39,9 +40,10 @@ type Handler func(ctx context.Context, tx pgx.Tx, msg Message) error
 
 // Message is one Kafka record as given to a [Handler].
 type Message struct {
-	// ID identifies the message for deduplication: the value of the id
-	// header (set by the relay to the outbox event's UUID). When the record
-	// has no usable id header, ID is "<topic>/<partition>/<offset>", which
+	// ID identifies the message for deduplication within the group: what
+	// Config.MessageID returned. By default ([IDFromHeader]) it is the
+	// value of the id header (set by the relay to the outbox event's UUID),
+	// or "<topic>/<partition>/<offset>" for a record without one, which
 	// only recognizes redeliveries of that very record, not a producer's
 	// retried copy.
 	ID string
@@ -60,16 +62,35 @@ type Message struct {
 	Time time.Time
 }
 
-// fallbackID is the documented message ID of a record without an id header.
-func fallbackID(topic string, partition int, offset int64) string {
+// IDFromHeader is the default Config.MessageID: the value of the id header
+// when the record has a non-empty one, otherwise [IDFromPosition]. It
+// suits records published by the relay, or by any producer whose id header
+// is a unique event ID.
+func IDFromHeader(msg Message) (string, error) {
+	if id := msg.Headers[HeaderID]; id != "" {
+		return id, nil
+	}
+	return IDFromPosition(msg)
+}
+
+// IDFromPosition identifies a message by its record's position,
+// "<topic>/<partition>/<offset>". It recognizes redeliveries of one record
+// (after a crash or a rebalance) but not a copy a producer published twice;
+// use it for topics whose producers set no unique id header.
+func IDFromPosition(msg Message) (string, error) {
+	return positionID(msg.Topic, msg.Partition, msg.Offset), nil
+}
+
+func positionID(topic string, partition int, offset int64) string {
 	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
 }
 
-// decode turns a Kafka record into a Message. The second result is not nil
-// when the record cannot be stored as it is (a header that is not valid
-// UTF-8 or holds a NUL, or an oversized id); such a message goes to the
-// dead-letter table without reaching the handler.
-func decode(m kafka.Message) (Message, error) {
+// decode turns a Kafka record into a Message whose ID is messageID's. The
+// second result is not nil when the record cannot be handled (a header that
+// is not valid UTF-8 or holds a NUL, or no usable ID); such a message goes
+// to the dead-letter table without reaching the handler, under its
+// position ID when it has no usable one.
+func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, error) {
 	msg := Message{
 		Topic:     m.Topic,
 		Partition: m.Partition,
@@ -91,22 +112,37 @@ func decode(m kafka.Message) (Message, error) {
 		}
 		msg.Headers[h.Key] = v
 	}
-	id := msg.Headers[HeaderID]
+	id, err := callMessageID(messageID, msg)
+	var idErr error
 	switch {
+	case err != nil:
+		idErr = fmt.Errorf("message ID: %w", err)
 	case id == "":
+		idErr = errors.New("message ID is empty")
 	case checkText(id) != "":
-		id = ""
+		idErr = fmt.Errorf("message ID %s", checkText(id))
 	case len(id) > maxIDBytes:
-		if bad == nil {
-			bad = fmt.Errorf("id header is %d bytes, over the limit of %d", len(id), maxIDBytes)
-		}
-		id = ""
+		idErr = fmt.Errorf("message ID is %d bytes, over the limit of %d", len(id), maxIDBytes)
 	}
-	if id == "" {
-		id = fallbackID(m.Topic, m.Partition, m.Offset)
+	if idErr != nil {
+		id = positionID(m.Topic, m.Partition, m.Offset)
+		if bad == nil {
+			bad = idErr
+		}
 	}
 	msg.ID = id
 	return msg, bad
+}
+
+// callMessageID calls f, turning a panic into an error so that a faulty
+// function dead-letters the message instead of stopping the partition.
+func callMessageID(f func(Message) (string, error), msg Message) (id string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			id, err = "", fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f(msg)
 }
 
 // checkText rejects what Postgres text and jsonb cannot store.

@@ -1,6 +1,7 @@
 package inbox
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -25,10 +26,10 @@ func TestDecode(t *testing.T) {
 		{"invalid UTF-8 value", rec(h("id", "x"), h("tenant", "\xff")), "x", `value of header "tenant" is not valid UTF-8`},
 		{"NUL in name", rec(h("te\x00nant", "a")), "orders/3/42", "contains a NUL character"},
 		{"invalid id", rec(h("id", "\xfe")), "orders/3/42", `value of header "id" is not valid UTF-8`},
-		{"oversized id", rec(h("id", strings.Repeat("x", 2000))), "orders/3/42", "id header is 2000 bytes"},
+		{"oversized id", rec(h("id", strings.Repeat("x", 2000))), "orders/3/42", "message ID is 2000 bytes"},
 	}
 	for _, tc := range cases {
-		msg, bad := decode(tc.in)
+		msg, bad := decode(tc.in, IDFromHeader)
 		if msg.ID != tc.wantID {
 			t.Errorf("%s: ID = %q, want %q", tc.name, msg.ID, tc.wantID)
 		}
@@ -37,6 +38,32 @@ func TestDecode(t *testing.T) {
 		}
 		if msg.Topic != "orders" || msg.Partition != 3 || msg.Offset != 42 || string(msg.Key) != "k" || string(msg.Value) != "v" {
 			t.Errorf("%s: record fields lost: %+v", tc.name, msg)
+		}
+	}
+}
+
+func TestDecodeWithMessageID(t *testing.T) {
+	in := kafka.Message{Topic: "orders", Partition: 3, Offset: 42, Headers: []kafka.Header{{Key: "id", Value: []byte("7")}, {Key: "event-id", Value: []byte("e-1")}}}
+	cases := []struct {
+		name    string
+		f       func(Message) (string, error)
+		wantID  string
+		wantBad string
+	}{
+		{"position", IDFromPosition, "orders/3/42", ""},
+		{"other header", func(m Message) (string, error) { return m.Headers["event-id"], nil }, "e-1", ""},
+		{"error", func(Message) (string, error) { return "", errors.New("no event-id") }, "orders/3/42", "message ID: no event-id"},
+		{"empty", func(m Message) (string, error) { return m.Headers["missing"], nil }, "orders/3/42", "message ID is empty"},
+		{"invalid UTF-8", func(Message) (string, error) { return "\xff", nil }, "orders/3/42", "message ID is not valid UTF-8"},
+		{"panic", func(Message) (string, error) { panic("boom") }, "orders/3/42", "message ID: panic: boom"},
+	}
+	for _, tc := range cases {
+		msg, bad := decode(in, tc.f)
+		if msg.ID != tc.wantID {
+			t.Errorf("%s: ID = %q, want %q", tc.name, msg.ID, tc.wantID)
+		}
+		if (bad == nil) != (tc.wantBad == "") || (bad != nil && !strings.Contains(bad.Error(), tc.wantBad)) {
+			t.Errorf("%s: undecodable = %v, want %q", tc.name, bad, tc.wantBad)
 		}
 	}
 }

@@ -61,7 +61,7 @@ type failure struct {
 func (p *partitionWorker) process(batch []kafka.Message) int {
 	items := make([]item, len(batch))
 	for i, m := range batch {
-		items[i].msg, items[i].bad = decode(m)
+		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
 	}
 	if len(items) > 1 {
 		f := p.apply(items)

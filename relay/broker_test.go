@@ -60,7 +60,7 @@ func TestPostgresRestartRecovers(t *testing.T) {
 	first := b.writeConcurrently(ctx, 3, 30, 3000)
 	// Small batches through a slowed publisher keep a backlog in flight
 	// when the server goes down.
-	slow := &slowPublisher{inner: relay.NewKafkaPublisher(b.brokers, nil), delay: 50 * time.Millisecond}
+	slow := &slowPublisher{inner: newPublisher(b.t, b.brokers), delay: 50 * time.Millisecond}
 	r, _ := b.startRelayOwnPool(relay.Config{Publisher: slow, BatchSize: 50, RetryBackoffMax: 500 * time.Millisecond})
 	written := 0
 	for _, n := range first {

@@ -4,26 +4,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxkit/outboxkit/broker"
 )
 
-// Config tunes a [Relay]. Only Brokers (or Publisher) is required; every other
-// field has a documented default.
+// Config tunes a [Relay]. Only the brokers (Brokers or Kafka.Brokers) are
+// required, unless Publisher is set; every other field has a documented
+// default.
 type Config struct {
-	// Brokers are the Kafka bootstrap addresses ("host:port"). Required
-	// unless Publisher is set.
+	// Brokers are the Kafka bootstrap addresses ("host:port"): a shorthand
+	// for Kafka.Brokers, enough for a cluster without TLS or SASL. Set this
+	// or Kafka.Brokers; both may be set only to the same list.
 	Brokers []string
 
-	// Transport carries TLS and SASL settings for Kafka. Defaults to a
-	// plaintext kafka.Transport with ClientID "outboxkit-relay".
-	Transport *kafka.Transport
+	// Kafka holds how to reach Kafka: bootstrap addresses, TLS, SASL and
+	// client ID (which defaults to "outboxkit-relay"). Defaults to a
+	// plaintext connection to Brokers.
+	Kafka broker.Config
 
 	// Publisher sends records to Kafka. Defaults to the kafka-go publisher
-	// built from Brokers and Transport; tests inject failures here.
+	// built from Kafka; tests inject failures here. When it is set, Brokers
+	// and Kafka are not used.
 	Publisher Publisher
 
 	// BatchSize is the most events one shard reads and publishes at once.
@@ -78,8 +84,8 @@ type Config struct {
 	// ParkAfter is how long Kafka must keep refusing an aggregate's next
 	// event for good (missing topic, record too large) before the aggregate
 	// is parked. Until then the event is retried with growing pauses while
-	// other aggregates flow. Keep it above the Transport's MetadataTTL (6s by
-	// default), so a topic created meanwhile is seen. Defaults to 15s.
+	// other aggregates flow. Keep it above the Kafka client's metadata cache
+	// time (6s), so a topic created meanwhile is seen. Defaults to 15s.
 	ParkAfter time.Duration
 
 	// Logger receives structured logs (never payloads). Defaults to a logger
@@ -87,6 +93,13 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Registerer registers the relay's Prometheus metrics (outboxkit_relay_*).
+	// Relays sharing a Registerer share the series: counters and
+	// histograms add up, outboxkit_relay_shards_owned is the sum of the
+	// relays' shards, and the sampled backlog gauges (pending events,
+	// oldest age, parked aggregates) show the last relay's sample, which is
+	// right for relays of one outbox. To tell apart relays of different
+	// outboxes, give each a registerer wrapped with its own label:
+	// prometheus.WrapRegistererWith(prometheus.Labels{"outbox": "orders"}, reg).
 	// Defaults to none: metrics are kept but not registered.
 	Registerer prometheus.Registerer
 
@@ -94,7 +107,33 @@ type Config struct {
 	// span per publish call, linked to the trace of each event in it.
 	// Defaults to otel.GetTracerProvider() (a no-op until one is installed).
 	TracerProvider trace.TracerProvider
+	// metadataTTL overrides the kafka-go client's metadata cache time; only
+	// tests set it, to see a topic created mid-test sooner.
+	metadataTTL time.Duration
 }
+
+// ErrInvalidConfig is matched (with errors.Is) by every [*ConfigError].
+var ErrInvalidConfig = errors.New("relay: invalid config")
+
+// ConfigError says which [Config] field is out of range and why; [New]
+// returns one per invalid field, joined.
+type ConfigError struct {
+	// Field is the Config field at fault, with the path to it for nested
+	// fields: "BatchSize", "Kafka.SASL.Username".
+	Field string
+	// Reason says what is wrong, without the field name.
+	Reason string
+	// Related lists the other fields Reason names, spelled as in Field, so
+	// a program can name them its own way (the relay binary names
+	// environment variables) by replacing each one in Reason.
+	Related []string
+}
+
+// Error returns "relay: <Field> <Reason>".
+func (e *ConfigError) Error() string { return "relay: " + e.Field + " " + e.Reason }
+
+// Is reports whether target is [ErrInvalidConfig].
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // Defaults.
 const (
@@ -149,49 +188,69 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(cfg.Kafka.Brokers) == 0 {
+		cfg.Kafka.Brokers = cfg.Brokers
+	}
 	return cfg
 }
 
-// validate names the first field that is out of range.
+// validate returns a *ConfigError for each field out of range, joined.
 func (cfg Config) validate() error {
 	var errs []error
-	if len(cfg.Brokers) == 0 && cfg.Publisher == nil {
-		errs = append(errs, errors.New("relay: Brokers is empty (set at least one host:port)"))
+	bad := func(field, reason string, related ...string) {
+		errs = append(errs, &ConfigError{Field: field, Reason: reason, Related: related})
 	}
-	for _, b := range cfg.Brokers {
-		if b == "" {
-			errs = append(errs, errors.New("relay: Brokers has an empty address"))
+	if cfg.Publisher == nil {
+		switch {
+		case len(cfg.Brokers) > 0 && !slices.Equal(cfg.Brokers, cfg.Kafka.Brokers):
+			bad("Brokers", "and Kafka.Brokers are both set, to different lists (set one)", "Kafka.Brokers")
+		case len(cfg.Kafka.Brokers) == 0:
+			bad("Brokers", "is empty (set at least one host:port, here or in Kafka.Brokers)", "Kafka.Brokers")
+		default:
+			var be *broker.ConfigError
+			if err := cfg.Kafka.Validate(); errors.As(err, &be) {
+				ce := &ConfigError{Field: "Kafka." + be.Field, Reason: be.Reason}
+				for _, r := range be.Related {
+					ce.Related = append(ce.Related, "Kafka."+r)
+				}
+				if len(cfg.Brokers) > 0 && be.Field == "Brokers" {
+					ce.Field = "Brokers"
+				}
+				errs = append(errs, ce)
+			} else if err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if cfg.BatchSize < 1 || cfg.BatchSize > 10000 {
-		errs = append(errs, fmt.Errorf("relay: BatchSize must be between 1 and 10000, got %d", cfg.BatchSize))
+		bad("BatchSize", fmt.Sprintf("must be between 1 and 10000, got %d", cfg.BatchSize))
 	}
 	if cfg.MaxBatchBytes < 1024 {
-		errs = append(errs, fmt.Errorf("relay: MaxBatchBytes must be at least 1024, got %d", cfg.MaxBatchBytes))
+		bad("MaxBatchBytes", fmt.Sprintf("must be at least 1024, got %d", cfg.MaxBatchBytes))
 	}
 	if cfg.Lanes < 1 || cfg.Lanes > NumShards {
-		errs = append(errs, fmt.Errorf("relay: Lanes must be between 1 and %d, got %d", NumShards, cfg.Lanes))
+		bad("Lanes", fmt.Sprintf("must be between 1 and %d, got %d", NumShards, cfg.Lanes))
 	}
 	if cfg.MinPollInterval < 0 {
-		errs = append(errs, fmt.Errorf("relay: MinPollInterval must be positive, got %s", cfg.MinPollInterval))
+		bad("MinPollInterval", fmt.Sprintf("must be positive, got %s", cfg.MinPollInterval))
 	}
 	if cfg.MaxPollInterval < cfg.MinPollInterval {
-		errs = append(errs, fmt.Errorf("relay: MaxPollInterval (%s) must not be below MinPollInterval (%s)", cfg.MaxPollInterval, cfg.MinPollInterval))
+		bad("MaxPollInterval", fmt.Sprintf("must not be below MinPollInterval (%s), got %s", cfg.MinPollInterval, cfg.MaxPollInterval), "MinPollInterval")
 	}
 	if cfg.RebalanceInterval < 10*time.Millisecond {
-		errs = append(errs, fmt.Errorf("relay: RebalanceInterval must be at least 10ms, got %s", cfg.RebalanceInterval))
+		bad("RebalanceInterval", fmt.Sprintf("must be at least 10ms, got %s", cfg.RebalanceInterval))
 	}
 	if cfg.PublishTimeout < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("relay: PublishTimeout must be at least 100ms, got %s", cfg.PublishTimeout))
+		bad("PublishTimeout", fmt.Sprintf("must be at least 100ms, got %s", cfg.PublishTimeout))
 	}
 	if cfg.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("relay: ShutdownTimeout must not be negative, got %s", cfg.ShutdownTimeout))
+		bad("ShutdownTimeout", fmt.Sprintf("must not be negative, got %s", cfg.ShutdownTimeout))
 	}
 	if cfg.RetryBackoffMin <= 0 || cfg.RetryBackoffMax < cfg.RetryBackoffMin {
-		errs = append(errs, fmt.Errorf("relay: RetryBackoffMin (%s) must be positive and at most RetryBackoffMax (%s)", cfg.RetryBackoffMin, cfg.RetryBackoffMax))
+		bad("RetryBackoffMin", fmt.Sprintf("must be positive and at most RetryBackoffMax (%s), got %s", cfg.RetryBackoffMax, cfg.RetryBackoffMin), "RetryBackoffMax")
 	}
 	if cfg.ParkAfter < 0 {
-		errs = append(errs, fmt.Errorf("relay: ParkAfter must not be negative, got %s", cfg.ParkAfter))
+		bad("ParkAfter", fmt.Sprintf("must not be negative, got %s", cfg.ParkAfter))
 	}
 	return errors.Join(errs...)
 }

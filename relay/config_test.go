@@ -1,12 +1,14 @@
 package relay_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -28,7 +30,12 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	}{
 		{"no brokers", func(c *relay.Config) { c.Brokers = nil }, "Brokers"},
 		{"empty broker", func(c *relay.Config) { c.Brokers = []string{""} }, "Brokers"},
-		{"batch too big", func(c *relay.Config) { c.BatchSize = 20000 }, "BatchSize must be between 1 and 10000, got 20000"},
+		{"both broker lists", func(c *relay.Config) { c.Kafka.Brokers = []string{"other:9092"} }, "Brokers"},
+		{"empty Kafka broker", func(c *relay.Config) { c.Brokers, c.Kafka.Brokers = nil, []string{""} }, "Kafka.Brokers"},
+		{"plain SASL without TLS", func(c *relay.Config) {
+			c.Kafka.SASL = broker.SASL{Mechanism: broker.PLAIN, Username: "u", Password: "p"}
+		}, "Kafka.SASL.Mechanism"},
+		{"batch too big", func(c *relay.Config) { c.BatchSize = 20000 }, "BatchSize"},
 		{"negative batch", func(c *relay.Config) { c.BatchSize = -1 }, "BatchSize"},
 		{"tiny batch bytes", func(c *relay.Config) { c.MaxBatchBytes = 10 }, "MaxBatchBytes"},
 		{"poll bounds", func(c *relay.Config) { c.MinPollInterval, c.MaxPollInterval = time.Second, time.Millisecond }, "MaxPollInterval"},
@@ -43,13 +50,23 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			cfg := ok
 			tc.mutate(&cfg)
 			_, err := relay.New(pool, cfg)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want an error naming %q, got %v", tc.want, err)
+			var ce *relay.ConfigError
+			if !errors.As(err, &ce) || ce.Field != tc.want || !errors.Is(err, relay.ErrInvalidConfig) {
+				t.Fatalf("want a *relay.ConfigError for %s, got %v", tc.want, err)
+			}
+			if !strings.HasPrefix(err.Error(), "relay: "+tc.want+" ") {
+				t.Errorf("error %q does not start with the field name", err)
 			}
 		})
 	}
 	if _, err := relay.New(pool, ok); err != nil {
 		t.Fatalf("defaults must be valid: %v", err)
+	}
+	if _, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: ok.Brokers}}); err != nil {
+		t.Fatalf("Kafka.Brokers instead of Brokers: %v", err)
+	}
+	if _, err := relay.New(pool, relay.Config{Brokers: ok.Brokers, Kafka: broker.Config{Brokers: ok.Brokers}}); err != nil {
+		t.Fatalf("the same list in Brokers and Kafka.Brokers: %v", err)
 	}
 	if _, err := relay.New(nil, ok); err == nil {
 		t.Fatal("want an error for a nil pool")

@@ -46,7 +46,11 @@
 //	}
 //	return r.Run(ctx) // until ctx ends; finishes in-flight batches first
 //
-// or run the binary cmd/outbox-relay, configured from the environment.
+// or run the binary cmd/outbox-relay, configured from the environment. A
+// cluster with TLS or SASL is described by Config.Kafka, a [broker.Config]
+// (the inbox takes the same). [New] reports invalid settings as
+// [*ConfigError] values naming the field. Relays in one process may share a
+// Prometheus registerer (see Config.Registerer).
 //
 // # Connections
 //

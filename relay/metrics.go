@@ -1,15 +1,22 @@
 package relay
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are the relay's Prometheus series, all prefixed outboxkit_relay_.
+// Relays registering on one registerer share the collectors (see
+// Config.Registerer): the first registers them, the others reuse them.
 type metrics struct {
 	published     prometheus.Counter
 	publishErrors *prometheus.CounterVec
 	batchSeconds  prometheus.Histogram
 	pending       prometheus.Gauge
 	oldestAge     prometheus.Gauge
-	shardsOwned   prometheus.Gauge
+	shardsOwned   *shareGauge
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 }
@@ -37,10 +44,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_oldest_pending_age_seconds",
 			Help: "Age of the oldest pending event (sampled); 0 when the outbox is empty.",
 		}),
-		shardsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
+		shardsOwned: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_shards_owned",
-			Help: "Shards this relay instance owns.",
-		}),
+			Help: "Shards owned by the relays of this process that share the registry.",
+		})},
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_parked_aggregates",
 			Help: "Aggregates parked because Kafka refused their next event (sampled).",
@@ -50,12 +57,55 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Aggregates this instance parked.",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.published, m.publishErrors, m.batchSeconds, m.pending, m.oldestAge, m.shardsOwned, m.parked, m.parkedTotal} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	for _, c := range []*prometheus.Counter{&m.published, &m.parkedTotal} {
+		if *c, err = register(reg, *c); err != nil {
+			return nil, err
 		}
 	}
+	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g} {
+		if *g, err = register(reg, *g); err != nil {
+			return nil, err
+		}
+	}
+	if m.publishErrors, err = register(reg, m.publishErrors); err != nil {
+		return nil, err
+	}
+	if m.batchSeconds, err = register(reg, m.batchSeconds); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// register registers c on reg, or returns the collector already registered
+// there under the same name and labels, so that relays sharing a registerer
+// share their series instead of failing with a duplicate registration.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+// shareGauge is one relay's share of a gauge that the relays of a registry
+// sum: Set moves the gauge by the change of this relay's value.
+type shareGauge struct {
+	g    prometheus.Gauge
+	mu   sync.Mutex
+	last float64
+}
+
+// Set makes this relay's share v.
+func (s *shareGauge) Set(v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.g.Add(v - s.last)
+	s.last = v
 }

@@ -80,7 +80,7 @@ func (f *flakyPublisher) Close() error { return f.inner.Close() }
 func TestPartialFailuresResendTailInOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 4)
-	f := &flakyPublisher{inner: relay.NewKafkaPublisher(b.brokers, nil), rng: rand.New(rand.NewPCG(1, 2))}
+	f := &flakyPublisher{inner: newPublisher(b.t, b.brokers), rng: rand.New(rand.NewPCG(1, 2))}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b.startRelay(relay.Config{Publisher: f, BatchSize: 50, RetryBackoffMin: time.Millisecond, RetryBackoffMax: 5 * time.Millisecond})

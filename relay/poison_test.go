@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
@@ -74,8 +73,9 @@ VALUES ($1, 'acct', 'poison-size', 'E', $2)`, b.topic, bytes.Repeat([]byte("x"),
 
 	reg := prometheus.NewRegistry()
 	// A short metadata TTL lets the relay see the topic created below soon.
-	b.startRelay(relay.Config{Registerer: reg, MaxBatchBytes: 8 << 20, ParkAfter: 2 * time.Second,
-		Transport: &kafka.Transport{MetadataTTL: 300 * time.Millisecond}})
+	cfg := relay.Config{Registerer: reg, MaxBatchBytes: 8 << 20, ParkAfter: 2 * time.Second}
+	relay.SetMetadataTTL(&cfg, 300*time.Millisecond)
+	b.startRelay(cfg)
 
 	// Every neighbour's events arrive although the poisoned aggregates share
 	// their shards.

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 )
 
 // Record is one Kafka record the relay publishes for one outbox row.
@@ -15,7 +18,14 @@ type Record struct {
 	Topic   string
 	Key     []byte
 	Value   []byte // nil is a tombstone
-	Headers []kafka.Header
+	Headers []Header
+}
+
+// Header is one Kafka record header. Kafka allows a name to repeat; the
+// relay never repeats one.
+type Header struct {
+	Key   string
+	Value []byte
 }
 
 func (r *Record) size() int {
@@ -91,21 +101,32 @@ type topicPartitions struct {
 const partitionsTTL = 30 * time.Second
 
 // NewKafkaPublisher returns the kafka-go Publisher the relay uses by default,
-// with requests of at most DefaultMaxBatchBytes. transport may be nil for a
-// plaintext connection.
-func NewKafkaPublisher(brokers []string, transport *kafka.Transport) Publisher {
-	return newKafkaPublisher(brokers, transport, DefaultMaxBatchBytes)
+// connected as cfg says, with requests of at most DefaultMaxBatchBytes. It
+// returns a *broker.ConfigError when cfg is invalid.
+func NewKafkaPublisher(cfg broker.Config) (Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return newKafkaPublisher(cfg, DefaultMaxBatchBytes, 0)
 }
 
-func newKafkaPublisher(brokers []string, transport *kafka.Transport, maxRequestBytes int) *kafkaPublisher {
-	if transport == nil {
-		transport = &kafka.Transport{ClientID: "outboxkit-relay"}
+// DefaultClientID is the Kafka client ID of the relay when
+// Config.Kafka.ClientID is empty.
+const DefaultClientID = "outboxkit-relay"
+
+// newKafkaPublisher builds the publisher of a validated cfg; metadataTTL
+// overrides kafka-go's metadata cache time when not zero.
+func newKafkaPublisher(cfg broker.Config, maxRequestBytes int, metadataTTL time.Duration) (*kafkaPublisher, error) {
+	transport, err := kafkaclient.Transport(cfg, DefaultClientID)
+	if err != nil {
+		return nil, fmt.Errorf("relay: kafka transport: %w", err)
 	}
+	transport.MetadataTTL = metadataTTL
 	return &kafkaPublisher{
-		client:          &kafka.Client{Addr: kafka.TCP(brokers...), Transport: transport},
+		client:          &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: transport},
 		maxRequestBytes: maxRequestBytes,
 		parts:           map[string]topicPartitions{},
-	}
+	}, nil
 }
 
 func (p *kafkaPublisher) Close() error {
@@ -275,7 +296,11 @@ func (p *kafkaPublisher) produce(ctx context.Context, k partitionKey, records []
 	recs := make([]kafka.Record, len(idx))
 	for j, i := range idx {
 		r := &records[i]
-		recs[j] = kafka.Record{Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: r.Headers}
+		hs := make([]kafka.Header, len(r.Headers))
+		for h, hd := range r.Headers {
+			hs[h] = kafka.Header{Key: hd.Key, Value: hd.Value}
+		}
+		recs[j] = kafka.Record{Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
 	}
 	res, err := p.client.Produce(ctx, &kafka.ProduceRequest{
 		Topic: k.topic, Partition: k.partition, RequiredAcks: kafka.RequireAll,

@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/outbox"
 )
@@ -67,7 +66,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	}
 	pub := cfg.Publisher
 	if pub == nil {
-		pub = newKafkaPublisher(cfg.Brokers, cfg.Transport, cfg.MaxBatchBytes)
+		if pub, err = newKafkaPublisher(cfg.Kafka, cfg.MaxBatchBytes, cfg.metadataTTL); err != nil {
+			return nil, err
+		}
 	}
 	return &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}, nil
 }
@@ -467,9 +468,9 @@ func (e *event) record() Record {
 		rec.Headers = userHeaders(*e.headers)
 	}
 	rec.Headers = append(rec.Headers,
-		kafka.Header{Key: outbox.HeaderID, Value: []byte(e.id.String())},
-		kafka.Header{Key: outbox.HeaderEventType, Value: []byte(e.eventType)},
-		kafka.Header{Key: outbox.HeaderAggregateType, Value: []byte(e.aggregateType)},
+		Header{Key: outbox.HeaderID, Value: []byte(e.id.String())},
+		Header{Key: outbox.HeaderEventType, Value: []byte(e.eventType)},
+		Header{Key: outbox.HeaderAggregateType, Value: []byte(e.aggregateType)},
 	)
 	return rec
 }
@@ -493,7 +494,7 @@ const minShardReadBytes = 64 << 10
 // sorted by name, leaving out the names the relay sets itself. Values that
 // are not JSON strings (possible with plain-SQL writers) are sent as their
 // JSON text.
-func userHeaders(text string) []kafka.Header {
+func userHeaders(text string) []Header {
 	var flat map[string]string
 	if err := json.Unmarshal([]byte(text), &flat); err != nil {
 		var raw map[string]json.RawMessage
@@ -519,9 +520,9 @@ func userHeaders(text string) []kafka.Header {
 		}
 	}
 	sort.Strings(names)
-	hs := make([]kafka.Header, 0, len(names)+3)
+	hs := make([]Header, 0, len(names)+3)
 	for _, k := range names {
-		hs = append(hs, kafka.Header{Key: k, Value: []byte(flat[k])})
+		hs = append(hs, Header{Key: k, Value: []byte(flat[k])})
 	}
 	return hs
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -65,7 +66,7 @@ func (b *bed) startRelayOwnPool(cfg relay.Config) (r *relay.Relay, stop func()) 
 
 func (b *bed) startRelayOn(pool *pgxpool.Pool, cfg relay.Config) (r *relay.Relay, stop func()) {
 	b.t.Helper()
-	if cfg.Brokers == nil && cfg.Publisher == nil {
+	if cfg.Brokers == nil && cfg.Kafka.Brokers == nil && cfg.Publisher == nil {
 		cfg.Brokers = b.brokers
 	}
 	if cfg.Logger == nil {
@@ -157,4 +158,14 @@ func (b *bed) execTx(f func(tx pgx.Tx) error) {
 	if err := pgx.BeginFunc(context.Background(), b.db.Pool, f); err != nil {
 		b.t.Fatal(err)
 	}
+}
+
+// newPublisher returns the default Kafka publisher for brokers.
+func newPublisher(t *testing.T, brokers []string) relay.Publisher {
+	t.Helper()
+	p, err := relay.NewKafkaPublisher(broker.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

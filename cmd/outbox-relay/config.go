@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,16 +13,17 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/internal/kafkaconfig"
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
 // config is the relay binary's configuration, read from the environment.
 // Field names of tuning and kafkaSettings match relay.Config and
-// kafkaconfig.Config, so errors those packages report by field name can be
-// translated back to the variable (see varNames).
+// kafkasettings.Settings, so the typed errors those packages return, which
+// name fields, can be translated back to variables (see varNames and
+// relayVars).
 type config struct {
 	DatabaseURL string   `env:"DATABASE_URL,required,notEmpty"`
 	Brokers     []string `env:"KAFKA_BROKERS,required,notEmpty" envSeparator:","`
@@ -36,9 +36,9 @@ type config struct {
 	Kafka  kafkaSettings
 
 	// Derived by parseConfig.
-	pool      *pgxpool.Config
-	transport *kafka.Transport
-	level     slog.Level
+	pool  *pgxpool.Config
+	kafka broker.Config
+	level slog.Level
 }
 
 // tuning mirrors the tuning fields of relay.Config, field for field; the
@@ -57,8 +57,8 @@ type tuning struct {
 	ParkAfter         time.Duration `env:"RELAY_PARK_AFTER" envDefault:"15s"`
 }
 
-// kafkaSettings has the fields of kafkaconfig.Config, in the same order and
-// with the same types, so one converts to the other.
+// kafkaSettings has the fields of kafkasettings.Settings, in the same order
+// and with the same types, so one converts to the other.
 type kafkaSettings struct {
 	TLS                bool   `env:"KAFKA_TLS" envDefault:"false"`
 	CAFile             string `env:"KAFKA_TLS_CA_FILE"`
@@ -68,6 +68,7 @@ type kafkaSettings struct {
 	SASLMechanism      string `env:"KAFKA_SASL_MECHANISM"`
 	Username           string `env:"KAFKA_SASL_USERNAME"`
 	Password           string `env:"KAFKA_SASL_PASSWORD"`
+	AllowPlaintextSASL bool   `env:"KAFKA_SASL_ALLOW_PLAINTEXT" envDefault:"false"`
 	ClientID           string `env:"KAFKA_CLIENT_ID" envDefault:"outboxkit-relay"`
 }
 
@@ -264,9 +265,9 @@ func (cfg *config) check() error {
 		}
 	}
 
-	cfg.transport, err = kafkaconfig.Config(cfg.Kafka).Transport()
+	cfg.kafka, err = kafkasettings.Settings(cfg.Kafka).Config(cfg.Brokers)
 	if err != nil {
-		return translateFieldError(err)
+		return translateSettingsError(err)
 	}
 	return nil
 }
@@ -285,8 +286,7 @@ func (cfg *config) hardDeadline() time.Duration { return cfg.Tuning.ShutdownTime
 func (cfg *config) relayConfig() relay.Config {
 	t := cfg.Tuning
 	return relay.Config{
-		Brokers:           cfg.Brokers,
-		Transport:         cfg.transport,
+		Kafka:             cfg.kafka,
 		BatchSize:         t.BatchSize,
 		MaxBatchBytes:     t.MaxBatchBytes,
 		Lanes:             t.Lanes,
@@ -301,54 +301,64 @@ func (cfg *config) relayConfig() relay.Config {
 	}
 }
 
-// fieldNameRE matches the Go field names that have a variable, as whole
-// words, so messages that mention other fields can name variables instead.
-var fieldNameRE = func() *regexp.Regexp {
-	names := make([]string, 0, len(varNames))
-	for n := range varNames {
-		names = append(names, regexp.QuoteMeta(n))
+// relayVars maps the relay.Config field paths that have a variable to it:
+// the tuning fields, and the Kafka fields the variables set.
+var relayVars = func() map[string]string {
+	vars := map[string]string{
+		"Brokers":                  "KAFKA_BROKERS",
+		"Kafka.Brokers":            "KAFKA_BROKERS",
+		"Kafka.ClientID":           varNames["ClientID"],
+		"Kafka.TLS":                varNames["TLS"],
+		"Kafka.SASL.Mechanism":     varNames["SASLMechanism"],
+		"Kafka.SASL.Username":      varNames["Username"],
+		"Kafka.SASL.Password":      varNames["Password"],
+		"Kafka.AllowPlaintextSASL": varNames["AllowPlaintextSASL"],
 	}
-	// Longest first, so MaxPollInterval is not read as a shorter name.
-	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
-	return regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b`)
+	for f := range reflect.TypeFor[tuning]().Fields() {
+		vars[f.Name] = varNames[f.Name]
+	}
+	return vars
 }()
 
-func toVarNames(msg string) string {
-	return fieldNameRE.ReplaceAllStringFunc(msg, func(f string) string { return varNames[f] })
+// withVars returns reason with each related field, which reason names,
+// replaced by its variable in vars.
+func withVars(reason string, related []string, vars map[string]string) string {
+	var pairs []string
+	for _, r := range related {
+		if v := vars[r]; v != "" {
+			pairs = append(pairs, r, v)
+		}
+	}
+	if len(pairs) == 0 {
+		return reason
+	}
+	// One pass, so a variable put in is not replaced again.
+	return strings.NewReplacer(pairs...).Replace(reason)
 }
 
-// translateFieldError names the variable behind a kafkaconfig.FieldError.
-func translateFieldError(err error) error {
-	var fe *kafkaconfig.FieldError
+// translateSettingsError names the variable behind a
+// kafkasettings.FieldError.
+func translateSettingsError(err error) error {
+	var fe *kafkasettings.FieldError
 	if !errors.As(err, &fe) || varNames[fe.Field] == "" {
 		return err
 	}
-	msg := toVarNames(fe.Msg)
+	msg := withVars(fe.Reason, fe.Related, varNames)
 	if fe.Err != nil {
 		msg += ": " + fe.Err.Error()
 	}
 	return &configError{Var: varNames[fe.Field], Msg: msg}
 }
 
-// relayErrRE splits relay.Config's validation messages, such as
-// "relay: BatchSize must be between 1 and 10000, got 0" or
-// "relay: MaxPollInterval (1ms) must not be below MinPollInterval (2ms)".
-var relayErrRE = regexp.MustCompile(`^relay: (\w+)(?: \(([^)]*)\))? (.*)$`)
-
-// translateRelayError turns the first validation error of relay.New into a
-// configError naming the variable instead of the Go field. Errors it does
-// not recognise come back unchanged.
+// translateRelayError turns the first relay.ConfigError that relay.New
+// returns into a configError naming the variable instead of the Go field.
+// Errors about fields without a variable come back unchanged.
 func translateRelayError(err error) error {
-	first, _, _ := strings.Cut(err.Error(), "\n") // errors.Join puts one per line
-	m := relayErrRE.FindStringSubmatch(first)
-	if m == nil || varNames[m[1]] == "" {
+	var ce *relay.ConfigError
+	if !errors.As(err, &ce) || relayVars[ce.Field] == "" {
 		return err
 	}
-	msg := toVarNames(m[3])
-	if m[2] != "" {
-		msg = m[2] + " " + msg
-	}
-	return &configError{Var: varNames[m[1]], Msg: msg}
+	return &configError{Var: relayVars[ce.Field], Msg: withVars(ce.Reason, ce.Related, relayVars)}
 }
 
 // suggest returns the known variable an unknown one was most likely meant

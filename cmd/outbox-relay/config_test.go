@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -43,9 +44,10 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"RELAY_LOG_LEVEL", cfg.level, slog.LevelInfo},
 		{"RELAY_LOG_FORMAT", cfg.LogFormat, "json"},
 		{"hard deadline", cfg.hardDeadline(), 9 * time.Second},
-		{"KAFKA_CLIENT_ID", cfg.transport.ClientID, "outboxkit-relay"},
-		{"KAFKA_TLS", cfg.transport.TLS == nil, true},
-		{"KAFKA_SASL_MECHANISM", cfg.transport.SASL == nil, true},
+		{"KAFKA_CLIENT_ID", cfg.kafka.ClientID, "outboxkit-relay"},
+		{"KAFKA_TLS", cfg.kafka.TLS == nil, true},
+		{"KAFKA_SASL_MECHANISM", cfg.kafka.SASL.Mechanism, broker.Mechanism("")},
+		{"KAFKA_SASL_ALLOW_PLAINTEXT", cfg.kafka.AllowPlaintextSASL, false},
 		{"application_name", cfg.pool.ConnConfig.RuntimeParams["application_name"], "outbox-relay"},
 		{"db host", cfg.pool.ConnConfig.Host, "db.example"},
 	}
@@ -78,7 +80,7 @@ func TestDefaultsMatchRelay(t *testing.T) {
 		ParkAfter:         relay.DefaultParkAfter,
 	}
 	got := cfg.relayConfig()
-	got.Brokers, got.Transport = nil, nil
+	got.Kafka = broker.Config{}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults differ from relay's:\n got %+v\nwant %+v", got, want)
 	}
@@ -89,13 +91,13 @@ func TestDefaultsMatchRelay(t *testing.T) {
 // every variable to a distinct value and finds it in relay.Config.
 func TestEveryRelayFieldHasAVariable(t *testing.T) {
 	t.Parallel()
-	notTuning := map[string]bool{"Brokers": true, "Transport": true, "Publisher": true, "Logger": true, "Registerer": true}
+	notTuning := map[string]bool{"Brokers": true, "Kafka": true, "Publisher": true, "Logger": true, "Registerer": true, "TracerProvider": true}
 	tuningType := reflect.TypeFor[tuning]()
 	env := environ()
 	want := map[string]any{}
 	i := 0
 	for f := range reflect.TypeFor[relay.Config]().Fields() {
-		if notTuning[f.Name] {
+		if notTuning[f.Name] || !f.IsExported() {
 			continue
 		}
 		tf, ok := tuningType.FieldByName(f.Name)
@@ -127,8 +129,8 @@ func TestEveryRelayFieldHasAVariable(t *testing.T) {
 			t.Errorf("relay.Config.%s = %v, want %v from %s", field, g, w, varNames[field])
 		}
 	}
-	if rc := cfg.relayConfig(); !reflect.DeepEqual(rc.Brokers, cfg.Brokers) || rc.Transport != cfg.transport {
-		t.Errorf("relayConfig does not carry Brokers and Transport")
+	if rc := cfg.relayConfig(); !reflect.DeepEqual(rc.Kafka, cfg.kafka) || !reflect.DeepEqual(rc.Kafka.Brokers, cfg.Brokers) {
+		t.Errorf("relayConfig does not carry the Kafka settings and brokers")
 	}
 }
 
@@ -159,10 +161,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"duration word", environ("RELAY_MAX_POLL_INTERVAL=fast"), "RELAY_MAX_POLL_INTERVAL", `invalid duration "fast"`},
 		{"boolean", environ("KAFKA_TLS=maybe"), "KAFKA_TLS", `invalid boolean "maybe"`},
 		{"CA file without TLS", environ("KAFKA_TLS_CA_FILE=/etc/ca.pem"), "KAFKA_TLS_CA_FILE", "KAFKA_TLS is off"},
-		{"missing CA file", environ("KAFKA_TLS=true", "KAFKA_TLS_CA_FILE=/nonexistent/ca.pem"), "KAFKA_TLS_CA_FILE", "cannot read"},
+		{"missing CA file", environ("KAFKA_TLS=true", "KAFKA_TLS_CA_FILE=/nonexistent/ca.pem"), "KAFKA_TLS_CA_FILE", "cannot be read"},
 		{"cert without key", environ("KAFKA_TLS=true", "KAFKA_TLS_CERT_FILE=/c.pem"), "KAFKA_TLS_KEY_FILE", "KAFKA_TLS_CERT_FILE is set"},
 		{"unknown mechanism", environ("KAFKA_SASL_MECHANISM=kerberos", "KAFKA_SASL_USERNAME=u"), "KAFKA_SASL_MECHANISM", `unknown mechanism "kerberos"`},
-		{"mechanism without user", environ("KAFKA_SASL_MECHANISM=plain"), "KAFKA_SASL_USERNAME", "KAFKA_SASL_MECHANISM is plain"},
+		{"mechanism without user", environ("KAFKA_SASL_MECHANISM=scram-sha-256"), "KAFKA_SASL_USERNAME", "KAFKA_SASL_MECHANISM is SCRAM-SHA-256"},
+		{"plain without TLS", environ("KAFKA_SASL_MECHANISM=plain", "KAFKA_SASL_USERNAME=u"), "KAFKA_SASL_MECHANISM", "set KAFKA_SASL_ALLOW_PLAINTEXT"},
+		{"allow plaintext boolean", environ("KAFKA_SASL_ALLOW_PLAINTEXT=sure"), "KAFKA_SASL_ALLOW_PLAINTEXT", `invalid boolean "sure"`},
 		{"unknown OUTBOX_ variable", environ("OUTBOX_BATCHSIZE=10"), "OUTBOX_BATCHSIZE", "unknown variable (did you mean OUTBOX_BATCH_SIZE?)"},
 		{"unknown RELAY_ variable, other prefix", environ("RELAY_BATCH_SIZE=10"), "RELAY_BATCH_SIZE", "did you mean OUTBOX_BATCH_SIZE?"},
 		{"unknown RELAY_ variable, no guess", environ("RELAY_ZZZZZZZZZZZZZZZZ=1"), "RELAY_ZZZZZZZZZZZZZZZZ", "unknown variable"},
@@ -213,7 +217,7 @@ func TestRelayValidationNamesVariable(t *testing.T) {
 	}{
 		{environ("OUTBOX_BATCH_SIZE=20000"), "OUTBOX_BATCH_SIZE", "must be between 1 and 10000, got 20000"},
 		{environ("OUTBOX_MAX_BATCH_BYTES=100"), "OUTBOX_MAX_BATCH_BYTES", "must be at least 1024, got 100"},
-		{environ("RELAY_MIN_POLL_INTERVAL=1s", "RELAY_MAX_POLL_INTERVAL=10ms"), "RELAY_MAX_POLL_INTERVAL", "10ms must not be below RELAY_MIN_POLL_INTERVAL (1s)"},
+		{environ("RELAY_MIN_POLL_INTERVAL=1s", "RELAY_MAX_POLL_INTERVAL=10ms"), "RELAY_MAX_POLL_INTERVAL", "must not be below RELAY_MIN_POLL_INTERVAL (1s), got 10ms"},
 		{environ("RELAY_REBALANCE_INTERVAL=1ms"), "RELAY_REBALANCE_INTERVAL", "must be at least 10ms, got 1ms"},
 		{environ("RELAY_PUBLISH_TIMEOUT=5ms"), "RELAY_PUBLISH_TIMEOUT", "must be at least 100ms"},
 		{environ("RELAY_RETRY_BACKOFF_MIN=10s", "RELAY_RETRY_BACKOFF_MAX=1s"), "RELAY_RETRY_BACKOFF_MIN", "at most RELAY_RETRY_BACKOFF_MAX (1s)"},
@@ -240,8 +244,10 @@ func TestRelayValidationNamesVariable(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Var != tt.wantVar || !strings.Contains(ce.Msg, tt.wantMsg) {
 				t.Fatalf("translated error %q, want variable %s and a message containing %q", err, tt.wantVar, tt.wantMsg)
 			}
-			if fieldNameRE.MatchString(err.Error()) {
-				t.Errorf("translated error %q still names a Go field", err)
+			for _, word := range strings.FieldsFunc(err.Error(), func(r rune) bool { return r == ' ' || r == '(' || r == ')' || r == ',' }) {
+				if relayVars[word] != "" {
+					t.Errorf("translated error %q still names the Go field %s", err, word)
+				}
 			}
 		})
 	}
@@ -254,9 +260,16 @@ func TestParseConfigKafkaSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := cfg.transport
-	if tr.TLS == nil || tr.SASL == nil || tr.SASL.Name() != "SCRAM-SHA-512" || tr.ClientID != "orders-relay" {
-		t.Fatalf("transport = TLS %v, SASL %v, client ID %q; want TLS, SCRAM-SHA-512, orders-relay", tr.TLS, tr.SASL, tr.ClientID)
+	k := cfg.kafka
+	if k.TLS == nil || k.SASL.Mechanism != broker.SCRAMSHA512 || k.SASL.Username != "relay" || k.SASL.Password != "pw" || k.ClientID != "orders-relay" {
+		t.Fatalf("kafka = TLS %v, SASL %s as %q, client ID %q; want TLS, SCRAM-SHA-512 as relay, orders-relay", k.TLS, k.SASL.Mechanism, k.SASL.Username, k.ClientID)
+	}
+	cfg, err = parseConfig(environ("KAFKA_SASL_MECHANISM=PLAIN", "KAFKA_SASL_USERNAME=relay", "KAFKA_SASL_ALLOW_PLAINTEXT=true"))
+	if err != nil {
+		t.Fatalf("PLAIN without TLS, allowed: %v", err)
+	}
+	if !cfg.kafka.AllowPlaintextSASL || cfg.kafka.SASL.Mechanism != broker.PLAIN {
+		t.Fatalf("kafka = %+v, want PLAIN with AllowPlaintextSASL", cfg.kafka)
 	}
 }
 

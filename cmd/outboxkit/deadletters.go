@@ -8,8 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
-	"github.com/outboxkit/outboxkit/internal/kafkaconfig"
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 )
 
 func init() {
@@ -95,7 +96,7 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 		"Publish dead letters again to their original topic (acks=all), so their consumer group applies them\n"+
 			"once more. Kafka TLS and SASL come from the relay's variables: KAFKA_TLS, KAFKA_TLS_CA_FILE,\n"+
 			"KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_INSECURE_SKIP_VERIFY, KAFKA_SASL_MECHANISM,\n"+
-			"KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_CLIENT_ID.")
+			"KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SASL_ALLOW_PLAINTEXT, KAFKA_CLIENT_ID.")
 	brokers := fs.String("kafka-brokers", e.getenv("KAFKA_BROKERS"), "comma-separated Kafka `brokers` (default $KAFKA_BROKERS)")
 	pos, err := parseFlags(fs, args, false)
 	if err != nil {
@@ -119,11 +120,7 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 	if len(addrs) == 0 {
 		return usagef(cmd, "no Kafka brokers: set --kafka-brokers or KAFKA_BROKERS")
 	}
-	kc, err := kafkaFromEnv(e.getenv)
-	if err != nil {
-		return usagef(cmd, "%v", err)
-	}
-	transport, err := kc.Transport()
+	kc, err := kafkaFromEnv(e.getenv, addrs)
 	if err != nil {
 		return usagef(cmd, "%v", err)
 	}
@@ -132,7 +129,10 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	w := inbox.NewRedriveWriter(addrs, transport)
+	w, err := inbox.NewRedriveWriter(kc)
+	if err != nil {
+		return usagef(cmd, "%v", err)
+	}
 	defer w.Close()
 
 	failed := 0
@@ -154,9 +154,25 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// kafkaFromEnv reads the Kafka TLS and SASL variables the relay binary
-// uses (see cmd/outbox-relay/README.md).
-func kafkaFromEnv(getenv func(string) string) (kafkaconfig.Config, error) {
+// kafkaVars are the Kafka TLS and SASL variables the relay binary reads
+// (see cmd/outbox-relay/README.md), by kafkasettings.Settings field.
+var kafkaVars = map[string]string{
+	"TLS":                "KAFKA_TLS",
+	"CAFile":             "KAFKA_TLS_CA_FILE",
+	"CertFile":           "KAFKA_TLS_CERT_FILE",
+	"KeyFile":            "KAFKA_TLS_KEY_FILE",
+	"InsecureSkipVerify": "KAFKA_TLS_INSECURE_SKIP_VERIFY",
+	"SASLMechanism":      "KAFKA_SASL_MECHANISM",
+	"Username":           "KAFKA_SASL_USERNAME",
+	"Password":           "KAFKA_SASL_PASSWORD",
+	"AllowPlaintextSASL": "KAFKA_SASL_ALLOW_PLAINTEXT",
+	"ClientID":           "KAFKA_CLIENT_ID",
+}
+
+// kafkaFromEnv reads the Kafka TLS and SASL variables the relay binary uses
+// and returns the connection settings for brokers. Its errors name the
+// variable at fault.
+func kafkaFromEnv(getenv func(string) string, brokers []string) (broker.Config, error) {
 	boolVar := func(name string) (bool, error) {
 		switch v := strings.ToLower(getenv(name)); v {
 		case "", "false", "0", "no", "off":
@@ -167,21 +183,34 @@ func kafkaFromEnv(getenv func(string) string) (kafkaconfig.Config, error) {
 			return false, fmt.Errorf("%s: invalid boolean %q (want true or false)", name, v)
 		}
 	}
-	tls, err := boolVar("KAFKA_TLS")
-	if err != nil {
-		return kafkaconfig.Config{}, err
+	var s kafkasettings.Settings
+	var err error
+	if s.TLS, err = boolVar("KAFKA_TLS"); err != nil {
+		return broker.Config{}, err
 	}
-	skip, err := boolVar("KAFKA_TLS_INSECURE_SKIP_VERIFY")
-	if err != nil {
-		return kafkaconfig.Config{}, err
+	if s.InsecureSkipVerify, err = boolVar("KAFKA_TLS_INSECURE_SKIP_VERIFY"); err != nil {
+		return broker.Config{}, err
 	}
-	clientID := getenv("KAFKA_CLIENT_ID")
-	if clientID == "" {
-		clientID = "outboxkit-cli"
+	if s.AllowPlaintextSASL, err = boolVar("KAFKA_SASL_ALLOW_PLAINTEXT"); err != nil {
+		return broker.Config{}, err
 	}
-	return kafkaconfig.Config{
-		TLS: tls, CAFile: getenv("KAFKA_TLS_CA_FILE"), CertFile: getenv("KAFKA_TLS_CERT_FILE"), KeyFile: getenv("KAFKA_TLS_KEY_FILE"),
-		InsecureSkipVerify: skip, SASLMechanism: getenv("KAFKA_SASL_MECHANISM"),
-		Username: getenv("KAFKA_SASL_USERNAME"), Password: getenv("KAFKA_SASL_PASSWORD"), ClientID: clientID,
-	}, nil
+	s.CAFile, s.CertFile, s.KeyFile = getenv("KAFKA_TLS_CA_FILE"), getenv("KAFKA_TLS_CERT_FILE"), getenv("KAFKA_TLS_KEY_FILE")
+	s.SASLMechanism, s.Username, s.Password = getenv("KAFKA_SASL_MECHANISM"), getenv("KAFKA_SASL_USERNAME"), getenv("KAFKA_SASL_PASSWORD")
+	if s.ClientID = getenv("KAFKA_CLIENT_ID"); s.ClientID == "" {
+		s.ClientID = "outboxkit-cli"
+	}
+	cfg, err := s.Config(brokers)
+	var fe *kafkasettings.FieldError
+	if errors.As(err, &fe) && kafkaVars[fe.Field] != "" {
+		pairs := []string{}
+		for _, r := range fe.Related {
+			pairs = append(pairs, r, kafkaVars[r])
+		}
+		msg := strings.NewReplacer(pairs...).Replace(fe.Reason)
+		if fe.Err != nil {
+			msg += ": " + fe.Err.Error()
+		}
+		return broker.Config{}, fmt.Errorf("%s: %s", kafkaVars[fe.Field], msg)
+	}
+	return cfg, err
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
@@ -51,5 +52,36 @@ func TestDeadLetters(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "already re-driven") || !strings.Contains(r.stderr, "not found") ||
 		!strings.Contains(r.stderr, "2 of 2 dead letters not re-driven") {
 		t.Errorf("redrive of a re-driven and a missing id: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestKafkaFromEnv(t *testing.T) {
+	t.Parallel()
+	env := func(kv ...string) func(string) string {
+		return func(k string) string {
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == k {
+					return kv[i+1]
+				}
+			}
+			return ""
+		}
+	}
+	brokers := []string{"k:9092"}
+	cfg, err := kafkaFromEnv(env("KAFKA_SASL_MECHANISM", "scram-sha-512", "KAFKA_SASL_USERNAME", "u"), brokers)
+	if err != nil || cfg.SASL.Mechanism != broker.SCRAMSHA512 || cfg.ClientID != "outboxkit-cli" || cfg.Brokers[0] != "k:9092" {
+		t.Fatalf("kafkaFromEnv = %+v, %v; want SCRAM-SHA-512 as outboxkit-cli", cfg, err)
+	}
+	_, err = kafkaFromEnv(env("KAFKA_SASL_MECHANISM", "plain", "KAFKA_SASL_USERNAME", "u"), brokers)
+	if err == nil || !strings.HasPrefix(err.Error(), "KAFKA_SASL_MECHANISM: ") || !strings.Contains(err.Error(), "KAFKA_SASL_ALLOW_PLAINTEXT") {
+		t.Fatalf("PLAIN without TLS: got %v, want an error naming KAFKA_SASL_MECHANISM and KAFKA_SASL_ALLOW_PLAINTEXT", err)
+	}
+	cfg, err = kafkaFromEnv(env("KAFKA_SASL_MECHANISM", "plain", "KAFKA_SASL_USERNAME", "u", "KAFKA_SASL_ALLOW_PLAINTEXT", "true"), brokers)
+	if err != nil || !cfg.AllowPlaintextSASL {
+		t.Fatalf("PLAIN without TLS, allowed: %+v, %v", cfg, err)
+	}
+	_, err = kafkaFromEnv(env("KAFKA_TLS_CA_FILE", "/ca.pem"), brokers)
+	if err == nil || err.Error() != "KAFKA_TLS_CA_FILE: is set but KAFKA_TLS is off" {
+		t.Fatalf("CA file without TLS: got %v", err)
 	}
 }

@@ -81,6 +81,19 @@ func CreateTopicNamed(brokers []string, topic string, partitions int) error {
 	return kafkatopic.Create(ctx, brokers, topic, partitions)
 }
 
+// NewWriter returns a kafka-go writer to brokers that produces like the
+// relay: acks=all, partitioned by key with murmur2 (the Java client's
+// default). Records name their topic unless topic is set. Close it when done.
+func NewWriter(brokers []string, topic string) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Topic:        topic,
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond,
+	}
+}
+
 // ReadTopic reads every partition of topic from the start until it has read
 // at least want records or timeout passes, and returns them per partition in
 // offset order, partitions in ascending order.

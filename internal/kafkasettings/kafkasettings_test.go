@@ -1,4 +1,4 @@
-package kafkaconfig
+package kafkasettings
 
 import (
 	"context"
@@ -21,6 +21,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 )
 
 // pki is a throwaway CA with a server and a client certificate, as PEM files
@@ -111,50 +114,57 @@ func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
 	return path
 }
 
-func TestValidate(t *testing.T) {
+func TestConfigChecks(t *testing.T) {
 	t.Parallel()
+	brokers := []string{"k:9092"}
 	tests := []struct {
 		name      string
-		cfg       Config
+		s         Settings
 		wantField string // empty: valid
 		wantMsg   string
 	}{
-		{name: "zero value is plaintext", cfg: Config{}},
-		{name: "TLS with system roots", cfg: Config{TLS: true}},
-		{name: "SASL plain", cfg: Config{SASLMechanism: "plain", Username: "u", Password: "p"}},
-		{name: "mechanism in Kafka's spelling", cfg: Config{SASLMechanism: "SCRAM-SHA-512", Username: "u"}},
-		{name: "CA file without TLS", cfg: Config{CAFile: "ca.pem"}, wantField: "CAFile", wantMsg: "TLS is off"},
-		{name: "cert file without TLS", cfg: Config{CertFile: "c.pem", KeyFile: "k.pem"}, wantField: "CertFile", wantMsg: "TLS is off"},
-		{name: "key file without TLS", cfg: Config{KeyFile: "k.pem"}, wantField: "KeyFile", wantMsg: "TLS is off"},
-		{name: "skip verify without TLS", cfg: Config{InsecureSkipVerify: true}, wantField: "InsecureSkipVerify", wantMsg: "TLS is off"},
-		{name: "cert without key", cfg: Config{TLS: true, CertFile: "c.pem"}, wantField: "KeyFile", wantMsg: "CertFile is set"},
-		{name: "key without cert", cfg: Config{TLS: true, KeyFile: "k.pem"}, wantField: "CertFile", wantMsg: "KeyFile is set"},
-		{name: "unknown mechanism", cfg: Config{SASLMechanism: "gssapi", Username: "u"}, wantField: "SASLMechanism", wantMsg: `unknown mechanism "gssapi"`},
-		{name: "mechanism without username", cfg: Config{SASLMechanism: "scram-sha-256"}, wantField: "Username", wantMsg: "SASLMechanism is scram-sha-256"},
-		{name: "username without mechanism", cfg: Config{Username: "u"}, wantField: "Username", wantMsg: "SASLMechanism is empty"},
-		{name: "password without mechanism", cfg: Config{Password: "p"}, wantField: "Password", wantMsg: "SASLMechanism is empty"},
+		{name: "zero value is plaintext", s: Settings{}},
+		{name: "TLS with system roots", s: Settings{TLS: true}},
+		{name: "SASL plain over TLS", s: Settings{TLS: true, SASLMechanism: "plain", Username: "u", Password: "p"}},
+		{name: "SASL plain without TLS, allowed", s: Settings{SASLMechanism: "plain", Username: "u", AllowPlaintextSASL: true}},
+		{name: "SCRAM without TLS", s: Settings{SASLMechanism: "scram-sha-256", Username: "u"}},
+		{name: "mechanism in Kafka's spelling", s: Settings{SASLMechanism: "SCRAM-SHA-512", Username: "u"}},
+		{name: "SASL plain without TLS", s: Settings{SASLMechanism: "plain", Username: "u"}, wantField: "SASLMechanism", wantMsg: "set AllowPlaintextSASL"},
+		{name: "CA file without TLS", s: Settings{CAFile: "ca.pem"}, wantField: "CAFile", wantMsg: "TLS is off"},
+		{name: "cert file without TLS", s: Settings{CertFile: "c.pem", KeyFile: "k.pem"}, wantField: "CertFile", wantMsg: "TLS is off"},
+		{name: "key file without TLS", s: Settings{KeyFile: "k.pem"}, wantField: "KeyFile", wantMsg: "TLS is off"},
+		{name: "skip verify without TLS", s: Settings{InsecureSkipVerify: true}, wantField: "InsecureSkipVerify", wantMsg: "TLS is off"},
+		{name: "cert without key", s: Settings{TLS: true, CertFile: "c.pem"}, wantField: "KeyFile", wantMsg: "CertFile is set"},
+		{name: "key without cert", s: Settings{TLS: true, KeyFile: "k.pem"}, wantField: "CertFile", wantMsg: "KeyFile is set"},
+		{name: "unknown mechanism", s: Settings{SASLMechanism: "gssapi", Username: "u"}, wantField: "SASLMechanism", wantMsg: `unknown mechanism "gssapi"`},
+		{name: "mechanism without username", s: Settings{SASLMechanism: "scram-sha-256"}, wantField: "Username", wantMsg: "SASLMechanism is SCRAM-SHA-256"},
+		{name: "username without mechanism", s: Settings{Username: "u"}, wantField: "Username", wantMsg: "SASLMechanism is empty"},
+		{name: "password without mechanism", s: Settings{Password: "p"}, wantField: "Password", wantMsg: "SASLMechanism is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := tt.cfg.Validate()
+			_, err := tt.s.Config(brokers)
 			if tt.wantField == "" {
 				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
+					t.Fatalf("Config() = %v, want nil", err)
 				}
 				return
 			}
-			var fe *FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("Validate() = %v, want a *FieldError for %s", err, tt.wantField)
-			}
-			if fe.Field != tt.wantField || !strings.Contains(fe.Msg, tt.wantMsg) {
-				t.Fatalf("Validate() = field %q msg %q, want field %q msg containing %q", fe.Field, fe.Msg, tt.wantField, tt.wantMsg)
-			}
-			if !strings.HasPrefix(err.Error(), "kafkaconfig: "+tt.wantField+": ") {
+			assertFieldError(t, err, tt.wantField, tt.wantMsg)
+			if !strings.HasPrefix(err.Error(), "kafka settings: "+tt.wantField+" ") {
 				t.Fatalf("Error() = %q, want it to start with the field name", err)
 			}
 		})
+	}
+}
+
+func TestConfigNoBrokers(t *testing.T) {
+	t.Parallel()
+	_, err := Settings{}.Config(nil)
+	var ce *broker.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "Brokers" || !errors.Is(err, broker.ErrInvalidConfig) {
+		t.Fatalf("Config(nil) = %v, want a *broker.ConfigError for Brokers", err)
 	}
 }
 
@@ -164,7 +174,7 @@ func TestTLSConfig(t *testing.T) {
 
 	t.Run("off", func(t *testing.T) {
 		t.Parallel()
-		got, err := Config{}.TLSConfig()
+		got, err := Settings{}.tlsConfig()
 		if err != nil || got != nil {
 			t.Fatalf("TLSConfig() = %v, %v; want nil, nil when TLS is off", got, err)
 		}
@@ -172,7 +182,7 @@ func TestTLSConfig(t *testing.T) {
 
 	t.Run("CA and client certificate", func(t *testing.T) {
 		t.Parallel()
-		got, err := Config{TLS: true, CAFile: p.caFile, CertFile: p.clientCert, KeyFile: p.clientKey}.TLSConfig()
+		got, err := Settings{TLS: true, CAFile: p.caFile, CertFile: p.clientCert, KeyFile: p.clientKey}.tlsConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,8 +202,8 @@ func TestTLSConfig(t *testing.T) {
 
 	t.Run("missing CA file", func(t *testing.T) {
 		t.Parallel()
-		_, err := Config{TLS: true, CAFile: filepath.Join(p.dir, "nope.pem")}.TLSConfig()
-		assertFieldError(t, err, "CAFile", "cannot read")
+		_, err := Settings{TLS: true, CAFile: filepath.Join(p.dir, "nope.pem")}.tlsConfig()
+		assertFieldError(t, err, "CAFile", "cannot be read")
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("error %v does not wrap fs.ErrNotExist", err)
 		}
@@ -205,20 +215,20 @@ func TestTLSConfig(t *testing.T) {
 		if err := os.WriteFile(garbage, []byte("not a certificate"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Config{TLS: true, CAFile: garbage}.TLSConfig()
+		_, err := Settings{TLS: true, CAFile: garbage}.tlsConfig()
 		assertFieldError(t, err, "CAFile", "no PEM certificate")
 	})
 
 	t.Run("missing key file", func(t *testing.T) {
 		t.Parallel()
-		_, err := Config{TLS: true, CertFile: p.clientCert, KeyFile: filepath.Join(p.dir, "nope.pem")}.TLSConfig()
-		assertFieldError(t, err, "KeyFile", "cannot read")
+		_, err := Settings{TLS: true, CertFile: p.clientCert, KeyFile: filepath.Join(p.dir, "nope.pem")}.tlsConfig()
+		assertFieldError(t, err, "KeyFile", "cannot be read")
 	})
 
 	t.Run("key does not match certificate", func(t *testing.T) {
 		t.Parallel()
-		_, err := Config{TLS: true, CertFile: p.clientCert, KeyFile: p.serverKey}.TLSConfig()
-		assertFieldError(t, err, "CertFile", "cannot load")
+		_, err := Settings{TLS: true, CertFile: p.clientCert, KeyFile: p.serverKey}.tlsConfig()
+		assertFieldError(t, err, "CertFile", "cannot be loaded")
 	})
 }
 
@@ -268,44 +278,18 @@ func assertFieldError(t *testing.T, err error, field, msg string) {
 	}
 }
 
-func TestMechanism(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct{ in, want string }{
-		{"", ""},
-		{"plain", "PLAIN"},
-		{"PLAIN", "PLAIN"},
-		{"scram-sha-256", "SCRAM-SHA-256"},
-		{"Scram-Sha-512", "SCRAM-SHA-512"},
-	} {
-		cfg := Config{SASLMechanism: tt.in}
-		if tt.in != "" {
-			cfg.Username = "u"
-		}
-		m, err := cfg.Mechanism()
-		if err != nil {
-			t.Fatalf("Mechanism(%q): %v", tt.in, err)
-		}
-		got := ""
-		if m != nil {
-			got = m.Name()
-		}
-		if got != tt.want {
-			t.Errorf("Mechanism(%q).Name() = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-	_, err := Config{SASLMechanism: "oauthbearer", Username: "u"}.Mechanism()
-	assertFieldError(t, err, "SASLMechanism", "unknown mechanism")
-}
-
 func TestTransportAndDialerAgree(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
-	cfg := Config{TLS: true, CAFile: p.caFile, SASLMechanism: "scram-sha-512", Username: "relay", Password: "secret", ClientID: "test-client"}
-	tr, err := cfg.Transport()
+	cfg, err := Settings{TLS: true, CAFile: p.caFile, SASLMechanism: "scram-sha-512", Username: "relay", Password: "secret", ClientID: "test-client"}.Config([]string{"k:9092"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := cfg.Dialer()
+	tr, err := kafkaclient.Transport(cfg, "fallback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := kafkaclient.Dialer(cfg, "fallback")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,15 +303,17 @@ func TestTransportAndDialerAgree(t *testing.T) {
 		t.Errorf("ClientID: transport %q, dialer %q; want test-client", tr.ClientID, d.ClientID)
 	}
 
-	plainTr, err := Config{}.Transport()
+	plain, err := Settings{}.Config([]string{"k:9092"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if plainTr.TLS != nil || plainTr.SASL != nil || plainTr.ClientID != DefaultClientID {
-		t.Errorf("zero Config Transport = TLS %v SASL %v ClientID %q; want plaintext with client ID %q", plainTr.TLS, plainTr.SASL, plainTr.ClientID, DefaultClientID)
+	plainTr, err := kafkaclient.Transport(plain, "fallback")
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err = Config{TLS: true, CAFile: "/does/not/exist"}.Dialer()
-	assertFieldError(t, err, "CAFile", "cannot read")
+	if plainTr.TLS != nil || plainTr.SASL != nil || plainTr.ClientID != "fallback" {
+		t.Errorf("zero Settings Transport = TLS %v SASL %v ClientID %q; want plaintext with the fallback client ID", plainTr.TLS, plainTr.SASL, plainTr.ClientID)
+	}
 }
 
 // TestAgainstBroker connects to an in-process broker that requires TLS
@@ -356,7 +342,7 @@ func TestAgainstBroker(t *testing.T) {
 			t.Cleanup(cluster.Close)
 			addr := cluster.ListenAddrs()[0]
 
-			good := Config{TLS: true, CAFile: p.caFile, CertFile: p.clientCert, KeyFile: p.clientKey,
+			good := Settings{TLS: true, CAFile: p.caFile, CertFile: p.clientCert, KeyFile: p.clientKey,
 				SASLMechanism: mech, Username: "relay", Password: "s3cret,=é"}
 			if err := viaTransport(addr, good); err != nil {
 				t.Fatalf("Transport with the right password: %v", err)
@@ -383,8 +369,12 @@ func TestAgainstBroker(t *testing.T) {
 	}
 }
 
-func viaTransport(addr string, cfg Config) error {
-	tr, err := cfg.Transport()
+func viaTransport(addr string, s Settings) error {
+	cfg, err := s.Config([]string{addr})
+	if err != nil {
+		return err
+	}
+	tr, err := kafkaclient.Transport(cfg, "test")
 	if err != nil {
 		return err
 	}
@@ -402,8 +392,12 @@ func viaTransport(addr string, cfg Config) error {
 	return nil
 }
 
-func viaDialer(addr string, cfg Config) error {
-	d, err := cfg.Dialer()
+func viaDialer(addr string, s Settings) error {
+	cfg, err := s.Config([]string{addr})
+	if err != nil {
+		return err
+	}
+	d, err := kafkaclient.Dialer(cfg, "test")
 	if err != nil {
 		return err
 	}
@@ -422,4 +416,32 @@ func viaDialer(addr string, cfg Config) error {
 		return errors.New("ReadPartitions does not show 3 partitions")
 	}
 	return nil
+}
+
+// TestPlaintextSASLAgainstBroker connects with SASL PLAIN and no TLS to a
+// broker that requires SASL, which takes AllowPlaintextSASL.
+func TestPlaintextSASLAgainstBroker(t *testing.T) {
+	t.Parallel()
+	cluster, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.EnableSASL(),
+		kfake.Superuser("PLAIN", "relay", "pw"),
+		kfake.SeedTopics(3, "events"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	addr := cluster.ListenAddrs()[0]
+	s := Settings{SASLMechanism: "plain", Username: "relay", Password: "pw"}
+	if err := viaTransport(addr, s); err == nil || !strings.Contains(err.Error(), "AllowPlaintextSASL") {
+		t.Fatalf("PLAIN without TLS: got %v, want a refusal naming AllowPlaintextSASL", err)
+	}
+	s.AllowPlaintextSASL = true
+	if err := viaTransport(addr, s); err != nil {
+		t.Fatalf("Transport with AllowPlaintextSASL: %v", err)
+	}
+	if err := viaDialer(addr, s); err != nil {
+		t.Fatalf("Dialer with AllowPlaintextSASL: %v", err)
+	}
 }

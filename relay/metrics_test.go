@@ -1,0 +1,62 @@
+package relay_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// TestTwoRelaysShareOneRegistry runs two relays, each on its own outbox,
+// registering on one registry: both start and run, and the shared series
+// add up both relays' work.
+func TestTwoRelaysShareOneRegistry(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	b1, b2 := setup(t, 2), setup(t, 2)
+	counts1 := b1.write(5, 4)
+	counts2 := b2.write(3, 10)
+	b1.startRelay(relay.Config{Registerer: reg})
+	// The second relay connects through Kafka rather than Brokers.
+	b2.startRelay(relay.Config{Registerer: reg, Kafka: broker.Config{Brokers: b2.brokers, ClientID: "second-relay"}})
+	b1.waitDrained(60 * time.Second)
+	b2.waitDrained(60 * time.Second)
+	checkCounts(t, b1, counts1)
+	checkCounts(t, b2, counts2)
+
+	published := value(t, reg, "outboxkit_relay_published_total")
+	if published < 50 {
+		t.Errorf("outboxkit_relay_published_total = %v, want at least 20 + 30 from both relays", published)
+	}
+	// Each relay is alone on its outbox, so each owns every shard.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		owned := value(t, reg, "outboxkit_relay_shards_owned")
+		if owned == 2*relay.NumShards {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outboxkit_relay_shards_owned = %v, want %d (both relays' shards)", owned, 2*relay.NumShards)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// value returns the value of the unlabelled series name in reg, or 0.
+func value(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
