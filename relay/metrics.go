@@ -10,6 +10,7 @@ type metrics struct {
 	pending       prometheus.Gauge
 	oldestAge     prometheus.Gauge
 	shardsOwned   prometheus.Gauge
+	ready         prometheus.Gauge
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 }
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_shards_owned",
 			Help: "Shards this relay instance owns.",
 		}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_ready",
+			Help: "1 while this instance holds its lock connection and takes part in sharing the shards (what /readyz serves), else 0.",
+		}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_parked_aggregates",
 			Help: "Aggregates parked because Kafka refused their next event (sampled).",
@@ -51,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.published, m.publishErrors, m.batchSeconds, m.pending, m.oldestAge, m.shardsOwned, m.parked, m.parkedTotal} {
+		for _, c := range []prometheus.Collector{m.published, m.publishErrors, m.batchSeconds, m.pending, m.oldestAge, m.shardsOwned, m.ready, m.parked, m.parkedTotal} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

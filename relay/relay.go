@@ -85,6 +85,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		err := r.session(ctx)
 		r.ready.Store(false)
+		r.m.ready.Set(0)
 		r.shardCount.Store(0)
 		r.m.shardsOwned.Set(0)
 		if ctx.Err() != nil {
@@ -266,6 +267,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}()
 
 	r.ready.Store(true)
+	r.m.ready.Set(1)
 	r.log.InfoContext(ctx, "relay session started", "application_name", connCfg.RuntimeParams["application_name"], "lanes", len(lanes))
 	tick := time.NewTicker(r.cfg.RebalanceInterval)
 	defer tick.Stop()

@@ -210,7 +210,7 @@ func TestProcessPublishesAndStops(t *testing.T) {
 	body := scrape(t, base)
 	for _, series := range []string{
 		"outboxkit_relay_published_total", "outboxkit_relay_batch_duration_seconds_count", "outboxkit_relay_pending_events",
-		"outboxkit_relay_oldest_pending_age_seconds", "outboxkit_relay_shards_owned", "outboxkit_relay_parked_aggregates",
+		"outboxkit_relay_oldest_pending_age_seconds", "outboxkit_relay_shards_owned", "outboxkit_relay_ready", "outboxkit_relay_parked_aggregates",
 		"outboxkit_relay_parked_total", "go_goroutines", "process_resident_memory_bytes",
 	} {
 		if metricValue(body, series) == "" {
