@@ -3,6 +3,9 @@
 // (see README.md), Prometheus metrics and health checks over HTTP, JSON logs,
 // and a graceful stop on SIGTERM or SIGINT.
 //
+// Its only flag is -version, which prints the module version and the VCS
+// commit the binary was built from, and exits.
+//
 // Exit codes: 0 after a graceful stop, 1 on a runtime error (such as a
 // database without the migrations), 2 on bad or missing configuration.
 package main
@@ -10,6 +13,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,19 +30,44 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/outboxkit/outboxkit/internal/buildinfo"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
 func main() {
-	os.Exit(run(os.Environ(), os.Stderr))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
 // run is the whole program; it returns the exit code.
-func run(environ []string, stderr io.Writer) int {
+func run(args, environ []string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "outbox-relay: %v\n", err)
 		return code
 	}
+	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: outbox-relay [-version]\n\n"+
+			"Publishes the outbox table's events to Kafka. Configuration comes from the\n"+
+			"environment: DATABASE_URL, KAFKA_BROKERS, RELAY_HTTP_ADDR and the OUTBOX_*,\n"+
+			"RELAY_* and KAFKA_* variables of cmd/outbox-relay/README.md.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	version := fs.Bool("version", false, "print the module version and VCS commit, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		return fail(2, fmt.Errorf("unexpected argument %q: configuration comes from the environment (run with -h)", fs.Arg(0)))
+	}
+	if *version {
+		fmt.Fprint(stdout, buildinfo.Text("outbox-relay"))
+		return 0
+	}
+
 	cfg, err := parseConfig(environ)
 	if err != nil {
 		return fail(2, err)
