@@ -25,7 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -123,13 +122,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 
 	done := make(chan error, 1)
 	running.Store(true)
-	go func() {
-		if err := waitForSchema(ctx, pool, log); err != nil {
-			done <- err
-			return
-		}
-		done <- r.Run(ctx)
-	}()
+	// Run retries an unreachable database and returns at once with
+	// relay.ErrNoOutboxTable (exit 1) on one without the migrations.
+	go func() { done <- r.Run(ctx) }()
 
 	select {
 	case err = <-done:
@@ -149,34 +144,6 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("relay stopped")
 	return 0
-}
-
-// waitForSchema returns nil once the outbox tables are reachable,
-// relay.ErrNoOutboxTable if the database has none, and nil when ctx ends.
-// Unreachable databases are retried, as relay.Run would.
-//
-// relay.Run reports a missing table itself, but then blocks until its
-// context ends (its stats goroutine outlives the error), so the binary
-// checks first to exit at once with the message.
-func waitForSchema(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
-	backoff := 100 * time.Millisecond
-	for {
-		_, err := pool.Exec(ctx, "SELECT 1 FROM outbox, outbox_parked LIMIT 0")
-		var pgErr *pgconn.PgError
-		switch {
-		case err == nil, ctx.Err() != nil:
-			return nil
-		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
-			return relay.ErrNoOutboxTable
-		}
-		log.Warn("database not reachable; retrying", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
