@@ -428,7 +428,7 @@ type aggKey struct{ typ, id string }
 
 func (e *event) key() aggKey { return aggKey{e.aggregateType, e.aggregateID} }
 
-// record turns the row into its Kafka record (DESIGN.md section 1).
+// record turns the row into its Kafka record (docs/design.md §1.3).
 func (e *event) record() Record {
 	rec := Record{Topic: e.topic, Key: []byte(e.aggregateID), Value: e.payload}
 	if e.headers != nil {
