@@ -8,7 +8,7 @@ GO ?= go
 # an in-process broker.
 test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: test services services-down check goose-cli fault-tests bench-outbox bench-inbox demo
+.PHONY: test services services-down check goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
 ## demo: orders -> relay -> shipping end to end, with a live progress line and a verification summary
 demo:
@@ -39,8 +39,14 @@ $(GOOSE):
 	GOBIN=$(dir $(GOOSE)) $(GO) install -tags 'no_clickhouse no_libsql no_mssql no_mysql no_sqlite3 no_vertica no_ydb' github.com/pressly/goose/v3/cmd/goose@$(GOOSE_VERSION)
 	mv $(dir $(GOOSE))goose $(GOOSE)
 
+## alerts-test: promtool checks and unit tests of the Prometheus alerting rules in deploy/prometheus (installs promtool if missing)
+alerts-test:
+	@promtool=$$(scripts/promtool.sh) && \
+	  $$promtool check rules deploy/prometheus/outboxkit-alerts.yml && \
+	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
+
 ## test: everything, against the real services
-test: services check goose-cli
+test: services check goose-cli alerts-test
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
 	$(MAKE) chaos-short

@@ -1,6 +1,6 @@
 // Package relay publishes the events of the outbox table to Kafka.
 //
-// Guarantees (DESIGN.md section 1), each tested by killing things:
+// Guarantees (docs/design.md §1.5), each tested by killing things:
 //
 //   - No loss: every committed outbox row reaches Kafka with acks=all, however
 //     commits interleave (a transaction that took a low seq and commits late

@@ -17,6 +17,7 @@ type metrics struct {
 	pending       prometheus.Gauge
 	oldestAge     prometheus.Gauge
 	shardsOwned   *shareGauge
+	ready         *shareGauge
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 }
@@ -48,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_shards_owned",
 			Help: "Shards owned by the relays of this process that share the registry.",
 		})},
+		ready: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_ready",
+			Help: "1 while this relay holds its lock connection and takes part in sharing the shards (what /readyz serves), else 0; relays of one process sharing the registry add up.",
+		})},
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_parked_aggregates",
 			Help: "Aggregates parked because Kafka refused their next event (sampled).",
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g} {
+	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g, &m.ready.g} {
 		if *g, err = register(reg, *g); err != nil {
 			return nil, err
 		}

@@ -95,6 +95,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		err := r.session(ctx)
 		r.ready.Store(false)
+		r.m.ready.Set(0)
 		r.shardCount.Store(0)
 		r.m.shardsOwned.Set(0)
 		if ctx.Err() != nil {
@@ -286,6 +287,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}()
 
 	r.ready.Store(true)
+	r.m.ready.Set(1)
 	r.log.InfoContext(ctx, "relay session started", "application_name", appName, "outbox_oid", uint32(space), "lanes", len(lanes))
 	tick := time.NewTicker(r.cfg.RebalanceInterval)
 	defer tick.Stop()
@@ -461,7 +463,7 @@ type aggKey struct{ typ, id string }
 
 func (e *event) key() aggKey { return aggKey{e.aggregateType, e.aggregateID} }
 
-// record turns the row into its Kafka record (DESIGN.md section 1).
+// record turns the row into its Kafka record (docs/design.md §1.3).
 func (e *event) record() Record {
 	rec := Record{Topic: e.topic, Key: []byte(e.aggregateID), Value: e.payload}
 	if e.headers != nil {

@@ -225,7 +225,7 @@ var (
 	hdrAggregateType = []byte(benchAggregateType)
 )
 
-// record is what the relay publishes for event i (DESIGN.md section 1): key
+// record is what the relay publishes for event i (docs/design.md §1.3): key
 // aggregate_id, value payload, user headers sorted, then id, event_type and
 // aggregate_type.
 func (g *gen) record(i int) (key, value []byte, headers []kafka.Header) {

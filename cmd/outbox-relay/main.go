@@ -3,6 +3,9 @@
 // (see README.md), Prometheus metrics and health checks over HTTP, JSON logs,
 // and a graceful stop on SIGTERM or SIGINT.
 //
+// Its only flag is -version, which prints the module version and the VCS
+// commit the binary was built from, and exits.
+//
 // Exit codes: 0 after a graceful stop, 1 on a runtime error (such as a
 // database without the migrations), 2 on bad or missing configuration.
 package main
@@ -10,6 +13,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,24 +25,48 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/outboxkit/outboxkit/internal/buildinfo"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
 func main() {
-	os.Exit(run(os.Environ(), os.Stderr))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
 // run is the whole program; it returns the exit code.
-func run(environ []string, stderr io.Writer) int {
+func run(args, environ []string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "outbox-relay: %v\n", err)
 		return code
 	}
+	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: outbox-relay [-version]\n\n"+
+			"Publishes the outbox table's events to Kafka. Configuration comes from the\n"+
+			"environment: DATABASE_URL, KAFKA_BROKERS, RELAY_HTTP_ADDR and the OUTBOX_*,\n"+
+			"RELAY_* and KAFKA_* variables of cmd/outbox-relay/README.md.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	version := fs.Bool("version", false, "print the module version and VCS commit, and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2 // the flag package printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		return fail(2, fmt.Errorf("unexpected argument %q: configuration comes from the environment (run with -h)", fs.Arg(0)))
+	}
+	if *version {
+		fmt.Fprint(stdout, buildinfo.Text("outbox-relay"))
+		return 0
+	}
+
 	cfg, err := parseConfig(environ)
 	if err != nil {
 		return fail(2, err)
@@ -94,13 +122,9 @@ func run(environ []string, stderr io.Writer) int {
 
 	done := make(chan error, 1)
 	running.Store(true)
-	go func() {
-		if err := waitForSchema(ctx, pool, log); err != nil {
-			done <- err
-			return
-		}
-		done <- r.Run(ctx)
-	}()
+	// Run retries an unreachable database and returns at once with
+	// relay.ErrNoOutboxTable (exit 1) on one without the migrations.
+	go func() { done <- r.Run(ctx) }()
 
 	select {
 	case err = <-done:
@@ -120,34 +144,6 @@ func run(environ []string, stderr io.Writer) int {
 	}
 	log.Info("relay stopped")
 	return 0
-}
-
-// waitForSchema returns nil once the outbox tables are reachable,
-// relay.ErrNoOutboxTable if the database has none, and nil when ctx ends.
-// Unreachable databases are retried, as relay.Run would.
-//
-// relay.Run reports a missing table itself, but then blocks until its
-// context ends (its stats goroutine outlives the error), so the binary
-// checks first to exit at once with the message.
-func waitForSchema(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
-	backoff := 100 * time.Millisecond
-	for {
-		_, err := pool.Exec(ctx, "SELECT 1 FROM outbox, outbox_parked LIMIT 0")
-		var pgErr *pgconn.PgError
-		switch {
-		case err == nil, ctx.Err() != nil:
-			return nil
-		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
-			return relay.ErrNoOutboxTable
-		}
-		log.Warn("database not reachable; retrying", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {

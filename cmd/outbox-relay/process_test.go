@@ -210,7 +210,7 @@ func TestProcessPublishesAndStops(t *testing.T) {
 	body := scrape(t, base)
 	for _, series := range []string{
 		"outboxkit_relay_published_total", "outboxkit_relay_batch_duration_seconds_count", "outboxkit_relay_pending_events",
-		"outboxkit_relay_oldest_pending_age_seconds", "outboxkit_relay_shards_owned", "outboxkit_relay_parked_aggregates",
+		"outboxkit_relay_oldest_pending_age_seconds", "outboxkit_relay_shards_owned", "outboxkit_relay_ready", "outboxkit_relay_parked_aggregates",
 		"outboxkit_relay_parked_total", "go_goroutines", "process_resident_memory_bytes",
 	} {
 		if metricValue(body, series) == "" {
@@ -365,4 +365,50 @@ func metricValue(body, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestProcessVersion: -version prints the version text and exits 0 with no
+// configuration at all; the binary takes no other argument.
+func TestProcessVersion(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binary, "-version")
+	cmd.Env = []string{} // no DATABASE_URL, no KAFKA_BROKERS
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("outbox-relay -version: %v, want exit 0\nstderr: %s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 4 || !regexp.MustCompile(`^outbox-relay (v\d+\.\d+\.\d+\S*|\(devel\))$`).MatchString(lines[0]) ||
+		lines[1] != "module github.com/outboxkit/outboxkit" || !strings.HasPrefix(lines[2], "commit ") || !strings.HasPrefix(lines[3], "go go1.") {
+		t.Fatalf("outbox-relay -version printed %q; want a version line, the module path, the commit and the Go version", stdout.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("outbox-relay -version wrote to stderr: %q", stderr.String())
+	}
+
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string // on stderr
+	}{
+		{[]string{"-h"}, 0, "Usage: outbox-relay [-version]"},
+		{[]string{"-verbose"}, 2, "flag provided but not defined: -verbose"},
+		{[]string{"run"}, 2, `outbox-relay: unexpected argument "run"`},
+	} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(binary, tt.args...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("outbox-relay %v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 // Command outboxkit operates an outboxkit database: it applies the
 // migrations, shows the state of the outbox and the relays, and lists,
-// retries or skips parked aggregates and dead letters.
+// retries or skips parked aggregates and dead letters. `outboxkit version`
+// prints the module version and the VCS commit it was built from.
 //
 //	outboxkit [--database-url URL] <command> [flags] [args]
 //
