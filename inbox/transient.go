@@ -12,7 +12,7 @@ import (
 // are retried without counting toward MaxAttempts, so an outage, a failover
 // or lock contention dead-letters nothing.
 //
-// Detected by SQLSTATE (docs/design.md, "Inbox"):
+// Detected by SQLSTATE (docs/design.md §4):
 //   - class 08 (connection exception) and 53 (insufficient resources:
 //     out of connections, memory, disk);
 //   - 40001 serialization_failure and 40P01 deadlock_detected: the
