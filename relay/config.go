@@ -65,6 +65,18 @@ type Config struct {
 	// are taken over within about twice this. Defaults to 1s.
 	RebalanceInterval time.Duration
 
+	// LockTimeout is how long the database keeps the shards of an instance
+	// that stopped talking to it: paused (SIGSTOP, a VM pause), cut off from
+	// the network, or stalled. The lock connection's session ends after this
+	// long without a statement (PostgreSQL's idle_session_timeout, set on that
+	// session only; its TCP keepalives and tcp_user_timeout are set to match),
+	// and the other instances take its shards within about LockTimeout plus
+	// two RebalanceIntervals. Lanes publish only while the lock session
+	// confirmed its locks less than LockTimeout minus RebalanceInterval ago,
+	// so a resumed instance publishes nothing it read before losing its
+	// shards. At least 3 RebalanceIntervals and 1s. Defaults to 10s.
+	LockTimeout time.Duration
+
 	// PublishTimeout bounds one publish call; a call that times out counts
 	// as not acknowledged and is sent again. Defaults to 10s.
 	PublishTimeout time.Duration
@@ -143,6 +155,7 @@ const (
 	DefaultMinPollInterval   = 2 * time.Millisecond
 	DefaultMaxPollInterval   = 100 * time.Millisecond
 	DefaultRebalanceInterval = time.Second
+	DefaultLockTimeout       = 10 * time.Second
 	DefaultPublishTimeout    = 10 * time.Second
 	DefaultShutdownTimeout   = 5 * time.Second
 	DefaultRetryBackoffMin   = 50 * time.Millisecond
@@ -169,6 +182,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.RebalanceInterval == 0 {
 		cfg.RebalanceInterval = DefaultRebalanceInterval
+	}
+	if cfg.LockTimeout == 0 {
+		cfg.LockTimeout = DefaultLockTimeout
 	}
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
@@ -239,6 +255,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.RebalanceInterval < 10*time.Millisecond {
 		bad("RebalanceInterval", fmt.Sprintf("must be at least 10ms, got %s", cfg.RebalanceInterval))
+	}
+	if cfg.LockTimeout < max(3*cfg.RebalanceInterval, time.Second) {
+		errs = append(errs, fmt.Errorf("relay: LockTimeout must be at least 3 RebalanceIntervals (%s) and 1s, got %s", 3*cfg.RebalanceInterval, cfg.LockTimeout))
 	}
 	if cfg.PublishTimeout < 100*time.Millisecond {
 		bad("PublishTimeout", fmt.Sprintf("must be at least 100ms, got %s", cfg.PublishTimeout))

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,20 +57,42 @@ func resolveLockSpace(ctx context.Context, db outbox.DBTX) (lockSpace, error) {
 // exactly as for the connections the lanes use; Hijack then removes it from
 // the pool, so it is neither handed to anyone else nor closed by
 // MaxConnLifetime while it holds locks.
-func lockConn(ctx context.Context, pool *pgxpool.Pool, appName string) (*pgx.Conn, error) {
+//
+// The session gets its own timeouts, so a relay that stops talking to the
+// server loses its locks (see [lease]): idle_session_timeout ends the session
+// after timeout without a statement, which a paused process and a silent
+// network both produce; TCP keepalives and tcp_user_timeout end it sooner
+// when the peer's kernel is gone. Behind a TCP proxy only the first helps.
+func lockConn(ctx context.Context, pool *pgxpool.Pool, appName string, timeout time.Duration, log *slog.Logger) (*pgx.Conn, error) {
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	conn := pc.Hijack()
+	ms, keepalive := strconv.FormatInt(timeout.Milliseconds(), 10), strconv.Itoa(keepaliveSeconds(timeout))
 	// The application name tells operators (outboxkit status) which relay
 	// owns which shards; set it per session, as the pool's connections share
 	// one configuration.
-	if _, err := conn.Exec(ctx, "SELECT set_config('application_name', $1, false)", appName); err != nil {
-		conn.Close(context.Background())
-		return nil, err
+	if _, err := conn.Exec(ctx, setLockSession, appName, ms, keepalive); err != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42704" { // undefined_object: PostgreSQL before 14
+			conn.Close(context.Background())
+			return nil, err
+		}
+		log.WarnContext(ctx, "the server has no idle_session_timeout (PostgreSQL 14 or later has): a paused relay keeps its shards until TCP keepalives end its session", "error", err)
+		if _, err := conn.Exec(ctx, setLockSessionOld, appName, ms, keepalive); err != nil {
+			conn.Close(context.Background())
+			return nil, err
+		}
 	}
 	return conn, nil
+}
+
+// keepaliveSeconds splits timeout into idle time, interval and count for the
+// server's TCP keepalives on the lock session: idle a third of it, then three
+// probes in the next third.
+func keepaliveSeconds(timeout time.Duration) int {
+	return max(int(timeout/time.Second)/3, 1)
 }
 
 // checkSession verifies, right after the member lock was taken on conn, that

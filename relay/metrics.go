@@ -20,6 +20,7 @@ type metrics struct {
 	ready         *shareGauge
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
+	staleBatches  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,12 +62,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_parked_total",
 			Help: "Aggregates this instance parked.",
 		}),
+		staleBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outboxkit_relay_stale_batches_total",
+			Help: "Batches read but not published because the lock session had not confirmed its locks within LockTimeout (the instance was paused or cut off).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var err error
-	for _, c := range []*prometheus.Counter{&m.published, &m.parkedTotal} {
+	for _, c := range []*prometheus.Counter{&m.published, &m.parkedTotal, &m.staleBatches} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}

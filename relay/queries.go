@@ -110,3 +110,22 @@ ORDER BY 1`
 const backlogStats = `SELECT (SELECT count(*) FROM outbox),
        coalesce(extract(epoch FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY seq LIMIT 1)), 0)::float8,
        (SELECT count(*) FROM outbox_parked)`
+
+// setLockSession names the lock session and sets its timeouts: $1 the
+// application name, $2 idle_session_timeout and tcp_user_timeout in
+// milliseconds, $3 the keepalive idle time and interval in seconds (three
+// probes). Settings of this session only.
+const setLockSession = `SELECT set_config('application_name', $1, false),
+       set_config('idle_session_timeout', $2, false),
+       set_config('tcp_user_timeout', $2, false),
+       set_config('tcp_keepalives_idle', $3, false),
+       set_config('tcp_keepalives_interval', greatest($3::int / 3, 1)::text, false),
+       set_config('tcp_keepalives_count', '3', false)`
+
+// setLockSessionOld is setLockSession for servers without
+// idle_session_timeout (before PostgreSQL 14).
+const setLockSessionOld = `SELECT set_config('application_name', $1, false),
+       set_config('tcp_user_timeout', $2, false),
+       set_config('tcp_keepalives_idle', $3, false),
+       set_config('tcp_keepalives_interval', greatest($3::int / 3, 1)::text, false),
+       set_config('tcp_keepalives_count', '3', false)`

@@ -129,6 +129,10 @@ type lane struct {
 	softStop chan struct{} // closed for a graceful stop: finish the batch, then exit
 	done     chan struct{}
 
+	// lease says whether the lock session still holds the shards' locks;
+	// the lane publishes nothing while it does not.
+	lease *lease
+
 	mu     sync.Mutex
 	shards map[int]*shardHandle
 }
@@ -183,7 +187,7 @@ func (l *lane) releaseAll() {
 func (r *Relay) session(ctx context.Context) (err error) {
 	host, _ := os.Hostname()
 	appName := fmt.Sprintf("outbox-relay %s %d", host, os.Getpid())
-	conn, err := lockConn(ctx, r.pool, appName)
+	conn, err := lockConn(ctx, r.pool, appName, r.cfg.LockTimeout, r.log)
 	if err != nil {
 		return fmt.Errorf("relay: lock connection: %w", err)
 	}
@@ -211,11 +215,13 @@ func (r *Relay) session(ctx context.Context) (err error) {
 			break
 		}
 	}
+	checked := time.Now()
 	pid, err := checkSession(ctx, conn, space, member)
 	if err != nil {
 		return err
 	}
-	ls := &lockSession{conn: conn, space: space, pid: pid}
+	ls := &lockSession{conn: conn, space: space, pid: pid, lease: newLease(r.cfg.LockTimeout - r.cfg.RebalanceInterval)}
+	ls.lease.confirm(checked)
 
 	// hard is cancelled when the lock connection is lost: lanes abandon
 	// their batch at once (it stays in the outbox and is published again).
@@ -224,7 +230,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 
 	lanes := make([]*lane, r.cfg.Lanes)
 	for i := range lanes {
-		l := &lane{wake: make(chan struct{}, 1), softStop: make(chan struct{}), done: make(chan struct{}), shards: map[int]*shardHandle{}}
+		l := &lane{wake: make(chan struct{}, 1), softStop: make(chan struct{}), done: make(chan struct{}), shards: map[int]*shardHandle{}, lease: ls.lease}
 		lanes[i] = l
 		go func() {
 			defer close(l.done)
@@ -309,6 +315,7 @@ type lockSession struct {
 	conn  *pgx.Conn
 	space lockSpace
 	pid   int32 // the backend holding the locks
+	lease *lease
 }
 
 // rebalance checks the lock connection, unlocks shards their lanes have let
@@ -319,6 +326,7 @@ func (r *Relay) rebalance(ctx context.Context, ls *lockSession, mu *sync.Mutex, 
 	defer cancel()
 	var members int64
 	var pid int32
+	sent := time.Now()
 	if err := conn.QueryRow(qctx, countMembers, uint32(ls.space)).Scan(&members, &pid); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -330,6 +338,7 @@ func (r *Relay) rebalance(ctx context.Context, ls *lockSession, mu *sync.Mutex, 
 		// the session, and with it the locks.
 		return ErrUnstableSession
 	}
+	ls.lease.confirm(sent)
 	if members < 1 {
 		members = 1
 	}
@@ -610,6 +619,18 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			// so ignore its wake-ups until a hold ends (or MaxPollInterval,
 			// to pick up other aggregates' new events).
 			if !wait(min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval), false) {
+				return
+			}
+			continue
+		}
+		if !l.lease.valid() {
+			// The lock session has not confirmed its locks for most of
+			// LockTimeout: this instance was paused or cut off, and another
+			// may own these shards by now. Drop what was read and read again
+			// once the session confirms (or ends, which cancels ctx).
+			r.log.WarnContext(ctx, "lock session unconfirmed for too long; not publishing events read before", "events", len(send))
+			r.m.staleBatches.Inc()
+			if !wait(r.cfg.RebalanceInterval, false) {
 				return
 			}
 			continue
