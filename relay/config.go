@@ -257,7 +257,7 @@ func (cfg Config) validate() error {
 		bad("RebalanceInterval", fmt.Sprintf("must be at least 10ms, got %s", cfg.RebalanceInterval))
 	}
 	if cfg.LockTimeout < max(3*cfg.RebalanceInterval, time.Second) {
-		errs = append(errs, fmt.Errorf("relay: LockTimeout must be at least 3 RebalanceIntervals (%s) and 1s, got %s", 3*cfg.RebalanceInterval, cfg.LockTimeout))
+		bad("LockTimeout", fmt.Sprintf("must be at least 1s and 3 times RebalanceInterval (%s), got %s", 3*cfg.RebalanceInterval, cfg.LockTimeout), "RebalanceInterval")
 	}
 	if cfg.PublishTimeout < 100*time.Millisecond {
 		bad("PublishTimeout", fmt.Sprintf("must be at least 100ms, got %s", cfg.PublishTimeout))

@@ -18,7 +18,14 @@
 // ID (a generated column). Each relay instance holds a fair share of them
 // through advisory locks on one dedicated connection; an instance that loses
 // that connection stops publishing at once, and the others take its shards
-// within about two RebalanceIntervals. The locks are namespaced by the oid of
+// within about two RebalanceIntervals. An instance that stops talking to the
+// database without closing it (paused with SIGSTOP or by a VM pause, or cut
+// off by the network) loses it too: the server ends that session after
+// Config.LockTimeout (10 s) without a statement, and the others own every
+// shard within about LockTimeout plus two RebalanceIntervals. When the
+// paused instance runs again, its lanes publish nothing read before the
+// pause: each publish needs the lock session to have confirmed its locks
+// within LockTimeout minus one RebalanceInterval. The locks are namespaced by the oid of
 // the outbox table the pool's search_path reaches, so services sharing a
 // database with one schema (and one outbox) each have relays that keep
 // apart. Owned shards are split among a few

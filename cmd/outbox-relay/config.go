@@ -50,6 +50,7 @@ type tuning struct {
 	MinPollInterval   time.Duration `env:"RELAY_MIN_POLL_INTERVAL" envDefault:"2ms"`
 	MaxPollInterval   time.Duration `env:"RELAY_MAX_POLL_INTERVAL" envDefault:"100ms"`
 	RebalanceInterval time.Duration `env:"RELAY_REBALANCE_INTERVAL" envDefault:"1s"`
+	LockTimeout       time.Duration `env:"RELAY_LOCK_TIMEOUT" envDefault:"10s"`
 	PublishTimeout    time.Duration `env:"RELAY_PUBLISH_TIMEOUT" envDefault:"10s"`
 	ShutdownTimeout   time.Duration `env:"RELAY_SHUTDOWN_TIMEOUT" envDefault:"5s"`
 	RetryBackoffMin   time.Duration `env:"RELAY_RETRY_BACKOFF_MIN" envDefault:"50ms"`
@@ -293,6 +294,7 @@ func (cfg *config) relayConfig() relay.Config {
 		MinPollInterval:   t.MinPollInterval,
 		MaxPollInterval:   t.MaxPollInterval,
 		RebalanceInterval: t.RebalanceInterval,
+		LockTimeout:       t.LockTimeout,
 		PublishTimeout:    t.PublishTimeout,
 		ShutdownTimeout:   t.ShutdownTimeout,
 		RetryBackoffMin:   t.RetryBackoffMin,

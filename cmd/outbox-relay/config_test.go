@@ -73,6 +73,7 @@ func TestDefaultsMatchRelay(t *testing.T) {
 		MinPollInterval:   relay.DefaultMinPollInterval,
 		MaxPollInterval:   relay.DefaultMaxPollInterval,
 		RebalanceInterval: relay.DefaultRebalanceInterval,
+		LockTimeout:       relay.DefaultLockTimeout,
 		PublishTimeout:    relay.DefaultPublishTimeout,
 		ShutdownTimeout:   relay.DefaultShutdownTimeout,
 		RetryBackoffMin:   relay.DefaultRetryBackoffMin,
