@@ -5,7 +5,7 @@
 // code of its own; its tests run only in `make cluster-tests`
 // (OUTBOXKIT_CLUSTER=1 and KAFKA_CLUSTER_BROKERS), because they stop nodes.
 //
-// They check what docs/design.md section 1 promises, with topics at
+// They check the README's "Guarantees and their limits", with topics at
 // replication factor 3 and min.insync.replicas 2: nothing lost, each
 // aggregate's events in commit order (first occurrences), each event applied
 // once by the consumer, and a relay and a consumer that follow the new
