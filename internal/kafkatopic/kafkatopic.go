@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -17,10 +18,45 @@ import (
 // factor 1; an existing topic is fine) and waits, within ctx, until every
 // partition has a leader.
 func Create(ctx context.Context, brokers []string, topic string, partitions int) error {
+	return CreateSpec(ctx, brokers, topic, Spec{Partitions: partitions})
+}
+
+// Spec says how to create a topic.
+type Spec struct {
+	// Partitions is the number of partitions.
+	Partitions int
+	// ReplicationFactor is the number of replicas of each partition.
+	// Defaults to 1.
+	ReplicationFactor int
+	// MinInsyncReplicas sets the topic's min.insync.replicas: the replicas
+	// that must have a record before an acks=all write succeeds. Defaults to
+	// the broker's setting.
+	MinInsyncReplicas int
+	// Replicas, when set, places each partition on these node IDs, the
+	// first its preferred leader (a test that must know which broker leads
+	// every partition sets it); its length gives the replication factor.
+	// Defaults to the cluster's placement.
+	Replicas []int
+}
+
+// CreateSpec creates topic as spec says (an existing topic is fine) and
+// waits, within ctx, until every partition has a leader and all its replicas
+// in sync, so a test starts from a healthy topic.
+func CreateSpec(ctx context.Context, brokers []string, topic string, spec Spec) error {
+	rf := max(spec.ReplicationFactor, 1)
+	cfg := kafka.TopicConfig{Topic: topic, NumPartitions: spec.Partitions, ReplicationFactor: rf}
+	if len(spec.Replicas) > 0 {
+		rf = len(spec.Replicas)
+		cfg.NumPartitions, cfg.ReplicationFactor = -1, -1
+		for p := 0; p < spec.Partitions; p++ {
+			cfg.ReplicaAssignments = append(cfg.ReplicaAssignments, kafka.ReplicaAssignment{Partition: p, Replicas: spec.Replicas})
+		}
+	}
+	if spec.MinInsyncReplicas > 0 {
+		cfg.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "min.insync.replicas", ConfigValue: strconv.Itoa(spec.MinInsyncReplicas)}}
+	}
 	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: partitions, ReplicationFactor: 1,
-	}}})
+	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{cfg}})
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
@@ -28,16 +64,38 @@ func Create(ctx context.Context, brokers []string, topic string, partitions int)
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
 	for {
-		ids, err := Partitions(ctx, client, topic)
-		if err == nil && len(ids) == partitions {
+		err := inSync(ctx, client, topic, spec.Partitions, rf)
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topic %s: partitions without a leader (last error: %v)", topic, err)
+			return fmt.Errorf("topic %s: not ready: %w", topic, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// inSync returns nil when topic has the given partitions, each with a leader
+// and rf in-sync replicas.
+func inSync(ctx context.Context, client *kafka.Client, topic string, partitions, rf int) error {
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return err
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		return fmt.Errorf("metadata for %s: %+v", topic, md.Topics)
+	}
+	ready := 0
+	for _, p := range md.Topics[0].Partitions {
+		if p.Error == nil && p.Leader.ID >= 0 && len(p.Isr) >= rf {
+			ready++
+		}
+	}
+	if ready != partitions {
+		return fmt.Errorf("%d of %d partitions have a leader and %d in-sync replicas", ready, partitions, rf)
+	}
+	return nil
 }
 
 // Partitions returns the IDs of topic's partitions that have a leader, and

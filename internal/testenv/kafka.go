@@ -168,14 +168,41 @@ func ReadTopicFrom(brokers []string, topic string, want int, timeout time.Durati
 func Services(t testing.TB, args ...string) {
 	t.Helper()
 	NeedRealKafka(t)
+	runServices(t, args...)
+}
+
+// ClusterBrokers returns the addresses of the three-node cluster of
+// `scripts/services.sh cluster-up` from KAFKA_CLUSTER_BROKERS, and skips t
+// unless OUTBOXKIT_CLUSTER=1 says the test may stop and pause its nodes
+// (`make cluster-tests` sets both).
+func ClusterBrokers(t testing.TB) []string {
+	t.Helper()
+	env := os.Getenv("KAFKA_CLUSTER_BROKERS")
+	if os.Getenv("OUTBOXKIT_CLUSTER") != "1" || env == "" {
+		t.Skip("stops and pauses brokers of the three-node cluster: runs in `make cluster-tests` (OUTBOXKIT_CLUSTER=1, KAFKA_CLUSTER_BROKERS)")
+	}
+	return strings.Split(env, ",")
+}
+
+// Cluster runs scripts/services.sh with a cluster command (cluster-kill 2,
+// cluster-start 2, cluster-pause 3, ...) to break a node of the three-node
+// cluster on purpose.
+func Cluster(t testing.TB, args ...string) {
+	t.Helper()
+	ClusterBrokers(t)
+	runServices(t, args...)
+}
+
+func runServices(t testing.TB, args ...string) {
+	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "services.sh")
-	cmd := exec.Command(script, args...)
-	out, err := cmd.CombinedOutput()
+	start := time.Now()
+	out, err := exec.Command(script, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("testenv: services.sh %v: %v\n%s", args, err, out)
 	}
-	t.Logf("services.sh %v: %s", args, strings.TrimSpace(string(out)))
+	t.Logf("services.sh %v (%s): %s", args, time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(string(out)))
 }
 
 // FreeAddr returns a free 127.0.0.1 TCP address for a server under test.
