@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -128,7 +131,7 @@ func writeJSON(w io.Writer, v any) error {
 // cell makes s safe for one table cell: no tabs or line breaks, and at most
 // max runes (0: no limit).
 func cell(s string, max int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = printable(strings.Join(strings.Fields(s), " "))
 	if r := []rune(s); max > 0 && len(r) > max {
 		return string(r[:max-1]) + "…"
 	}
@@ -147,4 +150,39 @@ func formatAge(d time.Duration) string {
 	default:
 		return d.Round(time.Minute).String()
 	}
+}
+
+// printable makes text from the database or a broker safe to print on an
+// operator's terminal: control characters (an escape sequence could move the
+// cursor, rewrite earlier lines or set the window title) and Unicode
+// bidirectional controls (which can make text read differently from what it
+// is) are shown escaped, as \x1b or \u202e, and invalid UTF-8 as U+FFFD.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteRune(utf8.RuneError)
+		case unsafeRune(r):
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	return r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }

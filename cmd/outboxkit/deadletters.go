@@ -140,9 +140,9 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 		if err := inbox.Redrive(ctx, pool, w, id); err != nil {
 			failed++
 			if errors.Is(err, inbox.ErrDeadLetterNotFound) || errors.Is(err, inbox.ErrAlreadyRedriven) {
-				fmt.Fprintf(e.stderr, "dead letter %d: %v\n", id, err)
+				fmt.Fprintf(e.stderr, "dead letter %d: %s\n", id, printable(err.Error()))
 			} else {
-				fmt.Fprintf(e.stderr, "dead letter %d: %v\n", id, missingTables(err))
+				fmt.Fprintf(e.stderr, "dead letter %d: %s\n", id, printable(missingTables(err).Error()))
 			}
 			continue
 		}

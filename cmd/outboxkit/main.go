@@ -81,10 +81,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err == nil, errors.Is(err, errHelpShown):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", ue.cmd, ue.msg, ue.cmd)
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", ue.cmd, printable(ue.msg), ue.cmd)
 		return 2
 	default:
-		fmt.Fprintf(stderr, "outboxkit: %v\n", err)
+		// Errors carry server and broker texts, and names an operator typed:
+		// print them escaped, on one line.
+		fmt.Fprintf(stderr, "outboxkit: %s\n", printable(err.Error()))
 		return 1
 	}
 }

@@ -108,13 +108,18 @@ func migrateUp(ctx context.Context, e *env, args []string) error {
 
 func migrateDown(ctx context.Context, e *env, args []string) error {
 	const cmd = "outboxkit migrate down"
-	fs := newFlagSet(e, cmd, "[--to VERSION]",
+	fs := newFlagSet(e, cmd, "--yes [--to VERSION]",
 		"Roll back the last applied migration, or every migration above --to (--to 0 rolls back all).\n"+
-			"Rolling back 00001 drops the outbox table with any events not yet published.")
+			"Rolling back drops outboxkit's tables: 00002 the inbox and its dead letters, 00001 the outbox\n"+
+			"with any events not yet published. Asks for --yes.")
 	var to versionFlag
 	fs.Var(&to, "to", "roll back every migration above this `VERSION`")
+	yes := fs.Bool("yes", false, "confirm that the tables the rolled-back migrations created are to be dropped, with their rows")
 	if err := noArgs(fs, args); err != nil {
 		return err
+	}
+	if !*yes {
+		return usagef(cmd, "this drops outboxkit's tables and the events and inbox rows in them; add --yes to confirm")
 	}
 	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
 		var (

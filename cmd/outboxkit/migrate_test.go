@@ -68,7 +68,7 @@ func TestMigrate(t *testing.T) {
 	}
 
 	// The flag after the subcommand works too.
-	r = cli(t, nil, "migrate", "down", "--database-url", url).must(t)
+	r = cli(t, nil, "migrate", "down", "--yes", "--database-url", url).must(t)
 	if !strings.Contains(r.stdout, "down 00002_inbox.sql") || !strings.Contains(r.stdout, "database at version 1") {
 		t.Errorf("migrate down output:\n%s\nwant 00002 rolled back, version 1", r.stdout)
 	}
@@ -76,14 +76,14 @@ func TestMigrate(t *testing.T) {
 	assertTables(t, url, map[string]bool{"outbox": true, "outbox_parked": true, "inbox": false, "inbox_dead_letters": false})
 
 	cli(t, env, "migrate", "up", "--to", "2").must(t)
-	r = cli(t, env, "migrate", "down", "--to", "0").must(t)
+	r = cli(t, env, "migrate", "down", "--yes", "--to", "0").must(t)
 	if !strings.Contains(r.stdout, "down 00002_inbox.sql") || !strings.Contains(r.stdout, "down 00001_outbox.sql") || !strings.Contains(r.stdout, "database at version 0") {
 		t.Errorf("migrate down --to 0 output:\n%s\nwant both rolled back", r.stdout)
 	}
 	want("after down --to 0", statuses(), "pending", "pending")
 	assertTables(t, url, map[string]bool{"outbox": false, "inbox": false})
 
-	r = cli(t, env, "migrate", "down").must(t)
+	r = cli(t, env, "migrate", "down", "--yes").must(t)
 	if !strings.Contains(r.stdout, "nothing to do; database at version 0") {
 		t.Errorf("migrate down at version 0: %q, want nothing to do", r.stdout)
 	}
@@ -189,7 +189,7 @@ func TestMigrateNextToServiceHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r = cli(t, env, "migrate", "down", "--to", "0").must(t)
+	r = cli(t, env, "migrate", "down", "--yes", "--to", "0").must(t)
 	if !strings.Contains(r.stdout, "database at version 0") {
 		t.Fatalf("migrate down --to 0:\n%s", r.stdout)
 	}
@@ -234,8 +234,8 @@ func TestMigrateAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, sub := range []string{"up", "down", "status"} {
-		r := cli(t, env, "migrate", sub)
+	for _, sub := range [][]string{{"up"}, {"down", "--yes"}, {"status"}} {
+		r := cli(t, env, append([]string{"migrate"}, sub...)...)
 		if r.code != 1 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, "run `outboxkit migrate adopt` once") {
 			t.Fatalf("migrate %s on the old layout: exit %d, stderr %q; want 1 and one line naming migrate adopt", sub, r.code, r.stderr)
 		}

@@ -110,7 +110,7 @@ func parkedRetry(ctx context.Context, e *env, args []string) error {
 		}
 		return missingTables(err)
 	}
-	fmt.Fprintf(e.stdout, "released %s/%s: the relay publishes its events again, starting with the one that failed\n", typ, id)
+	fmt.Fprintf(e.stdout, "released %s/%s: the relay publishes its events again, starting with the one that failed\n", printable(typ), printable(id))
 	return nil
 }
 
@@ -140,6 +140,6 @@ func parkedSkip(ctx context.Context, e *env, args []string) error {
 		}
 		return missingTables(err)
 	}
-	fmt.Fprintf(e.stdout, "deleted event %s of %s/%s without publishing it; its later events flow again\n", eventID, typ, id)
+	fmt.Fprintf(e.stdout, "deleted event %s of %s/%s without publishing it; its later events flow again\n", eventID, printable(typ), printable(id))
 	return nil
 }

@@ -186,3 +186,26 @@ func TestParkedRetry(t *testing.T) {
 		t.Errorf("parked list --json after retry: %q, want []", r.stdout)
 	}
 }
+
+// An aggregate ID and an error text holding terminal escape sequences (a
+// plain-SQL writer, a broker message) are printed escaped: the operator's
+// terminal sees no control byte.
+func TestParkedListEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	ctx := context.Background()
+	evil := "\x1b[2J\x1b]0;owned\x07"
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error)
+VALUES ('order', $1, 1, gen_random_uuid(), 'orders', $2)`, "42"+evil, "refused: "+evil); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, []string{"DATABASE_URL=" + db.URL}, "parked", "list").must(t)
+	for _, c := range r.stdout {
+		if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f {
+			t.Fatalf("parked list printed control character %q:\n%q", c, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, `42\x1b[2J\x1b]0;owned\a`) {
+		t.Errorf("parked list does not show the escaped aggregate ID:\n%s", r.stdout)
+	}
+}
