@@ -20,18 +20,16 @@ import (
 	"github.com/outboxkit/outboxkit/relay"
 )
 
-// child is a relay running in its own process (see TestMain); env adds
-// variables to its environment.
+// child is a relay running in its own process (see TestMain).
 type child struct {
 	cmd *exec.Cmd
 	out *bytes.Buffer
 }
 
-func (b *bed) spawnRelay(env ...string) *child {
+func (b *bed) spawnRelay() *child {
 	b.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+strings.Join(b.brokers, ","))
-	cmd.Env = append(cmd.Env, env...)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -18,8 +18,7 @@ import (
 
 // TestMain doubles as a relay process for the tests that kill relays: with
 // OUTBOXKIT_RELAY_CHILD set, the test binary runs one relay against
-// DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay;
-// with OUTBOXKIT_RELAY_CHILD_DEFAULTS also set, with the default Config.
+// DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay.
 func TestMain(m *testing.M) {
 	if os.Getenv("OUTBOXKIT_RELAY_CHILD") != "" {
 		os.Exit(runChild())
@@ -43,10 +42,6 @@ func runChild() int {
 		RebalanceInterval: 200 * time.Millisecond,
 		BatchSize:         200,
 		RetryBackoffMax:   time.Second,
-	}
-	if os.Getenv("OUTBOXKIT_RELAY_CHILD_DEFAULTS") != "" {
-		// The configuration a production relay has out of the box.
-		cfg = relay.Config{Brokers: cfg.Brokers, Logger: log}
 	}
 	r, err := relay.New(pool, cfg)
 	if err != nil {

@@ -1,4 +1,4 @@
-package relay_test
+package main
 
 import (
 	"bufio"
@@ -17,16 +17,20 @@ import (
 )
 
 // TestLargePayloadBacklogBoundsMemory drains a backlog of 900 KB payloads
-// with a relay process in the default configuration and checks its peak RSS
-// stays within about 64 MiB per lane plus the process's own baseline: reads
-// are bounded by bytes, not only by BatchSize rows (which would load up to
-// 1000 payloads per shard at once).
+// with the outbox-relay binary in its default configuration and checks its
+// peak RSS stays within about 64 MiB per lane plus the process's own
+// baseline: reads are bounded by bytes, not only by BatchSize rows (which
+// would load up to 1000 payloads per shard at once). The binary is built
+// without the race detector (TestMain), whose allocations would swamp the
+// figure.
 func TestLargePayloadBacklogBoundsMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 540 MB through PostgreSQL and Kafka; skipped with -short")
 	}
 	t.Parallel()
-	b := setup(t, 4)
+	db := testenv.NewDB(t)
+	brokers := testenv.Brokers(t)
+	topic := testenv.CreateTopic(t, "relaymem", 4)
 	ctx := context.Background()
 	const (
 		events  = 600
@@ -49,20 +53,23 @@ func TestLargePayloadBacklogBoundsMemory(t *testing.T) {
 			a := fmt.Sprintf("a%d", j%97)
 			p := append([]byte(fmt.Sprintf("%s:%d:", a, counts[a])), payload...)
 			counts[a]++
-			evs = append(evs, outbox.Event{Topic: b.topic, AggregateType: "acct", AggregateID: a, EventType: "Big", Payload: p})
+			evs = append(evs, outbox.Event{Topic: topic, AggregateType: "acct", AggregateID: a, EventType: "Big", Payload: p})
 		}
-		if err := outbox.Write(ctx, b.db.Pool, evs...); err != nil {
+		if err := outbox.Write(ctx, db.Pool, evs...); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	c := b.spawnRelay("OUTBOXKIT_RELAY_CHILD_DEFAULTS=1")
-	b.waitDrained(3 * time.Minute)
-	peak := peakRSS(t, c.cmd.Process.Pid)
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	_ = c.cmd.Wait()
+	p := start(t, "DATABASE_URL="+db.URL, "KAFKA_BROKERS="+strings.Join(brokers, ","), "RELAY_HTTP_ADDR="+testenv.FreeAddr(t))
+	waitFor(t, p, 3*time.Minute, "the backlog to drain", func() bool {
+		var n int
+		return db.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n) == nil && n == 0
+	})
+	peak := peakRSS(t, p.cmd.Process.Pid)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(30 * time.Second)
 
-	msgs, err := readAll(b)
+	msgs, err := readAll(brokers, topic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +84,10 @@ func TestLargePayloadBacklogBoundsMemory(t *testing.T) {
 	}
 }
 
-// readAll counts the records on the bed's topic, checking per-aggregate order
-// of first occurrences from the "<aggregate>:<n>:" prefix of each value.
-func readAll(b *bed) ([]string, error) {
-	msgs, err := testenv.ReadTopicToEnd(b.brokers, b.topic, 2*time.Minute)
+// readAll returns the distinct event IDs on topic, checking per-aggregate
+// order of first occurrences from the "<aggregate>:<n>:" prefix of each value.
+func readAll(brokers []string, topic string) ([]string, error) {
+	msgs, err := testenv.ReadTopicToEnd(brokers, topic, 2*time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +99,12 @@ func readAll(b *bed) ([]string, error) {
 		if len(parts) < 3 {
 			return nil, fmt.Errorf("record value does not start with <aggregate>:<n>:")
 		}
-		id := header(m, "id")
+		var id string
+		for _, h := range m.Headers {
+			if h.Key == "id" {
+				id = string(h.Value)
+			}
+		}
 		if seen[id] {
 			continue
 		}
