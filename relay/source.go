@@ -9,7 +9,7 @@ import (
 )
 
 // source is where a lane's events come from, and where what happened to
-// them is recorded (docs/design.md §2, "Sources"). The lane does the rest
+// them is recorded (docs/design.md §2.10). The lane does the rest
 // the same for every source: it picks what to send (pick), publishes it and
 // learns per aggregate what Kafka acknowledged, refused or failed
 // (publishEvents), then tells the source. One source serves one lane, and
