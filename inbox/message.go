@@ -8,17 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/record"
+	"github.com/outboxkit/outboxkit/outbox"
 )
 
-// HeaderID is the Kafka header that carries a message's ID. The relay sets
-// it to the outbox event's UUID.
-const HeaderID = "id"
+// HeaderID ("id") is the Kafka header that carries a message's ID. The
+// relay sets it to the outbox event's UUID.
+const HeaderID = record.HeaderID
 
 // maxIDBytes bounds a message ID: longer IDs do not fit a btree index
 // entry, so such a message is treated as undecodable.
@@ -104,9 +104,9 @@ func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, 
 	for _, h := range m.Headers {
 		v := string(h.Value)
 		if bad == nil {
-			if reason := checkText(h.Key); reason != "" {
+			if reason := record.CheckText(h.Key); reason != "" {
 				bad = fmt.Errorf("header name %q %s", h.Key, reason)
-			} else if reason := checkText(v); reason != "" {
+			} else if reason := record.CheckText(v); reason != "" {
 				bad = fmt.Errorf("value of header %q %s", h.Key, reason)
 			}
 		}
@@ -119,8 +119,8 @@ func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, 
 		idErr = fmt.Errorf("message ID: %w", err)
 	case id == "":
 		idErr = errors.New("message ID is empty")
-	case checkText(id) != "":
-		idErr = fmt.Errorf("message ID %s", checkText(id))
+	case record.CheckText(id) != "":
+		idErr = fmt.Errorf("message ID %s", record.CheckText(id))
 	case len(id) > maxIDBytes:
 		idErr = fmt.Errorf("message ID is %d bytes, over the limit of %d", len(id), maxIDBytes)
 	}
@@ -145,20 +145,9 @@ func callMessageID(f func(Message) (string, error), msg Message) (id string, err
 	return f(msg)
 }
 
-// checkText rejects what Postgres text and jsonb cannot store.
-func checkText(s string) string {
-	if !utf8.ValidString(s) {
-		return "is not valid UTF-8"
-	}
-	if strings.IndexByte(s, 0) >= 0 {
-		return "contains a NUL character"
-	}
-	return ""
-}
-
 // sanitize makes s storable as text: invalid UTF-8 and NUL become U+FFFD.
 func sanitize(s string) string {
-	if checkText(s) == "" {
+	if record.CheckText(s) == "" {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
@@ -182,18 +171,9 @@ func headersJSON(h map[string]string) (any, error) {
 }
 
 // DBTX is what the inbox's lower-level functions need from a database
-// handle: pgx.Tx, *pgx.Conn and *pgxpool.Pool all satisfy it.
-type DBTX interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-var (
-	_ DBTX = (*pgxpool.Pool)(nil)
-	_ DBTX = (*pgx.Conn)(nil)
-	_ DBTX = (pgx.Tx)(nil)
-)
+// handle, the interface package outbox defines: pgx.Tx, *pgx.Conn and
+// *pgxpool.Pool all satisfy it.
+type DBTX = outbox.DBTX
 
 // Claim records messageID as processed by group, inside tx, and reports
 // whether this is its first claim. It is the building block of [Consumer]

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 // DBTX is what [Write] needs from a database handle: pgx.Tx, *pgx.Conn and
@@ -35,14 +36,16 @@ var (
 // payload) must also fit in [DefaultMaxRecordBytes], a little more than that.
 const DefaultMaxPayloadBytes = 1 << 20
 
-// Header names the relay sets on every Kafka record. Events may not use them.
+// Header names the relay sets on every Kafka record (docs/design.md §1.3):
+// "id", "event_type" and "aggregate_type". Events may not use them.
 const (
-	HeaderID            = "id"
-	HeaderEventType     = "event_type"
-	HeaderAggregateType = "aggregate_type"
-	// HeaderTraceparent carries the W3C trace context of the writer, when it
-	// had a span: OpenTelemetry's, or one given with [WithTraceparent].
-	HeaderTraceparent = "traceparent"
+	HeaderID            = record.HeaderID
+	HeaderEventType     = record.HeaderEventType
+	HeaderAggregateType = record.HeaderAggregateType
+	// HeaderTraceparent ("traceparent") carries the W3C trace context of
+	// the writer, when it had a span: OpenTelemetry's, or one given with
+	// [WithTraceparent].
+	HeaderTraceparent = record.HeaderTraceparent
 )
 
 // Event is one row of the outbox table and becomes one Kafka record: topic
@@ -231,7 +234,7 @@ func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, err
 		return nil, bad("EventType", "is empty")
 	}
 	for field, s := range map[string]string{"AggregateType": e.AggregateType, "AggregateID": e.AggregateID, "EventType": e.EventType} {
-		if reason := checkText(s); reason != "" {
+		if reason := record.CheckText(s); reason != "" {
 			return nil, bad(field, reason)
 		}
 	}
@@ -239,7 +242,7 @@ func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, err
 		return nil, bad("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), lim.payload))
 	}
 	for k, v := range trace {
-		if reason := checkText(v); reason != "" {
+		if reason := record.CheckText(v); reason != "" {
 			return nil, bad("Headers", k+" from the context "+reason)
 		}
 	}
@@ -250,16 +253,16 @@ func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, err
 		return nil, nil
 	}
 	for k, v := range e.Headers {
-		switch k {
-		case "":
+		if k == "" {
 			return nil, bad("Headers", "has an empty name")
-		case HeaderID, HeaderEventType, HeaderAggregateType:
+		}
+		if record.Reserved(k) {
 			return nil, bad("Headers", fmt.Sprintf("uses %q, a name the relay sets", k))
 		}
-		if reason := checkText(k); reason != "" {
+		if reason := record.CheckText(k); reason != "" {
 			return nil, bad("Headers", fmt.Sprintf("name %q %s", k, reason))
 		}
-		if reason := checkText(v); reason != "" {
+		if reason := record.CheckText(v); reason != "" {
 			return nil, bad("Headers", fmt.Sprintf("value of %q %s", k, reason))
 		}
 	}
@@ -276,19 +279,6 @@ func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, err
 
 func recordTooLarge(n, limit int) string {
 	return fmt.Sprintf("with the key and headers makes a Kafka record batch of %d bytes, over the limit of %d (Writer.MaxRecordBytes; Kafka's default max.message.bytes)", n, limit)
-}
-
-// checkText rejects what Postgres text and jsonb cannot store.
-func checkText(s string) string {
-	if !utf8.ValidString(s) {
-		return "is not valid UTF-8"
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return "contains a NUL character"
-		}
-	}
-	return ""
 }
 
 // checkTopic applies Kafka's topic name rules, so a bad name fails here and

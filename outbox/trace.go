@@ -5,11 +5,14 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
-// HeaderTracestate carries the vendor part of the writer's W3C trace
-// context, next to [HeaderTraceparent], when the writer's span has one.
-const HeaderTracestate = "tracestate"
+// HeaderTracestate ("tracestate") carries the vendor part of the writer's
+// W3C trace context, next to [HeaderTraceparent], when the writer's span has
+// one.
+const HeaderTracestate = record.HeaderTracestate
 
 type traceparentKey struct{}
 

@@ -11,7 +11,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/outboxkit/outboxkit/outbox"
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 // tracerName names the relay's instrumentation scope.
@@ -131,7 +131,7 @@ func (c recordCarrier) Set(string, string) {}
 func (c recordCarrier) Keys() []string {
 	var keys []string
 	for _, h := range c.r.Headers {
-		if h.Key == outbox.HeaderTraceparent || h.Key == outbox.HeaderTracestate {
+		if h.Key == record.HeaderTraceparent || h.Key == record.HeaderTracestate {
 			keys = append(keys, h.Key)
 		}
 	}

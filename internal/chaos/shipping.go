@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 //go:embed schema.sql
@@ -37,7 +38,7 @@ var shipmentStatus = map[string]string{
 // transaction. consumer names the process in shipping_log, for diagnostics.
 func applyHandler(consumer string) inbox.Handler {
 	return func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
-		eventType := msg.Headers["event_type"]
+		eventType := msg.Headers[record.HeaderEventType]
 		status, ok := shipmentStatus[eventType]
 		if !ok {
 			return nil

@@ -1,0 +1,97 @@
+// Package record holds the Kafka record contract that packages outbox, relay
+// and inbox share (docs/design.md §1.3): the names of the headers the relay
+// sets, what text PostgreSQL can store, and how the outbox table's headers
+// column becomes record headers. The public names are package outbox's
+// (outbox.HeaderID and the others alias these); this package keeps the
+// three packages from drifting apart.
+package record
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// Header names of the record contract.
+const (
+	// HeaderID carries the event's UUID as text; consumers drop copies by
+	// it. Debezium's outbox router uses the same name.
+	HeaderID = "id"
+	// HeaderEventType carries the event's type ("OrderPlaced").
+	HeaderEventType = "event_type"
+	// HeaderAggregateType carries the aggregate's type ("order").
+	HeaderAggregateType = "aggregate_type"
+	// HeaderTraceparent carries the writer's W3C trace context.
+	HeaderTraceparent = "traceparent"
+	// HeaderTracestate carries the vendor part of the writer's W3C trace
+	// context.
+	HeaderTracestate = "tracestate"
+)
+
+// Reserved reports whether name is one of the headers the relay sets on
+// every record (id, event_type, aggregate_type): a writer may not use it,
+// and a row written by hand cannot override it.
+func Reserved(name string) bool {
+	switch name {
+	case HeaderID, HeaderEventType, HeaderAggregateType:
+		return true
+	}
+	return false
+}
+
+// CheckText returns why PostgreSQL text and jsonb cannot store s (it is not
+// valid UTF-8, or it holds a NUL character), or "" when they can.
+func CheckText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return "contains a NUL character"
+	}
+	return ""
+}
+
+// Header is the shape of a record header: relay.Header, and the type of
+// tools that build records the way the relay does, without converting.
+type Header interface {
+	~struct {
+		Key   string
+		Value []byte
+	}
+}
+
+// UserHeaders turns the outbox table's headers column (a JSON object) into
+// record headers, sorted by name, leaving out the reserved names. Values
+// that are not JSON strings (possible with plain-SQL writers) are sent as
+// their JSON text; text that is not a JSON object gives no headers. The
+// result has room for the reserved headers the relay appends.
+func UserHeaders[H Header](text string) []H {
+	var flat map[string]string
+	if err := json.Unmarshal([]byte(text), &flat); err != nil {
+		var raw map[string]json.RawMessage
+		if json.Unmarshal([]byte(text), &raw) != nil {
+			return nil
+		}
+		flat = make(map[string]string, len(raw))
+		for k, v := range raw {
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				s = string(v)
+			}
+			flat[k] = s
+		}
+	}
+	names := make([]string, 0, len(flat))
+	for k := range flat {
+		if !Reserved(k) {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	hs := make([]H, 0, len(names)+3)
+	for _, k := range names {
+		hs = append(hs, H{Key: k, Value: []byte(flat[k])})
+	}
+	return hs
+}

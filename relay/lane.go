@@ -1,0 +1,191 @@
+package relay
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+)
+
+// lane publishes a subset of the owned shards (shard % Lanes): it reads their
+// pending events from its source in one round trip, publishes them in one
+// call and acknowledges what Kafka acknowledged (docs/design.md §2.3). Lanes
+// run in parallel; a shard has one lane.
+type lane struct {
+	wake     chan struct{}
+	softStop chan struct{} // closed for a graceful stop: finish the batch, then exit
+	done     chan struct{}
+
+	// lease says whether the lock session still holds the shards' locks;
+	// the lane publishes nothing while it does not.
+	lease *lease
+	src   source
+
+	mu     sync.Mutex
+	shards map[int]*shardHandle
+}
+
+func newLane(ls *lease, src source) *lane {
+	return &lane{
+		wake:     make(chan struct{}, 1),
+		softStop: make(chan struct{}),
+		done:     make(chan struct{}),
+		lease:    ls,
+		src:      src,
+		shards:   map[int]*shardHandle{},
+	}
+}
+
+func (l *lane) add(h *shardHandle) {
+	l.mu.Lock()
+	l.shards[h.shard] = h
+	l.mu.Unlock()
+	l.poke()
+}
+
+// poke wakes the lane if it waits for events; a wake-up already pending is
+// enough.
+func (l *lane) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// active drops the shards being released (the lane is between batches, so it
+// no longer touches them) and returns the others.
+func (l *lane) active() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]int, 0, len(l.shards))
+	for s, h := range l.shards {
+		select {
+		case <-h.stop:
+			delete(l.shards, s)
+			close(h.done)
+		default:
+			out = append(out, s)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+// releaseAll marks every shard of the lane as no longer touched.
+func (l *lane) releaseAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s, h := range l.shards {
+		delete(l.shards, s)
+		close(h.done)
+	}
+}
+
+// runLane publishes the lane's shards until its softStop closes (after
+// finishing the batch in hand) or ctx is cancelled (at once).
+func (r *Relay) runLane(ctx context.Context, l *lane) {
+	holds := newHolds(r.cfg.ParkAfter)
+	backoff := time.Duration(0)
+	var timer *time.Timer
+	wait := func(d time.Duration, wakeable bool) bool {
+		wake := l.wake
+		if !wakeable {
+			wake = nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		defer timer.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-l.softStop:
+			return false
+		case <-wake:
+			return true
+		case <-timer.C:
+			return true
+		}
+	}
+	for {
+		select {
+		case <-l.softStop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		shards := l.active()
+		if len(shards) == 0 {
+			if !wait(time.Minute, true) {
+				return
+			}
+			continue
+		}
+		batch, more, err := l.src.read(ctx, shards)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
+			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", backoff)
+			if !wait(backoff, false) {
+				return
+			}
+			continue
+		}
+		send, nextHold := pick(batch, holds)
+		if len(send) == 0 {
+			if nextHold.IsZero() {
+				// Nothing pending: sleep until the poller sees new events
+				// (or the lane gains or loses a shard).
+				if !wait(r.cfg.MaxPollInterval*10, true) {
+					return
+				}
+				continue
+			}
+			// Only aggregates on hold: the poller keeps seeing their events,
+			// so ignore its wake-ups until a hold ends (or MaxPollInterval,
+			// to pick up other aggregates' new events).
+			if !wait(min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval), false) {
+				return
+			}
+			continue
+		}
+		if !l.lease.valid() {
+			// The lock session has not confirmed its locks for most of
+			// LockTimeout: this instance was paused or cut off, and another
+			// may own these shards by now. Drop what was read and read again
+			// once the session confirms (or ends, which cancels ctx).
+			r.log.WarnContext(ctx, "lock session unconfirmed for too long; not publishing events read before", "events", len(send))
+			r.m.staleBatches.Inc()
+			if !wait(r.cfg.RebalanceInterval, false) {
+				return
+			}
+			continue
+		}
+		transient := r.publish(ctx, l.src, send, holds)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case transient:
+			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
+			if !wait(backoff, false) {
+				return
+			}
+		case !more && len(send) == len(batch):
+			// Everything visible went out: wait for the poller to see more
+			// (every MinPollInterval while events flow) rather than reading
+			// again at once, so batches fill up under a steady trickle.
+			backoff = 0
+			if !wait(r.cfg.MaxPollInterval*10, true) {
+				return
+			}
+		default:
+			backoff = 0
+		}
+	}
+}

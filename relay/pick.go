@@ -1,0 +1,55 @@
+package relay
+
+import "time"
+
+// maxCallBytes bounds the record bytes of one publish call, hence the memory
+// a lane holds; the publisher splits each partition's share into requests
+// of at most MaxBatchBytes.
+const maxCallBytes = 16 << 20
+
+// pick chooses what to send now (docs/design.md §2.5): events in the order
+// given up to maxCallBytes (at least one, whatever its size), leaving out
+// every event of an aggregate on hold. An aggregate's events in one call all
+// go to one topic, hence one partition, where the publisher sends them in
+// order and stops at the first failed request: when its events switch
+// topics, the rest wait for the next call, so a later event never lands
+// while an earlier one failed. pick builds the record of each event it
+// returns, and returns the earliest hold expiry among the aggregates left
+// out (zero when none is on hold).
+func pick(batch []event, holds *holds) ([]event, time.Time) {
+	now := holds.now()
+	var (
+		send     []event
+		size     int
+		nextHold time.Time
+		skipped  = map[aggKey]bool{}
+		topics   = map[aggKey]string{}
+	)
+	for i := range batch {
+		e := &batch[i]
+		k := e.key()
+		if until, held := holds.until(k, now); held {
+			if nextHold.IsZero() || until.Before(nextHold) {
+				nextHold = until
+			}
+			skipped[k] = true
+			continue
+		}
+		if skipped[k] {
+			continue
+		}
+		if t, ok := topics[k]; ok && t != e.topic {
+			skipped[k] = true
+			continue
+		}
+		topics[k] = e.topic
+		e.rec = e.record()
+		n := e.rec.size()
+		if len(send) > 0 && size+n > maxCallBytes {
+			break
+		}
+		size += n
+		send = append(send, *e)
+	}
+	return send, nextHold
+}

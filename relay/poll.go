@@ -1,0 +1,44 @@
+package relay
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pollLoop looks for owned shards with pending events and wakes their
+// lanes: every MinPollInterval while events keep coming, backing off to
+// MaxPollInterval when the outbox is idle. No trigger or NOTIFY sits in the
+// writers' transactions.
+func (r *Relay) pollLoop(ctx context.Context, owned func() []int16, wake func(shard int)) {
+	interval := r.cfg.MinPollInterval
+	for sleep(ctx, interval) {
+		shards := owned()
+		if len(shards) == 0 {
+			interval = r.cfg.MaxPollInterval
+			continue
+		}
+		rows, err := r.pool.Query(ctx, pendingShards, shards)
+		var pending []int16
+		if err == nil {
+			pending, err = pgx.CollectRows(rows, pgx.RowTo[int16])
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.WarnContext(ctx, "poll for pending events failed", "error", err)
+			}
+			interval = r.cfg.MaxPollInterval
+			continue
+		}
+		for _, s := range pending {
+			wake(int(s))
+		}
+		if len(pending) > 0 {
+			interval = r.cfg.MinPollInterval
+		} else {
+			interval = min(interval*2, r.cfg.MaxPollInterval)
+		}
+	}
+}
+
+// event is one outbox row read for publishing.

@@ -1,0 +1,136 @@
+package relay
+
+import (
+	"context"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// source is where a lane's events come from, and where what happened to
+// them is recorded (docs/design.md §2.10). The lane does the rest
+// the same for every source: it picks what to send (pick), publishes it and
+// learns per aggregate what Kafka acknowledged, refused or failed
+// (publishEvents), then tells the source. One source serves one lane, and
+// its methods are never called concurrently.
+//
+// The table source reads the outbox table by shard and deletes what was
+// published. A source must hand out an aggregate's events in order, each
+// read starting with the unacknowledged ones: an event not acknowledged is
+// read again, before the later events of its aggregate.
+type source interface {
+	// read returns pending events of shards, ordered so that each
+	// aggregate's events keep their order, leaving out parked aggregates,
+	// and whether more may be pending than it returned.
+	read(ctx context.Context, shards []int) (events []event, more bool, err error)
+	// ack records that events, in the order given, were published: they
+	// are not read again. An error means they may be read and published
+	// again, a duplicate, never a loss.
+	ack(ctx context.Context, events []event) error
+	// park sets e's aggregate aside after Kafka refused e for good: its
+	// events stay, unread, until an operator retries or skips it
+	// (docs/design.md §2.7).
+	park(ctx context.Context, e *event, attempts int, cause error) error
+}
+
+// maxReadBytes bounds the key, payload and header bytes one lane reads in one
+// round trip, shared among the shards it reads: a backlog of large payloads
+// costs a lane a few times this in memory, not BatchSize payloads per shard.
+// Reading more than one call can publish would gain nothing.
+const maxReadBytes = maxCallBytes
+
+// minShardReadBytes is the least byte budget of one shard's read; every
+// shard's read returns at least its first event, whatever its size.
+const minShardReadBytes = 64 << 10
+
+// tableSource is the source of table mode: the pending rows of the outbox
+// table, read by shard, deleted once published.
+type tableSource struct {
+	pool      *pgxpool.Pool
+	batchSize int
+	nonEmpty  int // shards that had events in the last read
+}
+
+func newTableSource(pool *pgxpool.Pool, batchSize int) *tableSource {
+	return &tableSource{pool: pool, batchSize: batchSize}
+}
+
+// read returns up to BatchSize pending events of shards in seq order (so
+// each shard's events keep their order), and whether events may have been
+// left behind. All shards are read in one round trip. A busy shard gets the
+// whole batch; many busy shards share it.
+func (t *tableSource) read(ctx context.Context, shards []int) ([]event, bool, error) {
+	perShard := max(t.batchSize/max(t.nonEmpty, 1), 16)
+	events, nonEmpty, more, err := t.readShards(ctx, shards, perShard)
+	if err != nil {
+		return nil, false, err
+	}
+	t.nonEmpty = nonEmpty
+	return events, more, nil
+}
+
+// readShards returns up to BatchSize pending events of shards, at most
+// perShard from each and about maxReadBytes in all, in seq order, how many
+// shards had events, and whether events may have been left behind (a shard
+// gave perShard events or filled its byte budget, or the list was cut to
+// BatchSize).
+func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int) (_ []event, nonEmpty int, more bool, err error) {
+	shardBytes := max(maxReadBytes/len(shards), minShardReadBytes)
+	b := &pgx.Batch{}
+	for _, s := range shards {
+		b.Queue(readShard, s, perShard, shardBytes)
+	}
+	br := t.pool.SendBatch(ctx, b)
+	defer br.Close()
+	var out []event
+	for range shards {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, 0, false, err
+		}
+		before := len(out)
+		full := false
+		out, err = pgx.AppendRows(out, rows, func(row pgx.CollectableRow) (event, error) {
+			var e event
+			err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers, &full)
+			return e, err
+		})
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if len(out) > before {
+			nonEmpty++
+		}
+		more = more || full || len(out)-before >= perShard
+	}
+	if err := br.Close(); err != nil {
+		return nil, 0, false, err
+	}
+	if nonEmpty > 1 {
+		sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	}
+	// Cutting the seq-ordered list keeps a prefix of every shard.
+	if len(out) > t.batchSize {
+		out = out[:t.batchSize]
+		more = true
+	}
+	return out, nonEmpty, more, nil
+}
+
+// ack deletes exactly the published rows, by seq, never a range
+// (docs/design.md §2.6, §3.3).
+func (t *tableSource) ack(ctx context.Context, events []event) error {
+	seqs := make([]int64, len(events))
+	for i := range events {
+		seqs[i] = events[i].seq
+	}
+	_, err := t.pool.Exec(ctx, deleteSeqs, seqs)
+	return err
+}
+
+// park inserts the aggregate into outbox_parked, which reads skip.
+func (t *tableSource) park(ctx context.Context, e *event, attempts int, cause error) error {
+	_, err := t.pool.Exec(ctx, parkAggregate, e.aggregateType, e.aggregateID, e.seq, e.id, e.topic, cause.Error(), attempts)
+	return err
+}
