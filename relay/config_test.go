@@ -90,3 +90,30 @@ func TestRunFailsClearlyWithoutOutboxTable(t *testing.T) {
 		t.Fatalf("want ErrNoOutboxTable telling to apply the migrations, got %v", err)
 	}
 }
+
+// A seq sequence that caches values would let a later event of an aggregate
+// take a lower seq in another session: Run refuses to start, in one line
+// that gives the fix.
+func TestRunRefusesCachedSequence(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := t.Context()
+	if _, err := b.db.Pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 20', pg_get_serial_sequence('outbox', 'seq')); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(b.db.Pool, relay.Config{Brokers: b.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Run(ctx)
+	var se *relay.SequenceCacheError
+	if !errors.As(err, &se) || se.Cache != 20 || !strings.Contains(err.Error(), "CACHE 1") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Run with a CACHE 20 seq sequence: got %v, want a one-line *SequenceCacheError naming CACHE 1", err)
+	}
+	if _, err := b.db.Pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 1', pg_get_serial_sequence('outbox', 'seq')); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	b.write(3, 2)
+	b.startRelay(relay.Config{})
+	b.waitDrained(30 * time.Second)
+}

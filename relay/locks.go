@@ -110,3 +110,35 @@ func checkSession(ctx context.Context, conn *pgx.Conn, space lockSpace, member u
 	}
 	return pid, nil
 }
+
+// SequenceCacheError is returned by [Relay.Run] when the sequence behind the
+// outbox's seq column caches values (CACHE greater than 1). Each session
+// then takes seq values from a block of its own, so a later transaction of
+// an aggregate can get a lower seq than an earlier one, and the relay, which
+// publishes each shard in seq order, would publish them out of order.
+type SequenceCacheError struct {
+	// Sequence is the sequence's name, as PostgreSQL prints it.
+	Sequence string
+	// Cache is its CACHE setting.
+	Cache int64
+}
+
+// Error says what is wrong and how to fix it, in one line.
+func (e *SequenceCacheError) Error() string {
+	return fmt.Sprintf("relay: sequence %s of outbox.seq has CACHE %d, which lets a later event of an aggregate take a lower seq and be published before an earlier one; run ALTER SEQUENCE %s CACHE 1", e.Sequence, e.Cache, e.Sequence)
+}
+
+// checkSequence refuses an outbox whose seq sequence caches values.
+func checkSequence(ctx context.Context, db outbox.DBTX) error {
+	var (
+		name  string
+		cache int64
+	)
+	if err := db.QueryRow(ctx, outboxSequence).Scan(&name, &cache); err != nil {
+		return fmt.Errorf("relay: check the outbox's seq sequence: %w", err)
+	}
+	if cache > 1 {
+		return &SequenceCacheError{Sequence: name, Cache: cache}
+	}
+	return nil
+}

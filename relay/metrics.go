@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_pending_events",
-			Help: "Events in the outbox not yet published (sampled).",
+			Help: "Events in the outbox not yet published: PostgreSQL's live-row estimate for the table, sampled every 5 s (outboxkit status counts exactly).",
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_oldest_pending_age_seconds",

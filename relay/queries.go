@@ -105,11 +105,19 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ORDER BY 1`
 
-// backlogStats feeds the pending and oldest-age gauges. The oldest pending
-// event is taken by seq (primary key), close to creation order.
-const backlogStats = `SELECT (SELECT count(*) FROM outbox),
+// backlogStats feeds the pending, oldest-age and parked gauges without
+// counting the outbox: the pending count is the statistics system's live
+// row estimate (kept current by every insert and delete, no scan), the
+// oldest pending event one probe of the primary key (seq, close to creation
+// order), and the parked count is exact (a small table).
+const backlogStats = `SELECT coalesce((SELECT greatest(n_live_tup, 0) FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass), 0),
        coalesce(extract(epoch FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY seq LIMIT 1)), 0)::float8,
        (SELECT count(*) FROM outbox_parked)`
+
+// outboxSequence returns the sequence behind outbox.seq and its CACHE.
+const outboxSequence = `SELECT s.seqrelid::regclass::text, s.seqcache
+FROM pg_sequence s
+WHERE s.seqrelid = pg_get_serial_sequence('outbox'::regclass::text, 'seq')::regclass`
 
 // setLockSession names the lock session and sets its timeouts: $1 the
 // application name, $2 idle_session_timeout and tcp_user_timeout in

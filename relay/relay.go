@@ -26,6 +26,9 @@ type Relay struct {
 
 	ready      atomic.Bool
 	shardCount atomic.Int32
+	// readyAt is when the current (or last) session became ready; only
+	// Run's goroutine, which runs the sessions, uses it.
+	readyAt time.Time
 }
 
 // New returns a Relay that reads the outbox through pool and publishes with
@@ -83,7 +86,9 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	backoff := time.Duration(0)
 	for {
+		start := time.Now()
 		err := r.session(ctx)
+		backoff = sessionBackoff(backoff, start, r.readyAt, time.Now(), r.cfg)
 		r.ready.Store(false)
 		r.m.ready.Set(0)
 		r.shardCount.Store(0)
@@ -91,15 +96,26 @@ func (r *Relay) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrUnstableSession) {
+		var seqErr *SequenceCacheError
+		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrUnstableSession) || errors.As(err, &seqErr) {
 			return err
 		}
-		backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)
 		if !sleep(ctx, backoff) {
 			return nil
 		}
 	}
+}
+
+// sessionBackoff returns the wait before the next session: the backoff grows
+// while sessions keep failing, and starts again from RetryBackoffMin after
+// a session that was healthy (ready) for at least RetryBackoffMax, so one
+// failure after days of service is retried quickly.
+func sessionBackoff(cur time.Duration, started, readyAt, ended time.Time, cfg Config) time.Duration {
+	if !readyAt.Before(started) && ended.Sub(readyAt) >= cfg.RetryBackoffMax {
+		cur = 0
+	}
+	return nextBackoff(cur, cfg.RetryBackoffMin, cfg.RetryBackoffMax)
 }
 
 // nextBackoff doubles cur, starting at lo and capped at hi.

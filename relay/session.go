@@ -92,6 +92,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}()
 
 	r.ready.Store(true)
+	r.readyAt = time.Now()
 	r.m.ready.Set(1)
 	r.log.InfoContext(ctx, "relay session started", "application_name", appName, "outbox_oid", uint32(ls.space), "lanes", len(lanes))
 	tick := time.NewTicker(r.cfg.RebalanceInterval)
@@ -131,6 +132,9 @@ func (r *Relay) connect(ctx context.Context, appName string) (_ *lockSession, er
 	}
 	space, err := resolveLockSpace(ctx, conn)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSequence(ctx, conn); err != nil {
 		return nil, err
 	}
 	var member uint32
