@@ -17,8 +17,11 @@ type hold struct {
 // be parked. Transient errors never put an aggregate on hold.
 type holds struct {
 	parkAfter time.Duration
-	now       func() time.Time // time.Now; tests set their own clock
-	m         map[aggKey]*hold
+	// topics tells refusals of one aggregate from a topic refusing every
+	// event; nil treats every refusal as the aggregate's.
+	topics *topicRefusals
+	now    func() time.Time // time.Now; tests set their own clock
+	m      map[aggKey]*hold
 }
 
 func newHolds(parkAfter time.Duration) *holds {

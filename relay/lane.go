@@ -85,6 +85,7 @@ func (l *lane) releaseAll() {
 // finishing the batch in hand) or ctx is cancelled (at once).
 func (r *Relay) runLane(ctx context.Context, l *lane) {
 	holds := newHolds(r.cfg.ParkAfter)
+	holds.topics = r.topics
 	backoff := time.Duration(0)
 	var timer *time.Timer
 	wait := func(d time.Duration, wakeable bool) bool {

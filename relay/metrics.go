@@ -18,6 +18,7 @@ type metrics struct {
 	oldestAge     prometheus.Gauge
 	shardsOwned   *shareGauge
 	ready         *shareGauge
+	refusedTopics *shareGauge
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 	staleBatches  prometheus.Counter
@@ -31,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		publishErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_relay_publish_errors_total",
-			Help: "Events not acknowledged by Kafka, by kind: transient (retried) or permanent (the aggregate is parked after retries).",
+			Help: "Events not acknowledged by Kafka, by kind: transient (retried), permanent (the aggregate is parked after retries) or topic (the topic refuses every aggregate's events: retried, never parked).",
 		}, []string{"kind"}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "outboxkit_relay_batch_duration_seconds",
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ready: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_ready",
 			Help: "1 while this relay holds its lock connection and takes part in sharing the shards (what /readyz serves), else 0; relays of one process sharing the registry add up.",
+		})},
+		refusedTopics: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_refused_topics",
+			Help: "Topics refusing the events of every aggregate (missing, not writable): their events are retried, not parked, until the topic takes a record.",
 		})},
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_parked_aggregates",
@@ -76,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g, &m.ready.g} {
+	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g, &m.ready.g, &m.refusedTopics.g} {
 		if *g, err = register(reg, *g); err != nil {
 			return nil, err
 		}

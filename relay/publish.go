@@ -20,6 +20,10 @@ type outcome struct {
 	// refused are the aggregates whose first failure in the call was
 	// permanent: they are on hold, or in park.
 	refused []aggKey
+	// refusing are the aggregates whose first failure in the call came from
+	// a topic that refuses every event (topicRefusals): retried like
+	// transient ones, never held or parked.
+	refusing []aggKey
 	// park are the refused events whose aggregates Kafka has refused for
 	// ParkAfter: each is due to be parked, with its hold's attempts and
 	// error.
@@ -54,9 +58,14 @@ func publishEvents(ctx context.Context, publish func(context.Context, []Record) 
 
 	var out outcome
 	failed := map[aggKey]bool{}
+	took := map[string]bool{}
 	for i := range send {
 		e := &send[i]
 		k := e.key()
+		if errs[i] == nil && !took[e.topic] {
+			took[e.topic] = true
+			holds.topics.accepted(e.topic)
+		}
 		if failed[k] {
 			continue
 		}
@@ -71,6 +80,11 @@ func publishEvents(ctx context.Context, publish func(context.Context, []Record) 
 		}
 		if !permanent(errs[i]) {
 			out.transient = append(out.transient, k)
+			continue
+		}
+		if holds.topics.refuse(e.topic, k, errs[i]) {
+			out.refusing = append(out.refusing, k)
+			holds.clear(k)
 			continue
 		}
 		out.refused = append(out.refused, k)
@@ -95,6 +109,10 @@ func (r *Relay) publish(ctx context.Context, src source, send []event, holds *ho
 	if n := len(out.refused); n > 0 {
 		r.m.publishErrors.WithLabelValues("permanent").Add(float64(n))
 	}
+	if n := len(out.refusing); n > 0 {
+		r.m.publishErrors.WithLabelValues("topic").Add(float64(n))
+		log.DebugContext(ctx, "publish refused by the topic; retrying", "events", len(send), "failed_aggregates", n, "error", out.err)
+	}
 	if len(out.acked) > 0 {
 		if err := src.ack(ctx, out.acked); err != nil {
 			// Published but still pending: they go out again (the inbox
@@ -117,7 +135,7 @@ func (r *Relay) publish(ctx context.Context, src source, send []event, holds *ho
 			"aggregate_type", e.aggregateType, "aggregate_id", e.aggregateID, "event_id", e.id, "topic", e.topic,
 			"attempts", h.attempts, "error", h.err)
 	}
-	return len(out.transient) > 0
+	return len(out.transient) > 0 || len(out.refusing) > 0
 }
 
 // publishRecords is the relay's publish call: traced, and given up after

@@ -26,6 +26,8 @@ type Relay struct {
 
 	ready      atomic.Bool
 	shardCount atomic.Int32
+	// topics is shared by the lanes: which topics refuse every event.
+	topics *topicRefusals
 	// readyAt is when the current (or last) session became ready; only
 	// Run's goroutine, which runs the sessions, uses it.
 	readyAt time.Time
@@ -63,7 +65,22 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 			return nil, err
 		}
 	}
-	return &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}, nil
+	r := &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}
+	r.topics = newTopicRefusals(r.topicChanged)
+	return r, nil
+}
+
+// topicChanged logs a topic that starts or stops refusing every event, and
+// sets the gauge alerts watch.
+func (r *Relay) topicChanged(topic string, refusing bool, err error, down int) {
+	r.m.refusedTopics.Set(float64(down))
+	ctx := context.Background()
+	if refusing {
+		r.log.ErrorContext(ctx, "Kafka refuses every event of a topic: a misconfiguration (missing topic, missing ACL), not one aggregate; retrying its events, parking none",
+			"topic", topic, "error", err)
+		return
+	}
+	r.log.InfoContext(ctx, "topic takes events again", "topic", topic)
 }
 
 // Ready reports whether the relay holds its lock connection and takes part in
