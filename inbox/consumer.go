@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 )
@@ -27,6 +28,8 @@ type Consumer struct {
 	log     *slog.Logger
 	metrics *metrics
 	running atomic.Bool
+	// txOptions begins every inbox transaction (see txOptions).
+	txOptions pgx.TxOptions
 
 	// skipInbox runs the same pipeline without claiming messages, for the
 	// benchmark's baseline only.
@@ -61,6 +64,8 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 		handler: h,
 		log:     cfg.Logger.With("group", cfg.GroupID),
 		metrics: m,
+
+		txOptions: txOptions(cfg),
 	}, nil
 }
 
