@@ -98,6 +98,9 @@ func (p *partitionWorker) processOne(it *item) bool {
 			return true
 		}
 		if f.transient {
+			if p.stop.Err() != nil {
+				return false // the generation ended; the next owner takes over
+			}
 			waits++
 			p.tm.databaseRetries.Inc()
 			d := p.c.backoff(waits)

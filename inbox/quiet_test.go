@@ -300,14 +300,6 @@ func TestQuietFaultHelperProcess(t *testing.T) {
 	if os.Getenv(envQuietHelper) != "1" {
 		t.Skip("subprocess of the quiet-fault tests")
 	}
-	if fw := os.Getenv(envQuietForward); fw != "" {
-		for _, pair := range strings.Split(fw, ",") {
-			listen, target, _ := strings.Cut(pair, "=")
-			if _, err := testenv.ListenAndForward(listen, target); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	pool, err := pgxpool.New(ctx, os.Getenv(envQuietDBURL))
@@ -324,6 +316,22 @@ func TestQuietFaultHelperProcess(t *testing.T) {
 	}
 	if err := c.Run(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// startQuietForwards starts the forwarders of envQuietForward, in a
+// quiet-fault subprocess that runs in a network namespace; TestMain calls it
+// first.
+func startQuietForwards() {
+	fw := os.Getenv(envQuietForward)
+	if fw == "" {
+		return
+	}
+	for _, pair := range strings.Split(fw, ",") {
+		listen, target, _ := strings.Cut(pair, "=")
+		if _, err := testenv.ListenAndForward(listen, target); err != nil {
+			panic(err)
+		}
 	}
 }
 
