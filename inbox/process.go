@@ -437,17 +437,17 @@ func (p *partitionWorker) callHandler(tx *txn, msg Message) error {
 
 // abandon gives up on a handler that is still running: it takes the
 // connection of tx out of the pool, so that the hung handler does not hold
-// one of its slots, terminates its server session through that freed slot,
-// and leaves tx to the handler's goroutine, closing the connection when the
-// handler returns. A handler that never returns keeps its goroutine and a
-// dead client socket, but no pool slot and no server session.
+// one of its slots, terminates its server session, and leaves tx to the
+// handler's goroutine, closing the connection when the handler returns. A
+// handler that never returns keeps its goroutine and a dead client socket,
+// but no pool slot and no server session.
 func (p *partitionWorker) abandon(tx *txn, pid uint32, done <-chan error, msg Message) {
 	p.log.ErrorContext(p.base, "handler ignored its deadline; terminating its database session",
 		"message_id", msg.ID, "offset", msg.Offset, "pid", pid)
 	conn := tx.detach()
 	ctx, cancel := p.opContext()
 	defer cancel()
-	if _, err := p.c.pool.Exec(ctx, terminateBackend, pid); err != nil {
+	if err := p.c.terminate(ctx, pid); err != nil {
 		// The server still ends the session once it has been idle for
 		// IdleInTransactionTimeout, unless the handler is inside a statement.
 		p.log.ErrorContext(p.base, "terminating the database session failed", "pid", pid, "error", err)

@@ -87,3 +87,26 @@ func (t *txn) keepalive(ctx context.Context) error {
 
 // touch records that an inbox statement just returned.
 func (t *txn) touch() { t.last = time.Now() }
+
+// terminate ends the server session pid, which rolls back its transaction
+// and frees its locks. It connects on its own, outside the pool: when hung
+// handlers hold every pool slot, the slot that abandoning one frees goes to
+// the next waiter in the pool's queue, and the terminate would queue behind
+// them all while the hung session keeps its inbox claims locked.
+func (c *Consumer) terminate(ctx context.Context, pid uint32) error {
+	cfg := c.pool.Config()
+	if cfg.BeforeConnect != nil {
+		if err := cfg.BeforeConnect(ctx, cfg.ConnConfig); err != nil {
+			return fmt.Errorf("terminate session: %w", err)
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return fmt.Errorf("terminate session: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // best effort
+	if _, err := conn.Exec(ctx, terminateBackend, pid); err != nil {
+		return fmt.Errorf("terminate session: %w", err)
+	}
+	return nil
+}
