@@ -145,6 +145,7 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		{"negative timeout", func(c *inbox.Config) { c.HandlerTimeout = -time.Second }, "inbox: HandlerTimeout must not be negative"},
 		{"backoff inverted", func(c *inbox.Config) { c.RetryBackoffMin = time.Minute; c.RetryBackoffMax = time.Second }, "inbox: RetryBackoffMax (1s) is below RetryBackoffMin (1m0s)"},
 		{"bad start offset", func(c *inbox.Config) { c.StartOffset = 42 }, "inbox: StartOffset must be"},
+		{"idle timeout too short", func(c *inbox.Config) { c.IdleInTransactionTimeout = 31 * time.Second }, "inbox: IdleInTransactionTimeout (31s) must be at least HandlerTimeout (30s) + 2s"},
 		{"heartbeat too slow", func(c *inbox.Config) { c.HeartbeatInterval = time.Minute }, "inbox: HeartbeatInterval (1m0s) must be below SessionTimeout (30s)"},
 	}
 	for _, tc := range cases {

@@ -382,3 +382,100 @@ func (w *logBuffer) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
+
+// The idle-in-transaction timeout applies to the inbox's transactions only,
+// never to the pool's other uses, and a negative one leaves the server's
+// setting alone.
+func TestIdleInTransactionTimeoutIsLocalToInboxTransactions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.produce(t, record("m-1", "k", "v"))
+	for _, tc := range []struct {
+		idle time.Duration
+		want string
+	}{
+		{0, "35s"}, // the default: HandlerTimeout (30s) + 5s
+		{-1, "0"},
+	} {
+		pcfg, err := pgxpool.ParseConfig(b.db.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcfg.MaxConns = 1 // the handler's connection is the one checked after
+		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		cfg := b.config()
+		cfg.GroupID = testenv.Unique("idle")
+		cfg.HandlerTimeout = 0
+		cfg.IdleInTransactionTimeout = tc.idle
+		c, err := inbox.NewConsumer(pool, cfg, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+			var v string
+			err := tx.QueryRow(ctx, `SELECT current_setting('idle_in_transaction_session_timeout')`).Scan(&v)
+			got <- v
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := run(t, c)
+		select {
+		case v := <-got:
+			if v != tc.want {
+				t.Errorf("IdleInTransactionTimeout %s: inside the inbox transaction the timeout is %q, want %q", tc.idle, v, tc.want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("IdleInTransactionTimeout %s: the handler did not run within 30s", tc.idle)
+		}
+		stop()
+		var outside string
+		if err := pool.QueryRow(context.Background(), `SHOW idle_in_transaction_session_timeout`).Scan(&outside); err != nil {
+			t.Fatal(err)
+		}
+		if outside != "0" {
+			t.Errorf("IdleInTransactionTimeout %s: the pool's connection kept timeout %q after the inbox transaction, want the server's 0", tc.idle, outside)
+		}
+		pool.Close()
+	}
+}
+
+// A batch of handlers that each work outside the database for most of the
+// idle-in-transaction timeout, and together for longer, is not ended by the
+// server: the inbox keeps the transaction from looking idle between them.
+func TestSlowBatchOutlastsIdleTimeout(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	const n = 5
+	var msgs []kafka.Message
+	for i := 0; i < n; i++ {
+		msgs = append(msgs, record(fmt.Sprintf("m-%d", i), "k", "v"))
+	}
+	b.produce(t, msgs...)
+	var mu sync.Mutex
+	calls := map[string]int{}
+	cfg := b.config()
+	cfg.HandlerTimeout = 2 * time.Second
+	cfg.IdleInTransactionTimeout = 4 * time.Second
+	c := b.consumer(t, cfg, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		mu.Lock()
+		calls[msg.ID]++
+		mu.Unlock()
+		time.Sleep(1200 * time.Millisecond) // work outside the database only
+		return nil
+	})
+	run(t, c)
+	waitFor(t, 40*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox`) == n },
+		func() string { return fmt.Sprintf("want %d messages processed, have %d", n, b.count(t, `SELECT count(*) FROM inbox`)) })
+	mu.Lock()
+	defer mu.Unlock()
+	for id, k := range calls {
+		if k != 1 {
+			t.Errorf("the handler ran %d times for %s; want once (its batch was rolled back)", k, id)
+		}
+	}
+	if d := b.count(t, `SELECT count(*) FROM inbox_dead_letters`); d != 0 {
+		t.Errorf("want no dead letters, got %d", d)
+	}
+}
