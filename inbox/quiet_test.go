@@ -467,7 +467,9 @@ func TestSlowBatchOutlastsIdleTimeout(t *testing.T) {
 	})
 	run(t, c)
 	waitFor(t, 40*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox`) == n },
-		func() string { return fmt.Sprintf("want %d messages processed, have %d", n, b.count(t, `SELECT count(*) FROM inbox`)) })
+		func() string {
+			return fmt.Sprintf("want %d messages processed, have %d", n, b.count(t, `SELECT count(*) FROM inbox`))
+		})
 	mu.Lock()
 	defer mu.Unlock()
 	for id, k := range calls {
