@@ -65,8 +65,9 @@ type Config struct {
 	// HandlerTimeout bounds one handler call, through its context, and each
 	// of the inbox's own statements. A handler that ignores its context and
 	// is still running after twice HandlerTimeout (HandlerTimeout plus one
-	// second at most) is abandoned: its database session is terminated,
-	// which rolls back its transaction, and the attempt counts as failed.
+	// second at most) is abandoned: its connection leaves the pool and its
+	// database session is terminated, which rolls back its transaction, and
+	// the attempt counts as failed.
 	// Defaults to 30s.
 	HandlerTimeout time.Duration
 	// IdleInTransactionTimeout is set, with SET LOCAL in the statement that

@@ -40,7 +40,9 @@ type Consumer struct {
 // applies messages with h through pool. It validates cfg and registers the
 // metrics; it does not connect to anything. Each partition the consumer
 // owns holds one pool connection while it applies a batch, so size the pool
-// for the partitions one instance may own, plus one for retention.
+// for the partitions one instance may own, plus one for retention; a
+// smaller pool is slower, not stuck: partitions wait for a connection in
+// turn, and an abandoned handler's connection leaves the pool.
 func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	if pool == nil {
 		return nil, errors.New("inbox: pool is nil")
