@@ -106,10 +106,24 @@ type Config struct {
 	// HandlerTimeout bounds one handler call, through its context, and each
 	// of the inbox's own statements. A handler that ignores its context and
 	// is still running after twice HandlerTimeout (HandlerTimeout plus one
-	// second at most) is abandoned: its database session is terminated,
-	// which rolls back its transaction, and the attempt counts as failed.
+	// second at most) is abandoned: its connection leaves the pool and its
+	// database session is terminated, which rolls back its transaction, and
+	// the attempt counts as failed.
 	// Defaults to 30s.
 	HandlerTimeout time.Duration
+	// IdleInTransactionTimeout is set, with SET LOCAL in the statement that
+	// begins it, as idle_in_transaction_session_timeout on every
+	// transaction the consumer opens, and on no other use of the pool. A
+	// consumer process that is paused (SIGSTOP, a frozen VM) or cut off from
+	// the network looks alive to PostgreSQL; this bound makes the server end
+	// such a session, which rolls back its transaction and frees its inbox
+	// claims, so the partition's next owner is not blocked on them for as
+	// long as the fault lasts (see "Quiet faults" in the package doc). It
+	// must exceed the longest legitimate idle gap in an inbox transaction,
+	// one handler call (HandlerTimeout plus the grace before abandoning it),
+	// so it must be at least HandlerTimeout + 2s. Negative leaves the
+	// server's setting alone. Defaults to HandlerTimeout + 5s.
+	IdleInTransactionTimeout time.Duration
 
 	// RetentionWindow is how long inbox rows are kept, that is how late a
 	// redelivery can come and still be recognized. It must exceed the
@@ -201,6 +215,9 @@ const (
 	DefaultRetryBackoffMax = 30 * time.Second
 	// DefaultHandlerTimeout is the default Config.HandlerTimeout.
 	DefaultHandlerTimeout = 30 * time.Second
+	// DefaultIdleInTransactionMargin is what the default
+	// Config.IdleInTransactionTimeout adds to Config.HandlerTimeout.
+	DefaultIdleInTransactionMargin = 5 * time.Second
 	// DefaultRetentionWindow is the default Config.RetentionWindow.
 	DefaultRetentionWindow = 7 * 24 * time.Hour
 	// DefaultRetentionInterval is the default Config.RetentionInterval.
@@ -217,6 +234,11 @@ const (
 	DefaultMaxWait = 500 * time.Millisecond
 
 	maxBatchSize = 10000
+	// minIdleInTransactionMargin is how much IdleInTransactionTimeout must
+	// exceed HandlerTimeout: the grace before a hung handler is abandoned
+	// (at most 1s), the idle time the inbox allows itself before a
+	// keepalive statement (idleKeepalive), and slack for scheduling.
+	minIdleInTransactionMargin = 2 * time.Second
 )
 
 // withDefaults returns c with every zero field set to its default.
@@ -244,6 +266,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.RetryBackoffMin, DefaultRetryBackoffMin)
 	setDur(&c.RetryBackoffMax, DefaultRetryBackoffMax)
 	setDur(&c.HandlerTimeout, DefaultHandlerTimeout)
+	setDur(&c.IdleInTransactionTimeout, c.HandlerTimeout+DefaultIdleInTransactionMargin)
 	setDur(&c.RetentionWindow, DefaultRetentionWindow)
 	setDur(&c.RetentionInterval, DefaultRetentionInterval)
 	setDur(&c.SessionTimeout, DefaultSessionTimeout)
@@ -325,6 +348,10 @@ func (c Config) validate() error {
 	}
 	if c.HeartbeatInterval >= c.SessionTimeout {
 		return &ConfigError{Field: "HeartbeatInterval", Reason: fmt.Sprintf("must be below SessionTimeout (%s), got %s", c.SessionTimeout, c.HeartbeatInterval), Related: []string{"SessionTimeout"}}
+	}
+	if c.IdleInTransactionTimeout > 0 && c.IdleInTransactionTimeout < c.HandlerTimeout+minIdleInTransactionMargin {
+		return &ConfigError{Field: "IdleInTransactionTimeout", Reason: fmt.Sprintf("must be at least HandlerTimeout (%s) + %s, or negative to leave the server's setting alone, got %s",
+			c.HandlerTimeout, minIdleInTransactionMargin, c.IdleInTransactionTimeout), Related: []string{"HandlerTimeout"}}
 	}
 	if c.MaxWait < time.Millisecond {
 		return invalid("MaxWait", "must be at least 1ms, got %s", c.MaxWait)

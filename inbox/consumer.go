@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
@@ -42,6 +43,8 @@ type Consumer struct {
 	log     *slog.Logger
 	metrics *metrics
 	running atomic.Bool
+	// txOptions begins every inbox transaction (see txOptions).
+	txOptions pgx.TxOptions
 
 	// skipInbox runs the same pipeline without claiming messages, for the
 	// benchmark's baseline only.
@@ -52,7 +55,9 @@ type Consumer struct {
 // applies messages with h through pool. It validates cfg and registers the
 // metrics; it does not connect to anything. Each partition the consumer
 // owns holds one pool connection while it applies a batch, so size the pool
-// for the partitions one instance may own, plus one for retention.
+// for the partitions one instance may own, plus one for retention; a
+// smaller pool is slower, not stuck: partitions wait for a connection in
+// turn, and an abandoned handler's connection leaves the pool.
 func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	if pool == nil {
 		return nil, errors.New("inbox: pool is nil")
@@ -81,6 +86,8 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 		handler: h,
 		log:     cfg.Logger.With("group", cfg.GroupID),
 		metrics: m,
+
+		txOptions: txOptions(cfg),
 	}, nil
 }
 

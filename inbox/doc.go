@@ -66,12 +66,68 @@
 //
 // The database failing is not the message failing. A transaction that fails
 // on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,
-// 25006, 55P03, 57014, 57P01-57P03, or a broken connection) is retried with
+// 25006, 25P03, 55P03, 57014, 57P01-57P03, or a broken connection) is retried with
 // the same backoff without counting an attempt, so a failover, a deadlock or
 // an outage never dead-letters a good message; such retries are counted in
 // outboxkit_inbox_database_retries_total. A handler that outlives
 // HandlerTimeout counts as failed even though its cancelled statement
 // reports 57014.
+//
+// A handler that ignores its context is abandoned twice HandlerTimeout
+// after it started (HandlerTimeout plus at most one second): its connection
+// is taken out of the pool, so a hung handler holds no pool slot, and its
+// server session is terminated through a connection of its own, which rolls
+// back its transaction and frees its inbox claim. The attempt counts; after
+// MaxAttempts the message is dead-lettered and the partition moves on, even
+// when hung handlers outnumber the pool's connections. The handler's
+// goroutine runs on until it returns, then its connection is closed.
+//
+// # Quiet faults
+//
+// A consumer process that is paused (SIGSTOP, a frozen VM or container) or
+// cut off from the network sends nothing and closes nothing: PostgreSQL sees
+// a live session with an open transaction whose inbox claims stay locked,
+// and would wait for it forever (TCP keepalives are answered by the kernel
+// of a paused process, or by a proxy). Two timers end such a member's hold:
+//
+//   - Kafka's session timeout (Config.SessionTimeout): without heartbeats
+//     for that long, the member loses its partitions, and the rest of the
+//     group takes them over from the last committed offsets after a
+//     rebalance (each member finishes its in-flight batch first).
+//   - The idle-in-transaction timeout (Config.IdleInTransactionTimeout,
+//     HandlerTimeout + 5s by default): every inbox transaction sets
+//     idle_in_transaction_session_timeout for itself (SET LOCAL, in the same
+//     round trip as its BEGIN), so the server ends the session once it has
+//     sat idle that long, which rolls back its transaction and frees its
+//     claims. A statement the member sent before the fault runs to its end
+//     on the server first; the timer starts after it.
+//
+// Both timers start with the fault, so the new owners apply a paused
+// member's partitions after the later of SessionTimeout plus the rebalance
+// and IdleInTransactionTimeout, then catch up the backlog; until the
+// idle-in-transaction timeout fires, a new owner's claim waits on the old
+// claim's lock (retried, not counted as an attempt). With the defaults that
+// is about 35s; the tests run with SessionTimeout 6s and
+// IdleInTransactionTimeout 4s and see the group caught up about 10s after
+// the fault.
+//
+// The idle timeout must exceed the longest legitimate idle gap of an inbox
+// transaction: one handler call working outside the database, up to
+// HandlerTimeout plus the grace before it is abandoned. A batch of such
+// handlers does not add up: the inbox sends a keepalive statement between
+// handlers when the transaction has been idle for 250ms. NewConsumer
+// refuses an IdleInTransactionTimeout below HandlerTimeout + 2s.
+//
+// When the member resumes or its network returns, nothing is applied twice
+// and nothing is skipped. Its transactions were rolled back by the server,
+// so their commits fail; it notices that its generation ended at its next
+// heartbeat and rejoins; and its offset commits for the lost generation are
+// refused by the broker. Every message it still claims is checked against
+// the inbox table as always: one the new owner applied is dropped. A handler
+// call that lasted longer than the consumer allows any call to last (more
+// than HandlerTimeout, the grace and one second) is taken for a stall of
+// the process, not a failure of the message, and does not count as an
+// attempt.
 //
 // # Retention
 //

@@ -152,6 +152,7 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 		{"negative timeout", func(c *inbox.Config) { c.HandlerTimeout = -time.Second }, "inbox: HandlerTimeout must not be negative"},
 		{"backoff inverted", func(c *inbox.Config) { c.RetryBackoffMin = time.Minute; c.RetryBackoffMax = time.Second }, "inbox: RetryBackoffMax must not be below RetryBackoffMin (1m0s), got 1s"},
 		{"bad start offset", func(c *inbox.Config) { c.StartOffset = 42 }, "inbox: StartOffset must be"},
+		{"idle timeout too short", func(c *inbox.Config) { c.IdleInTransactionTimeout = 31 * time.Second }, "inbox: IdleInTransactionTimeout must be at least HandlerTimeout (30s) + 2s, or negative to leave the server's setting alone, got 31s"},
 		{"heartbeat too slow", func(c *inbox.Config) { c.HeartbeatInterval = time.Minute }, "inbox: HeartbeatInterval must be below SessionTimeout (30s), got 1m0s"},
 	}
 	for _, tc := range cases {

@@ -98,6 +98,9 @@ func (p *partitionWorker) processOne(it *item) bool {
 			return true
 		}
 		if f.transient {
+			if p.stop.Err() != nil {
+				return false // the generation ended; the next owner takes over
+			}
 			waits++
 			p.tm.databaseRetries.Inc()
 			d := p.c.backoff(waits)
@@ -140,13 +143,13 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 }
 
 func (p *partitionWorker) tryDeadLetter(it *item, cause error, attempts int) error {
-	ctx, cancel := p.opContext()
-	defer cancel()
-	tx, err := p.c.pool.Begin(ctx)
+	tx, err := p.begin()
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+	ctx, cancel := p.opContext()
+	defer cancel()
+	defer tx.end(ctx)
 	first, err := p.claim(ctx, tx, it.msg.ID)
 	if err != nil {
 		return err
@@ -218,15 +221,23 @@ func (p *partitionWorker) claim(ctx context.Context, tx pgx.Tx, id string) (bool
 	return Claim(ctx, tx, p.c.cfg.GroupID, id)
 }
 
+// begin opens an inbox transaction. Waiting for a pool connection ends only
+// with the generation: under pool pressure (handlers hung until they are
+// abandoned) waiters are served in turn instead of timing out and queueing
+// again behind newer ones. BEGIN itself is bounded like any inbox statement.
+func (p *partitionWorker) begin() (*txn, error) {
+	ctx, cancel := context.WithCancel(p.base)
+	defer cancel()
+	stop := context.AfterFunc(p.stop, cancel)
+	defer stop()
+	return p.c.begin(ctx, p.c.cfg.HandlerTimeout)
+}
+
 // apply runs items in one transaction: claim them, hand each new one to the
 // handler (or dead-letter it when it is undecodable), commit. It returns nil
 // when the transaction committed.
 func (p *partitionWorker) apply(items []item) *failure {
-	// Each statement gets its own deadline: a batch of slow handlers may
-	// outlast any single one.
-	ctx, cancel := p.opContext()
-	tx, err := p.c.pool.Begin(ctx)
-	cancel()
+	tx, err := p.begin()
 	if err != nil {
 		return &failure{err: fmt.Errorf("begin: %w", err), index: -1, transient: true}
 	}
@@ -234,11 +245,13 @@ func (p *partitionWorker) apply(items []item) *failure {
 	defer func() {
 		if !abandoned {
 			ctx, cancel := p.opContext()
-			tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+			tx.end(ctx)
 			cancel()
 		}
 	}()
 
+	// Each statement gets its own deadline: a batch of slow handlers may
+	// outlast any single one.
 	firsts, err := p.claimItems(tx, items)
 	if err != nil {
 		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, transient: true}
@@ -253,6 +266,9 @@ func (p *partitionWorker) apply(items []item) *failure {
 		}
 		// A repeated ID within the batch is a duplicate of its first copy.
 		delete(firsts, it.msg.ID)
+		if f := p.keepalive(tx); f != nil {
+			return f
+		}
 		if it.bad != nil {
 			ctx, cancel := p.opContext()
 			err := p.insertDeadLetter(ctx, tx, it, it.bad, 0)
@@ -260,6 +276,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 			if err != nil {
 				return &failure{err: err, index: i}
 			}
+			tx.touch()
 			dead = append(dead, i)
 			continue
 		}
@@ -267,13 +284,17 @@ func (p *partitionWorker) apply(items []item) *failure {
 			// The claims and the handlers' work roll back together.
 			abandoned = errors.Is(err, errAbandoned)
 			// A handler past its deadline counts as failed, whatever its
-			// statement reported (a cancelled one reports 57014).
-			expired := abandoned || errors.Is(err, errHandlerTimeout)
-			return &failure{err: err, index: i, transient: !expired && (tx.Conn().IsClosed() || transientDBError(err))}
+			// statement reported (a cancelled one reports 57014), unless
+			// the consumer itself was stopped meanwhile.
+			expired := abandoned || (errors.Is(err, errHandlerTimeout) && !errors.Is(err, errStalled))
+			return &failure{err: err, index: i, transient: !expired && (tx.Conn().IsClosed() || transientDBError(err) || errors.Is(err, errStalled))}
 		}
 		applied++
 	}
-	ctx, cancel = p.opContext()
+	if f := p.keepalive(tx); f != nil {
+		return f
+	}
+	ctx, cancel := p.opContext()
 	defer cancel()
 	if err := tx.Commit(ctx); err != nil {
 		// After a broken connection the commit's outcome is unknown; the
@@ -291,10 +312,22 @@ func (p *partitionWorker) apply(items []item) *failure {
 	return nil
 }
 
-// claimItems claims the IDs of items in tx and returns those that were new.
-func (p *partitionWorker) claimItems(tx pgx.Tx, items []item) (map[string]bool, error) {
+// keepalive runs tx.keepalive and reports its failure like the inbox's
+// other statements'.
+func (p *partitionWorker) keepalive(tx *txn) *failure {
 	ctx, cancel := p.opContext()
 	defer cancel()
+	if err := tx.keepalive(ctx); err != nil {
+		return &failure{err: err, index: -1, transient: tx.Conn().IsClosed() || transientDBError(err)}
+	}
+	return nil
+}
+
+// claimItems claims the IDs of items in tx and returns those that were new.
+func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, error) {
+	ctx, cancel := p.opContext()
+	defer cancel()
+	defer tx.touch()
 	if len(items) == 1 {
 		first, err := p.claim(ctx, tx, items[0].msg.ID)
 		return map[string]bool{items[0].msg.ID: first}, err
@@ -319,6 +352,19 @@ var errAbandoned = errors.New("handler ignored its deadline and was abandoned")
 // errHandlerTimeout marks a handler that returned after HandlerTimeout.
 var errHandlerTimeout = errors.New("handler exceeded HandlerTimeout")
 
+// errStalled marks a handler call that lasted longer than the consumer
+// allows any call to last (HandlerTimeout, then the grace before it is
+// abandoned): the consumer process itself was not running meanwhile
+// (SIGSTOP, a frozen VM, starvation). The message is not to blame, so the
+// attempt does not count; the server has likely ended the transaction's
+// session by then (Config.IdleInTransactionTimeout), and the partition may
+// have moved to another member.
+var errStalled = errors.New("the consumer stalled during the handler call")
+
+// stallSlack is how far past HandlerTimeout and the grace a handler call
+// must end to be taken for a stall of the consumer rather than the handler.
+const stallSlack = time.Second
+
 // panicError is a handler's panic, recovered; its text is what the dead
 // letter records, its stack what the log shows.
 type panicError struct {
@@ -330,11 +376,11 @@ func (e *panicError) Error() string { return fmt.Sprintf("handler panicked: %v",
 
 // callHandler runs the handler for msg with a HandlerTimeout deadline. The
 // handler runs on its own goroutine so that one that ignores its deadline
-// can be abandoned: its database session is then terminated, which rolls
-// back tx and frees its locks, and tx is rolled back (returning the
-// connection to the pool) whenever the handler finally returns. Only that
-// goroutine touches tx from then on.
-func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
+// can be abandoned: its connection is then taken out of the pool and its
+// database session terminated, which rolls back its transaction and frees
+// its locks, and the connection is closed whenever the handler finally
+// returns. Only that goroutine touches tx from then on.
+func (p *partitionWorker) callHandler(tx *txn, msg Message) error {
 	pid := tx.Conn().PgConn().PID()
 	hctx, cancel := context.WithTimeout(p.base, p.c.cfg.HandlerTimeout)
 	defer cancel()
@@ -346,14 +392,15 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 				done <- &panicError{value: v, stack: debug.Stack()}
 			}
 		}()
-		done <- p.handle(hctx, tx, msg)
+		done <- p.handle(hctx, tx.Tx, msg)
 	}()
 
+	graceDur := min(maxHungGrace, p.c.cfg.HandlerTimeout)
 	var err error
 	select {
 	case err = <-done:
 	case <-hctx.Done():
-		grace := time.NewTimer(min(maxHungGrace, p.c.cfg.HandlerTimeout))
+		grace := time.NewTimer(graceDur)
 		select {
 		case err = <-done:
 			grace.Stop()
@@ -363,7 +410,11 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 			return fmt.Errorf("%w after %s", errAbandoned, p.c.cfg.HandlerTimeout)
 		}
 	}
-	p.tm.handlerTime.Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	p.tm.handlerTime.Observe(elapsed.Seconds())
+	if limit := p.c.cfg.HandlerTimeout + graceDur + stallSlack; elapsed > limit {
+		return fmt.Errorf("%w (the call took %s, more than the %s allowed): %w", errStalled, elapsed.Round(time.Millisecond), limit, err)
+	}
 	var pe *panicError
 	if errors.As(err, &pe) {
 		p.log.ErrorContext(p.base, "handler panicked", "message_id", msg.ID, "offset", msg.Offset,
@@ -384,14 +435,21 @@ func (p *partitionWorker) callHandler(tx pgx.Tx, msg Message) error {
 	return nil
 }
 
-// abandon gives up on a handler that is still running: it terminates the
-// server session of tx and leaves tx to the handler's goroutine.
-func (p *partitionWorker) abandon(tx pgx.Tx, pid uint32, done <-chan error, msg Message) {
+// abandon gives up on a handler that is still running: it takes the
+// connection of tx out of the pool, so that the hung handler does not hold
+// one of its slots, terminates its server session, and leaves tx to the
+// handler's goroutine, closing the connection when the handler returns. A
+// handler that never returns keeps its goroutine and a dead client socket,
+// but no pool slot and no server session.
+func (p *partitionWorker) abandon(tx *txn, pid uint32, done <-chan error, msg Message) {
 	p.log.ErrorContext(p.base, "handler ignored its deadline; terminating its database session",
 		"message_id", msg.ID, "offset", msg.Offset, "pid", pid)
+	conn := tx.detach()
 	ctx, cancel := p.opContext()
 	defer cancel()
-	if _, err := p.c.pool.Exec(ctx, terminateBackend, pid); err != nil {
+	if err := p.c.terminate(ctx, pid); err != nil {
+		// The server still ends the session once it has been idle for
+		// IdleInTransactionTimeout, unless the handler is inside a statement.
 		p.log.ErrorContext(p.base, "terminating the database session failed", "pid", pid, "error", err)
 	}
 	go func() {
@@ -399,5 +457,6 @@ func (p *partitionWorker) abandon(tx pgx.Tx, pid uint32, done <-chan error, msg 
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = tx.Rollback(rctx)
+		_ = conn.Close(rctx)
 	}()
 }

@@ -77,3 +77,13 @@ WHERE ctid = ANY (ARRAY(
 // terminateBackend ends the server session of a handler that ignored its
 // deadline, which rolls back its transaction and releases its locks.
 const terminateBackend = `SELECT pg_terminate_backend($1)`
+
+// beginWithIdleTimeout begins an inbox transaction and, for that transaction
+// only (SET LOCAL), has the server end the session once it sits idle for %d
+// milliseconds: a paused or cut-off consumer then releases its inbox claims
+// (package doc, "Quiet faults"). One simple query, so one round trip.
+const beginWithIdleTimeout = `BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d`
+
+// keepaliveQuery resets the server's idle-in-transaction timer during a
+// batch of slow handlers.
+const keepaliveQuery = `SELECT 1`

@@ -21,7 +21,10 @@ import (
 //     failover, and the connection will be replaced;
 //   - 55P03 lock_not_available and 57014 query_canceled (statement or lock
 //     timeout): contention, not the message;
-//   - 57P01..57P03: the server is shutting down or starting.
+//   - 57P01..57P03: the server is shutting down or starting;
+//   - 25P03 idle_in_transaction_session_timeout: the server ended the
+//     session of a transaction that sat idle, as it does to a consumer
+//     that was paused or cut off (Config.IdleInTransactionTimeout).
 //
 // A handler that outlived HandlerTimeout is not transient even when its
 // statement was cancelled with 57014: callers check the deadline first.
@@ -33,7 +36,7 @@ func transientDBError(err error) bool {
 			return true
 		}
 		switch pgErr.Code {
-		case "40001", "40P01", "25006", "55P03", "57014", "57P01", "57P02", "57P03":
+		case "40001", "40P01", "25006", "25P03", "55P03", "57014", "57P01", "57P02", "57P03":
 			return true
 		}
 		return false

@@ -49,6 +49,14 @@ func TestTransientDatabaseErrorsDoNotCountAsAttempts(t *testing.T) {
 			_, err := tx.Exec(ctx, `LOCK TABLE contended IN ACCESS EXCLUSIVE MODE`)
 			return err
 		}},
+		{"session ended by the idle-in-transaction timeout", "25P03", func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL idle_in_transaction_session_timeout = '20ms'`); err != nil {
+				return err
+			}
+			time.Sleep(200 * time.Millisecond)
+			_, err := tx.Exec(ctx, `SELECT 1`)
+			return err
+		}},
 		{"deadlock", "40P01", func(ctx context.Context, tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$`)
 			return err
