@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 // Every event of a run has an index: its payload starts with it (8 bytes,
@@ -110,8 +110,8 @@ func (t *tracker) consume(ctx context.Context, brokers []string, topic string, p
 				if err != nil {
 					return
 				}
-				if len(m.Value) >= 8 {
-					t.received(int(binary.BigEndian.Uint64(m.Value)), t.now())
+				if i, ok := workload.Index(m.Value); ok {
+					t.received(i, t.now())
 				}
 			}
 		}()
@@ -157,15 +157,6 @@ func (t *tracker) latencies(s *span) []time.Duration {
 	return out
 }
 
-// quantile returns the smallest value with at least q of sorted at or below it.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
 // verdict is the correctness check of one run on everything its topic holds.
 type verdict struct {
 	records    int // records on the topic
@@ -189,12 +180,8 @@ func (t *tracker) verify(brokers []string, topic string, aggIDs []string) (verdi
 	seen := make([]bool, len(t.commitAt))
 	lastOf := make(map[int]int, len(aggIDs)) // aggregate -> highest index seen
 	for _, m := range msgs {
-		if len(m.Value) < 8 {
-			v.foreign++
-			continue
-		}
-		i := int(binary.BigEndian.Uint64(m.Value))
-		if i < 0 || i >= len(seen) || t.commitAt[i].Load() == 0 {
+		i, ok := workload.Index(m.Value)
+		if !ok || i < 0 || i >= len(seen) || t.commitAt[i].Load() == 0 {
 			v.foreign++
 			continue
 		}
