@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -95,28 +94,12 @@ func (t *tracker) received(i int, at int64) {
 // consume reads every partition of topic from the start until ctx ends, and
 // records receipts. One kafka-go partition reader per partition, MinBytes 1.
 func (t *tracker) consume(ctx context.Context, brokers []string, topic string, partitions int) (wait func()) {
-	var wg sync.WaitGroup
-	for p := range partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: brokers, Topic: topic, Partition: p,
-			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond,
-		})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer r.Close()
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					return
-				}
-				if i, ok := workload.Index(m.Value); ok {
-					t.received(i, t.now())
-				}
-			}
-		}()
-	}
-	return wg.Wait
+	cfg := kafka.ReaderConfig{Brokers: brokers, Topic: topic, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond}
+	return workload.ReadPartitions(ctx, cfg, partitions, func(m kafka.Message) {
+		if i, ok := workload.Index(m.Value); ok {
+			t.received(i, t.now())
+		}
+	})
 }
 
 // waitDelivered waits until every committed event of s was received, or

@@ -129,32 +129,17 @@ func (k *latencyClock) committed(i int) {
 func (k *latencyClock) readTopic(ctx context.Context, brokers []string, topic string, partitions int) (stop func()) {
 	n := len(k.recvAt)
 	rctx, stopReaders := context.WithCancel(ctx)
-	var rwg sync.WaitGroup
-	for p := range partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: brokers, Topic: topic, Partition: p,
-			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
-		})
-		rwg.Add(1)
-		go func() {
-			defer rwg.Done()
-			defer r.Close()
-			for {
-				m, err := r.ReadMessage(rctx)
-				if err != nil {
-					return
-				}
-				t := k.since()
-				i, ok := workload.Index(m.Value)
-				if ok && i >= 0 && i < n && k.recvAt[i].CompareAndSwap(0, t) {
-					k.recvWall[i].Store(time.Now().UnixNano())
-					k.produceWall[i].Store(m.Time.UnixNano())
-					k.received.Add(1)
-				}
-			}
-		}()
-	}
-	return func() { stopReaders(); rwg.Wait() }
+	cfg := kafka.ReaderConfig{Brokers: brokers, Topic: topic, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond}
+	wait := workload.ReadPartitions(rctx, cfg, partitions, func(m kafka.Message) {
+		t := k.since()
+		i, ok := workload.Index(m.Value)
+		if ok && i >= 0 && i < n && k.recvAt[i].CompareAndSwap(0, t) {
+			k.recvWall[i].Store(time.Now().UnixNano())
+			k.produceWall[i].Store(m.Time.UnixNano())
+			k.received.Add(1)
+		}
+	})
+	return func() { stopReaders(); wait() }
 }
 
 // producePaced commits events [0, n) of topic, one per transaction, event
