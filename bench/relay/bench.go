@@ -102,7 +102,19 @@ func (b *bench) waitEmpty(ctx context.Context, c *relayChild) (time.Time, error)
 // insert writes events [0, n) of topic with outbox.Write, 1000 per call,
 // from opts.insertWorkers goroutines.
 func (b *bench) insert(ctx context.Context, topic string, n int) error {
-	const chunk = 1000
+	return forChunks(ctx, b.opts.insertWorkers, n, 1000, func(ctx context.Context, lo, hi int) error {
+		evs := make([]outbox.Event, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			evs = append(evs, b.gen.Event(topic, i))
+		}
+		return outbox.Write(ctx, b.pool, evs...)
+	})
+}
+
+// forChunks calls do for [0, n) in chunks of chunk indexes, from workers
+// goroutines that each take the next chunk until none is left. The first
+// error cancels the others' context and is returned.
+func forChunks(ctx context.Context, workers, n, chunk int, do func(ctx context.Context, lo, hi int) error) error {
 	var (
 		next    atomic.Int64
 		wg      sync.WaitGroup
@@ -111,26 +123,19 @@ func (b *bench) insert(ctx context.Context, topic string, n int) error {
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for range b.opts.insertWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			evs := make([]outbox.Event, 0, chunk)
-			for {
-				start := int(next.Add(chunk) - chunk)
-				if start >= n {
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				lo := int(next.Add(int64(chunk)) - int64(chunk))
+				if lo >= n {
 					return
 				}
-				evs = evs[:0]
-				for i := start; i < min(start+chunk, n); i++ {
-					evs = append(evs, b.gen.Event(topic, i))
-				}
-				if err := outbox.Write(ctx, b.pool, evs...); err != nil {
+				if err := do(ctx, lo, min(lo+chunk, n)); err != nil {
 					errOnce.Do(func() { first = err; cancel() })
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return first

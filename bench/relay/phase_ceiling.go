@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -97,37 +96,13 @@ func (b *bench) runCeiling(ctx context.Context, res ceilingResult, phase, topic,
 	n := res.events
 	chunk := b.child.effectiveBatch()
 	progress("%s: %d records, %d goroutines x %d %s", phase, n, b.opts.ceilingWorkers, chunk, unit)
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	snapA := takeCPUSnapshot()
 	start := time.Now()
-	for range b.opts.ceilingWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				s := int(next.Add(int64(chunk)) - int64(chunk))
-				if s >= n {
-					return
-				}
-				if err := send(ctx, s, min(s+chunk, n)); err != nil {
-					errOnce.Do(func() { first = err; cancel() })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	err := forChunks(ctx, b.opts.ceilingWorkers, n, chunk, send)
 	res.dur = time.Since(start)
 	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), -1, b.cores)
-	if first != nil {
-		return res, check{}, fmt.Errorf("%s: %w", phase, first)
+	if err != nil {
+		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}
 	return b.finishCeiling(ctx, res, phase, topic)
 }
