@@ -44,7 +44,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/internal/uniq"
+	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 type options struct {
@@ -73,7 +76,7 @@ type options struct {
 
 type bench struct {
 	opts     options
-	gen      *gen
+	gen      *workload.Gen
 	relayBin string
 	binDir   string
 	prefix   string
@@ -181,7 +184,7 @@ func mainRun() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b := &bench{opts: opts, gen: newGen(opts.aggregates, opts.payloadBytes), prefix: "bench-peers-" + randomHex(3)}
+	b := &bench{opts: opts, gen: workload.New(opts.aggregates, opts.payloadBytes), prefix: "bench-peers-" + uniq.Hex(3)}
 	defer b.deleteTopics()
 	defer func() {
 		if b.binDir != "" {
@@ -297,7 +300,7 @@ func (b *bench) describe(ctx context.Context) []string {
 		fmt.Sprintf("date:      %s", time.Now().UTC().Format("2006-01-02 15:04 UTC")),
 		fmt.Sprintf("machine:   %d CPUs (%s), %s/%s, %s; load average at start %s", runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), machine.LoadAvg()),
 		fmt.Sprintf("services:  PostgreSQL %s (wal_level=%s, %s), Kafka at %s; one fresh database and one fresh topic (%d partitions) per run",
-			pgVersion, walLevel, redact(o.dbURL), strings.Join(o.brokers, ","), o.partitions),
+			pgVersion, walLevel, dbadmin.Redact(o.dbURL), strings.Join(o.brokers, ","), o.partitions),
 		fmt.Sprintf("java:      %s", javaVersion),
 		fmt.Sprintf("workload:  %d-byte payloads, %d aggregates (keys), %d writers (one per aggregate group), warm-up %s at %d/s, phases of %s at %s events/s and steady at full speed, backlog %d; %d repeat(s), order alternating",
 			o.payloadBytes, o.aggregates, o.producers, o.warmup, o.rates[0], o.phase, joinInts(o.rates), o.backlog, o.repeats),

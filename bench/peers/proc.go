@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -133,84 +132,4 @@ func (c *child) stop() error {
 func (c *child) kill() {
 	_ = c.cmd.Process.Kill()
 	<-c.exited
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-// procStat returns the parent pid and the user+system CPU time of pid.
-func procStat(pid int) (ppid int, cpu time.Duration, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	s := string(b)
-	end := strings.LastIndexByte(s, ')')
-	if end < 0 {
-		return 0, 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[end+1:])
-	// After the command: state f[0], ppid f[1], utime f[11], stime f[12].
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return ppid, time.Duration(ut+st) * time.Second / clockTicks, nil
-}
-
-// tree returns pid and its live descendants.
-func tree(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	parent := map[int]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp, _, err := procStat(p); err == nil {
-			parent[p] = pp
-		}
-	}
-	out := []int{pid}
-	for i := 0; i < len(out); i++ {
-		for p, pp := range parent {
-			if pp == out[i] {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
-}
-
-// treeCPU is the user+system CPU time of pid and its live descendants
-// (every thread of a JVM counts: threads are not processes).
-func treeCPU(pid int) time.Duration {
-	var sum time.Duration
-	for _, p := range tree(pid) {
-		if _, cpu, err := procStat(p); err == nil {
-			sum += cpu
-		}
-	}
-	return sum
-}
-
-// treeHWM is the sum of the peak resident set sizes (VmHWM, KiB) of pid and
-// its live descendants.
-func treeHWM(pid int) int64 {
-	var sum int64
-	for _, p := range tree(pid) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-				v, _ := strconv.ParseInt(f[1], 10, 64)
-				sum += v
-			}
-		}
-	}
-	return sum
 }

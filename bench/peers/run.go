@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"slices"
@@ -12,41 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxkit/outboxkit/internal/machine"
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/uniq"
+	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
-const (
-	benchAggregateType = "order"
-	benchEventType     = "BenchEvent"
-	backlogChunk       = 1000
-)
-
-// gen makes the events: aggregate IDs (the Kafka keys), payloads that start
-// with the event's index, one user header.
-type gen struct {
-	aggIDs  []string
-	filler  []byte
-	size    int
-	headers map[string]string
-}
-
-func newGen(aggregates, payloadBytes int) *gen {
-	g := &gen{aggIDs: make([]string, aggregates), filler: make([]byte, payloadBytes+4096), size: payloadBytes,
-		headers: map[string]string{"tenant": "acme"}}
-	for i := range g.aggIDs {
-		g.aggIDs[i] = fmt.Sprintf("order-%07d", i)
-	}
-	_, _ = rand.Read(g.filler)
-	return g
-}
-
-func (g *gen) payload(i int) []byte {
-	p := make([]byte, g.size)
-	off := (i * 131) % 4096
-	copy(p, g.filler[off:off+g.size])
-	binary.BigEndian.PutUint64(p, uint64(i))
-	return p
-}
+// backlogChunk is how many events one backlog transaction writes.
+const backlogChunk = 1000
 
 // phaseResult is one paced phase.
 type phaseResult struct {
@@ -87,7 +57,7 @@ type runResult struct {
 func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (res runResult) {
 	res = runResult{sys: sys.name, repeat: repeat, position: position}
 	r := &run{sys: sys, repeat: repeat,
-		dbName: fmt.Sprintf("peers_%s_r%d_%s", sysShort(sys.name), repeat, randomHex(3)),
+		dbName: fmt.Sprintf("peers_%s_r%d_%s", sysShort(sys.name), repeat, uniq.Hex(3)),
 		topic:  fmt.Sprintf("%s-%s-r%d", b.prefix, sys.name, repeat)}
 	var err error
 	if r.tmpDir, err = os.MkdirTemp("", "bench-peers-"); err != nil {
@@ -143,7 +113,7 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 		return res
 	}
 
-	cpu0 := treeCPU(c.pid)
+	cpu0 := machine.TreeCPU(c.pid)
 	for k, s := range rateSpans {
 		achieved, err := b.paced(ctx, r, t, s, o.rates[k])
 		if err != nil {
@@ -157,7 +127,7 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 		}
 		lat := t.latencies(s)
 		pr := phaseResult{rate: o.rates[k], written: s.written.Load(), received: s.received.Load(), achieved: achieved,
-			complete: ok, p50: quantile(lat, 0.5), p99: quantile(lat, 0.99)}
+			complete: ok, p50: workload.Quantile(lat, 0.5), p99: workload.Quantile(lat, 0.99)}
 		if len(lat) > 0 {
 			pr.pmax = lat[len(lat)-1]
 		}
@@ -190,8 +160,8 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 	res.steadyRate = float64(steady.received.Load()) / (end - start).Seconds()
 	step("steady: wrote %d (%.0f/s), delivered at %.0f/s%s", written, res.steadyWriteRate, res.steadyRate, incomplete(ok, steady))
 
-	cpu1 := treeCPU(c.pid)
-	res.hwmKiB = treeHWM(c.pid)
+	cpu1 := machine.TreeCPU(c.pid)
+	res.hwmKiB = machine.TreeHWMKiB(c.pid)
 	res.cpuEvents = steady.received.Load()
 	for _, s := range rateSpans {
 		res.cpuEvents += s.received.Load()
@@ -213,7 +183,7 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 	var cpuA time.Duration
 	check := func() error {
 		if cpuA == 0 && drain.firstRx.Load() != 0 {
-			cpuA = max(treeCPU(c.pid), 1)
+			cpuA = max(machine.TreeCPU(c.pid), 1)
 		}
 		return c.alive()
 	}
@@ -222,8 +192,8 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 		res.err = fmt.Errorf("drain: %w", err)
 		return res
 	}
-	cpuB := treeCPU(c.pid)
-	res.hwmKiB = max(res.hwmKiB, treeHWM(c.pid))
+	cpuB := machine.TreeCPU(c.pid)
+	res.hwmKiB = max(res.hwmKiB, machine.TreeHWMKiB(c.pid))
 	res.drainEvents, res.drainComplete = o.backlog, ok
 	startAt := time.Duration(c.started.Sub(t.base))
 	first, last := time.Duration(drain.firstRx.Load()), time.Duration(drain.lastRx.Load())
@@ -248,7 +218,7 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 
 	// Stragglers (late duplicates) land before the read-back: the processes
 	// have exited.
-	if res.v, err = t.verify(o.brokers, r.topic, b.gen.aggIDs); err != nil {
+	if res.v, err = t.verify(o.brokers, r.topic, b.gen.AggregateIDs()); err != nil {
 		res.err = err
 		return res
 	}
@@ -280,7 +250,7 @@ func lowerBounds(t *tracker, s *span) (time.Duration, time.Duration) {
 		lat = append(lat, time.Duration(max(r-c, 0)))
 	}
 	slices.Sort(lat)
-	return quantile(lat, 0.5), quantile(lat, 0.99)
+	return workload.Quantile(lat, 0.5), workload.Quantile(lat, 0.99)
 }
 
 // paced commits s's events one per transaction at rate events/s. Event i
@@ -448,10 +418,4 @@ func sysShort(name string) string {
 		return "wm"
 	}
 	return "x"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

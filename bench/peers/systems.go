@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net"
 	"net/url"
@@ -16,9 +15,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
 
-	"github.com/outboxkit/outboxkit/migrations"
+	"github.com/outboxkit/outboxkit/internal/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/workload"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
@@ -69,17 +68,10 @@ type run struct {
 
 // prepare creates the run's database and its tables.
 func (b *bench) prepare(ctx context.Context, r *run) error {
-	admin, err := pgx.Connect(ctx, b.opts.dbURL)
-	if err != nil {
-		return fmt.Errorf("connect to %s (run `scripts/services.sh postgres-logical`): %w", redact(b.opts.dbURL), err)
+	if err := dbadmin.CreateDatabase(ctx, b.opts.dbURL, r.dbName, ""); err != nil {
+		return fmt.Errorf("%w (run `scripts/services.sh postgres-logical`)", err)
 	}
-	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{r.dbName}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", r.dbName, err)
-	}
-	u, _ := url.Parse(b.opts.dbURL)
-	u.Path = "/" + r.dbName
-	r.dbURL = u.String()
+	r.dbURL = dbadmin.WithDatabase(b.opts.dbURL, r.dbName)
 	pcfg, err := pgxpool.ParseConfig(r.dbURL)
 	if err != nil {
 		return err
@@ -90,12 +82,7 @@ func (b *bench) prepare(ctx context.Context, r *run) error {
 	}
 	switch r.sys.kind {
 	case "outboxkit", "debezium":
-		sqlDB, err := sql.Open("pgx", r.dbURL)
-		if err != nil {
-			return err
-		}
-		defer sqlDB.Close()
-		return migrations.Up(ctx, sqlDB)
+		return dbadmin.Migrate(ctx, r.dbURL)
 	case "watermill":
 		return wmPrepare(ctx, r.pool)
 	}
@@ -109,22 +96,10 @@ func (b *bench) cleanup(r *run) {
 	if r.pool != nil {
 		r.pool.Close()
 	}
-	admin, err := pgx.Connect(ctx, b.opts.dbURL)
-	if err != nil {
-		return
-	}
-	defer admin.Close(ctx)
 	if r.slot != "" {
-		// A slot keeps WAL and blocks DROP DATABASE; its consumer has exited.
-		for range 50 {
-			_, err := admin.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", r.slot)
-			if err == nil {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		b.dropSlot(ctx, r.slot)
 	}
-	_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{r.dbName}.Sanitize()+" WITH (FORCE)")
+	_ = dbadmin.DropDatabase(ctx, b.opts.dbURL, r.dbName)
 	if r.tmpDir != "" {
 		_ = os.RemoveAll(r.tmpDir)
 	}
@@ -137,10 +112,10 @@ func (b *bench) write(ctx context.Context, r *run, idx []int) error {
 		msgs := make([]*message.Message, len(idx))
 		for k, i := range idx {
 			id, _ := uuid.NewV7()
-			m := message.NewMessage(id.String(), b.gen.payload(i))
-			m.Metadata.Set(wmKeyMetadata, b.gen.aggIDs[i%len(b.gen.aggIDs)])
-			m.Metadata.Set("aggregate_type", benchAggregateType)
-			m.Metadata.Set("event_type", benchEventType)
+			m := message.NewMessage(id.String(), b.gen.IndexedPayload(i))
+			m.Metadata.Set(wmKeyMetadata, b.gen.AggregateID(i))
+			m.Metadata.Set("aggregate_type", workload.AggregateType)
+			m.Metadata.Set("event_type", workload.EventType)
 			m.Metadata.Set("tenant", "acme")
 			msgs[k] = m
 		}
@@ -148,14 +123,7 @@ func (b *bench) write(ctx context.Context, r *run, idx []int) error {
 	}
 	evs := make([]outbox.Event, len(idx))
 	for k, i := range idx {
-		evs[k] = outbox.Event{
-			Topic:         r.topic,
-			AggregateType: benchAggregateType,
-			AggregateID:   b.gen.aggIDs[i%len(b.gen.aggIDs)],
-			EventType:     benchEventType,
-			Payload:       b.gen.payload(i),
-			Headers:       b.gen.headers,
-		}
+		evs[k] = b.gen.IndexedEvent(r.topic, i)
 	}
 	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, evs...) })
 }
@@ -247,10 +215,19 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func redact(raw string) string {
-	u, err := url.Parse(raw)
+// dropSlot drops the replication slot of a run whose consumer has exited: a
+// slot keeps WAL and blocks DROP DATABASE.
+func (b *bench) dropSlot(ctx context.Context, slot string) {
+	admin, err := pgx.Connect(ctx, b.opts.dbURL)
 	if err != nil {
-		return "(database URL)"
+		return
 	}
-	return u.Redacted()
+	defer admin.Close(context.Background())
+	for range 50 {
+		_, err := admin.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot)
+		if err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -2,16 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 // Every event of a run has an index: its payload starts with it (8 bytes,
@@ -95,28 +94,12 @@ func (t *tracker) received(i int, at int64) {
 // consume reads every partition of topic from the start until ctx ends, and
 // records receipts. One kafka-go partition reader per partition, MinBytes 1.
 func (t *tracker) consume(ctx context.Context, brokers []string, topic string, partitions int) (wait func()) {
-	var wg sync.WaitGroup
-	for p := range partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: brokers, Topic: topic, Partition: p,
-			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond,
-		})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer r.Close()
-			for {
-				m, err := r.ReadMessage(ctx)
-				if err != nil {
-					return
-				}
-				if len(m.Value) >= 8 {
-					t.received(int(binary.BigEndian.Uint64(m.Value)), t.now())
-				}
-			}
-		}()
-	}
-	return wg.Wait
+	cfg := kafka.ReaderConfig{Brokers: brokers, Topic: topic, MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 50 * time.Millisecond}
+	return workload.ReadPartitions(ctx, cfg, partitions, func(m kafka.Message) {
+		if i, ok := workload.Index(m.Value); ok {
+			t.received(i, t.now())
+		}
+	})
 }
 
 // waitDelivered waits until every committed event of s was received, or
@@ -157,15 +140,6 @@ func (t *tracker) latencies(s *span) []time.Duration {
 	return out
 }
 
-// quantile returns the smallest value with at least q of sorted at or below it.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
 // verdict is the correctness check of one run on everything its topic holds.
 type verdict struct {
 	records    int // records on the topic
@@ -189,12 +163,8 @@ func (t *tracker) verify(brokers []string, topic string, aggIDs []string) (verdi
 	seen := make([]bool, len(t.commitAt))
 	lastOf := make(map[int]int, len(aggIDs)) // aggregate -> highest index seen
 	for _, m := range msgs {
-		if len(m.Value) < 8 {
-			v.foreign++
-			continue
-		}
-		i := int(binary.BigEndian.Uint64(m.Value))
-		if i < 0 || i >= len(seen) || t.commitAt[i].Load() == 0 {
+		i, ok := workload.Index(m.Value)
+		if !ok || i < 0 || i >= len(seen) || t.commitAt[i].Load() == 0 {
 			v.foreign++
 			continue
 		}

@@ -56,7 +56,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/internal/workload"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -197,10 +199,7 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	adminURL := os.Getenv("DATABASE_URL")
-	if adminURL == "" {
-		adminURL = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
+	adminURL := dbadmin.AdminURL()
 	brokers := splitBrokers(os.Getenv("KAFKA_BROKERS"))
 	if len(brokers) == 0 {
 		brokers = []string{"127.0.0.1:9092"}
@@ -232,7 +231,7 @@ func run() int {
 		opts:       opts,
 		pool:       pool,
 		kafka:      kenv,
-		gen:        newGen(opts.aggregates, opts.payloadBytes),
+		gen:        workload.New(opts.aggregates, opts.payloadBytes),
 		child:      childSettings{dbURL: dbURL, brokers: brokers, batchSize: opts.batchSize, poolConns: opts.poolConns, cpuprofile: opts.cpuprofile},
 		cores:      runtime.NumCPU(),
 		kafkaPorts: map[int]bool{},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // Fault kinds, as counted in the final table.
@@ -118,11 +120,11 @@ func (in *injector) run(ctx context.Context) {
 		total += k.weight
 	}
 	for {
-		wait := time.Duration((0.5 + in.rng.Float64()) * float64(in.every))
+		pause := time.Duration((0.5 + in.rng.Float64()) * float64(in.every))
 		// Every draw happens whether or not it is used, so the plan for a
 		// seed does not depend on which faults were possible.
 		roll, target, param, variant := in.rng.IntN(total), in.rng.Uint64(), in.rng.Float64(), in.rng.IntN(3)
-		if !sleep(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return
 		}
 		i := 0

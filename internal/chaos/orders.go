@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
@@ -153,7 +154,7 @@ func (l *orderLoad) run(ctx context.Context, svc *orderService) error {
 				if interval > 0 {
 					// A fixed schedule, so a slow change is caught up.
 					next = next.Add(interval)
-					if !sleep(ctx, time.Until(next)) {
+					if !wait.Sleep(ctx, time.Until(next)) {
 						return
 					}
 				}

@@ -61,7 +61,7 @@ ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = exclude
 	}
 }
 
-// report is what verify found in shipping_log against the versions the
+// report is what verifyShippingLog found in shipping_log against the versions the
 // orders table holds.
 type report struct {
 	expected   int // events committed by the writers
@@ -72,10 +72,10 @@ type report struct {
 	unexpected int // applied events the orders table does not know
 }
 
-// verify compares shipping_log with versions (order ID -> last committed
+// verifyShippingLog compares shipping_log with versions (order ID -> last committed
 // version): every version 1..n of every order must be applied exactly once,
 // in increasing order.
-func verify(ctx context.Context, db interface {
+func verifyShippingLog(ctx context.Context, db interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
 }, versions map[string]int) (report, error) {
 	var rep report

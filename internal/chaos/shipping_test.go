@@ -7,7 +7,7 @@ import (
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
-// TestVerifyFindsEveryKindOfViolation feeds verify a shipping_log with one
+// TestVerifyFindsEveryKindOfViolation feeds verifyShippingLog a shipping_log with one
 // violation of each kind: the chaos run's verdict rests on it.
 func TestVerifyFindsEveryKindOfViolation(t *testing.T) {
 	t.Parallel()
@@ -25,7 +25,7 @@ func TestVerifyFindsEveryKindOfViolation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := verify(ctx, db.Pool, map[string]int{"a": 3, "b": 2, "c": 1, "d": 2})
+	rep, err := verifyShippingLog(ctx, db.Pool, map[string]int{"a": 3, "b": 2, "c": 1, "d": 2})
 	if err != nil {
 		t.Fatal(err)
 	}

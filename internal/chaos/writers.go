@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
@@ -92,7 +93,7 @@ func (w *writers) runLoad(ctx context.Context) {
 		if err != nil {
 			w.errs.Add(1)
 			w.logf("writer: load stopped on %v; restarting with a new prefix", err)
-			sleep(ctx, time.Second)
+			wait.Sleep(ctx, time.Second)
 		}
 	}
 }
@@ -129,7 +130,7 @@ func (w *writers) runHot(ctx context.Context, g int, hot *slots) {
 	rng := rand.New(rand.NewPCG(w.seed, 0x407+uint64(g)))
 	interval := time.Duration(float64(time.Second) * float64(w.hotWorkers) / w.hotRate)
 	wctx := context.WithoutCancel(ctx) // a change in flight completes
-	for sleep(ctx, interval) {
+	for wait.Sleep(ctx, interval) {
 		i := rng.IntN(len(hot.ids))
 		id := hot.get(i)
 		cancel := rng.IntN(10) >= 6
@@ -193,7 +194,7 @@ var eventFor = map[string]string{
 func (w *writers) runLate(ctx context.Context, g int, late *slots) {
 	rng := rand.New(rand.NewPCG(w.seed, 0x1a7e+uint64(g)))
 	wctx := context.WithoutCancel(ctx)
-	for sleep(ctx, time.Duration(rng.IntN(300))*time.Millisecond) {
+	for wait.Sleep(ctx, time.Duration(rng.IntN(300))*time.Millisecond) {
 		i := rng.IntN(len(late.ids))
 		id := late.get(i)
 		hold := time.Duration(500+rng.IntN(2500)) * time.Millisecond
@@ -263,16 +264,4 @@ ON CONFLICT (id) DO NOTHING`, id)
 	}
 	w.late.Add(1)
 	return ev.Status == "cancelled", nil
-}
-
-// sleep waits d and reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

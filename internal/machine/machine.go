@@ -1,5 +1,7 @@
-// Package machine describes the host a benchmark runs on, for the header of
-// its report.
+// Package machine reads, from /proc (Linux), what the benchmarks report
+// about the host they run on and the processes they measure: the CPU model
+// and load average for the header of a report, and each process's CPU time,
+// resident memory and TCP connections for its figures.
 package machine
 
 import (

@@ -11,38 +11,28 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
+
+	"github.com/outboxkit/outboxkit/internal/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/uniq"
 	"github.com/outboxkit/outboxkit/migrations"
 )
 
 // DefaultDatabaseURL is used when DATABASE_URL is unset.
-const DefaultDatabaseURL = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
+const DefaultDatabaseURL = dbadmin.DefaultURL
 
 // AdminURL returns DATABASE_URL, or DefaultDatabaseURL when it is unset.
-func AdminURL() string {
-	if u := os.Getenv("DATABASE_URL"); u != "" {
-		return u
-	}
-	return DefaultDatabaseURL
-}
+func AdminURL() string { return dbadmin.AdminURL() }
 
 // DB is a fresh database with every migration applied, dropped when the test
 // ends.
@@ -69,13 +59,13 @@ func NewDB(t testing.TB) *DB {
 	defer cancel()
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
 	if templateErr != nil {
-		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", redact(AdminURL()), templateErr)
+		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr)
 	}
-	name := "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, templateName); err != nil {
+	name := "okt_" + uniq.Hex(6)
+	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, templateName); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	db := &DB{Name: name, URL: withDatabase(AdminURL(), name)}
+	db := &DB{Name: name, URL: dbadmin.WithDatabase(AdminURL(), name)}
 	t.Cleanup(func() { dropDatabase(name) })
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
@@ -109,41 +99,15 @@ func dbForMain(migrated bool) (string, func()) {
 	if migrated {
 		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
 		if templateErr != nil {
-			panic(fmt.Sprintf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", redact(AdminURL()), templateErr))
+			panic(fmt.Sprintf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr))
 		}
 		tmpl = templateName
 	}
-	name := "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, tmpl); err != nil {
+	name := "okt_" + uniq.Hex(6)
+	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, tmpl); err != nil {
 		panic(fmt.Sprintf("testenv: %v (run `make services`)", err))
 	}
-	return withDatabase(AdminURL(), name), func() { dropDatabase(name) }
-}
-
-// createDatabase creates name, as a copy of template when it is not empty.
-func createDatabase(ctx context.Context, name, template string) error {
-	admin, err := pgx.Connect(ctx, AdminURL())
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redact(AdminURL()), err)
-	}
-	defer admin.Close(ctx)
-	stmt := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
-	if template != "" {
-		stmt += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
-	}
-	for attempt := 0; ; attempt++ {
-		_, err = admin.Exec(ctx, stmt)
-		var pgErr *pgconn.PgError
-		// 55006: the template is briefly in use by a concurrent CREATE DATABASE.
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55006" || attempt > 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("create database: %w", err)
-	}
-	return nil
+	return dbadmin.WithDatabase(AdminURL(), name), func() { dropDatabase(name) }
 }
 
 // EmptyDB creates a database without any migration, dropped when the test
@@ -152,23 +116,20 @@ func EmptyDB(t testing.TB) (name, dbURL string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	name = "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, ""); err != nil {
+	name = "okt_" + uniq.Hex(6)
+	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, ""); err != nil {
 		t.Fatalf("testenv: %v (run `make services`)", err)
 	}
 	t.Cleanup(func() { dropDatabase(name) })
-	return name, withDatabase(AdminURL(), name)
+	return name, dbadmin.WithDatabase(AdminURL(), name)
 }
 
+// dropDatabase drops name at the end of a test. A failure only leaves a
+// database behind, so it does not fail a test that passed.
 func dropDatabase(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
-	if err != nil {
-		return
-	}
-	defer admin.Close(ctx)
-	_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	_ = dbadmin.DropDatabase(ctx, AdminURL(), name)
 }
 
 // ensureTemplate creates, once per migration set, a database with every
@@ -218,13 +179,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
 		return "", err
 	}
-	sqlDB, err := sql.Open("pgx", withDatabase(AdminURL(), building))
-	if err != nil {
-		return "", err
-	}
-	err = migrations.Up(ctx, sqlDB)
-	sqlDB.Close()
-	if err != nil {
+	if err := dbadmin.Migrate(ctx, dbadmin.WithDatabase(AdminURL(), building)); err != nil {
 		return "", err
 	}
 	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{building}.Sanitize()+" RENAME TO "+pgx.Identifier{name}.Sanitize()); err != nil {
@@ -233,31 +188,5 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	return name, nil
 }
 
-func withDatabase(raw, name string) string {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		// Keyword/value form: a later dbname wins.
-		return strings.TrimSpace(raw) + " dbname=" + name
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "DATABASE_URL"
-	}
-	return u.Redacted()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // Unique returns prefix followed by a random suffix, for topic and group names.
-func Unique(prefix string) string {
-	return fmt.Sprintf("%s-%s", prefix, randomHex(5))
-}
+func Unique(prefix string) string { return uniq.Name(prefix) }

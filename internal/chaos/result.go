@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// result is the final table.
+type result struct {
+	o                   options
+	rep                 report
+	written             int64
+	load, hot, late     int64
+	last                stats
+	drained             bool
+	loadTime, drainTime time.Duration
+	total               time.Duration
+	faults, skipped     int
+	counts              map[string]int
+	unexpected          int
+	records             int64
+	recordsErr          error
+	brokerNote          string
+	violations          []string
+}
+
+func (r result) table() string {
+	var b strings.Builder
+	row := func(name, value, note string) {
+		fmt.Fprintf(&b, "%s\n", strings.TrimRight(fmt.Sprintf("%-28s %12s  %s", name, value, note), " "))
+	}
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	must0 := func(v int) string {
+		if v == 0 {
+			return "must be 0: ok"
+		}
+		return "must be 0: VIOLATION"
+	}
+	b.WriteString("\n==== chaos run result ====\n")
+	row("seed", strconv.FormatUint(r.o.seed, 10), "")
+	row("events written", n(r.written), fmt.Sprintf("orders table: %d committed", r.rep.expected))
+	row("  steady load", n(r.load), "orderLoad")
+	row("  hot orders", n(r.hot), "a few orders changed by several goroutines")
+	row("  late commits", n(r.late), "committed 0.5-3s after writing the event")
+	row("events applied", n(int64(r.rep.applied)), "distinct events in shipping_log")
+	if r.recordsErr == nil {
+		row("records in Kafka", n(r.records), fmt.Sprintf("%d more than events: relay redeliveries, dropped by the inbox", r.records-int64(r.rep.expected)))
+	} else {
+		row("records in Kafka", "?", r.recordsErr.Error())
+	}
+	row("lost", n(int64(r.rep.lost)), must0(r.rep.lost))
+	row("applied twice", n(int64(r.rep.duplicates)), must0(r.rep.duplicates))
+	row("out of order", n(int64(r.rep.outOfOrder)), must0(r.rep.outOfOrder))
+	row("unknown events applied", n(int64(r.rep.unexpected)), must0(r.rep.unexpected))
+	row("dead letters", n(r.last.deadLetters), "")
+	row("parked aggregates", n(r.last.parked), "")
+	row("faults injected", strconv.Itoa(r.faults), fmt.Sprintf("at least %d", r.o.minFaults))
+	kinds := make([]string, 0, len(r.counts))
+	for k := range r.counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		row("  "+k, strconv.Itoa(r.counts[k]), "")
+	}
+	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d; broker faults %s", r.o.minKinds, r.brokerNote))
+	row("faults skipped", strconv.Itoa(r.skipped), "target gone or no session to terminate")
+	row("unexpected process exits", strconv.Itoa(r.unexpected), "")
+	row("throughput written", fmt.Sprintf("%.1f/s", float64(r.written)/r.loadTime.Seconds()), fmt.Sprintf("over the %s load", r.loadTime.Round(100*time.Millisecond)))
+	row("throughput applied", fmt.Sprintf("%.1f/s", float64(r.rep.applied)/(r.loadTime+r.drainTime).Seconds()), "over load and drain")
+	drain := r.drainTime.Round(100 * time.Millisecond).String()
+	if !r.drained {
+		drain += " (TIMED OUT)"
+	}
+	row("drain after the load", drain, "")
+	row("duration", r.total.Round(time.Second).String(), "setup, load, drain and verification")
+	verdict := "PASS"
+	if len(r.violations) > 0 {
+		verdict = "FAIL"
+	}
+	row("result", verdict, strings.Join(r.violations, "; "))
+	return b.String()
+}

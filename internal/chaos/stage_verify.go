@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// verify stops the relays and consumers, checks shipping_log against the
+// orders table, counts the topic's records and prints the table. It fails
+// on a violation (lost, applied twice, out of order, unknown), a drain that
+// timed out, or too few faults (kinds).
+func (r *chaosRun) verify(ctx context.Context) error {
+	o := r.o
+	// Stop the processes before verifying, so that whatever they might
+	// still apply (a redelivery applied twice) is in shipping_log.
+	r.logf("stopping relays and consumers")
+	r.fleet.stopAll(15 * time.Second)
+
+	vctx, cancelV := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelV()
+	versions, err := orderVersions(vctx, r.admin)
+	if err != nil {
+		return failf(1, "read orders: %v", err)
+	}
+	rep, err := verifyShippingLog(vctx, r.admin, versions)
+	if err != nil {
+		return failf(1, "%v", err)
+	}
+	records, recErr := topicRecords(r.brokers, r.topic)
+
+	total, skipped, counts, _ := r.faults.state()
+	w := r.writers
+	res := result{
+		o: o, rep: rep, written: r.written, last: r.last, drained: r.drained,
+		load: w.loads.Load(), hot: w.hot.Load(), late: w.late.Load(),
+		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
+		faults: total, skipped: skipped, counts: counts, unexpected: r.fleet.unexpectedExits(),
+		records: records, recordsErr: recErr, brokerNote: r.brokerNote,
+	}
+	res.violations = violations(o, rep, r.drained, total, len(counts))
+	r.con.printf("%s", res.table())
+	if len(res.violations) > 0 {
+		r.con.printf("FAIL (seed %d): %s\nreproduce: %s\n", o.seed, strings.Join(res.violations, "; "), r.repro)
+		if !o.keep {
+			r.con.printf("(add -keep to keep the database %s and the topic for inspection)\n", r.dbName)
+		}
+		return errViolations
+	}
+	r.passed = true
+	return nil
+}
+
+// violations lists what fails the run.
+func violations(o options, rep report, drained bool, faults, kinds int) []string {
+	var v []string
+	if !drained {
+		v = append(v, fmt.Sprintf("the drain did not finish within %s", o.drainTimeout))
+	}
+	if rep.lost > 0 {
+		v = append(v, fmt.Sprintf("%d events lost", rep.lost))
+	}
+	if rep.duplicates > 0 {
+		v = append(v, fmt.Sprintf("%d events applied twice", rep.duplicates))
+	}
+	if rep.outOfOrder > 0 {
+		v = append(v, fmt.Sprintf("%d events applied out of order", rep.outOfOrder))
+	}
+	if rep.unexpected > 0 {
+		v = append(v, fmt.Sprintf("%d applied events unknown to the orders table", rep.unexpected))
+	}
+	if faults < o.minFaults {
+		v = append(v, fmt.Sprintf("only %d faults injected (at least %d required)", faults, o.minFaults))
+	}
+	if kinds < o.minKinds {
+		v = append(v, fmt.Sprintf("only %d kinds of faults injected (at least %d required)", kinds, o.minKinds))
+	}
+	return v
+}
