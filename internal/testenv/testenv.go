@@ -67,16 +67,16 @@ func NewDB(t testing.TB) *DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
 	if templateErr != nil {
 		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", redact(AdminURL()), templateErr)
 	}
 	name := "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, templateName); err != nil {
+	if err := createDatabase(ctx, AdminURL(), name, templateName); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
 	db := &DB{Name: name, URL: withDatabase(AdminURL(), name)}
-	t.Cleanup(func() { dropDatabase(name) })
+	t.Cleanup(func() { dropDatabase(AdminURL(), name) })
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -107,24 +107,25 @@ func dbForMain(migrated bool) (string, func()) {
 	defer cancel()
 	tmpl := ""
 	if migrated {
-		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
 		if templateErr != nil {
 			panic(fmt.Sprintf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", redact(AdminURL()), templateErr))
 		}
 		tmpl = templateName
 	}
 	name := "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, tmpl); err != nil {
+	if err := createDatabase(ctx, AdminURL(), name, tmpl); err != nil {
 		panic(fmt.Sprintf("testenv: %v (run `make services`)", err))
 	}
-	return withDatabase(AdminURL(), name), func() { dropDatabase(name) }
+	return withDatabase(AdminURL(), name), func() { dropDatabase(AdminURL(), name) }
 }
 
-// createDatabase creates name, as a copy of template when it is not empty.
-func createDatabase(ctx context.Context, name, template string) error {
-	admin, err := pgx.Connect(ctx, AdminURL())
+// createDatabase creates name on the cluster of adminURL, as a copy of
+// template when it is not empty.
+func createDatabase(ctx context.Context, adminURL, name, template string) error {
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redact(AdminURL()), err)
+		return fmt.Errorf("connect to %s: %w", redact(adminURL), err)
 	}
 	defer admin.Close(ctx)
 	stmt := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
@@ -153,17 +154,17 @@ func EmptyDB(t testing.TB) (name, dbURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	name = "okt_" + randomHex(6)
-	if err := createDatabase(ctx, name, ""); err != nil {
+	if err := createDatabase(ctx, AdminURL(), name, ""); err != nil {
 		t.Fatalf("testenv: %v (run `make services`)", err)
 	}
-	t.Cleanup(func() { dropDatabase(name) })
+	t.Cleanup(func() { dropDatabase(AdminURL(), name) })
 	return name, withDatabase(AdminURL(), name)
 }
 
-func dropDatabase(name string) {
+func dropDatabase(adminURL, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return
 	}
@@ -175,7 +176,7 @@ func dropDatabase(name string) {
 // migration applied. Concurrent test processes serialize on an advisory lock.
 // The name hashes the files and the version table that records them, so a
 // template migrated another way is never reused.
-func ensureTemplate(ctx context.Context) (string, error) {
+func ensureTemplate(ctx context.Context, adminURL string) (string, error) {
 	h := sha256.New()
 	h.Write([]byte("version table: " + migrations.VersionTable + "\n"))
 	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
@@ -193,7 +194,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	sum := h.Sum(nil)
 	name := "okt_template_" + hex.EncodeToString(sum[:6])
 
-	admin, err := pgx.Connect(ctx, AdminURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return "", err
 	}
@@ -218,7 +219,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
 		return "", err
 	}
-	sqlDB, err := sql.Open("pgx", withDatabase(AdminURL(), building))
+	sqlDB, err := sql.Open("pgx", withDatabase(adminURL, building))
 	if err != nil {
 		return "", err
 	}
