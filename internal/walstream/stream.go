@@ -39,7 +39,9 @@ type Tx struct {
 
 // Event is one decoded message.
 type Event struct {
-	// LSN is the message's position. It is never a position to confirm.
+	// LSN is the end of the message's WAL record, as pgoutput reports it
+	// (the last message's is its commit record's start). It is never a
+	// position to confirm: confirming it would skip the transaction.
 	LSN LSN
 	// Event is the decoded event; zero when Err is set.
 	Event outbox.Event
