@@ -144,30 +144,20 @@ func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	lim := limits{payload: w.MaxPayloadBytes, record: w.MaxRecordBytes}
-	if lim.payload <= 0 {
-		lim.payload = DefaultMaxPayloadBytes
+	hs, err := w.prepare(ctx, events)
+	if err != nil {
+		return err
 	}
-	if lim.record <= 0 {
-		lim.record = DefaultMaxRecordBytes
-	}
-	trace := traceHeaders(ctx)
 	headers := make([][]byte, len(events))
-	for i := range events {
-		h, err := validate(i, &events[i], lim, trace)
+	for i, h := range hs {
+		if h == nil {
+			continue
+		}
+		b, err := json.Marshal(h)
 		if err != nil {
-			return err
+			return &InvalidEventError{Index: i, Field: "Headers", Reason: err.Error()}
 		}
-		headers[i] = h
-	}
-	for i := range events {
-		if events[i].ID == uuid.Nil {
-			id, err := uuid.NewV7()
-			if err != nil {
-				return fmt.Errorf("outbox: new event id: %w", err)
-			}
-			events[i].ID = id
-		}
+		headers[i] = b
 	}
 
 	if len(events) == 1 {
@@ -203,6 +193,38 @@ func (w Writer) Write(ctx context.Context, db DBTX, events ...Event) error {
 	return nil
 }
 
+// prepare validates every event with w's limits, then gives zero IDs a
+// UUIDv7. It returns each event's headers as they are stored, trace
+// headers included (nil when it has none).
+func (w Writer) prepare(ctx context.Context, events []Event) ([]map[string]string, error) {
+	lim := limits{payload: w.MaxPayloadBytes, record: w.MaxRecordBytes}
+	if lim.payload <= 0 {
+		lim.payload = DefaultMaxPayloadBytes
+	}
+	if lim.record <= 0 {
+		lim.record = DefaultMaxRecordBytes
+	}
+	trace := traceHeaders(ctx)
+	headers := make([]map[string]string, len(events))
+	for i := range events {
+		h, err := validate(i, &events[i], lim, trace)
+		if err != nil {
+			return nil, err
+		}
+		headers[i] = h
+	}
+	for i := range events {
+		if events[i].ID == uuid.Nil {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return nil, fmt.Errorf("outbox: new event id: %w", err)
+			}
+			events[i].ID = id
+		}
+	}
+	return headers, nil
+}
+
 // jsonbArg passes encoded headers as text so Postgres casts them to jsonb,
 // and nil as SQL NULL.
 func jsonbArg(b []byte) any {
@@ -215,9 +237,9 @@ func jsonbArg(b []byte) any {
 // limits are a Writer's size limits, defaults applied.
 type limits struct{ payload, record int }
 
-// validate checks e and returns its headers encoded as a JSON object (nil
-// when it has none).
-func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, error) {
+// validate checks e and returns the headers it is stored with: its own plus
+// the trace headers (nil when there are none).
+func validate(i int, e *Event, lim limits, trace map[string]string) (map[string]string, error) {
 	bad := func(field, reason string) error {
 		return &InvalidEventError{Index: i, Field: field, Reason: reason}
 	}
@@ -270,11 +292,7 @@ func validate(i int, e *Event, lim limits, trace map[string]string) ([]byte, err
 	if n := recordBatchBytes(e, hs); n > lim.record {
 		return nil, bad("Payload", recordTooLarge(n, lim.record))
 	}
-	b, err := json.Marshal(hs)
-	if err != nil {
-		return nil, bad("Headers", err.Error())
-	}
-	return b, nil
+	return hs, nil
 }
 
 func recordTooLarge(n, limit int) string {

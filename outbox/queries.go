@@ -13,3 +13,8 @@ SELECT e.id, e.topic, e.aggregate_type, e.aggregate_id, e.event_type, e.payload,
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::jsonb[])
      WITH ORDINALITY AS e(id, topic, aggregate_type, aggregate_id, event_type, payload, headers, ord)
 ORDER BY e.ord`
+
+// emitMessages emits encoded events as logical decoding messages, in array
+// order, after checking that the WAL mode slot exists (migrations/00003).
+// It touches no table but the one-row outbox_wal_settings.
+const emitMessages = `SELECT outbox_wal_emit($1::bytea[])`

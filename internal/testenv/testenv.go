@@ -57,7 +57,7 @@ func NewDB(t testing.TB) *DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
 	if templateErr != nil {
 		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr)
 	}
@@ -66,7 +66,7 @@ func NewDB(t testing.TB) *DB {
 		t.Fatalf("testenv: %v", err)
 	}
 	db := &DB{Name: name, URL: dbadmin.WithDatabase(AdminURL(), name)}
-	t.Cleanup(func() { dropDatabase(name) })
+	t.Cleanup(func() { dropDatabase(AdminURL(), name) })
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -97,7 +97,7 @@ func dbForMain(migrated bool) (string, func()) {
 	defer cancel()
 	tmpl := ""
 	if migrated {
-		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx) })
+		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
 		if templateErr != nil {
 			panic(fmt.Sprintf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr))
 		}
@@ -107,7 +107,7 @@ func dbForMain(migrated bool) (string, func()) {
 	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, tmpl); err != nil {
 		panic(fmt.Sprintf("testenv: %v (run `make services`)", err))
 	}
-	return dbadmin.WithDatabase(AdminURL(), name), func() { dropDatabase(name) }
+	return dbadmin.WithDatabase(AdminURL(), name), func() { dropDatabase(AdminURL(), name) }
 }
 
 // EmptyDB creates a database without any migration, dropped when the test
@@ -120,23 +120,23 @@ func EmptyDB(t testing.TB) (name, dbURL string) {
 	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, ""); err != nil {
 		t.Fatalf("testenv: %v (run `make services`)", err)
 	}
-	t.Cleanup(func() { dropDatabase(name) })
+	t.Cleanup(func() { dropDatabase(AdminURL(), name) })
 	return name, dbadmin.WithDatabase(AdminURL(), name)
 }
 
 // dropDatabase drops name at the end of a test. A failure only leaves a
 // database behind, so it does not fail a test that passed.
-func dropDatabase(name string) {
+func dropDatabase(adminURL, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_ = dbadmin.DropDatabase(ctx, AdminURL(), name)
+	_ = dbadmin.DropDatabase(ctx, adminURL, name)
 }
 
 // ensureTemplate creates, once per migration set, a database with every
 // migration applied. Concurrent test processes serialize on an advisory lock.
 // The name hashes the files and the version table that records them, so a
 // template migrated another way is never reused.
-func ensureTemplate(ctx context.Context) (string, error) {
+func ensureTemplate(ctx context.Context, adminURL string) (string, error) {
 	h := sha256.New()
 	h.Write([]byte("version table: " + migrations.VersionTable + "\n"))
 	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
@@ -154,7 +154,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	sum := h.Sum(nil)
 	name := "okt_template_" + hex.EncodeToString(sum[:6])
 
-	admin, err := pgx.Connect(ctx, AdminURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return "", err
 	}
@@ -179,7 +179,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
 		return "", err
 	}
-	if err := dbadmin.Migrate(ctx, dbadmin.WithDatabase(AdminURL(), building)); err != nil {
+	if err := dbadmin.Migrate(ctx, dbadmin.WithDatabase(adminURL, building)); err != nil {
 		return "", err
 	}
 	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{building}.Sanitize()+" RENAME TO "+pgx.Identifier{name}.Sanitize()); err != nil {

@@ -1,0 +1,91 @@
+package walstream
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinels matched (with errors.Is) by the typed errors below.
+var (
+	// ErrWALLevel: the server's wal_level is not logical.
+	ErrWALLevel = errors.New("walstream: wal_level is not logical")
+	// ErrSlotInUse: another session streams the slot (SQLSTATE 55006).
+	ErrSlotInUse = errors.New("walstream: replication slot in use")
+	// ErrSlotLost: the slot was invalidated; its unread events are gone.
+	ErrSlotLost = errors.New("walstream: replication slot invalidated")
+	// ErrPrivilege: the role lacks a privilege the stream needs.
+	ErrPrivilege = errors.New("walstream: missing privilege")
+	// ErrClosed: Next was called after Close.
+	ErrClosed = errors.New("walstream: stream closed")
+)
+
+// WALLevelError says the server cannot decode logical messages: events
+// emitted there are never delivered.
+type WALLevelError struct {
+	// Level is the server's wal_level.
+	Level string
+}
+
+// Error says what is set and what is needed, on one line.
+func (e *WALLevelError) Error() string {
+	return fmt.Sprintf("walstream: wal_level is %q, WAL mode needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)", e.Level)
+}
+
+// Is reports whether target is [ErrWALLevel].
+func (e *WALLevelError) Is(target error) bool { return target == ErrWALLevel }
+
+// SlotInUseError says another session is streaming the slot. Only one
+// session streams a slot at a time; wait and open the stream again.
+type SlotInUseError struct {
+	// Slot is the replication slot's name.
+	Slot string
+	// Err is the server's error.
+	Err error
+}
+
+// Error names the slot.
+func (e *SlotInUseError) Error() string {
+	return fmt.Sprintf("walstream: replication slot %q is streamed by another session: %v", e.Slot, e.Err)
+}
+
+// Is reports whether target is [ErrSlotInUse].
+func (e *SlotInUseError) Is(target error) bool { return target == ErrSlotInUse }
+
+// Unwrap returns the server's error.
+func (e *SlotInUseError) Unwrap() error { return e.Err }
+
+// SlotLostError says the slot was invalidated (wal_status 'lost', usually
+// by max_slot_wal_keep_size): the WAL holding its unread events is gone.
+// The stream never recreates a slot by itself.
+type SlotLostError struct {
+	// Slot is the replication slot's name.
+	Slot string
+}
+
+// Error names the slot and what it means.
+func (e *SlotLostError) Error() string {
+	return fmt.Sprintf("walstream: replication slot %q is invalidated (wal_status lost): events it had not delivered are gone; find them from the writers' side, then drop and recreate the slot by hand", e.Slot)
+}
+
+// Is reports whether target is [ErrSlotLost].
+func (e *SlotLostError) Is(target error) bool { return target == ErrSlotLost }
+
+// PrivilegeError says which privilege the role lacks.
+type PrivilegeError struct {
+	// Missing names the privilege: "the REPLICATION role attribute" or
+	// "CREATE on the database".
+	Missing string
+	// Err is the server's error.
+	Err error
+}
+
+// Error names the missing privilege.
+func (e *PrivilegeError) Error() string {
+	return fmt.Sprintf("walstream: the role needs %s: %v", e.Missing, e.Err)
+}
+
+// Is reports whether target is [ErrPrivilege].
+func (e *PrivilegeError) Is(target error) bool { return target == ErrPrivilege }
+
+// Unwrap returns the server's error.
+func (e *PrivilegeError) Unwrap() error { return e.Err }

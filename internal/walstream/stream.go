@@ -1,0 +1,603 @@
+package walstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/outboxkit/outboxkit/internal/walformat"
+	"github.com/outboxkit/outboxkit/outbox"
+)
+
+// LSN is a position in the write-ahead log.
+type LSN uint64
+
+// String formats l as PostgreSQL does ("16/B374D848").
+func (l LSN) String() string { return pglogrepl.LSN(l).String() }
+
+// Tx is one committed transaction's events.
+type Tx struct {
+	// Xid is the transaction's ID.
+	Xid uint32
+	// CommitLSN is the position of its commit record.
+	CommitLSN LSN
+	// EndLSN is the end of its commit record: pass it to [Stream.Ack].
+	EndLSN LSN
+	// CommitTime is when it committed.
+	CommitTime time.Time
+	// Events are its events, in the order they were emitted.
+	Events []Event
+}
+
+// Event is one decoded message.
+type Event struct {
+	// LSN is the end of the message's WAL record, as pgoutput reports it
+	// (the last message's is its commit record's start). It is never a
+	// position to confirm: confirming it would skip the transaction.
+	LSN LSN
+	// Event is the decoded event; zero when Err is set.
+	Event outbox.Event
+	// Err is set when the content could not be decoded (an unknown format
+	// version, or a malformed content); it matches
+	// walformat.ErrUnknownVersion for an unknown version. Such an event is
+	// delivered, not dropped, so the caller can park it.
+	Err error
+	// Raw is the undecodable content, when Err is set.
+	Raw []byte
+}
+
+// Config configures a [Stream].
+type Config struct {
+	// ConnString is the database's connection string (URL or key=value);
+	// the stream adds replication=database. The role needs the REPLICATION
+	// attribute, and CREATE on the database to create the publication.
+	ConnString string
+	// Slot is the replication slot. Defaults to the slot named in the
+	// database's outbox_wal_settings table (that writers check before
+	// emitting); a different name is refused.
+	Slot string
+	// Publication is the publication named in START_REPLICATION; pgoutput
+	// sends logical messages whatever it contains, so it may be empty.
+	// Defaults to "outboxkit".
+	Publication string
+	// StatusInterval is how often the confirmed position is sent to the
+	// server. Defaults to 1 s.
+	StatusInterval time.Duration
+	// SenderTimeout is the wal_sender_timeout of the replication session:
+	// a client that stops answering loses the slot after this long, so
+	// another instance can take it over. Defaults to 10 s.
+	SenderTimeout time.Duration
+	// Buffer is how many decoded transactions may wait for Next. Defaults
+	// to 16.
+	Buffer int
+	// Logger receives the stream's logs. Defaults to a quiet logger.
+	Logger *slog.Logger
+}
+
+// DefaultPublication is the publication of a [Config] without one.
+const DefaultPublication = "outboxkit"
+
+// nameRE is what PostgreSQL accepts as a replication slot name; the stream
+// holds publication names to it too, so both go into commands unquoted.
+var nameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+func (c Config) withDefaults() Config {
+	if c.Publication == "" {
+		c.Publication = DefaultPublication
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = time.Second
+	}
+	if c.SenderTimeout <= 0 {
+		c.SenderTimeout = 10 * time.Second
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 16
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.ConnString == "" {
+		return errors.New("walstream: ConnString is empty")
+	}
+	if c.Slot != "" && !nameRE.MatchString(c.Slot) {
+		return fmt.Errorf("walstream: Slot %q must be 1 to 63 lower-case letters, digits or underscores", c.Slot)
+	}
+	if !nameRE.MatchString(c.Publication) {
+		return fmt.Errorf("walstream: Publication %q must be 1 to 63 lower-case letters, digits or underscores", c.Publication)
+	}
+	return nil
+}
+
+// ackEntry is a transaction handed out (or about to be), in commit order.
+type ackEntry struct {
+	end   LSN
+	acked bool
+}
+
+// Stream delivers committed transactions of events from a replication
+// slot. Create it with [Open]; Close it when done.
+type Stream struct {
+	cfg  Config
+	conn *pgconn.PgConn
+	out  chan *Tx
+
+	stop     context.CancelFunc
+	stopCtx  context.Context
+	finished chan struct{}
+	err      error // set before finished closes
+
+	mu        sync.Mutex
+	pending   []ackEntry // handed-out transactions not yet confirmed, in commit order
+	confirmed LSN
+}
+
+// Open connects, checks the server and the slot, creates the publication
+// and the slot when missing, and starts streaming from the slot's confirmed
+// position. It returns a *[WALLevelError], *[SlotInUseError],
+// *[SlotLostError] or *[PrivilegeError] when those are the cause.
+func Open(ctx context.Context, cfg Config) (*Stream, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pcfg, err := pgconn.ParseConfig(cfg.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("walstream: parse ConnString: %w", err)
+	}
+	pcfg.RuntimeParams["replication"] = "database"
+	pcfg.RuntimeParams["wal_sender_timeout"] = strconv.FormatInt(cfg.SenderTimeout.Milliseconds(), 10)
+	if pcfg.RuntimeParams["application_name"] == "" {
+		pcfg.RuntimeParams["application_name"] = "outboxkit-walstream"
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		if sqlstate(err) == "42501" {
+			return nil, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
+		}
+		return nil, fmt.Errorf("walstream: connect: %w", err)
+	}
+	s := &Stream{cfg: cfg, conn: conn, out: make(chan *Tx, cfg.Buffer), finished: make(chan struct{})}
+	start, err := s.setup(ctx)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	s.confirmed = start
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	go s.run()
+	return s, nil
+}
+
+// setup checks the server, creates what is missing and starts
+// replication; it returns the slot's confirmed position.
+func (s *Stream) setup(ctx context.Context) (LSN, error) {
+	rows, err := s.query(ctx, "SHOW wal_level")
+	if err != nil {
+		return 0, fmt.Errorf("walstream: read wal_level: %w", err)
+	}
+	if len(rows) != 1 || rows[0][0] != "logical" {
+		level := ""
+		if len(rows) == 1 {
+			level = rows[0][0]
+		}
+		return 0, &WALLevelError{Level: level}
+	}
+
+	rows, err = s.query(ctx, "SELECT slot_name FROM outbox_wal_settings")
+	if err != nil {
+		return 0, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
+	}
+	if len(rows) != 1 {
+		return 0, fmt.Errorf("walstream: outbox_wal_settings has %d rows, want 1", len(rows))
+	}
+	switch configured := rows[0][0]; {
+	case s.cfg.Slot == "":
+		if !nameRE.MatchString(configured) {
+			return 0, fmt.Errorf("walstream: outbox_wal_settings names slot %q; use 1 to 63 lower-case letters, digits or underscores", configured)
+		}
+		s.cfg.Slot = configured
+	case s.cfg.Slot != configured:
+		return 0, fmt.Errorf("walstream: Slot is %q but outbox_wal_settings names %q, the slot writers check before emitting; make them agree", s.cfg.Slot, configured)
+	}
+
+	rows, err = s.query(ctx, "SELECT 1 FROM pg_publication WHERE pubname = '"+s.cfg.Publication+"'")
+	if err != nil {
+		return 0, fmt.Errorf("walstream: read publications: %w", err)
+	}
+	if len(rows) == 0 {
+		// Empty: pgoutput sends logical decoding messages whatever the
+		// publication holds, and no table's changes are wanted.
+		_, err := s.query(ctx, "CREATE PUBLICATION "+s.cfg.Publication)
+		switch code := sqlstate(err); {
+		case err == nil:
+			s.cfg.Logger.InfoContext(ctx, "created publication", "publication", s.cfg.Publication)
+		case code == "42710": // another instance created it meanwhile
+		case code == "42501":
+			return 0, &PrivilegeError{Missing: "CREATE on the database (to create publication " + s.cfg.Publication + ")", Err: err}
+		default:
+			return 0, fmt.Errorf("walstream: create publication %s: %w", s.cfg.Publication, err)
+		}
+	}
+
+	slot, err := s.readSlot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if slot == nil {
+		_, err := pglogrepl.CreateReplicationSlot(ctx, s.conn, s.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		switch code := sqlstate(err); {
+		case err == nil:
+			s.cfg.Logger.InfoContext(ctx, "created replication slot", "slot", s.cfg.Slot)
+		case code == "42710":
+		case code == "42501":
+			return 0, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
+		default:
+			return 0, fmt.Errorf("walstream: create replication slot %s: %w", s.cfg.Slot, err)
+		}
+		if slot, err = s.readSlot(ctx); err != nil {
+			return 0, err
+		}
+		if slot == nil {
+			return 0, fmt.Errorf("walstream: replication slot %s vanished right after its creation", s.cfg.Slot)
+		}
+	}
+	switch {
+	case slot.walStatus == "lost":
+		return 0, &SlotLostError{Slot: s.cfg.Slot}
+	case slot.plugin != "pgoutput" || slot.database != slot.current:
+		return 0, fmt.Errorf("walstream: replication slot %s belongs to database %q with plugin %q; WAL mode needs a pgoutput slot of database %q (pick another slot name)",
+			s.cfg.Slot, slot.database, slot.plugin, slot.current)
+	}
+
+	err = pglogrepl.StartReplication(ctx, s.conn, s.cfg.Slot, pglogrepl.LSN(slot.confirmed), pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '2'", "publication_names '" + s.cfg.Publication + "'", "messages 'true'"},
+	})
+	switch sqlstate(err) {
+	case "":
+		if err != nil {
+			return 0, fmt.Errorf("walstream: start replication: %w", err)
+		}
+	case "55006":
+		return 0, &SlotInUseError{Slot: s.cfg.Slot, Err: err}
+	case "55000":
+		// The slot was invalidated between the read above and the start.
+		return 0, &SlotLostError{Slot: s.cfg.Slot}
+	default:
+		return 0, fmt.Errorf("walstream: start replication: %w", err)
+	}
+	s.cfg.Logger.InfoContext(ctx, "streaming", "slot", s.cfg.Slot, "from", slot.confirmed.String())
+	return slot.confirmed, nil
+}
+
+type slotRow struct {
+	plugin, database, current, walStatus string
+	confirmed                            LSN
+}
+
+// readSlot returns the slot's row, or nil when it does not exist.
+func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
+	rows, err := s.query(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), current_database(),
+		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0')
+		FROM pg_replication_slots WHERE slot_name = '`+s.cfg.Slot+"'")
+	if err != nil {
+		return nil, fmt.Errorf("walstream: read replication slot %s: %w", s.cfg.Slot, err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	r := rows[0]
+	lsn, err := pglogrepl.ParseLSN(r[4])
+	if err != nil {
+		return nil, fmt.Errorf("walstream: replication slot %s: %w", s.cfg.Slot, err)
+	}
+	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn)}, nil
+}
+
+// query runs sql with the simple protocol (a walsender accepts no other)
+// and returns the rows of its last result as text.
+func (s *Stream) query(ctx context.Context, sql string) ([][]string, error) {
+	results, err := s.conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(results) == 0 {
+		return nil, nil
+	}
+	var out [][]string
+	for _, row := range results[len(results)-1].Rows {
+		r := make([]string, len(row))
+		for i, v := range row {
+			r[i] = string(v)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func sqlstate(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// Next returns the next committed transaction, in commit order. It returns
+// the error that ended the stream (ErrClosed after Close), or ctx's error.
+func (s *Stream) Next(ctx context.Context) (*Tx, error) {
+	select {
+	case tx, ok := <-s.out:
+		if ok {
+			return tx, nil
+		}
+		<-s.finished
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Ack records that every event of the transaction ending at end was
+// published. The server is told at the next status update, as far as the
+// longest prefix of acknowledged transactions reaches. Acknowledging a
+// position that is not a delivered transaction's EndLSN does nothing.
+func (s *Stream) Ack(end LSN) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.pending {
+		if s.pending[i].end == end {
+			s.pending[i].acked = true
+			break
+		}
+	}
+	s.advanceLocked()
+}
+
+// advanceLocked moves confirmed over the acknowledged prefix of pending.
+func (s *Stream) advanceLocked() {
+	n := 0
+	for n < len(s.pending) && s.pending[n].acked {
+		s.confirmed = s.pending[n].end
+		n++
+	}
+	if n > 0 {
+		s.pending = append(s.pending[:0], s.pending[n:]...)
+	}
+}
+
+// Confirmed returns the position the stream confirms to the server: the
+// end of the last transaction of the acknowledged prefix, or a later
+// keepalive position when nothing was pending.
+func (s *Stream) Confirmed() LSN {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.confirmed
+}
+
+// Close stops streaming, sends the confirmed position to the server one
+// last time and closes the connection. It returns the error that had
+// ended the stream, if any.
+func (s *Stream) Close() error {
+	s.stop()
+	<-s.finished
+	if errors.Is(s.err, ErrClosed) {
+		return nil
+	}
+	return s.err
+}
+
+// run owns the connection: it receives, decodes, hands transactions to
+// Next and sends status updates, until Close or an error.
+func (s *Stream) run() {
+	err := s.loop()
+	if s.stopCtx.Err() != nil {
+		// Closing: the last confirmed position is worth sending, so a
+		// restart redelivers as little as possible.
+		if serr := s.sendStatus(false); serr != nil && err == nil {
+			err = serr
+		}
+		if err == nil || errors.Is(err, context.Canceled) {
+			err = ErrClosed
+		}
+	} else {
+		s.cfg.Logger.Error("stream ended", "slot", s.cfg.Slot, "error", err)
+	}
+	s.err = err
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.conn.Close(ctx)
+	cancel()
+	close(s.out)
+	close(s.finished)
+}
+
+func (s *Stream) loop() error {
+	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	var open *Tx // between BEGIN and COMMIT
+	for {
+		if now := time.Now(); !now.Before(nextStatus) {
+			if err := s.sendStatus(false); err != nil {
+				return err
+			}
+			nextStatus = now.Add(s.cfg.StatusInterval)
+		}
+		rctx, cancel := context.WithDeadline(s.stopCtx, nextStatus)
+		msg, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if s.stopCtx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("walstream: receive: %w", err)
+		}
+		var data []byte
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			data = msg.Data
+		case *pgproto3.ErrorResponse:
+			err := pgconn.ErrorResponseToPgError(msg)
+			if err.Code == "55000" {
+				return &SlotLostError{Slot: s.cfg.Slot}
+			}
+			return fmt.Errorf("walstream: server: %w", err)
+		case *pgproto3.CopyDone:
+			return errors.New("walstream: the server ended the stream")
+		default:
+			continue
+		}
+		if len(data) == 0 {
+			continue
+		}
+		switch data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+			if err != nil {
+				return fmt.Errorf("walstream: keepalive: %w", err)
+			}
+			s.mu.Lock()
+			// Everything before the keepalive was received: with no
+			// transaction open or unacknowledged, nothing up to its
+			// position remains to deliver.
+			if open == nil && len(s.pending) == 0 && LSN(ka.ServerWALEnd) > s.confirmed {
+				s.confirmed = LSN(ka.ServerWALEnd)
+			}
+			s.mu.Unlock()
+			if ka.ReplyRequested {
+				if err := s.sendStatus(false); err != nil {
+					return err
+				}
+				nextStatus = time.Now().Add(s.cfg.StatusInterval)
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(data[1:])
+			if err != nil {
+				return fmt.Errorf("walstream: xlog data: %w", err)
+			}
+			tx, err := s.decode(open, xld.WALData)
+			if err != nil {
+				return err
+			}
+			open = tx
+		}
+		if open != nil && open.EndLSN != 0 {
+			done := open
+			open = nil
+			if err := s.deliver(done, &nextStatus); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// decode applies one pgoutput message to the open transaction and returns
+// it; a committed transaction comes back with its EndLSN set.
+func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
+	m, err := pglogrepl.ParseV2(walData, false)
+	if err != nil {
+		return nil, fmt.Errorf("walstream: decode pgoutput message: %w", err)
+	}
+	switch m := m.(type) {
+	case *pglogrepl.BeginMessage:
+		if open != nil {
+			return nil, fmt.Errorf("walstream: BEGIN of xid %d inside xid %d", m.Xid, open.Xid)
+		}
+		return &Tx{Xid: m.Xid, CommitTime: m.CommitTime}, nil
+	case *pglogrepl.CommitMessage:
+		if open == nil {
+			return nil, errors.New("walstream: COMMIT without BEGIN")
+		}
+		open.CommitLSN, open.EndLSN, open.CommitTime = LSN(m.CommitLSN), LSN(m.TransactionEndLSN), m.CommitTime
+		return open, nil
+	case *pglogrepl.LogicalDecodingMessageV2:
+		if m.Prefix != walformat.Prefix {
+			return open, nil
+		}
+		if !m.Transactional || open == nil {
+			// Our writers emit transactional messages only; a
+			// non-transactional one has no commit to confirm after.
+			s.cfg.Logger.Warn("ignored a non-transactional message with the outbox prefix", "lsn", LSN(m.LSN).String())
+			return open, nil
+		}
+		ev := Event{LSN: LSN(m.LSN)}
+		// Decode copies: m.Content aliases the connection's buffer.
+		msg, err := walformat.Decode(m.Content)
+		if err != nil {
+			ev.Err, ev.Raw = err, append([]byte(nil), m.Content...)
+		} else {
+			ev.Event = outbox.Event{ID: msg.ID, Topic: msg.Topic, AggregateType: msg.AggregateType, AggregateID: msg.AggregateID,
+				EventType: msg.EventType, Payload: msg.Payload, Headers: msg.Headers}
+		}
+		open.Events = append(open.Events, ev)
+		return open, nil
+	case *pglogrepl.StreamStartMessageV2, *pglogrepl.StreamStopMessageV2, *pglogrepl.StreamCommitMessageV2, *pglogrepl.StreamAbortMessageV2:
+		return nil, fmt.Errorf("walstream: unexpected streamed transaction message %T (streaming was not requested)", m)
+	}
+	return open, nil
+}
+
+// deliver records tx as pending (acknowledged already when it has no
+// events) and hands it to Next, sending status updates while it waits so
+// the server does not take a slow consumer for a dead one.
+func (s *Stream) deliver(tx *Tx, nextStatus *time.Time) error {
+	s.mu.Lock()
+	s.pending = append(s.pending, ackEntry{end: tx.EndLSN, acked: len(tx.Events) == 0})
+	s.advanceLocked()
+	s.mu.Unlock()
+	if len(tx.Events) == 0 {
+		return nil
+	}
+	for {
+		wait := time.Until(*nextStatus)
+		if wait <= 0 {
+			if err := s.sendStatus(false); err != nil {
+				return err
+			}
+			*nextStatus = time.Now().Add(s.cfg.StatusInterval)
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case s.out <- tx:
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		case <-s.stopCtx.Done():
+			timer.Stop()
+			return nil
+		}
+	}
+}
+
+// sendStatus tells the server the confirmed position, as write, flush and
+// apply alike: pglogrepl would put the write position in a zero flush
+// position, and the server keeps the slot's WAL from the flush position on.
+func (s *Stream) sendStatus(reply bool) error {
+	pos := pglogrepl.LSN(s.Confirmed())
+	if pos == 0 {
+		return nil
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: reply,
+	})
+	if err != nil {
+		return fmt.Errorf("walstream: send status: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxkit/outboxkit/internal/walformat"
+)
+
+// ErrNoWALSlot is matched (with errors.Is) by the error [Emit] returns when
+// the database has no usable replication slot for WAL mode: none by the
+// name in outbox_wal_settings, or an invalidated one. A message emitted
+// then would never be decoded, so nothing was emitted. Run the relay in WAL
+// mode, or `outboxkit wal setup`, first.
+var ErrNoWALSlot = errors.New("outbox: no replication slot for WAL mode")
+
+// sqlstateNoWALSlot is raised by outbox_wal_require_slot (migrations/00003).
+const sqlstateNoWALSlot = "OB001"
+
+// Emit publishes events in WAL mode: each becomes a transactional logical
+// decoding message (pg_logical_emit_message) in db's transaction, decoded
+// by the relay when that transaction commits and never if it rolls back.
+// Nothing is written to the outbox table.
+//
+// Emit validates like [Write] (an invalid event returns an
+// *InvalidEventError and nothing is emitted), gives zero IDs a UUIDv7 in
+// the events slice, and sends one statement for the whole batch, in the
+// order given. It returns an error matching [ErrNoWALSlot] when the WAL
+// mode replication slot does not exist. docs/wal-format.md specifies the
+// message content; the SQL function outbox_emit writes the same.
+func Emit(ctx context.Context, db DBTX, events ...Event) error {
+	return defaultWriter.Emit(ctx, db, events...)
+}
+
+// Emit is like the package-level [Emit], with w's limits.
+func (w Writer) Emit(ctx context.Context, db DBTX, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	hs, err := w.prepare(ctx, events)
+	if err != nil {
+		return err
+	}
+	msgs := make([][]byte, len(events))
+	for i := range events {
+		e := &events[i]
+		m := walformat.Message{ID: e.ID, Topic: e.Topic, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
+			EventType: e.EventType, Payload: e.Payload, Headers: hs[i]}
+		msgs[i] = walformat.Append(make([]byte, 0, walformat.Size(&m)), &m)
+	}
+	if _, err := db.Exec(ctx, emitMessages, msgs); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == sqlstateNoWALSlot {
+			// The message names the slot and the fix.
+			return fmt.Errorf("%w: %s", ErrNoWALSlot, strings.TrimPrefix(pgErr.Message, "outbox: "))
+		}
+		return fmt.Errorf("outbox: emit %d events: %w", len(events), err)
+	}
+	return nil
+}

@@ -1,0 +1,85 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/outbox"
+)
+
+func TestEmitRefusesWithoutSlot(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	ctx := context.Background()
+	e := outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("x")}
+
+	err := outbox.Emit(ctx, db.Pool, e)
+	if !errors.Is(err, outbox.ErrNoWALSlot) || !strings.Contains(err.Error(), db.Slot) || !strings.Contains(err.Error(), "outboxkit wal setup") {
+		t.Fatalf("Emit without a slot: %v; want ErrNoWALSlot naming slot %s and the fix", err, db.Slot)
+	}
+	_, err = db.Pool.Exec(ctx, "SELECT outbox_emit('orders', 'order', '1', 'Placed', 'x')")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "OB001" {
+		t.Fatalf("outbox_emit without a slot: %v; want SQLSTATE OB001", err)
+	}
+	// Invalid events are refused before the slot is looked at.
+	if err := outbox.Emit(ctx, db.Pool, outbox.Event{Topic: "orders"}); !errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Fatalf("Emit of an invalid event: %v; want ErrInvalidEvent", err)
+	}
+
+	db.CreateSlot(t)
+	if err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return outbox.Emit(ctx, tx, e, e) }); err != nil {
+		t.Fatalf("Emit with the slot: %v", err)
+	}
+	var id string
+	if err := db.Pool.QueryRow(ctx, "SELECT outbox_emit('orders', 'order', '1', 'Placed', NULL)").Scan(&id); err != nil || id == "" {
+		t.Fatalf("outbox_emit with the slot: id %q, %v", id, err)
+	}
+}
+
+func TestOutboxEmitValidationNamesTheArgument(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	db.CreateSlot(t)
+	ctx := context.Background()
+	long := strings.Repeat("t", 250)
+	for _, c := range []struct {
+		name, arg                             string
+		topic, aggType, aggID, evType, header any
+		payload                               []byte
+	}{
+		{"empty topic", "topic", "", "order", "1", "E", nil, nil},
+		{"null topic", "topic", nil, "order", "1", "E", nil, nil},
+		{"topic too long", "topic", long, "order", "1", "E", nil, nil},
+		{"topic dot", "topic", "..", "order", "1", "E", nil, nil},
+		{"topic space", "topic", "my topic", "order", "1", "E", nil, nil},
+		{"null aggregate type", "aggregate_type", "t", nil, "1", "E", nil, nil},
+		{"empty aggregate id", "aggregate_id", "t", "order", "", "E", nil, nil},
+		{"empty event type", "event_type", "t", "order", "1", "", nil, nil},
+		{"payload too large", "payload", "t", "order", "1", "E", nil, make([]byte, 1<<20+1)},
+		{"headers array", "headers", "t", "order", "1", "E", `["a"]`, nil},
+		{"header number", "headers", "t", "order", "1", "E", `{"n": 1}`, nil},
+		{"header reserved", "headers", "t", "order", "1", "E", `{"id": "x"}`, nil},
+		{"header empty name", "headers", "t", "order", "1", "E", `{"": "x"}`, nil},
+	} {
+		_, err := db.Pool.Exec(ctx, "SELECT outbox_emit($1, $2, $3, $4, $5, $6::jsonb)", c.topic, c.aggType, c.aggID, c.evType, c.payload, c.header)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "22023" || pgErr.ColumnName != c.arg || !strings.Contains(pgErr.Message, c.arg) {
+			t.Errorf("%s: %v; want SQLSTATE 22023 naming %s", c.name, err, c.arg)
+		}
+	}
+	// Nothing was emitted: the slot holds no message.
+	if _, err := db.Pool.Exec(ctx, "CREATE PUBLICATION okt_peek"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '2', 'publication_names', 'okt_peek', 'messages', 'true')`, db.Slot).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d changes in the slot after refused calls (%v), want 0", n, err)
+	}
+}
