@@ -6,7 +6,8 @@
 #
 # Usage: scripts/services.sh COMMAND
 #
-#   up | down                 PostgreSQL and the single broker (127.0.0.1:9092)
+#   up | down                 PostgreSQL (main, and the wal_level=logical cluster
+#                             on 5433 for WAL mode) and the single broker (127.0.0.1:9092)
 #   postgres | postgres-restart | postgres-logical
 #   kafka-start | kafka-stop | kafka-kill
 #   status                    health of every service: up, degraded or down
@@ -557,6 +558,9 @@ up)
   (kafkaready -h >/dev/null 2>&1 || true) &
   build=$!
   postgres_up
+  # WAL mode's tests need wal_level=logical: a second cluster, so the main
+  # one keeps its settings.
+  postgres_logical_up
   wait "$build"
   kafka_start
   ;;
