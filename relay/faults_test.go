@@ -28,8 +28,16 @@ type child struct {
 
 func (b *bed) spawnRelay() *child {
 	b.t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	return b.spawnRelayCmd(exec.Command(os.Args[0], "-test.run=^$"))
+}
+
+// spawnRelayCmd is spawnRelay for a command of the caller's (the test
+// binary run some other way, such as inside a network namespace), with env
+// added to the relay's environment.
+func (b *bed) spawnRelayCmd(cmd *exec.Cmd, env ...string) *child {
+	b.t.Helper()
 	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+strings.Join(b.brokers, ","))
+	cmd.Env = append(cmd.Env, env...)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

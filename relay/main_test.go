@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -27,6 +28,12 @@ func TestMain(m *testing.M) {
 }
 
 func runChild() int {
+	// In a network namespace, the services' loopback addresses lead to the
+	// test's forwarders on the host side of the link.
+	if err := testenv.StartForwards(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

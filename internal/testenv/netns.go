@@ -157,3 +157,39 @@ func relay(c net.Conn, target string) {
 	go pipe(c, up)
 	wg.Wait()
 }
+
+// EnvForward names the variable that tells a test subprocess started in a
+// [Netns] which forwarders to start: "listen=target" pairs, comma-separated,
+// as [Netns.ForwardEnv] writes them and [StartForwards] reads them.
+const EnvForward = "OUTBOXKIT_TEST_FORWARD"
+
+// ForwardEnv forwards each of addrs (loopback services) from the host side
+// of the link, and returns the EnvForward=... entry that makes a subprocess
+// in the namespace reach them at the same addresses.
+func (n *Netns) ForwardEnv(addrs ...string) string {
+	n.t.Helper()
+	pairs := make([]string, len(addrs))
+	for i, a := range addrs {
+		pairs[i] = a + "=" + n.Forward(a)
+	}
+	return EnvForward + "=" + strings.Join(pairs, ",")
+}
+
+// StartForwards starts the forwarders EnvForward lists, if any: a test
+// subprocess running in a Netns calls it before it connects to anything.
+func StartForwards() error {
+	spec := os.Getenv(EnvForward)
+	if spec == "" {
+		return nil
+	}
+	for _, pair := range strings.Split(spec, ",") {
+		listen, target, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("testenv: %s: %q is not listen=target", EnvForward, pair)
+		}
+		if _, err := ListenAndForward(listen, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
