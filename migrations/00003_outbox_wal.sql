@@ -64,13 +64,12 @@ $$;
 -- encodes in Go and sends one call per batch.
 -- +goose StatementBegin
 CREATE FUNCTION outbox_wal_emit(messages bytea[]) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    m bytea;
 BEGIN
     PERFORM outbox_wal_require_slot();
-    FOREACH m IN ARRAY messages LOOP
-        PERFORM pg_logical_emit_message(true, 'outboxkit', m);
-    END LOOP;
+    -- One statement for the whole array, in array order (unnest keeps it
+    -- and nothing reorders a plain scan of it): about twice as fast as a
+    -- PL/pgSQL loop of single calls.
+    PERFORM count(pg_logical_emit_message(true, 'outboxkit', m)) FROM unnest(messages) AS m;
 END
 $$;
 -- +goose StatementEnd
