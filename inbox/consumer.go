@@ -148,7 +148,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 
 	// Closing the group ends the current generation: the partition
-	// goroutines finish their in-flight batch, the committer commits the
+	// goroutines finish the handler call in flight and roll back the rest
+	// of their batch, the committer commits the
 	// processed offsets on the generation's connection, and the group is
 	// left. Close returns after all of that.
 	if group != nil {
@@ -373,8 +374,9 @@ func (c *Consumer) commit(gen *kafka.Generation, st *genState, final bool) {
 
 // consumePartition reads one partition from the assigned offset and applies
 // its messages in order until the generation ends. runCtx is Run's context:
-// handlers get its values but not its cancellation, so an in-flight batch
-// completes; genCtx ends with the generation.
+// handlers get its values but not its cancellation, so a handler call in
+// flight completes; genCtx ends with the generation, and stops a batch
+// between two messages.
 func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState, brokers []string, topic string, pa kafka.PartitionAssignment) {
 	log := c.log.With("topic", topic, "partition", pa.ID)
 	tm := c.metrics.bind(c.cfg.GroupID, topic, pa.ID)

@@ -49,7 +49,12 @@
 // Config.CommitInterval), and once more when the partition is revoked or Run
 // stops. A failed offset commit is only logged: the inbox absorbs the
 // redeliveries it causes. When a backlog builds up, up to Config.BatchSize
-// messages of a partition share one transaction. Partitions added to a topic
+// messages of a partition share one transaction. A batch stops between two
+// messages when the generation ends (a rebalance, or Run stopping): its
+// transaction rolls back, none of its offsets is committed, and the
+// partition's next owner applies it. So a member rejoins about a heartbeat
+// after a rebalance starts, instead of holding the whole group for the
+// rest of a batch of slow handlers. Partitions added to a topic
 // while the group runs are consumed from the next rebalance on (a member
 // joining, leaving or restarting).
 //
@@ -93,7 +98,7 @@
 //   - Kafka's session timeout (Config.SessionTimeout): without heartbeats
 //     for that long, the member loses its partitions, and the rest of the
 //     group takes them over from the last committed offsets after a
-//     rebalance (each member finishes its in-flight batch first).
+//     rebalance (each member finishes its handler call in flight first).
 //   - The idle-in-transaction timeout (Config.IdleInTransactionTimeout,
 //     HandlerTimeout + 5s by default): every inbox transaction sets
 //     idle_in_transaction_session_timeout for itself (SET LOCAL, in the same

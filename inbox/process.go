@@ -52,7 +52,15 @@ type failure struct {
 	// Such failures are retried, after a backoff, without counting an
 	// attempt, so an outage or a deadlock dead-letters nothing.
 	transient bool
+	// stopped reports that the generation ended before the transaction
+	// was done: it was rolled back, and the messages belong to the next
+	// owner of the partition.
+	stopped bool
 }
+
+// errGenerationEnded is the failure of a transaction abandoned because the
+// generation ended between two of its messages.
+var errGenerationEnded = errors.New("the consumer group generation ended")
 
 // process settles the messages of batch, in order, and returns how many it
 // settled: applied, dropped as duplicates, or dead-lettered, each with its
@@ -67,6 +75,10 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 		f := p.apply(items)
 		if f == nil {
 			return len(items)
+		}
+		if f.stopped {
+			p.log.DebugContext(p.base, "generation ended mid-batch; rolled the batch back", "count", len(items))
+			return 0
 		}
 		if f.index >= 0 && !f.transient {
 			p.tm.retries.Inc()
@@ -96,6 +108,9 @@ func (p *partitionWorker) processOne(it *item) bool {
 		f := p.apply(one)
 		if f == nil {
 			return true
+		}
+		if f.stopped {
+			return false
 		}
 		if f.transient {
 			if p.stop.Err() != nil {
@@ -266,6 +281,14 @@ func (p *partitionWorker) apply(items []item) *failure {
 		}
 		// A repeated ID within the batch is a duplicate of its first copy.
 		delete(firsts, it.msg.ID)
+		// A rebalance waits for every member to rejoin, and this member
+		// rejoins only when its partitions are released: finishing a batch
+		// of slow handlers first would hold the whole group up to
+		// RebalanceTimeout. Rolling back loses nothing, since none of the
+		// batch's offsets was committed; the next owner applies it.
+		if p.stop.Err() != nil {
+			return &failure{err: errGenerationEnded, index: -1, stopped: true}
+		}
 		if f := p.keepalive(tx); f != nil {
 			return f
 		}
