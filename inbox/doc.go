@@ -69,6 +69,17 @@
 // header that is not valid UTF-8) goes there at once. Operators list dead
 // letters with [ListDeadLetters] and re-publish one with [Redrive].
 //
+// Redrive publishes the record again to its topic, which every group of
+// the topic reads, marked for the group that failed it with the
+// [HeaderRedriveGroup] header. Consumers of other groups skip the copy
+// without applying or claiming it and commit past it, however long after
+// the original it comes (their inbox rows may have expired) and whether or
+// not they ever saw the original. The copy lands at the end of its key's
+// partition, after every event of that key published since the original:
+// that one message is applied out of its key's order, after newer events.
+// A handler that must not apply an old event over newer state has to tell
+// by a version or sequence number in the event.
+//
 // The database failing is not the message failing. A transaction that fails
 // on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,
 // 25006, 25P03, 55P03, 57014, 57P01-57P03, or a broken connection) is retried with
