@@ -145,6 +145,15 @@
 // the process, not a failure of the message, and does not count as an
 // attempt.
 //
+// A Kafka broker that freezes is a quiet fault too: it accepts connections
+// and answers nothing. After a failed join the consumer asks its bootstrap
+// brokers in a rotated order, the broker asked first going last, and the
+// partition readers bootstrap in the order of the last successful join;
+// no request to a broker waits more than 5s for its answer unless Kafka's
+// protocol says otherwise (a join waits for the rebalance). So the consumer
+// carries on with the other brokers once the cluster has fenced the frozen
+// one (broker.session.timeout.ms), whichever address it was in Brokers.
+//
 // # Retention
 //
 // Inbox rows are kept for Config.RetentionWindow (7 days by default) and
