@@ -34,7 +34,7 @@ services-cluster-down:
 	@scripts/services.sh cluster-down
 
 ## cluster-tests: relay + inbox on the three-node cluster across a killed leader, a rolling restart and a paused leader;
-## brings the cluster up, runs internal/clustertest, brings it down (about 4 minutes on 2 cores)
+## brings the cluster up, runs internal/clustertest, brings it down (about 2.5 minutes on 2 cores)
 cluster-tests:
 	@scripts/services.sh postgres
 	@scripts/services.sh cluster-up

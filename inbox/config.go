@@ -150,7 +150,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// RebalanceTimeout is how long the coordinator waits for members to
 	// rejoin during a rebalance; it should exceed HandlerTimeout, since a
-	// member finishes its in-flight messages first. Defaults to 60s.
+	// member finishes the handler call in flight first (the rest of its
+	// batch is rolled back). Defaults to 60s.
 	RebalanceTimeout time.Duration
 	// JoinGroupBackoff is the wait before joining the group again after an
 	// error. Defaults to 5s.

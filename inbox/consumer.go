@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -104,22 +105,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("inbox: Run called twice")
 	}
-	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                c.cfg.GroupID,
-		Brokers:           c.cfg.Kafka.Brokers,
-		Dialer:            c.dialer,
-		Topics:            c.cfg.Topics,
-		HeartbeatInterval: c.cfg.HeartbeatInterval,
-		SessionTimeout:    c.cfg.SessionTimeout,
-		RebalanceTimeout:  c.cfg.RebalanceTimeout,
-		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
-		StartOffset:       c.cfg.StartOffset.kafka(),
-		Logger:            kafkaLogger(c.log, slog.LevelDebug),
-		ErrorLogger:       kafkaLogger(c.log, slog.LevelInfo),
-	})
+	// brokers is the bootstrap list in the order the group asks it; each
+	// failure to join moves the first broker to the end (see joinFailed).
+	brokers := slices.Clone(c.cfg.Kafka.Brokers)
+	group, err := c.newGroup(brokers)
 	if err != nil {
 		return fmt.Errorf("inbox: consumer group: %w", err)
 	}
+	// retired holds groups being closed after a failed join.
+	var retired sync.WaitGroup
 	c.log.InfoContext(ctx, "consumer starting", "topics", c.cfg.Topics)
 
 	var bg sync.WaitGroup
@@ -139,22 +133,87 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			if errors.Is(err, kafka.RebalanceInProgress) {
 				c.log.DebugContext(ctx, "rebalance in progress; joining again")
-			} else {
-				c.log.WarnContext(ctx, "joining the consumer group failed; retrying", "error", err)
+				continue
+			}
+			c.log.WarnContext(ctx, "joining the consumer group failed; retrying through the next broker",
+				"error", err, "asked_first", brokers[0])
+			if len(brokers) > 1 {
+				if group, brokers = c.joinFailed(ctx, group, brokers, &retired); group == nil {
+					break
+				}
 			}
 			continue
 		}
-		c.startGeneration(ctx, gen)
+		c.startGeneration(ctx, gen, brokers)
 	}
 
 	// Closing the group ends the current generation: the partition
-	// goroutines finish their in-flight batch, the committer commits the
+	// goroutines finish the handler call in flight and roll back the rest
+	// of their batch, the committer commits the
 	// processed offsets on the generation's connection, and the group is
 	// left. Close returns after all of that.
-	_ = group.Close()
+	if group != nil {
+		_ = group.Close()
+	}
+	retired.Wait()
 	bg.Wait()
 	c.log.InfoContext(context.WithoutCancel(ctx), "consumer stopped")
 	return nil
+}
+
+// newGroup returns a ConsumerGroup that bootstraps through brokers, in
+// that order.
+func (c *Consumer) newGroup(brokers []string) (*kafka.ConsumerGroup, error) {
+	return kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                c.cfg.GroupID,
+		Brokers:           brokers,
+		Dialer:            c.dialer,
+		Topics:            c.cfg.Topics,
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		SessionTimeout:    c.cfg.SessionTimeout,
+		RebalanceTimeout:  c.cfg.RebalanceTimeout,
+		JoinGroupBackoff:  c.cfg.JoinGroupBackoff,
+		Timeout:           coordinatorTimeout,
+		StartOffset:       c.cfg.StartOffset.kafka(),
+		Logger:            kafkaLogger(c.log, slog.LevelDebug),
+		ErrorLogger:       kafkaLogger(c.log, slog.LevelInfo),
+	})
+}
+
+// coordinatorTimeout bounds each request to the group coordinator, and the
+// lookup of the coordinator (kafka-go's default, made explicit). JoinGroup
+// and SyncGroup may take RebalanceTimeout and SessionTimeout more.
+const coordinatorTimeout = 5 * time.Second
+
+// joinFailed replaces group, whose last join failed, by a group that asks
+// the brokers in a rotated order: the broker that was asked first becomes
+// the last. kafka-go looks up the group coordinator through the first
+// bootstrap broker that accepts a connection, always in the same order; a
+// broker that is frozen (SIGSTOP, a hung VM) accepts connections and
+// answers nothing, so without the rotation every join would time out on it
+// for as long as it stays frozen, while the other brokers could serve the
+// group. The old group is closed in the background, since closing waits
+// for its requests in flight; retired counts it until then. After
+// JoinGroupBackoff, the wait kafka-go keeps between failed joins, it
+// returns the new group and order, or a nil group when ctx ended first.
+func (c *Consumer) joinFailed(ctx context.Context, group *kafka.ConsumerGroup, brokers []string, retired *sync.WaitGroup) (*kafka.ConsumerGroup, []string) {
+	retired.Add(1)
+	go func() {
+		defer retired.Done()
+		_ = group.Close()
+	}()
+	brokers = append(slices.Clone(brokers[1:]), brokers[0])
+	if !sleep(ctx, c.cfg.JoinGroupBackoff) {
+		return nil, brokers
+	}
+	next, err := c.newGroup(brokers)
+	if err != nil {
+		// The settings were accepted by the first NewConsumerGroup; only
+		// the order changed.
+		c.log.ErrorContext(ctx, "cannot create the consumer group", "error", err)
+		return nil, brokers
+	}
+	return next, brokers
 }
 
 // kafkaLogger forwards kafka-go's logs to log at level.
@@ -245,7 +304,9 @@ func (s *genState) committedAt(offsets map[string]map[int]int64) {
 // startGeneration launches one goroutine per assigned partition and a
 // committer, all bound to gen: the generation ends when any of them returns,
 // and kafka-go waits for all of them before joining the next one.
-func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
+// The partition readers bootstrap through brokers, the order in which the
+// group last joined.
+func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation, brokers []string) {
 	c.metrics.generations.WithLabelValues(c.cfg.GroupID).Inc()
 	st := newGenState()
 	var parts sync.WaitGroup
@@ -261,7 +322,7 @@ func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation) {
 			parts.Add(1)
 			gen.Start(func(genCtx context.Context) {
 				defer parts.Done()
-				c.consumePartition(ctx, genCtx, st, topic, pa)
+				c.consumePartition(ctx, genCtx, st, brokers, topic, pa)
 			})
 		}
 	}
@@ -313,15 +374,16 @@ func (c *Consumer) commit(gen *kafka.Generation, st *genState, final bool) {
 
 // consumePartition reads one partition from the assigned offset and applies
 // its messages in order until the generation ends. runCtx is Run's context:
-// handlers get its values but not its cancellation, so an in-flight batch
-// completes; genCtx ends with the generation.
-func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState, topic string, pa kafka.PartitionAssignment) {
+// handlers get its values but not its cancellation, so a handler call in
+// flight completes; genCtx ends with the generation, and stops a batch
+// between two messages.
+func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState, brokers []string, topic string, pa kafka.PartitionAssignment) {
 	log := c.log.With("topic", topic, "partition", pa.ID)
 	tm := c.metrics.bind(c.cfg.GroupID, topic, pa.ID)
 	defer c.metrics.unbindLag(c.cfg.GroupID, topic, pa.ID)
 
 	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     c.cfg.Kafka.Brokers,
+		Brokers:     brokers,
 		Topic:       topic,
 		Partition:   pa.ID,
 		Dialer:      c.dialer,

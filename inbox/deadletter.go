@@ -46,6 +46,16 @@ type DeadLetter struct {
 	RedrivenAt *time.Time
 }
 
+// HeaderRedriveGroup ("outboxkit-redrive-group") is the Kafka header
+// [Redrive] sets on the record it re-publishes: the consumer group the
+// record is for. A [Consumer] of any other group skips such a record
+// without applying it, claiming it or dead-lettering it, and commits its
+// offset past it, however old the message is; the named group applies it
+// like any message. The handler sees the header in [Message].Headers.
+// Programs with their own consumer loop ([Claim]) must skip these records
+// themselves.
+const HeaderRedriveGroup = "outboxkit-redrive-group"
+
 // ErrDeadLetterNotFound is returned for a dead-letter ID that does not exist.
 var ErrDeadLetterNotFound = errors.New("inbox: dead letter not found")
 
@@ -154,6 +164,19 @@ func (r *redriveWriter) Close() error { return r.w.Close() }
 // stored record (same key, value and headers) to its original topic through
 // pub, which should wait for acks=all ([NewRedriveWriter]).
 //
+// The record goes to the topic every consumer group of it reads, so it is
+// marked for the dead letter's group alone with the [HeaderRedriveGroup]
+// header: the other groups' consumers skip it, even after their
+// RetentionWindow has forgotten the original, and so do groups that never
+// saw the original (a group started later with StartLast). Consumers that
+// are not inbox consumers see it as a new record unless they skip it too.
+//
+// The copy is appended to the partition of its key, after every record
+// published since the original: the key's order is broken for that message.
+// The group applies it after the key's newer events, so a handler that
+// cannot apply an old event over newer state must check that itself (a
+// version or sequence number in the event).
+//
 // The record keeps its id header, so the group recognizes a copy published
 // twice; a record that had no usable id header is given one with its stored
 // message ID. (A consumer with its own Config.MessageID identifies the copy
@@ -187,6 +210,7 @@ func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) e
 		// The stored ID is the one the inbox row was deleted under; a
 		// record that had no usable id header gets it as its id.
 		rec.Headers[HeaderID] = d.MessageID
+		rec.Headers[HeaderRedriveGroup] = d.Group
 		if err := pub.Publish(ctx, rec); err != nil {
 			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)
 		}

@@ -49,7 +49,12 @@
 // Config.CommitInterval), and once more when the partition is revoked or Run
 // stops. A failed offset commit is only logged: the inbox absorbs the
 // redeliveries it causes. When a backlog builds up, up to Config.BatchSize
-// messages of a partition share one transaction. Partitions added to a topic
+// messages of a partition share one transaction. A batch stops between two
+// messages when the generation ends (a rebalance, or Run stopping): its
+// transaction rolls back, none of its offsets is committed, and the
+// partition's next owner applies it. So a member rejoins about a heartbeat
+// after a rebalance starts, instead of holding the whole group for the
+// rest of a batch of slow handlers. Partitions added to a topic
 // while the group runs are consumed from the next rebalance on (a member
 // joining, leaving or restarting).
 //
@@ -63,6 +68,17 @@
 // and the partition moves on. A record that cannot be stored as it is (a
 // header that is not valid UTF-8) goes there at once. Operators list dead
 // letters with [ListDeadLetters] and re-publish one with [Redrive].
+//
+// Redrive publishes the record again to its topic, which every group of
+// the topic reads, marked for the group that failed it with the
+// [HeaderRedriveGroup] header. Consumers of other groups skip the copy
+// without applying or claiming it and commit past it, however long after
+// the original it comes (their inbox rows may have expired) and whether or
+// not they ever saw the original. The copy lands at the end of its key's
+// partition, after every event of that key published since the original:
+// that one message is applied out of its key's order, after newer events.
+// A handler that must not apply an old event over newer state has to tell
+// by a version or sequence number in the event.
 //
 // The database failing is not the message failing. A transaction that fails
 // on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,
@@ -93,7 +109,7 @@
 //   - Kafka's session timeout (Config.SessionTimeout): without heartbeats
 //     for that long, the member loses its partitions, and the rest of the
 //     group takes them over from the last committed offsets after a
-//     rebalance (each member finishes its in-flight batch first).
+//     rebalance (each member finishes its handler call in flight first).
 //   - The idle-in-transaction timeout (Config.IdleInTransactionTimeout,
 //     HandlerTimeout + 5s by default): every inbox transaction sets
 //     idle_in_transaction_session_timeout for itself (SET LOCAL, in the same
@@ -128,6 +144,15 @@
 // than HandlerTimeout, the grace and one second) is taken for a stall of
 // the process, not a failure of the message, and does not count as an
 // attempt.
+//
+// A Kafka broker that freezes is a quiet fault too: it accepts connections
+// and answers nothing. After a failed join the consumer asks its bootstrap
+// brokers in a rotated order, the broker asked first going last, and the
+// partition readers bootstrap in the order of the last successful join;
+// no request to a broker waits more than 5s for its answer unless Kafka's
+// protocol says otherwise (a join waits for the rebalance). So the consumer
+// carries on with the other brokers once the cluster has fenced the frozen
+// one (broker.session.timeout.ms), whichever address it was in Brokers.
 //
 // # Retention
 //

@@ -38,6 +38,10 @@ type item struct {
 	msg Message
 	// bad says why the record cannot be handled; it is dead-lettered as is.
 	bad error
+	// elsewhere reports a record re-driven for another consumer group (see
+	// HeaderRedriveGroup): it is settled without a transaction, neither
+	// claimed nor applied nor dead-lettered.
+	elsewhere bool
 }
 
 // failure is why a transaction did not commit.
@@ -52,21 +56,44 @@ type failure struct {
 	// Such failures are retried, after a backoff, without counting an
 	// attempt, so an outage or a deadlock dead-letters nothing.
 	transient bool
+	// stopped reports that the generation ended before the transaction
+	// was done: it was rolled back, and the messages belong to the next
+	// owner of the partition.
+	stopped bool
 }
+
+// errGenerationEnded is the failure of a transaction abandoned because the
+// generation ended between two of its messages.
+var errGenerationEnded = errors.New("the consumer group generation ended")
 
 // process settles the messages of batch, in order, and returns how many it
 // settled: applied, dropped as duplicates, or dead-lettered, each with its
-// transaction committed. It returns less than len(batch) only when the
+// transaction committed, or skipped as re-driven for another group. It returns less than len(batch) only when the
 // generation ended first.
 func (p *partitionWorker) process(batch []kafka.Message) int {
 	items := make([]item, len(batch))
+	ours := 0
 	for i, m := range batch {
 		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
+		if g, ok := items[i].msg.Headers[HeaderRedriveGroup]; ok && g != p.c.cfg.GroupID {
+			items[i].elsewhere = true
+			p.log.DebugContext(p.base, "skipped a message re-driven for another group",
+				"message_id", items[i].msg.ID, "offset", items[i].msg.Offset, "redrive_group", g)
+			continue
+		}
+		ours++
+	}
+	if ours == 0 {
+		return len(items)
 	}
 	if len(items) > 1 {
 		f := p.apply(items)
 		if f == nil {
 			return len(items)
+		}
+		if f.stopped {
+			p.log.DebugContext(p.base, "generation ended mid-batch; rolled the batch back", "count", len(items))
+			return 0
 		}
 		if f.index >= 0 && !f.transient {
 			p.tm.retries.Inc()
@@ -87,6 +114,9 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 // generation ended before the message was settled.
 func (p *partitionWorker) processOne(it *item) bool {
 	cfg := &p.c.cfg
+	if it.elsewhere {
+		return true
+	}
 	if it.bad != nil {
 		return p.deadLetter(it, it.bad, 0)
 	}
@@ -96,6 +126,9 @@ func (p *partitionWorker) processOne(it *item) bool {
 		f := p.apply(one)
 		if f == nil {
 			return true
+		}
+		if f.stopped {
+			return false
 		}
 		if f.transient {
 			if p.stop.Err() != nil {
@@ -260,12 +293,23 @@ func (p *partitionWorker) apply(items []item) *failure {
 	var dead []int
 	for i := range items {
 		it := &items[i]
+		if it.elsewhere {
+			continue
+		}
 		if !firsts[it.msg.ID] {
 			dropped++
 			continue
 		}
 		// A repeated ID within the batch is a duplicate of its first copy.
 		delete(firsts, it.msg.ID)
+		// A rebalance waits for every member to rejoin, and this member
+		// rejoins only when its partitions are released: finishing a batch
+		// of slow handlers first would hold the whole group up to
+		// RebalanceTimeout. Rolling back loses nothing, since none of the
+		// batch's offsets was committed; the next owner applies it.
+		if p.stop.Err() != nil {
+			return &failure{err: errGenerationEnded, index: -1, stopped: true}
+		}
 		if f := p.keepalive(tx); f != nil {
 			return f
 		}
@@ -323,18 +367,21 @@ func (p *partitionWorker) keepalive(tx *txn) *failure {
 	return nil
 }
 
-// claimItems claims the IDs of items in tx and returns those that were new.
+// claimItems claims the IDs of items in tx, except those re-driven for
+// another group, and returns those that were new.
 func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, error) {
 	ctx, cancel := p.opContext()
 	defer cancel()
 	defer tx.touch()
-	if len(items) == 1 {
-		first, err := p.claim(ctx, tx, items[0].msg.ID)
-		return map[string]bool{items[0].msg.ID: first}, err
-	}
-	ids := make([]string, len(items))
+	ids := make([]string, 0, len(items))
 	for i := range items {
-		ids[i] = items[i].msg.ID
+		if !items[i].elsewhere {
+			ids = append(ids, items[i].msg.ID)
+		}
+	}
+	if len(ids) == 1 {
+		first, err := p.claim(ctx, tx, ids[0])
+		return map[string]bool{ids[0]: first}, err
 	}
 	slices.Sort(ids)
 	return p.claimMany(ctx, tx, slices.Compact(ids))
