@@ -69,6 +69,7 @@ alerts-test:
 test: services check goose-cli alerts-test
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
+	$(MAKE) cluster-tests
 	$(MAKE) chaos-short
 
 ## fault-tests: tests that restart the shared broker or PostgreSQL; run alone, one package at a time
