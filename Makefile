@@ -8,7 +8,7 @@ GO ?= go
 # an in-process broker.
 test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: test services services-down check goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
+.PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
 ## demo: orders -> relay -> shipping end to end, with a live progress line and a verification summary
 demo:
@@ -43,11 +43,24 @@ cluster-tests:
 	    | grep -E '^(=== RUN|--- |\s+cluster_test|PASS|FAIL|ok)'; rc=$${PIPESTATUS[0]}; \
 	  scripts/services.sh cluster-down; exit $$rc
 
-## check: gofmt and go vet
-check:
+## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers included
+check: golangci-lint
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd bench/peers && $(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+	cd bench/peers && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(HOME)/.cache/outboxkit/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+## golangci-lint: the linter, built once into ~/.cache/outboxkit/bin
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT):
+	mkdir -p $(dir $(GOLANGCI_LINT))
+	GOBIN=$(dir $(GOLANGCI_LINT)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(dir $(GOLANGCI_LINT))golangci-lint $(GOLANGCI_LINT)
 
 GOOSE_VERSION := v3.26.0
 GOOSE := $(HOME)/.cache/outboxkit/bin/goose-$(GOOSE_VERSION)

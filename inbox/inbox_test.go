@@ -26,7 +26,7 @@ func TestClaim(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer tx.Rollback(ctx) //nolint:errcheck
+		defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 		first, err := inbox.Claim(ctx, tx, group, id)
 		if err != nil {
 			t.Fatal(err)

@@ -500,7 +500,9 @@ func (p *partitionWorker) abandon(tx *txn, pid uint32, done <-chan error, msg Me
 		p.log.ErrorContext(p.base, "terminating the database session failed", "pid", pid, "error", err)
 	}
 	go func() {
-		<-done
+		if err := <-done; err != nil {
+			p.log.DebugContext(p.base, "abandoned handler returned at last", "message_id", msg.ID, "error", err)
+		}
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = tx.Rollback(rctx)

@@ -344,10 +344,15 @@ func stopHelper(t *testing.T, cmd *exec.Cmd, name string, out *logBuffer) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Logf("consumer %s after SIGTERM: %v", name, err)
+		}
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("consumer %s after SIGKILL: %v", name, err)
+		}
 		t.Errorf("consumer %s did not stop within 20s of SIGTERM", name)
 	}
 	if t.Failed() {

@@ -111,7 +111,7 @@ func TestHandlerSpans(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range s.Attributes() {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		want := map[string]string{
 			"messaging.system": "kafka", "messaging.operation.type": "process", "messaging.destination.name": b.topic,

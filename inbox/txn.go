@@ -59,7 +59,7 @@ func (c *Consumer) begin(ctx context.Context, timeout time.Duration) (*txn, erro
 // end rolls the transaction back unless it committed, and returns the
 // connection to the pool (which drops it if it broke). Not after detach.
 func (t *txn) end(ctx context.Context) {
-	_ = t.Tx.Rollback(ctx)
+	_ = t.Rollback(ctx)
 	t.conn.Release()
 }
 
@@ -78,7 +78,7 @@ func (t *txn) keepalive(ctx context.Context) error {
 	if time.Since(t.last) < idleKeepalive {
 		return nil
 	}
-	if _, err := t.Tx.Exec(ctx, keepaliveQuery); err != nil {
+	if _, err := t.Exec(ctx, keepaliveQuery); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
 	t.touch()
@@ -104,7 +104,7 @@ func (c *Consumer) terminate(ctx context.Context, pid uint32) error {
 	if err != nil {
 		return fmt.Errorf("terminate session: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // best effort
+	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, terminateBackend, pid); err != nil {
 		return fmt.Errorf("terminate session: %w", err)
 	}

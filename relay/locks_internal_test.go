@@ -51,7 +51,7 @@ func TestCheckSessionDetectsMovedSession(t *testing.T) {
 	if err := first.QueryRow(ctx, lockMember, space.memberKey(member)).Scan(&ok); err != nil || !ok {
 		t.Fatalf("take member lock: %v %v", ok, err)
 	}
-	defer first.Exec(ctx, "SELECT pg_advisory_unlock_all()") //nolint:errcheck
+	defer first.Exec(ctx, "SELECT pg_advisory_unlock_all()") //nolint:errcheck // test cleanup; closing the pool releases them too
 	if _, err := checkSession(ctx, second.Conn(), space, member); !errors.Is(err, ErrUnstableSession) {
 		t.Fatalf("check from another backend: want ErrUnstableSession, got %v", err)
 	}

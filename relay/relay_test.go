@@ -84,7 +84,7 @@ func TestLateCommitWithLowSeqIsPublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer slow.Rollback(ctx)
+	defer slow.Rollback(ctx) //nolint:errcheck // a no-op once committed
 	if err := outbox.Write(ctx, slow, outbox.Event{Topic: b.topic, AggregateType: "x", AggregateID: "late", EventType: "E", Payload: []byte("late:0")}); err != nil {
 		t.Fatal(err)
 	}

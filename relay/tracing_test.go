@@ -215,7 +215,7 @@ func (b *traced) checkProducerSpan(s sdktrace.ReadOnlySpan, wantErr bool) {
 func attrMap(kvs []attribute.KeyValue) map[string]string {
 	m := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }

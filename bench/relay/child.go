@@ -57,7 +57,7 @@ func childMain() int {
 	if err != nil {
 		return fail(err)
 	}
-	pcfg.MaxConns = int32(conns)
+	pcfg.MaxConns = int32(conns) //nolint:gosec // G109: conns is a connection count from our own flag, far below 2^31
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fail(err)

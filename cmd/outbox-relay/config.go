@@ -203,7 +203,7 @@ func translateEnvError(err error) error {
 }
 
 // required explains the variables that have no default.
-var required = map[string]string{
+var required = map[string]string{ //nolint:gosec // G101: an example URL in help text, not a credential
 	"DATABASE_URL":  "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require",
 	"KAFKA_BROKERS": "comma-separated Kafka bootstrap addresses, e.g. kafka1:9092,kafka2:9092",
 }

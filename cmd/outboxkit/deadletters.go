@@ -156,7 +156,7 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 
 // kafkaVars are the Kafka TLS and SASL variables the relay binary reads
 // (see cmd/outbox-relay/README.md), by kafkasettings.Settings field.
-var kafkaVars = map[string]string{
+var kafkaVars = map[string]string{ //nolint:gosec // G101: variable names, not credentials
 	"TLS":                "KAFKA_TLS",
 	"CAFile":             "KAFKA_TLS_CA_FILE",
 	"CertFile":           "KAFKA_TLS_CERT_FILE",

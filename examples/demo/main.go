@@ -305,7 +305,7 @@ func isTerminal() bool {
 func freshDatabase(ctx context.Context, name string) (string, error) {
 	admin := os.Getenv("DATABASE_URL")
 	if admin == "" {
-		admin = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		admin = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable" //nolint:gosec // G101: the local server make demo starts
 	}
 	u, err := url.Parse(admin)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

@@ -75,7 +75,7 @@ func Dialer(c broker.Config, fallback string) (*kafka.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	nd := &net.Dialer{DualStack: true}
+	nd := &net.Dialer{}
 	return &kafka.Dialer{
 		Timeout: DialTimeout,
 		DialFunc: func(ctx context.Context, network, address string) (net.Conn, error) {

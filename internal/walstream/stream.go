@@ -176,8 +176,9 @@ func Open(ctx context.Context, cfg Config) (*Stream, error) {
 		return nil, err
 	}
 	s.confirmed = start
+	// The stream outlives Open's ctx, which only bounds opening; Close ends it.
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
-	go s.run()
+	go s.run() //nolint:gosec // G118: the stream outlives Open's ctx (see above)
 	return s, nil
 }
 
