@@ -26,10 +26,11 @@ type child struct {
 	out *bytes.Buffer
 }
 
-func (b *bed) spawnRelay() *child {
+func (b *bed) spawnRelay(env ...string) *child {
 	b.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+strings.Join(b.brokers, ","))
+	cmd.Env = append(cmd.Env, env...)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -81,7 +82,11 @@ func (b *bed) writeFrom(ctx context.Context, writers, aggs, total int, start map
 					evs[i] = outbox.Event{Topic: b.topic, AggregateType: "acct", AggregateID: a, EventType: "Moved",
 						Payload: []byte(fmt.Sprintf("%s:%d", a, n+i))}
 				}
-				if err := outbox.Write(ctx, b.db.Pool, evs...); err != nil {
+				write := outbox.Write
+				if b.wal {
+					write = outbox.Emit
+				}
+				if err := write(ctx, b.db.Pool, evs...); err != nil {
 					if ctx.Err() == nil {
 						b.t.Errorf("write: %v", err)
 					}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/google/uuid"
@@ -314,6 +315,14 @@ func (r *Relay) walStreamConfig(ctx context.Context) (walstream.Config, error) {
 			return cfg, fmt.Errorf("relay: replication connection: BeforeConnect: %w", err)
 		}
 	}
+	// Named like the lock connection, so pg_stat_replication tells which
+	// relay instance streams.
+	app := cc.RuntimeParams["application_name"]
+	if app == "" {
+		app = "outbox-relay"
+	}
+	host, _ := os.Hostname()
+	cc.RuntimeParams["application_name"] = fmt.Sprintf("%s wal %s %d", app, host, os.Getpid())
 	cfg.ConnConfig = &cc.Config
 	return cfg, nil
 }
