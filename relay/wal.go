@@ -383,7 +383,14 @@ func (r *Relay) walSession(ctx context.Context) error {
 			return err
 		}
 		wait = 0
-		send, nextHold := pick(src.pending, holds)
+		// pick builds the record of every event it returns: give it a
+		// window of the pending events, not a large transaction's all, and
+		// the whole list only when the window holds only aggregates on hold.
+		window := src.pending[:min(len(src.pending), 2*perCall)]
+		send, nextHold := pick(window, holds)
+		if len(send) == 0 && len(window) < len(src.pending) {
+			send, nextHold = pick(src.pending, holds)
+		}
 		if len(send) > perCall {
 			send = send[:perCall]
 		}
