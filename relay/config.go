@@ -119,9 +119,60 @@ type Config struct {
 	// span per publish call, linked to the trace of each event in it.
 	// Defaults to otel.GetTracerProvider() (a no-op until one is installed).
 	TracerProvider trace.TracerProvider
+	// Source is where events come from: SourceTable (the outbox table) or
+	// SourceWAL (logical decoding messages that outbox.Emit and outbox_emit
+	// write, streamed from a replication slot; docs/design.md §2.11). A WAL
+	// mode relay also drains the outbox table as table mode does, which is
+	// where it parks aggregates. Defaults to SourceTable.
+	Source Source
+
+	// WAL configures the replication slot of SourceWAL; unused otherwise.
+	WAL WALConfig
+
 	// metadataTTL overrides the kafka-go client's metadata cache time; only
 	// tests set it, to see a topic created mid-test sooner.
 	metadataTTL time.Duration
+}
+
+// Source names where a relay reads its events.
+type Source string
+
+// Sources.
+const (
+	// SourceTable reads the outbox table (outbox.Write, INSERT INTO outbox).
+	SourceTable Source = "table"
+	// SourceWAL streams logical decoding messages (outbox.Emit,
+	// outbox_emit) from a replication slot.
+	SourceWAL Source = "wal"
+)
+
+// WALConfig configures WAL mode ([SourceWAL]).
+type WALConfig struct {
+	// Slot is the replication slot. Defaults to the one named in the
+	// database's outbox_wal_settings table, which writers check before
+	// emitting; a different name is refused.
+	Slot string
+
+	// Publication is the publication named when streaming (pgoutput sends
+	// logical messages whatever it contains). Defaults to "outboxkit".
+	Publication string
+
+	// ConnString is the replication connection's database (the relay adds
+	// replication=database). Defaults to the pool's connection config, after
+	// the pool's BeforeConnect hook, so TLS settings and a password set in
+	// code or by the hook apply; the pool's AfterConnect hook is not run (a
+	// replication connection takes no ordinary statements). The role needs
+	// the REPLICATION attribute.
+	ConnString string
+
+	// SenderTimeout is the replication session's wal_sender_timeout: a
+	// relay that stops answering (paused, cut off) loses the slot after this
+	// long, and a standby takes it over. Defaults to 10s.
+	SenderTimeout time.Duration
+
+	// RetryInterval is how often a standby relay tries to take the slot
+	// while another streams it. Defaults to 1s.
+	RetryInterval time.Duration
 }
 
 // ErrInvalidConfig is matched (with errors.Is) by every [*ConfigError].
@@ -204,6 +255,15 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Source == "" {
+		cfg.Source = SourceTable
+	}
+	if cfg.WAL.SenderTimeout == 0 {
+		cfg.WAL.SenderTimeout = 10 * time.Second
+	}
+	if cfg.WAL.RetryInterval == 0 {
+		cfg.WAL.RetryInterval = time.Second
+	}
 	if len(cfg.Kafka.Brokers) == 0 {
 		cfg.Kafka.Brokers = cfg.Brokers
 	}
@@ -270,6 +330,19 @@ func (cfg Config) validate() error {
 	}
 	if cfg.ParkAfter < 0 {
 		bad("ParkAfter", fmt.Sprintf("must not be negative, got %s", cfg.ParkAfter))
+	}
+	switch cfg.Source {
+	case SourceTable, SourceWAL:
+	default:
+		bad("Source", fmt.Sprintf("must be %q or %q, got %q", SourceTable, SourceWAL, cfg.Source))
+	}
+	if cfg.Source == SourceWAL {
+		if cfg.WAL.SenderTimeout < time.Second {
+			bad("WAL.SenderTimeout", fmt.Sprintf("must be at least 1s, got %s", cfg.WAL.SenderTimeout))
+		}
+		if cfg.WAL.RetryInterval < 10*time.Millisecond {
+			bad("WAL.RetryInterval", fmt.Sprintf("must be at least 10ms, got %s", cfg.WAL.RetryInterval))
+		}
 	}
 	return errors.Join(errs...)
 }

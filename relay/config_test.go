@@ -44,6 +44,9 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		{"backoff bounds", func(c *relay.Config) { c.RetryBackoffMin, c.RetryBackoffMax = time.Second, time.Millisecond }, "RetryBackoffMin"},
 		{"park after", func(c *relay.Config) { c.ParkAfter = -time.Second }, "ParkAfter"},
 		{"shutdown timeout", func(c *relay.Config) { c.ShutdownTimeout = -time.Second }, "ShutdownTimeout"},
+		{"source", func(c *relay.Config) { c.Source = "kafka" }, "Source"},
+		{"WAL sender timeout", func(c *relay.Config) { c.Source, c.WAL.SenderTimeout = relay.SourceWAL, time.Millisecond }, "WAL.SenderTimeout"},
+		{"WAL retry interval", func(c *relay.Config) { c.Source, c.WAL.RetryInterval = relay.SourceWAL, time.Microsecond }, "WAL.RetryInterval"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

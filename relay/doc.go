@@ -72,6 +72,20 @@
 // member lock must hold it, and must stay the same) and [Relay.Run] returns
 // [ErrUnstableSession].
 //
+// # WAL mode
+//
+// With Config.Source set to [SourceWAL] the relay also streams the events
+// that outbox.Emit and the SQL function outbox_emit write as logical
+// decoding messages, from a replication slot (docs/design.md §2.11): one
+// relay streams the slot while the others stand by and take it over, a
+// transaction is confirmed to the server only once Kafka acknowledged all
+// its events, and an aggregate Kafka refuses is parked into the outbox
+// table, which a WAL mode relay drains too. The replication connection is
+// made from the pool's config after its BeforeConnect hook, with
+// replication=database (the role needs the REPLICATION attribute); the
+// pool's AfterConnect hook does not run on it. Run returns [ErrWALLevel],
+// [ErrReplicationPrivilege] or [ErrSlotLost] when retrying cannot help.
+//
 // # Tracing
 //
 // Each publish call runs in an OpenTelemetry producer span ("send <topic>",

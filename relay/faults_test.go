@@ -26,7 +26,7 @@ type child struct {
 	out *bytes.Buffer
 }
 
-func (b *bed) spawnRelay() *child {
+func (b *bed) spawnRelay(env ...string) *child {
 	b.t.Helper()
 	return b.spawnRelayCmd(exec.Command(os.Args[0], "-test.run=^$"))
 }
@@ -89,7 +89,11 @@ func (b *bed) writeFrom(ctx context.Context, writers, aggs, total int, start map
 					evs[i] = outbox.Event{Topic: b.topic, AggregateType: "acct", AggregateID: a, EventType: "Moved",
 						Payload: []byte(fmt.Sprintf("%s:%d", a, n+i))}
 				}
-				if err := outbox.Write(ctx, b.db.Pool, evs...); err != nil {
+				write := outbox.Write
+				if b.wal {
+					write = outbox.Emit
+				}
+				if err := write(ctx, b.db.Pool, evs...); err != nil {
 					if ctx.Err() == nil {
 						b.t.Errorf("write: %v", err)
 					}

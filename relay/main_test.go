@@ -19,7 +19,8 @@ import (
 
 // TestMain doubles as a relay process for the tests that kill relays: with
 // OUTBOXKIT_RELAY_CHILD set, the test binary runs one relay against
-// DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay.
+// DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay;
+// OUTBOXKIT_RELAY_SOURCE=wal runs it in WAL mode.
 func TestMain(m *testing.M) {
 	if os.Getenv("OUTBOXKIT_RELAY_CHILD") != "" {
 		os.Exit(runChild())
@@ -49,6 +50,7 @@ func runChild() int {
 		RebalanceInterval: 200 * time.Millisecond,
 		BatchSize:         200,
 		RetryBackoffMax:   time.Second,
+		Source:            relay.Source(os.Getenv("OUTBOXKIT_RELAY_SOURCE")),
 	}
 	r, err := relay.New(pool, cfg)
 	if err != nil {

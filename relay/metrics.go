@@ -22,6 +22,16 @@ type metrics struct {
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 	staleBatches  prometheus.Counter
+
+	// WAL mode. The slot gauges have a slot label and no series until a
+	// WAL mode relay samples the slot, so table mode exports none.
+	walStreaming   *shareGauge
+	walPendingTxs  *shareGauge
+	walSlotActive  *prometheus.GaugeVec
+	walLagBytes    *prometheus.GaugeVec
+	walSafeBytes   *prometheus.GaugeVec
+	walDiverted    prometheus.Counter
+	walUndecodable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -71,23 +81,56 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_stale_batches_total",
 			Help: "Batches read but not published because the lock session had not confirmed its locks within LockTimeout (the instance was paused or cut off).",
 		}),
+		walStreaming: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_wal_streaming",
+			Help: "1 while this relay streams the WAL mode replication slot (one relay at a time does; the others stand by), else 0.",
+		})},
+		walPendingTxs: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_wal_pending_transactions",
+			Help: "WAL mode transactions received from the slot whose events are not all published yet: the slot is confirmed up to the first of them.",
+		})},
+		walSlotActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_wal_slot_active",
+			Help: "1 when some session streams the WAL mode replication slot (pg_replication_slots.active), 0 when none does or the slot is missing (sampled every 5 s by WAL mode relays).",
+		}, []string{"slot"}),
+		walLagBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_wal_lag_bytes",
+			Help: "WAL bytes from pg_current_wal_lsn() back to the slot's confirmed_flush_lsn: WAL the slot retains, events not yet confirmed published (sampled).",
+		}, []string{"slot"}),
+		walSafeBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outboxkit_relay_wal_safe_wal_size_bytes",
+			Help: "pg_replication_slots.safe_wal_size: WAL bytes that may still be written before the slot is invalidated and its unread events lost; -1 when max_slot_wal_keep_size is unlimited (sampled).",
+		}, []string{"slot"}),
+		walDiverted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outboxkit_relay_wal_diverted_total",
+			Help: "WAL mode events written to the outbox table instead of Kafka: a parked aggregate's failed event and the events behind it.",
+		}),
+		walUndecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "outboxkit_relay_wal_undecodable_total",
+			Help: "WAL mode messages with the outbox prefix that could not be decoded (unknown format version, malformed), kept in outbox_wal_undecodable.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var err error
-	for _, c := range []*prometheus.Counter{&m.published, &m.parkedTotal, &m.staleBatches} {
+	for _, c := range []*prometheus.Counter{&m.published, &m.parkedTotal, &m.staleBatches, &m.walDiverted, &m.walUndecodable} {
 		if *c, err = register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
-	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g, &m.ready.g, &m.refusedTopics.g} {
+	for _, g := range []*prometheus.Gauge{&m.pending, &m.oldestAge, &m.parked, &m.shardsOwned.g, &m.ready.g, &m.refusedTopics.g, &m.walStreaming.g, &m.walPendingTxs.g} {
 		if *g, err = register(reg, *g); err != nil {
 			return nil, err
 		}
 	}
 	if m.publishErrors, err = register(reg, m.publishErrors); err != nil {
 		return nil, err
+	}
+	for _, v := range []**prometheus.GaugeVec{&m.walSlotActive, &m.walLagBytes, &m.walSafeBytes} {
+		if *v, err = register(reg, *v); err != nil {
+			return nil, err
+		}
 	}
 	if m.batchSeconds, err = register(reg, m.batchSeconds); err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ type event struct {
 	payload       []byte
 	headers       *string // the headers column: a JSON object, or nil
 	rec           Record  // built by pick
+	tx            *walTx  // WAL mode: the transaction the event came in
 }
 
 // aggKey names an aggregate: its events keep their order, and are held or
@@ -24,6 +25,15 @@ type event struct {
 type aggKey struct{ typ, id string }
 
 func (e *event) key() aggKey { return aggKey{e.aggregateType, e.aggregateID} }
+
+// size is the event's key, payload and header bytes, as reads count them.
+func (e *event) size() int {
+	n := len(e.aggregateID) + len(e.payload)
+	if e.headers != nil {
+		n += len(*e.headers)
+	}
+	return n
+}
 
 // record turns the event into its Kafka record (docs/design.md §1.3): the
 // row's own headers sorted by name, then id, event_type and aggregate_type,

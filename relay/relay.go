@@ -25,6 +25,7 @@ type Relay struct {
 	log  *slog.Logger
 
 	ready      atomic.Bool
+	streaming  atomic.Bool // WAL mode: this relay streams the slot
 	shardCount atomic.Int32
 	// topics is shared by the lanes: which topics refuse every event.
 	topics *topicRefusals
@@ -93,14 +94,38 @@ func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 // Run publishes until ctx ends, then finishes the batches in flight (for at
 // most ShutdownTimeout), releases its shards and returns nil. Lost database
 // connections and Kafka outages are retried with capped backoff; Run returns
-// an error only for what retrying cannot fix, such as a missing outbox table.
+// an error only for what retrying cannot fix, such as a missing outbox table,
+// or in WAL mode wal_level not logical ([ErrWALLevel]), an invalidated slot
+// ([ErrSlotLost]) or a missing privilege ([ErrReplicationPrivilege]).
+//
+// In WAL mode Run streams the replication slot (or stands by while another
+// relay streams it) and also drains the outbox table as table mode does:
+// that is where aggregates are parked and retried.
 func (r *Relay) Run(ctx context.Context) error {
 	defer r.pub.Close()
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); r.statsLoop(statsCtx) }()
 	defer func() { stopStats(); <-statsDone }()
+	if r.cfg.Source != SourceWAL {
+		return r.runTable(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- r.runTable(ctx) }()
+	go func() { errc <- r.runWAL(ctx) }()
+	err := <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
 
+// runTable runs the table mode sessions until ctx ends or an error that
+// retrying cannot fix.
+func (r *Relay) runTable(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for {
 		start := time.Now()

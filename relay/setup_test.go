@@ -26,6 +26,7 @@ type bed struct {
 	db      *testenv.DB
 	topic   string
 	brokers []string
+	wal     bool // writers emit (outbox.Emit) rather than insert
 }
 
 func setup(t *testing.T, partitions int) *bed {

@@ -2,7 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // statsLoop samples the backlog gauges every few seconds, with statements
@@ -20,8 +23,38 @@ func (r *Relay) statsLoop(ctx context.Context) {
 			r.m.oldestAge.Set(age)
 			r.m.parked.Set(float64(parked))
 		}
+		if r.cfg.Source == SourceWAL {
+			r.sampleSlot(ctx)
+		}
 		if !sleep(ctx, 5*time.Second) {
 			return
 		}
+	}
+}
+
+// sampleSlot sets the WAL slot gauges. A missing slot reads as inactive
+// (its lag and safe size are left as they were).
+func (r *Relay) sampleSlot(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var (
+		slot       string
+		active     bool
+		lag, safeB float64
+	)
+	err := r.pool.QueryRow(qctx, walSlotStats, r.cfg.WAL.Slot).Scan(&slot, &active, &lag, &safeB)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if r.cfg.WAL.Slot != "" {
+			r.m.walSlotActive.WithLabelValues(r.cfg.WAL.Slot).Set(0)
+		}
+	case err == nil:
+		v := 0.0
+		if active {
+			v = 1
+		}
+		r.m.walSlotActive.WithLabelValues(slot).Set(v)
+		r.m.walLagBytes.WithLabelValues(slot).Set(lag)
+		r.m.walSafeBytes.WithLabelValues(slot).Set(safeB)
 	}
 }

@@ -31,6 +31,7 @@ const (
 	childBatchEnv     = "OUTBOXKIT_BENCH_RELAY_BATCH_SIZE"
 	childConnsEnv     = "OUTBOXKIT_BENCH_RELAY_POOL_CONNS"
 	childProfileEnv   = "OUTBOXKIT_BENCH_RELAY_CPUPROFILE"
+	childSourceEnv    = "OUTBOXKIT_BENCH_RELAY_SOURCE"
 	childStartedToken = "relay-started"
 )
 
@@ -69,6 +70,7 @@ func childMain() int {
 		Brokers:   splitBrokers(os.Getenv(childBrokersEnv)),
 		BatchSize: batch,
 		Logger:    log,
+		Source:    relay.Source(os.Getenv(childSourceEnv)),
 	})
 	if err != nil {
 		return fail(err)
@@ -109,6 +111,7 @@ type childSettings struct {
 	batchSize  int
 	poolConns  int
 	cpuprofile string // prefix; "" for none
+	source     string // relay.Config.Source; "" for table mode
 }
 
 // startChild starts a relay child for phase and waits until it is about to
@@ -125,6 +128,7 @@ func startChild(ctx context.Context, s childSettings, phase string) (*relayChild
 		childBrokersEnv+"="+strings.Join(s.brokers, ","),
 		childBatchEnv+"="+strconv.Itoa(s.batchSize),
 		childConnsEnv+"="+strconv.Itoa(s.poolConns),
+		childSourceEnv+"="+s.source,
 	)
 	if s.cpuprofile != "" {
 		path, err := filepath.Abs(s.cpuprofile + "-" + phase + ".pprof")

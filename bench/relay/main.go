@@ -110,7 +110,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.ceilingWorkers, "ceiling-workers", 16, "goroutines of the bare kafka-go producers")
 	fs.IntVar(&o.latencyProducers, "latency-producers", 16, "goroutines of the paced producers")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each relay child to `prefix`-<phase>.pprof")
-	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency", "phases to run, comma-separated (the figures of a partial run are partial)")
+	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency", "phases to run, comma-separated (the figures of a partial run are partial); wal adds a WAL mode drain of -events on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -events 20000 -small-backlog 5000 -steady-duration 5s -rate-duration 5s (explicit flags win)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
@@ -147,11 +147,11 @@ func parseFlags() (options, error) {
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "ceiling", "drain", "steady", "latency":
+		case "ceiling", "drain", "steady", "latency", "wal":
 			o.phases[p] = true
 		case "":
 		default:
-			return o, fmt.Errorf("-phases: unknown phase %q (want ceiling, drain, steady, latency)", p)
+			return o, fmt.Errorf("-phases: unknown phase %q (want ceiling, drain, steady, latency, wal)", p)
 		}
 	}
 	switch {
@@ -182,6 +182,7 @@ type results struct {
 	ceilings  []ceilingResult
 	big       *drainResult
 	small     *drainResult
+	wal       *drainResult
 	steady    *steadyResult
 	latencies []latencyResult
 	checks    []check
@@ -285,6 +286,14 @@ func (b *bench) runPhases(ctx context.Context, res *results) error {
 			return err
 		}
 		res.small = &small
+		res.checks = append(res.checks, chk)
+	}
+	if b.opts.phases["wal"] {
+		w, chk, err := b.walDrain(ctx, b.opts.events)
+		if err != nil {
+			return err
+		}
+		res.wal = &w
 		res.checks = append(res.checks, chk)
 	}
 	if b.opts.phases["steady"] {

@@ -41,6 +41,11 @@ func (b *bench) report(res *results) {
 			ratioGoal(d.rate(), ceilingRate, ">= 0.8", func(r float64) bool { return r >= 0.8 }),
 			micros(d.cpu.relayCPU, d.events))
 	}
+	if d := res.wal; d != nil {
+		fmt.Fprintf(tw, "  relay, WAL mode: drain a backlog of %s emitted (relay start -> all on the topic)\t%s\t%s\t%s\t%s\t%s\n",
+			count(int64(d.events)), count(int64(d.events)), secs(d.dur), perSec(d.rate()),
+			ratio(d.rate(), ceilingRate), micros(d.cpu.relayCPU, d.events))
+	}
 	if s := res.steady; s != nil {
 		published := s.written - s.backlogEnd
 		fmt.Fprintf(tw, "  relay: steady producers, %d x %d event(s)/tx: written\t%s\t%s\t%s\t\t\n",
@@ -53,6 +58,10 @@ func (b *bench) report(res *results) {
 	if s := res.steady; s != nil {
 		fmt.Fprintf(out, "  steady: backlog at end %s events (max sampled every 1s: %s); Kafka held %s records then; the rest drained in %s\n",
 			count(s.backlogEnd), count(s.backlogMax), count(s.recordsAtEnd), secs(s.tailDrain))
+	}
+	if d := res.wal; d != nil {
+		fmt.Fprintf(out, "  WAL mode backlog emit (not in the relay figures): %s events in %s = %s (%d goroutines, outbox.Emit of 1000 events)\n",
+			count(int64(d.events)), secs(d.insertDur), perSec(float64(d.events)/d.insertDur.Seconds()), b.opts.insertWorkers)
 	}
 	if d := res.big; d != nil {
 		fmt.Fprintf(out, "  backlog insert (not in the relay figures): %s events in %s = %s (%d goroutines, outbox.Write of 1000 events)\n",
@@ -205,6 +214,14 @@ func ratioGoal(v, base float64, goal string, ok func(float64) bool) string {
 	return fmt.Sprintf("%.2f (goal %s: %s)", r, goal, metMissed(ok(r)))
 }
 
+// ratio renders v / base, or "-" with no base.
+func ratio(v, base float64) string {
+	if !(base > 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v/base)
+}
+
 // count renders n with thousands separators.
 func count(n int64) string {
 	s := strconv.FormatInt(n, 10)
@@ -260,6 +277,9 @@ func (b *bench) expectedChecks() int {
 		n += 2
 	}
 	if b.opts.phases["steady"] {
+		n++
+	}
+	if b.opts.phases["wal"] {
 		n++
 	}
 	if b.opts.phases["latency"] {

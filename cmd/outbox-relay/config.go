@@ -31,6 +31,10 @@ type config struct {
 	DBMaxConns  int      `env:"RELAY_DB_MAX_CONNS" envDefault:"16"`
 	LogLevel    string   `env:"RELAY_LOG_LEVEL" envDefault:"info"`
 	LogFormat   string   `env:"RELAY_LOG_FORMAT" envDefault:"json"`
+	// Source is relay.Config.Source; the WAL fields are relay.WALConfig's.
+	Source         string `env:"RELAY_SOURCE" envDefault:"table"`
+	WALSlot        string `env:"RELAY_WAL_SLOT"`
+	WALPublication string `env:"RELAY_WAL_PUBLICATION"`
 
 	Tuning tuning
 	Kafka  kafkaSettings
@@ -239,6 +243,12 @@ func (cfg *config) check() error {
 		pc.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
 	}
 
+	switch cfg.Source = strings.ToLower(cfg.Source); relay.Source(cfg.Source) {
+	case relay.SourceTable, relay.SourceWAL:
+	default:
+		return bad("RELAY_SOURCE", "must be table or wal, got %q", cfg.Source)
+	}
+
 	switch cfg.LogLevel = strings.ToLower(cfg.LogLevel); cfg.LogLevel {
 	case "debug":
 		cfg.level = slog.LevelDebug
@@ -300,6 +310,8 @@ func (cfg *config) relayConfig() relay.Config {
 		RetryBackoffMin:   t.RetryBackoffMin,
 		RetryBackoffMax:   t.RetryBackoffMax,
 		ParkAfter:         t.ParkAfter,
+		Source:            relay.Source(cfg.Source),
+		WAL:               relay.WALConfig{Slot: cfg.WALSlot, Publication: cfg.WALPublication},
 	}
 }
 
@@ -315,6 +327,7 @@ var relayVars = func() map[string]string {
 		"Kafka.SASL.Username":      varNames["Username"],
 		"Kafka.SASL.Password":      varNames["Password"],
 		"Kafka.AllowPlaintextSASL": varNames["AllowPlaintextSASL"],
+		"Source":                   "RELAY_SOURCE",
 	}
 	for f := range reflect.TypeFor[tuning]().Fields() {
 		vars[f.Name] = varNames[f.Name]

@@ -79,6 +79,7 @@ func TestDefaultsMatchRelay(t *testing.T) {
 		RetryBackoffMin:   relay.DefaultRetryBackoffMin,
 		RetryBackoffMax:   relay.DefaultRetryBackoffMax,
 		ParkAfter:         relay.DefaultParkAfter,
+		Source:            relay.SourceTable,
 	}
 	got := cfg.relayConfig()
 	got.Kafka = broker.Config{}
@@ -92,7 +93,8 @@ func TestDefaultsMatchRelay(t *testing.T) {
 // every variable to a distinct value and finds it in relay.Config.
 func TestEveryRelayFieldHasAVariable(t *testing.T) {
 	t.Parallel()
-	notTuning := map[string]bool{"Brokers": true, "Kafka": true, "Publisher": true, "Logger": true, "Registerer": true, "TracerProvider": true}
+	notTuning := map[string]bool{"Brokers": true, "Kafka": true, "Publisher": true, "Logger": true, "Registerer": true, "TracerProvider": true,
+		"Source": true, "WAL": true} // RELAY_SOURCE and RELAY_WAL_*, mapped by hand
 	tuningType := reflect.TypeFor[tuning]()
 	env := environ()
 	want := map[string]any{}

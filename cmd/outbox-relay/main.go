@@ -7,7 +7,10 @@
 // commit the binary was built from, and exits.
 //
 // Exit codes: 0 after a graceful stop, 1 on a runtime error (such as a
-// database without the migrations), 2 on bad or missing configuration.
+// database without the migrations, or in WAL mode an invalidated
+// replication slot), 2 on bad or missing configuration, including in WAL
+// mode (RELAY_SOURCE=wal) a server whose wal_level is not logical and a
+// role without the REPLICATION attribute.
 package main
 
 import (
@@ -118,7 +121,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		"http_addr", ln.Addr().String(),
 		"db_host", cc.Host, "db_port", cc.Port, "db_name", cc.Database, "db_user", cc.User,
 		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
-		"kafka_client_id", cfg.Kafka.ClientID, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns)
+		"kafka_client_id", cfg.Kafka.ClientID, "source", cfg.Source, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns)
 
 	done := make(chan error, 1)
 	running.Store(true)
@@ -140,6 +143,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	running.Store(false)
 	if err != nil {
 		log.Error("relay stopped", "error", err)
+		if errors.Is(err, relay.ErrWALLevel) || errors.Is(err, relay.ErrReplicationPrivilege) {
+			return fail(2, err)
+		}
 		return fail(1, err)
 	}
 	log.Info("relay stopped")

@@ -412,3 +412,24 @@ func TestProcessVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessWALModeNeedsLogicalWALLevel: RELAY_SOURCE=wal on a server
+// whose wal_level is not logical exits 2, its last line saying so.
+func TestProcessWALModeNeedsLogicalWALLevel(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	p := start(t,
+		"DATABASE_URL="+db.URL,
+		"KAFKA_BROKERS="+strings.Join(testenv.Brokers(t), ","),
+		"RELAY_HTTP_ADDR="+testenv.FreeAddr(t),
+		"RELAY_SOURCE=wal",
+	)
+	if code := p.wait(30 * time.Second); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	lines := strings.Split(strings.TrimSpace(p.stderr.String()), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "outbox-relay: ") || !strings.Contains(last, "wal_level = logical") {
+		t.Fatalf("last stderr line = %q, want one saying wal_level must be logical", last)
+	}
+}

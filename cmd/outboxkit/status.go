@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -18,6 +21,15 @@ func init() {
 // scan of inbox_dead_letters, which stays small.
 const deadLetterCount = `SELECT count(*) FROM inbox_dead_letters WHERE redriven_at IS NULL`
 
+// walSlotStatus reads the WAL mode slot that outbox_wal_settings names, in
+// this database: no row when WAL mode is not set up. The lag is the WAL
+// from pg_current_wal_lsn() back to the slot's confirmed position.
+const walSlotStatus = `SELECT s.slot_name::text, s.active, coalesce(s.active_pid, 0),
+       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint,
+       coalesce(s.wal_status, ''), s.safe_wal_size,
+       (SELECT count(*) FROM outbox_wal_undecodable)
+FROM outbox_wal_settings w JOIN pg_replication_slots s ON s.slot_name = w.slot_name AND s.database = current_database()`
+
 // statusJSON is the output of `status --json`.
 type statusJSON struct {
 	PendingEvents       int64   `json:"pending_events"`
@@ -29,6 +41,20 @@ type statusJSON struct {
 	ShardsOwned    int         `json:"shards_owned"`
 	Shards         int         `json:"shards"`
 	Owners         []ownerJSON `json:"owners"`
+	// WAL is the WAL mode slot, absent when WAL mode is not set up.
+	WAL *walJSON `json:"wal,omitempty"`
+}
+
+// walJSON is the WAL mode replication slot.
+type walJSON struct {
+	Slot      string `json:"slot"`
+	Active    bool   `json:"active"`
+	ActivePID int32  `json:"active_pid"`
+	LagBytes  int64  `json:"lag_bytes"`
+	WALStatus string `json:"wal_status"`
+	// SafeWALSize is null when max_slot_wal_keep_size is unlimited.
+	SafeWALSize *int64 `json:"safe_wal_size"`
+	Undecodable int64  `json:"undecodable_messages"`
 }
 
 // ownerJSON is one relay connection and the shards it owns.
@@ -76,6 +102,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	default:
 		return fmt.Errorf("count dead letters: %w", err)
 	}
+	var w walJSON
+	switch err := conn.QueryRow(ctx, walSlotStatus).Scan(&w.Slot, &w.Active, &w.ActivePID, &w.LagBytes, &w.WALStatus, &w.SafeWALSize, &w.Undecodable); {
+	case err == nil:
+		out.WAL = &w
+	case errors.Is(err, pgx.ErrNoRows), isUndefinedTable(err):
+		// WAL mode is not set up (or not migrated).
+	default:
+		return fmt.Errorf("read the WAL mode slot: %w", err)
+	}
 	byPID := map[int32]*ownerJSON{}
 	for _, o := range st.Owners {
 		ow := byPID[o.PID]
@@ -105,6 +140,20 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(tw, "relay instances\t%d\n", out.RelayInstances)
 	fmt.Fprintf(tw, "shards owned\t%d of %d\n", out.ShardsOwned, out.Shards)
+	if w := out.WAL; w != nil {
+		state := "inactive (no relay streams it)"
+		if w.Active {
+			state = fmt.Sprintf("active (walsender pid %d)", w.ActivePID)
+		}
+		safe := "unlimited"
+		if w.SafeWALSize != nil {
+			safe = fmt.Sprintf("%d bytes", *w.SafeWALSize)
+		}
+		fmt.Fprintf(tw, "wal slot\t%s: %s\n", w.Slot, state)
+		fmt.Fprintf(tw, "wal lag\t%d bytes\n", w.LagBytes)
+		fmt.Fprintf(tw, "wal status\t%s (safe_wal_size %s)\n", w.WALStatus, safe)
+		fmt.Fprintf(tw, "wal undecodable\t%d\n", w.Undecodable)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

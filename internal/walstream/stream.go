@@ -60,6 +60,11 @@ type Config struct {
 	// the stream adds replication=database. The role needs the REPLICATION
 	// attribute, and CREATE on the database to create the publication.
 	ConnString string
+	// ConnConfig, when set, is used instead of ConnString (a copy of it,
+	// with replication=database added): a program that configures its
+	// pool in code (TLS, a password from a hook) passes the pool's
+	// pgconn.Config so the replication connection is made the same way.
+	ConnConfig *pgconn.Config
 	// Slot is the replication slot. Defaults to the slot named in the
 	// database's outbox_wal_settings table (that writers check before
 	// emitting); a different name is refused.
@@ -109,7 +114,7 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if c.ConnString == "" {
+	if c.ConnString == "" && c.ConnConfig == nil {
 		return errors.New("walstream: ConnString is empty")
 	}
 	if c.Slot != "" && !nameRE.MatchString(c.Slot) {
@@ -142,6 +147,8 @@ type Stream struct {
 	mu        sync.Mutex
 	pending   []ackEntry // handed-out transactions not yet confirmed, in commit order
 	confirmed LSN
+
+	createdSlot, createdPublication bool // by prepare
 }
 
 // Open connects, checks the server and the slot, creates the publication
@@ -149,13 +156,68 @@ type Stream struct {
 // position. It returns a *[WALLevelError], *[SlotInUseError],
 // *[SlotLostError] or *[PrivilegeError] when those are the cause.
 func Open(ctx context.Context, cfg Config) (*Stream, error) {
+	s, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	start, err := s.setup(ctx)
+	if err != nil {
+		s.conn.Close(context.Background())
+		return nil, err
+	}
+	s.confirmed = start
+	// The stream outlives Open's ctx, which only bounds opening; Close ends it.
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	go s.run() //nolint:gosec // G118: the stream outlives Open's ctx (see above)
+	return s, nil
+}
+
+// Prepared says what [Setup] found and did.
+type Prepared struct {
+	// Slot and Publication are the names set up.
+	Slot, Publication string
+	// CreatedSlot and CreatedPublication say whether Setup created them
+	// (false: they existed).
+	CreatedSlot, CreatedPublication bool
+	// Confirmed is the slot's confirmed position.
+	Confirmed LSN
+}
+
+// Setup does what [Open] does before streaming: it checks wal_level and
+// the slot, and creates the publication and the permanent slot when they
+// are missing, so writers can emit before a relay first runs. It returns
+// the same typed errors as Open.
+func Setup(ctx context.Context, cfg Config) (Prepared, error) {
+	s, err := connect(ctx, cfg)
+	if err != nil {
+		return Prepared{}, err
+	}
+	defer s.conn.Close(context.Background())
+	slot, err := s.prepare(ctx)
+	if err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{Slot: s.cfg.Slot, Publication: s.cfg.Publication, CreatedSlot: s.createdSlot,
+		CreatedPublication: s.createdPublication, Confirmed: slot.confirmed}, nil
+}
+
+// connect opens the replication connection of cfg.
+func connect(ctx context.Context, cfg Config) (*Stream, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	pcfg, err := pgconn.ParseConfig(cfg.ConnString)
-	if err != nil {
-		return nil, fmt.Errorf("walstream: parse ConnString: %w", err)
+	var pcfg *pgconn.Config
+	if cfg.ConnConfig != nil {
+		pcfg = cfg.ConnConfig.Copy()
+		if pcfg.RuntimeParams == nil {
+			pcfg.RuntimeParams = map[string]string{}
+		}
+	} else {
+		var err error
+		if pcfg, err = pgconn.ParseConfig(cfg.ConnString); err != nil {
+			return nil, fmt.Errorf("walstream: parse ConnString: %w", err)
+		}
 	}
 	pcfg.RuntimeParams["replication"] = "database"
 	pcfg.RuntimeParams["wal_sender_timeout"] = strconv.FormatInt(cfg.SenderTimeout.Milliseconds(), 10)
@@ -169,101 +231,16 @@ func Open(ctx context.Context, cfg Config) (*Stream, error) {
 		}
 		return nil, fmt.Errorf("walstream: connect: %w", err)
 	}
-	s := &Stream{cfg: cfg, conn: conn, out: make(chan *Tx, cfg.Buffer), finished: make(chan struct{})}
-	start, err := s.setup(ctx)
-	if err != nil {
-		conn.Close(context.Background())
-		return nil, err
-	}
-	s.confirmed = start
-	// The stream outlives Open's ctx, which only bounds opening; Close ends it.
-	s.stopCtx, s.stop = context.WithCancel(context.Background())
-	go s.run() //nolint:gosec // G118: the stream outlives Open's ctx (see above)
-	return s, nil
+	return &Stream{cfg: cfg, conn: conn, out: make(chan *Tx, cfg.Buffer), finished: make(chan struct{})}, nil
 }
 
 // setup checks the server, creates what is missing and starts
 // replication; it returns the slot's confirmed position.
 func (s *Stream) setup(ctx context.Context) (LSN, error) {
-	rows, err := s.query(ctx, "SHOW wal_level")
-	if err != nil {
-		return 0, fmt.Errorf("walstream: read wal_level: %w", err)
-	}
-	if len(rows) != 1 || rows[0][0] != "logical" {
-		level := ""
-		if len(rows) == 1 {
-			level = rows[0][0]
-		}
-		return 0, &WALLevelError{Level: level}
-	}
-
-	rows, err = s.query(ctx, "SELECT slot_name FROM outbox_wal_settings")
-	if err != nil {
-		return 0, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
-	}
-	if len(rows) != 1 {
-		return 0, fmt.Errorf("walstream: outbox_wal_settings has %d rows, want 1", len(rows))
-	}
-	switch configured := rows[0][0]; {
-	case s.cfg.Slot == "":
-		if !nameRE.MatchString(configured) {
-			return 0, fmt.Errorf("walstream: outbox_wal_settings names slot %q; use 1 to 63 lower-case letters, digits or underscores", configured)
-		}
-		s.cfg.Slot = configured
-	case s.cfg.Slot != configured:
-		return 0, fmt.Errorf("walstream: Slot is %q but outbox_wal_settings names %q, the slot writers check before emitting; make them agree", s.cfg.Slot, configured)
-	}
-
-	rows, err = s.query(ctx, "SELECT 1 FROM pg_publication WHERE pubname = '"+s.cfg.Publication+"'")
-	if err != nil {
-		return 0, fmt.Errorf("walstream: read publications: %w", err)
-	}
-	if len(rows) == 0 {
-		// Empty: pgoutput sends logical decoding messages whatever the
-		// publication holds, and no table's changes are wanted.
-		_, err := s.query(ctx, "CREATE PUBLICATION "+s.cfg.Publication)
-		switch code := sqlstate(err); {
-		case err == nil:
-			s.cfg.Logger.InfoContext(ctx, "created publication", "publication", s.cfg.Publication)
-		case code == "42710": // another instance created it meanwhile
-		case code == "42501":
-			return 0, &PrivilegeError{Missing: "CREATE on the database (to create publication " + s.cfg.Publication + ")", Err: err}
-		default:
-			return 0, fmt.Errorf("walstream: create publication %s: %w", s.cfg.Publication, err)
-		}
-	}
-
-	slot, err := s.readSlot(ctx)
+	slot, err := s.prepare(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if slot == nil {
-		_, err := pglogrepl.CreateReplicationSlot(ctx, s.conn, s.cfg.Slot, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
-		switch code := sqlstate(err); {
-		case err == nil:
-			s.cfg.Logger.InfoContext(ctx, "created replication slot", "slot", s.cfg.Slot)
-		case code == "42710":
-		case code == "42501":
-			return 0, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
-		default:
-			return 0, fmt.Errorf("walstream: create replication slot %s: %w", s.cfg.Slot, err)
-		}
-		if slot, err = s.readSlot(ctx); err != nil {
-			return 0, err
-		}
-		if slot == nil {
-			return 0, fmt.Errorf("walstream: replication slot %s vanished right after its creation", s.cfg.Slot)
-		}
-	}
-	switch {
-	case slot.walStatus == "lost":
-		return 0, &SlotLostError{Slot: s.cfg.Slot}
-	case slot.plugin != "pgoutput" || slot.database != slot.current:
-		return 0, fmt.Errorf("walstream: replication slot %s belongs to database %q with plugin %q; WAL mode needs a pgoutput slot of database %q (pick another slot name)",
-			s.cfg.Slot, slot.database, slot.plugin, slot.current)
-	}
-
 	err = pglogrepl.StartReplication(ctx, s.conn, s.cfg.Slot, pglogrepl.LSN(slot.confirmed), pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '2'", "publication_names '" + s.cfg.Publication + "'", "messages 'true'"},
@@ -283,6 +260,93 @@ func (s *Stream) setup(ctx context.Context) (LSN, error) {
 	}
 	s.cfg.Logger.InfoContext(ctx, "streaming", "slot", s.cfg.Slot, "from", slot.confirmed.String())
 	return slot.confirmed, nil
+}
+
+// prepare checks the server, creates the publication and the slot when
+// missing and returns the slot's row.
+func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
+	rows, err := s.query(ctx, "SHOW wal_level")
+	if err != nil {
+		return nil, fmt.Errorf("walstream: read wal_level: %w", err)
+	}
+	if len(rows) != 1 || rows[0][0] != "logical" {
+		level := ""
+		if len(rows) == 1 {
+			level = rows[0][0]
+		}
+		return nil, &WALLevelError{Level: level}
+	}
+
+	rows, err = s.query(ctx, "SELECT slot_name FROM outbox_wal_settings")
+	if err != nil {
+		return nil, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
+	}
+	if len(rows) != 1 {
+		return nil, fmt.Errorf("walstream: outbox_wal_settings has %d rows, want 1", len(rows))
+	}
+	switch configured := rows[0][0]; {
+	case s.cfg.Slot == "":
+		if !nameRE.MatchString(configured) {
+			return nil, fmt.Errorf("walstream: outbox_wal_settings names slot %q; use 1 to 63 lower-case letters, digits or underscores", configured)
+		}
+		s.cfg.Slot = configured
+	case s.cfg.Slot != configured:
+		return nil, fmt.Errorf("walstream: Slot is %q but outbox_wal_settings names %q, the slot writers check before emitting; make them agree", s.cfg.Slot, configured)
+	}
+
+	rows, err = s.query(ctx, "SELECT 1 FROM pg_publication WHERE pubname = '"+s.cfg.Publication+"'")
+	if err != nil {
+		return nil, fmt.Errorf("walstream: read publications: %w", err)
+	}
+	if len(rows) == 0 {
+		// Empty: pgoutput sends logical decoding messages whatever the
+		// publication holds, and no table's changes are wanted.
+		_, err := s.query(ctx, "CREATE PUBLICATION "+s.cfg.Publication)
+		switch code := sqlstate(err); {
+		case err == nil:
+			s.createdPublication = true
+			s.cfg.Logger.InfoContext(ctx, "created publication", "publication", s.cfg.Publication)
+		case code == "42710": // another instance created it meanwhile
+		case code == "42501":
+			return nil, &PrivilegeError{Missing: "CREATE on the database (to create publication " + s.cfg.Publication + ")", Err: err}
+		default:
+			return nil, fmt.Errorf("walstream: create publication %s: %w", s.cfg.Publication, err)
+		}
+	}
+
+	slot, err := s.readSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if slot == nil {
+		_, err := pglogrepl.CreateReplicationSlot(ctx, s.conn, s.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		switch code := sqlstate(err); {
+		case err == nil:
+			s.createdSlot = true
+			s.cfg.Logger.InfoContext(ctx, "created replication slot", "slot", s.cfg.Slot)
+		case code == "42710":
+		case code == "42501":
+			return nil, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
+		default:
+			return nil, fmt.Errorf("walstream: create replication slot %s: %w", s.cfg.Slot, err)
+		}
+		if slot, err = s.readSlot(ctx); err != nil {
+			return nil, err
+		}
+		if slot == nil {
+			return nil, fmt.Errorf("walstream: replication slot %s vanished right after its creation", s.cfg.Slot)
+		}
+	}
+	switch {
+	case slot.walStatus == "lost":
+		return nil, &SlotLostError{Slot: s.cfg.Slot}
+	case slot.plugin != "pgoutput" || slot.database != slot.current:
+		return nil, fmt.Errorf("walstream: replication slot %s belongs to database %q with plugin %q; WAL mode needs a pgoutput slot of database %q (pick another slot name)",
+			s.cfg.Slot, slot.database, slot.plugin, slot.current)
+	}
+
+	return slot, nil
 }
 
 type slotRow struct {
@@ -340,7 +404,18 @@ func sqlstate(err error) string {
 
 // Next returns the next committed transaction, in commit order. It returns
 // the error that ended the stream (ErrClosed after Close), or ctx's error.
+// A transaction already received is returned even when ctx is done, so a
+// done ctx makes Next a non-blocking poll.
 func (s *Stream) Next(ctx context.Context) (*Tx, error) {
+	select {
+	case tx, ok := <-s.out:
+		if ok {
+			return tx, nil
+		}
+		<-s.finished
+		return nil, s.err
+	default:
+	}
 	select {
 	case tx, ok := <-s.out:
 		if ok {

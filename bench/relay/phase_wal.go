@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/uniq"
+	"github.com/outboxkit/outboxkit/outbox"
+)
+
+// walDrain is the drain phase in WAL mode: a backlog of n events emitted
+// with outbox.Emit (1000 per transaction) into a slot on the
+// wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL, `make
+// postgres-logical`), with the relay stopped; then a relay child with
+// RELAY_SOURCE=wal is timed until the topic holds n records. The figures
+// compare with the table mode drain of the same size on the other cluster
+// (same machine, same Kafka).
+func (b *bench) walDrain(ctx context.Context, n int) (drainResult, check, error) {
+	phase := "wal-drain-" + short(n)
+	res := drainResult{phase: phase, events: n}
+	topic, err := b.kafka.topic(phase)
+	if err != nil {
+		return res, check{}, err
+	}
+	dbURL, dropDB, err := createDatabase(ctx, testenv.LogicalAdminURL())
+	if err != nil {
+		return res, check{}, fmt.Errorf("%s: %w (the wal_level=logical cluster: `make postgres-logical`)", phase, err)
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		dropDB()
+		return res, check{}, err
+	}
+	slot := "bench_" + uniq.Hex(6)
+	defer func() {
+		// The slot must go before its database; the child has stopped.
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = pool.Exec(dctx, "SELECT pg_drop_replication_slot($1)", slot)
+		pool.Close()
+		dropDB()
+	}()
+	if _, err := pool.Exec(ctx, "UPDATE outbox_wal_settings SET slot_name = $1", slot); err != nil {
+		return res, check{}, err
+	}
+	if _, err := pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+		return res, check{}, err
+	}
+	progress("%s: emitting %d events (%d goroutines, outbox.Emit of 1000)", phase, n, b.opts.insertWorkers)
+	t0 := time.Now()
+	err = forChunks(ctx, b.opts.insertWorkers, n, 1000, func(ctx context.Context, lo, hi int) error {
+		evs := make([]outbox.Event, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			evs = append(evs, b.gen.Event(topic, i))
+		}
+		return outbox.Emit(ctx, pool, evs...)
+	})
+	if err != nil {
+		return res, check{}, fmt.Errorf("%s: emit backlog: %w", phase, err)
+	}
+	res.insertDur = time.Since(t0)
+
+	progress("%s: draining with a WAL mode relay child", phase)
+	cs := b.child
+	cs.dbURL, cs.source = dbURL, "wal"
+	c, err := startChild(ctx, cs, phase)
+	if err != nil {
+		return res, check{}, err
+	}
+	defer func() { _ = c.stop() }()
+	snapA := takeCPUSnapshot()
+	firstAt := b.watchFirstRecord(ctx, topic)
+	var records int64
+	lastChange, last := time.Now(), int64(-1)
+	for records < int64(n) {
+		if records, err = b.kafka.records(ctx, topic); err != nil {
+			return res, check{}, err
+		}
+		if err := c.alive(); err != nil {
+			return res, check{}, fmt.Errorf("%s: %w", phase, err)
+		}
+		if records != last {
+			last, lastChange = records, time.Now()
+		} else if time.Since(lastChange) > 2*time.Minute {
+			return res, check{}, fmt.Errorf("%s: no progress for 2 minutes at %d of %d records", phase, records, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.dur = time.Since(c.started)
+	res.first = (<-firstAt).Sub(c.started)
+	res.mem = b.childStatus(c.pid)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
+	if err := c.stop(); err != nil {
+		return res, check{}, fmt.Errorf("%s: %w", phase, err)
+	}
+	progress("%s: %d events in %s (%.0f events/s)", phase, n, res.dur.Round(time.Millisecond), res.rate())
+	return res, check{phase: phase, written: int64(n), records: records}, nil
+}

@@ -1,0 +1,47 @@
+package relay
+
+// Queries of WAL mode (docs/design.md §2.11), kept apart from queries.go,
+// which table mode owns.
+
+// walDiverted returns which of the aggregates ($1 types, $2 ids, pairwise)
+// must not go to Kafka from the stream: those parked, and those with events
+// still in the outbox table (parked before and since retried, so the table
+// lanes publish them first). Probes outbox_parked's primary key and, per
+// aggregate, outbox_shard_seq_idx on its shard.
+const walDiverted = `SELECT k.t, k.i FROM unnest($1::text[], $2::text[]) AS k(t, i)
+WHERE EXISTS (SELECT 1 FROM outbox_parked p WHERE p.aggregate_type = k.t AND p.aggregate_id = k.i)
+   OR EXISTS (SELECT 1 FROM outbox o WHERE o.shard = (hashtext(k.i) & 63)::smallint
+              AND o.aggregate_type = k.t AND o.aggregate_id = k.i)`
+
+// walInsert writes events into the outbox table in array order (seq
+// follows the order of the rows inserted), keeping their ids: $1 ids,
+// $2 topics, $3 aggregate types, $4 aggregate ids, $5 event types,
+// $6 payloads, $7 headers as JSON text.
+const walInsert = `INSERT INTO outbox (id, topic, aggregate_type, aggregate_id, event_type, payload, headers)
+SELECT e.id, e.topic, e.aggregate_type, e.aggregate_id, e.event_type, e.payload, e.headers::jsonb
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[])
+     WITH ORDINALITY AS e(id, topic, aggregate_type, aggregate_id, event_type, payload, headers, ord)
+ORDER BY e.ord`
+
+// walPark is walInsert of one aggregate's events, the first being the one
+// Kafka refused, and the outbox_parked row naming that first event's new
+// seq, in one statement: $8 the error, $9 the attempts.
+const walPark = `WITH ins AS (` + walInsert + `
+RETURNING seq, id, topic, aggregate_type, aggregate_id)
+INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error, attempts)
+SELECT aggregate_type, aggregate_id, seq, id, topic, $8, $9 FROM ins ORDER BY seq LIMIT 1
+ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`
+
+// walUndecodable keeps a message the relay could not decode.
+const walUndecodable = `INSERT INTO outbox_wal_undecodable (lsn, xid, content, error) VALUES ($1::pg_lsn, $2, $3, $4)`
+
+// walSlotStats samples the slot for the WAL gauges: whether a session
+// streams it, the WAL it retains behind pg_current_wal_lsn(), and
+// safe_wal_size (-1 when max_slot_wal_keep_size is unlimited). $1 is the
+// configured slot, empty for outbox_wal_settings' one. No row: no slot.
+const walSlotStats = `SELECT s.slot_name::text, s.active,
+       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::float8,
+       coalesce(s.safe_wal_size, -1)::float8
+FROM pg_replication_slots s
+WHERE s.slot_name = coalesce(nullif($1, ''), (SELECT slot_name FROM outbox_wal_settings))
+  AND s.database = current_database()`
