@@ -169,6 +169,15 @@ func TestEventOfParkedAggregateIsMarkedAndReleased(t *testing.T) {
 	if b.pendingShard(t) {
 		t.Fatalf("the poller reports shard %d with only parked events in it", b.shard)
 	}
+	// Parked events are the parked gauge's business, not the backlog age's.
+	var pending, parked int64
+	var age float64
+	if err := b.db.Pool.QueryRow(ctx, backlogStats).Scan(&pending, &age, &parked); err != nil || age != 0 || parked != 1 {
+		t.Fatalf("backlogStats with only parked events: age %v, %d parked, err %v; want age 0 and 1 parked", age, parked, err)
+	}
+	if st, err := ReadStatus(ctx, b.db.Pool); err != nil || st.Pending != 3 || st.ParkedEvents != 3 || st.OldestAge != 0 || st.Parked != 1 {
+		t.Fatalf("ReadStatus with only parked events: %+v, err %v; want 3 pending, all 3 parked, no age, 1 parked aggregate", st, err)
+	}
 
 	if _, err := b.db.Pool.Exec(ctx, `INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload)
 VALUES ('orders', $1, $2, 'Late', '\x02')`, b.parked.typ, b.parked.id); err != nil {
