@@ -26,6 +26,7 @@ DROP INDEX outbox_shard_seq_idx;
 UPDATE outbox o SET parked = true
 FROM outbox_parked p
 WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id;
+ANALYZE outbox;
 
 -- +goose Down
 CREATE INDEX outbox_shard_seq_idx ON outbox (shard, seq);

@@ -45,6 +45,13 @@ const NumShards = 64
 // outbox_parked's primary key finds it, and it comes back as held, without
 // payload or headers and counting for no bytes, for the lane to mark and
 // never publish.
+//
+// The shard is matched as a range and the rows ordered by (shard, seq), not
+// by seq alone, so that only outbox_pending_idx gives the order: with
+// `shard = $1 ORDER BY seq` the planner may walk the primary key in seq
+// order instead, dropping parked rows one by one, whenever its statistics
+// predate a parking and say that few rows are parked. pendingShards and
+// backlogStats use the same form.
 const readShard = `SELECT seq, id, topic, aggregate_type, aggregate_id, event_type, payload, headers, held, cum >= $3 AS full
 FROM (SELECT s.seq, s.id, s.topic, s.aggregate_type, s.aggregate_id, s.event_type, s.payload, s.headers, s.held, s.size,
              sum(s.size) OVER (ORDER BY s.seq) AS cum
@@ -58,8 +65,8 @@ FROM (SELECT s.seq, s.id, s.topic, s.aggregate_type, s.aggregate_id, s.event_typ
                          EXISTS (SELECT 1 FROM outbox_parked p
                                  WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id) AS held
                   FROM outbox o
-                  WHERE o.shard = $1 AND NOT o.parked
-                  ORDER BY o.seq
+                  WHERE o.shard >= $1 AND o.shard <= $1 AND NOT o.parked
+                  ORDER BY o.shard, o.seq
                   LIMIT $2) AS w) AS s) AS pending
 WHERE cum - size < $3
 ORDER BY seq`
@@ -93,8 +100,9 @@ const deleteSeqs = `DELETE FROM outbox WHERE seq = ANY($1::bigint[])`
 // it. A shard whose only unmarked events belong to parked aggregates is
 // woken too, and its read marks them (markParked), so the next poll no
 // longer sees it.
-const pendingShards = `SELECT s FROM unnest($1::smallint[]) AS s
-WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = s AND NOT o.parked)`
+const pendingShards = `SELECT s FROM unnest($1::smallint[]) AS s,
+    LATERAL (SELECT 1 FROM outbox o WHERE o.shard >= s AND o.shard <= s AND NOT o.parked
+             ORDER BY o.shard, o.seq LIMIT 1) AS first`
 
 // parkAggregate records why an aggregate's next event cannot be published,
 // and marks the aggregate's pending events parked in the same statement.
@@ -160,7 +168,8 @@ ORDER BY 1`
 const backlogStats = `SELECT coalesce((SELECT greatest(n_live_tup, 0) FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass), 0),
        coalesce(extract(epoch FROM clock_timestamp() - (
            SELECT min(f.created_at) FROM generate_series(0, 63) AS s,
-               LATERAL (SELECT o.created_at FROM outbox o WHERE o.shard = s AND NOT o.parked ORDER BY o.seq LIMIT 1) AS f)), 0)::float8,
+               LATERAL (SELECT o.created_at FROM outbox o WHERE o.shard >= s AND o.shard <= s AND NOT o.parked
+                        ORDER BY o.shard, o.seq LIMIT 1) AS f)), 0)::float8,
        (SELECT count(*) FROM outbox_parked)`
 
 // statusCounts is the exact count behind [ReadStatus], for operators: every
