@@ -87,7 +87,7 @@ func TestUpDownUp(t *testing.T) {
 VALUES ('orders', 'order', '42', 'OrderPlaced', '{"total": 10}'::bytea, '{"tenant": "acme"}')`); err != nil {
 		t.Fatalf("contract insert after up/down/up: %v", err)
 	}
-	// The relay's mark for parked aggregates' events (00004) defaults to
+	// The relay's mark for parked aggregates' events (00005) defaults to
 	// unset, so a writer's plain INSERT is published.
 	var parked bool
 	if err := db.QueryRow(`SELECT parked FROM outbox`).Scan(&parked); err != nil || parked {

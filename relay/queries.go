@@ -39,7 +39,7 @@ const NumShards = 64
 // budget was reached: more rows may wait.
 //
 // Served by outbox_pending_idx (shard, seq) WHERE NOT parked (migration
-// 00004): the events of parked aggregates are not in it, so they cost the
+// 00005): the events of parked aggregates are not in it, so they cost the
 // read nothing however many wait. A row written to an aggregate after it was
 // parked is in it until the relay marks it (markParked): the anti-join on
 // outbox_parked's primary key finds it, and it comes back as held, without
