@@ -87,6 +87,12 @@ func TestUpDownUp(t *testing.T) {
 VALUES ('orders', 'order', '42', 'OrderPlaced', '{"total": 10}'::bytea, '{"tenant": "acme"}')`); err != nil {
 		t.Fatalf("contract insert after up/down/up: %v", err)
 	}
+	// The relay's mark for parked aggregates' events (00005) defaults to
+	// unset, so a writer's plain INSERT is published.
+	var parked bool
+	if err := db.QueryRow(`SELECT parked FROM outbox`).Scan(&parked); err != nil || parked {
+		t.Fatalf("contract insert: parked = %v, err %v; want false", parked, err)
+	}
 }
 
 // TestDirectoryWorksAsPlainGooseDir reads the migrations from the directory

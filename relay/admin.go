@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,8 +36,15 @@ var ErrNotParked = errors.New("relay: aggregate is not parked")
 
 // ListParked returns the parked aggregates, oldest first.
 func ListParked(ctx context.Context, db outbox.DBTX) ([]Parked, error) {
+	// Waiting counts the marked rows by outbox_parked_rows_idx, and the rows
+	// written since the aggregate was parked, not marked yet, by
+	// outbox_pending_idx over the aggregate's shard.
 	rows, err := db.Query(ctx, `SELECT p.aggregate_type, p.aggregate_id, p.seq, p.event_id, p.topic, p.error, p.attempts, p.parked_at,
-       (SELECT count(*) FROM outbox o WHERE o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
+       (SELECT count(*) FROM outbox o
+        WHERE o.parked AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
+     + (SELECT count(*) FROM outbox o
+        WHERE o.shard = (hashtext(p.aggregate_id) & 63)::smallint AND NOT o.parked
+          AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
 FROM outbox_parked p ORDER BY p.parked_at, p.aggregate_type, p.aggregate_id`)
 	if err != nil {
 		return nil, fmt.Errorf("relay: list parked: %w", err)
@@ -52,50 +60,143 @@ FROM outbox_parked p ORDER BY p.parked_at, p.aggregate_type, p.aggregate_id`)
 	return out, nil
 }
 
+// released is one aggregate taken out of outbox_parked.
+type released struct {
+	typ, id string
+	seq     int64
+	eventID uuid.UUID
+}
+
+// beginner is the part of [outbox.DBTX] values that releasing needs:
+// pgx.Tx (a savepoint), *pgx.Conn and *pgxpool.Pool all have it.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// release takes the aggregates chosen by where (a condition on
+// outbox_parked, with args) out of outbox_parked and clears the parked mark
+// on their events, in one transaction (a savepoint when db is a pgx.Tx).
+// then, when not nil, runs in the same transaction before the marks are
+// cleared.
+//
+// The order matters (docs/design.md §2.7): the DELETE waits for a relay
+// that is marking the aggregate's new rows (it locks the outbox_parked row
+// FOR SHARE), and the UPDATE, a later statement, sees those marks. That
+// needs READ COMMITTED, where each statement takes a new snapshot; under a
+// stricter isolation the UPDATE could miss a mark and leave an event parked
+// with no outbox_parked row to release it, so release refuses it.
+func release(ctx context.Context, db outbox.DBTX, op, where string, then func(pgx.Tx, []released) error, args ...any) ([]released, error) {
+	b, ok := db.(beginner)
+	if !ok {
+		return nil, fmt.Errorf("relay: %s: %T cannot begin a transaction", op, db)
+	}
+	var out []released
+	err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+		var iso string
+		if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&iso); err != nil {
+			return err
+		}
+		if iso != "read committed" {
+			return fmt.Errorf("needs a READ COMMITTED transaction, not %s", strings.ToUpper(iso))
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM outbox_parked WHERE `+where+` RETURNING aggregate_type, aggregate_id, seq, event_id`, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (released, error) {
+			var rel released
+			err := r.Scan(&rel.typ, &rel.id, &rel.seq, &rel.eventID)
+			return rel, err
+		})
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		if then != nil {
+			if err := then(tx, out); err != nil {
+				return err
+			}
+		}
+		types, ids := make([]string, len(out)), make([]string, len(out))
+		for i, rel := range out {
+			types[i], ids[i] = rel.typ, rel.id
+		}
+		// outbox_parked_rows_idx, one probe per aggregate.
+		_, err = tx.Exec(ctx, `UPDATE outbox o SET parked = false
+FROM unnest($1::text[], $2::text[]) AS r(aggregate_type, aggregate_id)
+WHERE o.parked AND o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id`, types, ids)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: %s: %w", op, err)
+	}
+	return out, nil
+}
+
 // RetryParked releases a parked aggregate: the relay publishes its events
 // again, starting with the one that failed. Fix the cause first (create the
 // topic, raise the broker's size limit), or it parks again.
+//
+// It runs in a transaction of its own, or in a savepoint when db is a
+// pgx.Tx, which must then be READ COMMITTED (the default).
 func RetryParked(ctx context.Context, db outbox.DBTX, aggregateType, aggregateID string) error {
-	tag, err := db.Exec(ctx, `DELETE FROM outbox_parked WHERE aggregate_type = $1 AND aggregate_id = $2`, aggregateType, aggregateID)
+	rel, err := release(ctx, db, "retry parked", `aggregate_type = $1 AND aggregate_id = $2`, nil, aggregateType, aggregateID)
 	if err != nil {
-		return fmt.Errorf("relay: retry parked: %w", err)
+		return err
 	}
-	if tag.RowsAffected() == 0 {
+	if len(rel) == 0 {
 		return fmt.Errorf("%w: %s/%s", ErrNotParked, aggregateType, aggregateID)
 	}
 	return nil
+}
+
+// RetryParkedTopic releases every parked aggregate whose failed event is for
+// topic, as [RetryParked] does each, and returns how many it released (0
+// when none was parked on topic).
+func RetryParkedTopic(ctx context.Context, db outbox.DBTX, topic string) (int, error) {
+	rel, err := release(ctx, db, "retry parked topic", `topic = $1`, nil, topic)
+	return len(rel), err
+}
+
+// RetryAllParked releases every parked aggregate, as [RetryParked] does
+// each, and returns how many it released (0 when none was parked).
+func RetryAllParked(ctx context.Context, db outbox.DBTX) (int, error) {
+	rel, err := release(ctx, db, "retry all parked", `true`, nil)
+	return len(rel), err
 }
 
 // SkipParked deletes the event that failed, without publishing it, and
 // releases the aggregate so its later events flow. It returns the skipped
 // event's ID. The event is gone for good: use it only for events that can
 // never be delivered and that consumers can do without.
+//
+// Like [RetryParked], it runs in a transaction or savepoint of its own.
 func SkipParked(ctx context.Context, db outbox.DBTX, aggregateType, aggregateID string) (uuid.UUID, error) {
-	var id uuid.UUID
-	// One statement, so it is atomic even outside a transaction.
-	err := db.QueryRow(ctx, `WITH p AS (
-    DELETE FROM outbox_parked WHERE aggregate_type = $1 AND aggregate_id = $2 RETURNING seq, event_id
-), o AS (
-    DELETE FROM outbox WHERE seq IN (SELECT seq FROM p)
-)
-SELECT event_id FROM p`, aggregateType, aggregateID).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
+	rel, err := release(ctx, db, "skip parked", `aggregate_type = $1 AND aggregate_id = $2`, func(tx pgx.Tx, rel []released) error {
+		_, err := tx.Exec(ctx, `DELETE FROM outbox WHERE seq = $1`, rel[0].seq)
+		return err
+	}, aggregateType, aggregateID)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if len(rel) == 0 {
 		return uuid.Nil, fmt.Errorf("%w: %s/%s", ErrNotParked, aggregateType, aggregateID)
 	}
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("relay: skip parked: %w", err)
-	}
-	return id, nil
+	return rel[0].eventID, nil
 }
 
 // Status is a snapshot of the outbox for operators.
 type Status struct {
-	// Pending counts events not yet published.
+	// Pending counts events not yet published, exactly; ParkedEvents of
+	// them are held back by parked aggregates.
 	Pending int64
-	// OldestAge is the age of the oldest pending event (zero when none).
+	// OldestAge is the age of the oldest pending event not held back by a
+	// parked aggregate (zero when none): how far the relays are behind.
 	OldestAge time.Duration
 	// Parked counts parked aggregates.
 	Parked int64
+	// ParkedEvents counts the events parked aggregates hold back, the
+	// failed ones included.
+	ParkedEvents int64
 	// Members counts live relay instances of this outbox table.
 	Members int64
 	// Owners maps each owned shard to its owner.
@@ -114,11 +215,12 @@ type ShardOwner struct {
 
 // ReadStatus reads a [Status] snapshot of the outbox table that db's
 // search_path reaches; relays of other outbox tables in the database are
-// not counted.
+// not counted. The event counts are exact, from one scan of the outbox
+// (the relay's gauges use estimates instead).
 func ReadStatus(ctx context.Context, db outbox.DBTX) (Status, error) {
 	var st Status
 	var age float64
-	if err := db.QueryRow(ctx, backlogStats).Scan(&st.Pending, &age, &st.Parked); err != nil {
+	if err := db.QueryRow(ctx, statusCounts).Scan(&st.Pending, &st.ParkedEvents, &age, &st.Parked); err != nil {
 		return st, fmt.Errorf("relay: status: %w", err)
 	}
 	st.OldestAge = time.Duration(age * float64(time.Second))

@@ -43,7 +43,10 @@
 // large) is retried with pauses for ParkAfter, then its aggregate is parked:
 // recorded in outbox_parked with the error, its events kept in order, while
 // every other aggregate flows. Operators list them with [ListParked] and
-// release them with [RetryParked] or [SkipParked] (CLI: outboxkit parked).
+// release them with [RetryParked] or [SkipParked], or many at once with
+// [RetryParkedTopic] and [RetryAllParked] (CLI: outboxkit parked). Parked
+// events are flagged and left out of the read index, so however many wait,
+// reads and polls cost the same (docs/design.md §2.7).
 //
 // Run a relay in your own process:
 //

@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_oldest_pending_age_seconds",
-			Help: "Age of the oldest pending event (sampled); 0 when the outbox is empty.",
+			Help: "Age of the oldest pending event not held back by a parked aggregate (sampled); 0 when there is none.",
 		}),
 		shardsOwned: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_shards_owned",

@@ -30,44 +30,96 @@ const outboxOID = `SELECT 'outbox'::regclass::oid`
 // is hashtext(aggregate_id) & 63 (migration 00001).
 const NumShards = 64
 
-// readShard returns the pending events of one shard in seq order, skipping
-// parked aggregates: at most $2 rows, and no more rows than fit in $3 bytes
-// of key, payload and headers (the first row always comes, whatever its
-// size), so a backlog of large payloads cannot make a read hold more than
-// the lane's budget. The running sum reads sizes from the tuple headers
-// (octet_length does not detoast), so the server does not load the payloads
-// it leaves out. full says the byte budget was reached: more rows may wait.
-// Served by outbox_shard_seq_idx (shard, seq); the anti-join probes
-// outbox_parked's primary key.
-const readShard = `SELECT seq, id, topic, aggregate_type, aggregate_id, event_type, payload, headers, cum >= $3 AS full
-FROM (SELECT o.seq, o.id, o.topic, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers::text AS headers,
-             sum(octet_length(o.aggregate_id) + coalesce(octet_length(o.payload), 0) + coalesce(octet_length(o.headers::text), 0))
-                 OVER (ORDER BY o.seq) AS cum,
-             octet_length(o.aggregate_id) + coalesce(octet_length(o.payload), 0) + coalesce(octet_length(o.headers::text), 0) AS size
-      FROM outbox o
-      WHERE o.shard = $1
-        AND NOT EXISTS (SELECT 1 FROM outbox_parked p
-                        WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
-      ORDER BY o.seq
-      LIMIT $2) AS pending
+// readShard returns the pending events of one shard in seq order: at most
+// $2 rows, and no more rows than fit in $3 bytes of key, payload and headers
+// (the first row always comes, whatever its size), so a backlog of large
+// payloads cannot make a read hold more than the lane's budget. The running
+// sum reads sizes from the tuple headers (octet_length does not detoast), so
+// the server does not load the payloads it leaves out. full says the byte
+// budget was reached: more rows may wait.
+//
+// Served by outbox_pending_idx (shard, seq) WHERE NOT parked (migration
+// 00005): the events of parked aggregates are not in it, so they cost the
+// read nothing however many wait. A row written to an aggregate after it was
+// parked is in it until the relay marks it (markParked): the anti-join on
+// outbox_parked's primary key finds it, and it comes back as held, without
+// payload or headers and counting for no bytes, for the lane to mark and
+// never publish.
+//
+// The shard is matched as a range and the rows ordered by (shard, seq), not
+// by seq alone, so that only outbox_pending_idx gives the order: with
+// `shard = $1 ORDER BY seq` the planner may walk the primary key in seq
+// order instead, dropping parked rows one by one, whenever its statistics
+// predate a parking and say that few rows are parked. pendingShards and
+// backlogStats use the same form.
+const readShard = `SELECT seq, id, topic, aggregate_type, aggregate_id, event_type, payload, headers, held, cum >= $3 AS full
+FROM (SELECT s.seq, s.id, s.topic, s.aggregate_type, s.aggregate_id, s.event_type, s.payload, s.headers, s.held, s.size,
+             sum(s.size) OVER (ORDER BY s.seq) AS cum
+      FROM (SELECT w.seq, w.id, w.topic, w.aggregate_type, w.aggregate_id, w.event_type, w.held,
+                   CASE WHEN w.held THEN NULL ELSE w.payload END AS payload,
+                   CASE WHEN w.held THEN NULL ELSE w.headers::text END AS headers,
+                   CASE WHEN w.held THEN 0
+                        ELSE octet_length(w.aggregate_id) + coalesce(octet_length(w.payload), 0) + coalesce(octet_length(w.headers::text), 0)
+                   END AS size
+            FROM (SELECT o.seq, o.id, o.topic, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.headers,
+                         EXISTS (SELECT 1 FROM outbox_parked p
+                                 WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id) AS held
+                  FROM outbox o
+                  WHERE o.shard >= $1 AND o.shard <= $1 AND NOT o.parked
+                  ORDER BY o.shard, o.seq
+                  LIMIT $2) AS w) AS s) AS pending
 WHERE cum - size < $3
 ORDER BY seq`
+
+// markParked marks the rows of parked aggregates that a read returned as
+// held ($1 their seqs), so that reads and polls no longer visit them.
+//
+// The outbox_parked rows are locked FOR SHARE: releasing an aggregate
+// (admin.go) deletes its row first, which waits for this statement's
+// transaction, and then clears the mark in a later statement that sees this
+// one's marks. An aggregate being released right now is locked by the
+// release and skipped (SKIP LOCKED), and one released already is not seen:
+// its rows stay unmarked and are published. So no row is ever left marked
+// without its outbox_parked row. Primary keys of both tables.
+const markParked = `WITH p AS (
+    SELECT p.aggregate_type, p.aggregate_id FROM outbox_parked p
+    WHERE (p.aggregate_type, p.aggregate_id) IN (SELECT aggregate_type, aggregate_id FROM outbox WHERE seq = ANY($1::bigint[]))
+    FOR SHARE SKIP LOCKED
+)
+UPDATE outbox o SET parked = true
+FROM p
+WHERE o.seq = ANY($1::bigint[]) AND NOT o.parked
+  AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id`
 
 // deleteSeqs deletes exactly the events Kafka acknowledged, never a range:
 // a late commit with a lower seq stays until it is published. Primary key.
 const deleteSeqs = `DELETE FROM outbox WHERE seq = ANY($1::bigint[])`
 
-// pendingShards says which of the given shards have publishable events: one
-// probe of outbox_shard_seq_idx per shard.
-const pendingShards = `SELECT s FROM unnest($1::smallint[]) AS s
-WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.shard = s
-              AND NOT EXISTS (SELECT 1 FROM outbox_parked p
-                              WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id))`
+// pendingShards says which of the given shards have unmarked events: one
+// probe of outbox_pending_idx per shard, whatever the parked events behind
+// it. A shard whose only unmarked events belong to parked aggregates is
+// woken too, and its read marks them (markParked), so the next poll no
+// longer sees it.
+const pendingShards = `SELECT s FROM unnest($1::smallint[]) AS s,
+    LATERAL (SELECT 1 FROM outbox o WHERE o.shard >= s AND o.shard <= s AND NOT o.parked
+             ORDER BY o.shard, o.seq LIMIT 1) AS first`
 
-// parkAggregate records why an aggregate's next event cannot be published.
-const parkAggregate = `INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error, attempts)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING`
+// parkAggregate records why an aggregate's next event cannot be published,
+// and marks the aggregate's pending events parked in the same statement.
+// Only a newly inserted outbox_parked row marks: one that was already there
+// may be under release (admin.go), and its unmarked rows are marked by
+// reads instead (markParked). The marking walks outbox_pending_idx over the
+// aggregate's shard.
+const parkAggregate = `WITH p AS (
+    INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error, attempts)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING
+    RETURNING 1
+)
+UPDATE outbox SET parked = true
+WHERE shard = (hashtext($2) & 63)::smallint AND NOT parked
+  AND aggregate_type = $1 AND aggregate_id = $2
+  AND EXISTS (SELECT 1 FROM p)`
 
 // tryLockShards takes up to $3 of the candidate shards' advisory locks in
 // namespace $1 (lockSpace.shardKey) and returns those it took.
@@ -107,12 +159,28 @@ ORDER BY 1`
 
 // backlogStats feeds the pending, oldest-age and parked gauges without
 // counting the outbox: the pending count is the statistics system's live
-// row estimate (kept current by every insert and delete, no scan), the
-// oldest pending event one probe of the primary key (seq, close to creation
-// order), and the parked count is exact (a small table).
+// row estimate (kept current by every insert and delete, no scan; parked
+// aggregates' events included), the oldest pending event the oldest of the
+// first unparked events of the 64 shards (one probe of outbox_pending_idx
+// each; seq is close to creation order), and the parked count is exact (a
+// small table). Parked events are left out of the age: the parked gauge
+// alerts on them, and the age alert is about a relay falling behind.
 const backlogStats = `SELECT coalesce((SELECT greatest(n_live_tup, 0) FROM pg_stat_user_tables WHERE relid = 'outbox'::regclass), 0),
-       coalesce(extract(epoch FROM clock_timestamp() - (SELECT created_at FROM outbox ORDER BY seq LIMIT 1)), 0)::float8,
+       coalesce(extract(epoch FROM clock_timestamp() - (
+           SELECT min(f.created_at) FROM generate_series(0, 63) AS s,
+               LATERAL (SELECT o.created_at FROM outbox o WHERE o.shard >= s AND o.shard <= s AND NOT o.parked
+                        ORDER BY o.shard, o.seq LIMIT 1) AS f)), 0)::float8,
        (SELECT count(*) FROM outbox_parked)`
+
+// statusCounts is the exact count behind [ReadStatus], for operators: every
+// pending event, those held by parked aggregates (marked or not yet), the
+// age of the oldest event not held, and the parked aggregates. One scan of
+// the outbox, hashed against outbox_parked.
+const statusCounts = `SELECT count(*), count(p.aggregate_id),
+       coalesce(extract(epoch FROM clock_timestamp() - min(o.created_at) FILTER (WHERE p.aggregate_id IS NULL)), 0)::float8,
+       (SELECT count(*) FROM outbox_parked)
+FROM outbox o
+LEFT JOIN outbox_parked p ON p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id`
 
 // outboxSequence returns the sequence behind outbox.seq and its CACHE.
 const outboxSequence = `SELECT s.seqrelid::regclass::text, s.seqcache

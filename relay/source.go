@@ -70,6 +70,21 @@ func (t *tableSource) read(ctx context.Context, shards []int) ([]event, bool, er
 	return events, more, nil
 }
 
+// markHeld marks parked the rows of parked aggregates that a read returned
+// as held (written after their aggregate was parked), so that reads and
+// polls stop visiting them (docs/design.md §2.7). It says whether it marked
+// any: the rows after them in the shard may not have been read yet.
+func (t *tableSource) markHeld(ctx context.Context, held []int64) (bool, error) {
+	if len(held) == 0 {
+		return false, nil
+	}
+	tag, err := t.pool.Exec(ctx, markParked, held)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 // readShards returns up to BatchSize pending events of shards, at most
 // perShard from each and about maxReadBytes in all, in seq order, how many
 // shards had events, and whether events may have been left behind (a shard
@@ -84,28 +99,46 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	br := t.pool.SendBatch(ctx, b)
 	defer br.Close()
 	var out []event
+	var held []int64 // rows of parked aggregates, to mark
 	for range shards {
 		rows, err := br.Query()
 		if err != nil {
 			return nil, 0, false, err
 		}
-		before := len(out)
+		before, read := len(out), 0
 		full := false
-		out, err = pgx.AppendRows(out, rows, func(row pgx.CollectableRow) (event, error) {
+		for rows.Next() {
 			var e event
-			err := row.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers, &full)
-			return e, err
-		})
-		if err != nil {
+			var isHeld bool
+			if err := rows.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers, &isHeld, &full); err != nil {
+				rows.Close()
+				return nil, 0, false, err
+			}
+			read++
+			if isHeld {
+				held = append(held, e.seq)
+			} else {
+				out = append(out, e)
+			}
+		}
+		if err := rows.Err(); err != nil {
 			return nil, 0, false, err
 		}
 		if len(out) > before {
 			nonEmpty++
 		}
-		more = more || full || len(out)-before >= perShard
+		more = more || full || read >= perShard
 	}
 	if err := br.Close(); err != nil {
 		return nil, 0, false, err
+	}
+	// Held rows are never returned, marked or not; marking them spares the
+	// next reads and polls. When it marked some, the read may have stopped
+	// short of the shard's publishable rows: read again at once.
+	if marked, err := t.markHeld(ctx, held); err != nil {
+		return nil, 0, false, err
+	} else if marked {
+		more = true
 	}
 	if nonEmpty > 1 {
 		sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
@@ -129,7 +162,8 @@ func (t *tableSource) ack(ctx context.Context, events []event) error {
 	return err
 }
 
-// park inserts the aggregate into outbox_parked, which reads skip.
+// park inserts the aggregate into outbox_parked and marks its pending rows
+// parked, in one statement: reads no longer visit them.
 func (t *tableSource) park(ctx context.Context, e *event, attempts int, cause error) error {
 	_, err := t.pool.Exec(ctx, parkAggregate, e.aggregateType, e.aggregateID, e.seq, e.id, e.topic, cause.Error(), attempts)
 	return err

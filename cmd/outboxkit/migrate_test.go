@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -49,30 +50,42 @@ func TestMigrate(t *testing.T) {
 	}
 	want("fresh database", statuses(), "pending", "pending")
 
+	kit := kitMigrations(t)
+	latest := len(kit)
 	r := cli(t, nil, "--database-url", url, "migrate", "up").must(t)
-	for _, w := range []string{"up   00001_outbox.sql", "up   00002_inbox.sql", "database at version 2"} {
+	for _, w := range append(slices.Clone(kit), fmt.Sprintf("database at version %d", latest)) {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("migrate up output lacks %q:\n%s", w, r.stdout)
 		}
+	}
+	if !strings.Contains(r.stdout, "up   00001_outbox.sql") {
+		t.Errorf("migrate up output lacks 'up   00001_outbox.sql':\n%s", r.stdout)
 	}
 	want("after up", statuses(), "applied", "applied")
 	assertTables(t, url, map[string]bool{"outbox": true, "outbox_parked": true, "inbox": true, "inbox_dead_letters": true})
 
 	r = cli(t, env, "migrate", "up").must(t)
-	if !strings.Contains(r.stdout, "nothing to do; database at version 2") {
+	if !strings.Contains(r.stdout, fmt.Sprintf("nothing to do; database at version %d", latest)) {
 		t.Errorf("second migrate up: %q, want nothing to do", r.stdout)
 	}
 	r = cli(t, env, "migrate", "status").must(t)
-	if !strings.Contains(r.stdout, "VERSION") || strings.Count(r.stdout, "applied") != 2 {
-		t.Errorf("migrate status table:\n%s\nwant a header and two applied rows", r.stdout)
+	if !strings.Contains(r.stdout, "VERSION") || strings.Count(r.stdout, "applied") != latest {
+		t.Errorf("migrate status table:\n%s\nwant a header and %d applied rows", r.stdout, latest)
 	}
 
 	// The flag after the subcommand works too.
 	r = cli(t, nil, "migrate", "down", "--yes", "--database-url", url).must(t)
-	if !strings.Contains(r.stdout, "down 00002_inbox.sql") || !strings.Contains(r.stdout, "database at version 1") {
-		t.Errorf("migrate down output:\n%s\nwant 00002 rolled back, version 1", r.stdout)
+	if !strings.Contains(r.stdout, "down "+kit[latest-1]) || !strings.Contains(r.stdout, fmt.Sprintf("database at version %d", latest-1)) {
+		t.Errorf("migrate down output:\n%s\nwant %s rolled back, version %d", r.stdout, kit[latest-1], latest-1)
 	}
-	want("after one down", statuses(), "applied", "pending")
+	if st := statuses(); st[kit[latest-1]] != "pending" || st[kit[latest-2]] != "applied" {
+		t.Errorf("after one down: migration states %v, want only the last pending", st)
+	}
+	r = cli(t, env, "migrate", "down", "--yes", "--to", "1").must(t)
+	if !strings.Contains(r.stdout, "down 00002_inbox.sql") || !strings.Contains(r.stdout, "database at version 1") {
+		t.Errorf("migrate down --to 1 output:\n%s\nwant 00002 rolled back, version 1", r.stdout)
+	}
+	want("after down --to 1", statuses(), "applied", "pending")
 	assertTables(t, url, map[string]bool{"outbox": true, "outbox_parked": true, "inbox": false, "inbox_dead_letters": false})
 
 	cli(t, env, "migrate", "up", "--to", "2").must(t)
@@ -99,6 +112,17 @@ func TestMigrateUnreachableDatabase(t *testing.T) {
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "outboxkit: connect: ") || strings.Contains(r.stderr, "secret") {
 		t.Fatalf("exit %d, stderr %q; want 1 and a connect error without the password", r.code, r.stderr)
 	}
+}
+
+// kitMigrations returns the names of outboxkit's migration files, in
+// version order: file i+1 is version i+1.
+func kitMigrations(t *testing.T) []string {
+	t.Helper()
+	names, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(names) < 2 {
+		t.Fatalf("migrations.FS holds %v (err %v), want at least 2 files", names, err)
+	}
+	return names
 }
 
 // assertTables checks which of the named tables exist.
@@ -167,8 +191,9 @@ func TestMigrateNextToServiceHistory(t *testing.T) {
 	s := newServiceDB(t)
 	env := []string{"DATABASE_URL=" + s.url}
 
+	latest := len(kitMigrations(t))
 	r := cli(t, env, "migrate", "up").must(t)
-	for _, w := range []string{"up   00001_outbox.sql", "up   00002_inbox.sql", "database at version 2"} {
+	for _, w := range []string{"up   00001_outbox.sql", "up   00002_inbox.sql", fmt.Sprintf("database at version %d", latest)} {
 		if !strings.Contains(r.stdout, w) {
 			t.Fatalf("migrate up next to a service at version 2: output lacks %q:\n%s", w, r.stdout)
 		}
@@ -182,8 +207,8 @@ func TestMigrateNextToServiceHistory(t *testing.T) {
 	assertTables(t, s.url, map[string]bool{"users": false, "orders": false})
 	assertTables(t, s.url, allOutboxkitTables)
 	r = cli(t, env, "migrate", "status").must(t)
-	if strings.Count(r.stdout, "applied") != 2 {
-		t.Fatalf("migrate status after the service's down to 0:\n%s\nwant both outboxkit migrations applied", r.stdout)
+	if strings.Count(r.stdout, "applied") != latest {
+		t.Fatalf("migrate status after the service's down to 0:\n%s\nwant all %d outboxkit migrations applied", r.stdout, latest)
 	}
 	if _, err := s.svc.Up(ctx); err != nil {
 		t.Fatal(err)
@@ -201,7 +226,7 @@ func TestMigrateNextToServiceHistory(t *testing.T) {
 
 	cli(t, env, "migrate", "up").must(t)
 	r = cli(t, env, "migrate", "up").must(t)
-	if !strings.Contains(r.stdout, "nothing to do; database at version 2") {
+	if !strings.Contains(r.stdout, fmt.Sprintf("nothing to do; database at version %d", latest)) {
 		t.Fatalf("second migrate up: %q, want nothing to do", r.stdout)
 	}
 	if res, err := s.svc.Up(ctx); err != nil || len(res) != 0 {
@@ -227,7 +252,8 @@ func TestMigrateAdopt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := legacy.Up(ctx); err != nil {
+	// The old layout only ever held versions 1 and 2.
+	if _, err := legacy.UpTo(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload) VALUES ('orders', 'order', '42', 'OrderPlaced', 'x')`); err != nil {
@@ -248,9 +274,11 @@ func TestMigrateAdopt(t *testing.T) {
 			t.Errorf("migrate adopt output lacks %q:\n%s", w, r.stdout)
 		}
 	}
+	latest := len(kitMigrations(t))
 	r = cli(t, env, "migrate", "up").must(t)
-	if !strings.Contains(r.stdout, "nothing to do; database at version 2") {
-		t.Fatalf("migrate up after adopt: %q, want nothing to do", r.stdout)
+	if strings.Contains(r.stdout, "00001") || strings.Contains(r.stdout, "00002") ||
+		!strings.Contains(r.stdout, fmt.Sprintf("database at version %d", latest)) {
+		t.Fatalf("migrate up after adopt: %q, want the migrations after version 2 applied, up to %d", r.stdout, latest)
 	}
 	r = cli(t, env, "migrate", "adopt").must(t)
 	if !strings.Contains(r.stdout, "nothing to adopt") {
@@ -272,12 +300,21 @@ func TestMigrateExport(t *testing.T) {
 	ctx := context.Background()
 	dir := testenv.ServiceMigrationsDir(t)
 
+	kit := kitMigrations(t)
+	total := 2 + len(kit) // the service's two and outboxkit's
 	r := cli(t, nil, "migrate", "export", "--dir", dir, "--version", "20260101000001").must(t)
-	want := []string{"00001_users.sql", "00002_orders.sql", "20260101000001_outboxkit_outbox.sql", "20260101000002_outboxkit_inbox.sql"}
+	want := []string{"00001_users.sql", "00002_orders.sql"}
+	copies := map[string]string{}
+	for i, src := range kit {
+		// 00003_outbox_wal.sql is exported as 20260101000003_outboxkit_outbox_wal.sql.
+		name := fmt.Sprintf("%d_outboxkit_%s", 20260101000001+i, src[strings.IndexByte(src, '_')+1:])
+		want = append(want, name)
+		copies[src] = name
+	}
 	if got := dirNames(t, dir); !slices.Equal(got, want) {
 		t.Fatalf("after export: %s holds %v, want %v\n%s", dir, got, want, r.stdout)
 	}
-	for src, copied := range map[string]string{"00001_outbox.sql": want[2], "00002_inbox.sql": want[3]} {
+	for src, copied := range copies {
 		orig, _ := fs.ReadFile(migrations.FS, src)
 		b, err := os.ReadFile(filepath.Join(dir, copied))
 		if err != nil || !bytes.HasSuffix(b, orig) {
@@ -295,15 +332,15 @@ func TestMigrateExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := svc.Up(ctx); err != nil || len(res) != 4 {
-		t.Fatalf("service goose up over the exported directory: %d applied, err %v; want 4", len(res), err)
+	if res, err := svc.Up(ctx); err != nil || len(res) != total {
+		t.Fatalf("service goose up over the exported directory: %d applied, err %v; want %d", len(res), err, total)
 	}
 	assertTables(t, url, allOutboxkitTables)
 	assertTables(t, url, map[string]bool{"users": true, "orders": true, migrations.VersionTable: false})
 
 	// Again: everything is there already, nothing is written or overwritten.
 	r = cli(t, nil, "migrate", "export", "--dir", dir).must(t)
-	if !strings.Contains(r.stdout, "nothing to export") || len(dirNames(t, dir)) != 4 {
+	if !strings.Contains(r.stdout, "nothing to export") || len(dirNames(t, dir)) != total {
 		t.Fatalf("second export: %q, files %v; want nothing exported", r.stdout, dirNames(t, dir))
 	}
 
@@ -317,9 +354,14 @@ func TestMigrateExport(t *testing.T) {
 	// By default the versions are goose timestamps of now.
 	cli(t, nil, "migrate", "export", "--dir", other).must(t)
 	names := dirNames(t, other)
-	stamped := regexp.MustCompile(`^\d{14}_outboxkit_(outbox|inbox)\.sql$`)
-	if len(names) != 4 || !stamped.MatchString(names[2]) || !stamped.MatchString(names[3]) {
-		t.Fatalf("export with default versions: %v, want two timestamp-versioned files", names)
+	stamped := regexp.MustCompile(`^\d{14}_outboxkit_\w+\.sql$`)
+	if len(names) != total {
+		t.Fatalf("export with default versions: %v, want %d files", names, total)
+	}
+	for _, n := range names[2:] {
+		if !stamped.MatchString(n) {
+			t.Fatalf("export with default versions: %v, want timestamp-versioned files", names)
+		}
 	}
 }
 

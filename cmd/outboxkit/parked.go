@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 func init() {
 	register(&command{
 		name:    "parked",
-		summary: "list parked aggregates, or retry or skip one (list|retry|skip)",
+		summary: "list parked aggregates, retry them (one, a topic's, all) or skip one (list|retry|skip)",
 		run: func(ctx context.Context, e *env, args []string) error {
 			return subcommands(ctx, e, "outboxkit parked",
 				"An aggregate is parked when Kafka keeps refusing its next event for good (missing topic,\n"+
@@ -92,26 +93,74 @@ func aggregateArgs(fs *flagSet, args []string) (typ, id string, err error) {
 
 func parkedRetry(ctx context.Context, e *env, args []string) error {
 	const cmd = "outboxkit parked retry"
-	fs := newFlagSet(e, cmd, "<aggregate_type> <aggregate_id>",
+	fs := newFlagSet(e, cmd, "<aggregate_type> <aggregate_id> | --topic <topic> | --all",
 		"Release a parked aggregate: the relay publishes its events again, starting with the one that failed.\n"+
-			"Fix the cause first (create the topic, raise the broker's size limit), or it parks again.")
-	typ, id, err := aggregateArgs(fs, args)
+			"--topic releases every aggregate parked on an event for that topic, --all every parked aggregate.\n"+
+			"Fix the cause first (create the topic, raise the broker's size limit), or they park again.")
+	topic := fs.String("topic", "", "release every aggregate whose failed event is for `topic`")
+	all := fs.Bool("all", false, "release every parked aggregate")
+	pos, err := parseFlags(fs, args, false)
 	if err != nil {
 		return err
+	}
+	topicSet := false
+	fs.Visit(func(f *flag.Flag) { topicSet = topicSet || f.Name == "topic" })
+	switch {
+	case topicSet && *all:
+		return usagef(cmd, "--topic and --all do not go together")
+	case topicSet && *topic == "":
+		return usagef(cmd, "--topic needs a topic name")
+	case (topicSet || *all) && len(pos) > 0:
+		return usagef(cmd, "want no arguments with --topic or --all, got %d", len(pos))
+	case !topicSet && !*all && len(pos) != 2:
+		return usagef(cmd, "want 2 arguments, <aggregate_type> <aggregate_id>, got %d (or --topic <topic>, or --all)", len(pos))
 	}
 	conn, err := connect(ctx, e, cmd)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
-	if err := relay.RetryParked(ctx, conn, typ, id); err != nil {
-		if errors.Is(err, relay.ErrNotParked) {
-			return fmt.Errorf("parked retry: aggregate %s/%s is not parked", typ, id)
+	switch {
+	case *all:
+		n, err := relay.RetryAllParked(ctx, conn)
+		if err != nil {
+			return missingTables(err)
 		}
-		return missingTables(err)
+		if n == 0 {
+			fmt.Fprintln(e.stdout, "no parked aggregates: nothing to release")
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "released %d parked %s: the relay publishes their events again, starting with the ones that failed\n", n, plural(n, "aggregate"))
+	case topicSet:
+		n, err := relay.RetryParkedTopic(ctx, conn, *topic)
+		if err != nil {
+			return missingTables(err)
+		}
+		if n == 0 {
+			fmt.Fprintf(e.stdout, "no aggregate parked on topic %s: nothing to release\n", printable(*topic))
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "released %d %s parked on topic %s: the relay publishes their events again, starting with the ones that failed\n",
+			n, plural(n, "aggregate"), printable(*topic))
+	default:
+		typ, id := pos[0], pos[1]
+		if err := relay.RetryParked(ctx, conn, typ, id); err != nil {
+			if errors.Is(err, relay.ErrNotParked) {
+				return fmt.Errorf("parked retry: aggregate %s/%s is not parked", typ, id)
+			}
+			return missingTables(err)
+		}
+		fmt.Fprintf(e.stdout, "released %s/%s: the relay publishes its events again, starting with the one that failed\n", printable(typ), printable(id))
 	}
-	fmt.Fprintf(e.stdout, "released %s/%s: the relay publishes its events again, starting with the one that failed\n", printable(typ), printable(id))
 	return nil
+}
+
+// plural returns word, with an s unless n is 1.
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }
 
 func parkedSkip(ctx context.Context, e *env, args []string) error {

@@ -58,7 +58,8 @@ func setupParked(t *testing.T) *parkedBed {
 	return b
 }
 
-// park parks order/7 on its i-th event.
+// park parks order/7 on its i-th event, and marks its events parked as the
+// relay does (docs/design.md §2.7).
 func (b *parkedBed) park(t *testing.T, i int) {
 	t.Helper()
 	_, err := b.db.Pool.Exec(context.Background(), `INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error, attempts)
@@ -67,6 +68,26 @@ func (b *parkedBed) park(t *testing.T, i int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.mark(t)
+}
+
+// mark marks the events of every parked aggregate parked.
+func (b *parkedBed) mark(t *testing.T) {
+	t.Helper()
+	if _, err := b.db.Pool.Exec(context.Background(), `UPDATE outbox o SET parked = true FROM outbox_parked p
+		WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// markedCount counts the events marked parked.
+func (b *parkedBed) markedCount(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := b.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE parked`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // outboxSeqs returns the seqs left in the outbox.
@@ -148,6 +169,9 @@ func TestParkedSkip(t *testing.T) {
 	if n := b.parkedCount(t); n != 0 {
 		t.Errorf("%d parked aggregates after skip, want 0", n)
 	}
+	if n := b.markedCount(t); n != 0 {
+		t.Errorf("%d events still marked parked after skip, want 0", n)
+	}
 
 	r = cli(t, b.env, "parked", "skip", "--yes", "order", "7")
 	if r.code != 1 || !strings.Contains(r.stderr, "aggregate order/7 is not parked") {
@@ -171,6 +195,9 @@ func TestParkedRetry(t *testing.T) {
 	}
 	if left := b.outboxSeqs(t); len(left) != 4 {
 		t.Errorf("retry changed the outbox: %d events left, want all 4", len(left))
+	}
+	if n := b.markedCount(t); n != 0 {
+		t.Errorf("%d events still marked parked after retry, want 0", n)
 	}
 
 	r = cli(t, b.env, "parked", "retry", "order", "7")
@@ -207,5 +234,70 @@ VALUES ('order', $1, 1, gen_random_uuid(), 'orders', $2)`, "42"+evil, "refused: 
 	}
 	if !strings.Contains(r.stdout, `42\x1b[2J\x1b]0;owned\a`) {
 		t.Errorf("parked list does not show the escaped aggregate ID:\n%s", r.stdout)
+	}
+}
+
+// TestParkedRetryTopicAndAll parks order/7 on topic orders and two more
+// aggregates on topic payments, then releases by topic and all at once.
+func TestParkedRetryTopicAndAll(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupParked(t)
+	for _, agg := range []string{"9", "10"} {
+		var seq int64
+		var id uuid.UUID
+		if err := b.db.Pool.QueryRow(ctx, `INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload)
+VALUES ('payments', 'order', $1, 'E', '\x00') RETURNING seq, id`, agg).Scan(&seq, &id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.db.Pool.Exec(ctx, `INSERT INTO outbox_parked (aggregate_type, aggregate_id, seq, event_id, topic, error)
+VALUES ('order', $1, $2, $3, 'payments', 'topic does not exist')`, agg, seq, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mark(t)
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--all", "order", "7"}, "want no arguments with --topic or --all, got 2"},
+		{[]string{"--topic", "payments", "--all"}, "--topic and --all do not go together"},
+		{[]string{"--topic", ""}, "--topic needs a topic name"},
+	} {
+		r := cli(t, b.env, append([]string{"parked", "retry"}, tt.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("parked retry %q: exit %d, stderr %q; want 2 and %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+	if n := b.parkedCount(t); n != 3 {
+		t.Fatalf("%d parked aggregates after refused commands, want 3", n)
+	}
+
+	r := cli(t, b.env, "parked", "retry", "--topic", "payments").must(t)
+	if !strings.Contains(r.stdout, "released 2 aggregates parked on topic payments") {
+		t.Errorf("retry --topic payments: %q, want 'released 2 aggregates parked on topic payments'", r.stdout)
+	}
+	if n, m := b.parkedCount(t), b.markedCount(t); n != 1 || m != 3 {
+		t.Errorf("after retry --topic payments: %d parked aggregates, %d events marked; want order/7 alone, its 3 events", n, m)
+	}
+	r = cli(t, b.env, "parked", "retry", "--topic", "payments").must(t)
+	if !strings.Contains(r.stdout, "no aggregate parked on topic payments") {
+		t.Errorf("second retry --topic payments: %q, want 'no aggregate parked on topic payments'", r.stdout)
+	}
+
+	r = cli(t, b.env, "parked", "retry", "--all").must(t)
+	if !strings.Contains(r.stdout, "released 1 parked aggregate:") {
+		t.Errorf("retry --all: %q, want 'released 1 parked aggregate:'", r.stdout)
+	}
+	if n, m := b.parkedCount(t), b.markedCount(t); n != 0 || m != 0 {
+		t.Errorf("after retry --all: %d parked aggregates, %d events marked; want none", n, m)
+	}
+	if left := b.outboxSeqs(t); len(left) != 6 {
+		t.Errorf("retry changed the outbox: %d events left, want all 6", len(left))
+	}
+	r = cli(t, b.env, "parked", "retry", "--all").must(t)
+	if strings.TrimSpace(r.stdout) != "no parked aggregates: nothing to release" {
+		t.Errorf("retry --all with nothing parked: %q, want 'no parked aggregates: nothing to release'", r.stdout)
 	}
 }

@@ -35,6 +35,8 @@ type statusJSON struct {
 	PendingEvents       int64   `json:"pending_events"`
 	OldestPendingAgeSec float64 `json:"oldest_pending_age_seconds"`
 	ParkedAggregates    int64   `json:"parked_aggregates"`
+	// ParkedEvents counts the pending events parked aggregates hold back.
+	ParkedEvents int64 `json:"parked_events"`
 	// DeadLetters is null when the inbox migration is not applied.
 	DeadLetters    *int64      `json:"dead_letters"`
 	RelayInstances int64       `json:"relay_instances"`
@@ -88,6 +90,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		PendingEvents:       st.Pending,
 		OldestPendingAgeSec: st.OldestAge.Seconds(),
 		ParkedAggregates:    st.Parked,
+		ParkedEvents:        st.ParkedEvents,
 		RelayInstances:      st.Members,
 		ShardsOwned:         len(st.Owners),
 		Shards:              relay.NumShards,
@@ -133,6 +136,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(tw, "pending events\t%d\n", out.PendingEvents)
 	fmt.Fprintf(tw, "oldest pending\t%s\n", formatAge(st.OldestAge))
 	fmt.Fprintf(tw, "parked aggregates\t%d\n", out.ParkedAggregates)
+	fmt.Fprintf(tw, "parked events\t%d\n", out.ParkedEvents)
 	if out.DeadLetters != nil {
 		fmt.Fprintf(tw, "dead letters\t%d\n", *out.DeadLetters)
 	} else {

@@ -57,11 +57,11 @@ func TestStatus(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // let the oldest event age
 
 	st = readStatus(t, env)
-	if st.PendingEvents != 3 || st.ParkedAggregates != 1 || st.DeadLetters == nil || *st.DeadLetters != 1 || st.OldestPendingAgeSec <= 0 {
-		t.Fatalf("with a backlog: %+v, want 3 pending, 1 parked, 1 dead letter (the re-driven one not counted), an age > 0", st)
+	if st.PendingEvents != 3 || st.ParkedAggregates != 1 || st.ParkedEvents != 1 || st.DeadLetters == nil || *st.DeadLetters != 1 || st.OldestPendingAgeSec <= 0 {
+		t.Fatalf("with a backlog: %+v, want 3 pending, 1 parked with 1 event, 1 dead letter (the re-driven one not counted), an age > 0", st)
 	}
 	r := cli(t, env, "status").must(t)
-	for _, re := range []string{`pending events\s+3\n`, `parked aggregates\s+1\n`, `dead letters\s+1\n`, `relay instances\s+0\n`, `shards owned\s+0 of 64\n`, `oldest pending\s+\d`} {
+	for _, re := range []string{`pending events\s+3\n`, `parked aggregates\s+1\n`, `parked events\s+1\n`, `dead letters\s+1\n`, `relay instances\s+0\n`, `shards owned\s+0 of 64\n`, `oldest pending\s+\d`} {
 		if !regexp.MustCompile(re).MatchString(r.stdout) {
 			t.Errorf("status output does not match %q:\n%s", re, r.stdout)
 		}
