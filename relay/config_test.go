@@ -120,3 +120,21 @@ func TestRunRefusesCachedSequence(t *testing.T) {
 	b.startRelay(relay.Config{})
 	b.waitDrained(30 * time.Second)
 }
+
+// A database migrated by an older outboxkit (before migration 00005 added
+// outbox.parked) gets one line saying to apply the migrations, not a relay
+// whose every read fails.
+func TestRunRefusesOutdatedSchema(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	if _, err := b.db.Pool.Exec(t.Context(), `DROP INDEX IF EXISTS outbox_pending_idx; ALTER TABLE outbox DROP COLUMN parked CASCADE`); err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(b.db.Pool, relay.Config{Brokers: b.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(t.Context()); !errors.Is(err, relay.ErrOutdatedSchema) || !strings.Contains(err.Error(), "apply the migrations") {
+		t.Fatalf("Run on a schema without outbox.parked: got %v, want ErrOutdatedSchema telling to apply the migrations", err)
+	}
+}

@@ -15,6 +15,10 @@ import (
 // table: apply the migrations first.
 var ErrNoOutboxTable = errors.New("relay: table outbox or outbox_parked does not exist; apply the migrations (outboxkit migrate up, or goose -dir migrations -table outboxkit_db_version postgres \"$DATABASE_URL\" up)")
 
+// ErrOutdatedSchema is returned by [Relay.Run] when the outbox tables exist
+// but lack what this relay needs from a later migration.
+var ErrOutdatedSchema = errors.New("relay: the outbox tables are from an older outboxkit (outbox.parked is missing); apply the migrations (outboxkit migrate up, or goose -dir migrations -table outboxkit_db_version postgres \"$DATABASE_URL\" up)")
+
 // Relay publishes outbox events to Kafka. Create it with [New] and start it
 // with [Relay.Run]; several instances, in one process or many, share the work.
 type Relay struct {
@@ -139,7 +143,7 @@ func (r *Relay) runTable(ctx context.Context) error {
 			return nil
 		}
 		var seqErr *SequenceCacheError
-		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrUnstableSession) || errors.As(err, &seqErr) {
+		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrOutdatedSchema) || errors.Is(err, ErrUnstableSession) || errors.As(err, &seqErr) {
 			return err
 		}
 		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)

@@ -123,10 +123,13 @@ func (r *Relay) connect(ctx context.Context, appName string) (_ *lockSession, er
 		}
 	}()
 
-	if _, err := conn.Exec(ctx, "SELECT 1 FROM outbox, outbox_parked LIMIT 0"); err != nil {
+	if _, err := conn.Exec(ctx, "SELECT o.parked FROM outbox o, outbox_parked LIMIT 0"); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
 			return nil, ErrNoOutboxTable
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column: before migration 00005
+			return nil, ErrOutdatedSchema
 		}
 		return nil, fmt.Errorf("relay: check outbox table: %w", err)
 	}
