@@ -59,8 +59,11 @@ import (
 )
 
 func main() {
-	if os.Getenv(envRole) == "consumer" {
+	switch os.Getenv(envRole) {
+	case "consumer":
 		os.Exit(runConsumer())
+	case "forwarder":
+		os.Exit(runForwarder())
 	}
 	os.Exit(run())
 }
@@ -110,6 +113,8 @@ type chaosRun struct {
 	root       string // the outboxkit module
 	broker     *brokerControl
 	brokerNote string
+	cluster    *clusterControl // -cluster: the three-node cluster's control
+	kinds      []weightedKind  // -faults
 
 	// Set by setup.
 	dir      string // the relay binary and the processes' logs
@@ -195,6 +200,9 @@ type options struct {
 	faultEvery   time.Duration
 	brokerFaults bool
 	brokerGap    time.Duration
+	cluster      bool
+	netnsRelays  int
+	faults       string
 	minFaults    int
 	minKinds     int
 	drainTimeout time.Duration
@@ -215,7 +223,10 @@ func parseFlags() options {
 	flag.IntVar(&o.consumers, "consumers", 3, "consumer processes (joins and leaves keep it within one of this)")
 	flag.DurationVar(&o.faultEvery, "fault-every", 3*time.Second, "mean time between faults (each wait is 0.5-1.5 times this)")
 	flag.BoolVar(&o.brokerFaults, "broker-faults", true, "stop and kill the broker too (only the one scripts/services.sh manages)")
-	flag.DurationVar(&o.brokerGap, "broker-gap", 15*time.Second, "quiet time after a broker restart before the next broker fault")
+	flag.DurationVar(&o.brokerGap, "broker-gap", 15*time.Second, "quiet time after a broker restart (or a leader kill) before the next one")
+	flag.BoolVar(&o.cluster, "cluster", false, "run on the three-node cluster (brokers from scripts/services.sh cluster-env, topic with 3 replicas, min ISR 2) and kill partition leaders")
+	flag.IntVar(&o.netnsRelays, "netns-relays", 0, "relays that run each in a network namespace of their own, whose link the network faults cut and slow down (needs root and iproute2)")
+	flag.StringVar(&o.faults, "faults", "all", "fault kinds to draw from, kind[=weight],... (a kind without a weight keeps its default); kinds the setup cannot inject are left out")
 	flag.IntVar(&o.minFaults, "min-faults", 20, "fail when fewer faults were injected")
 	flag.IntVar(&o.minKinds, "min-kinds", 4, "fail when fewer kinds of faults were injected")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 3*time.Minute, "how long to wait for the drain after the load")

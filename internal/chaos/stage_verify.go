@@ -36,7 +36,7 @@ func (r *chaosRun) verify(ctx context.Context) error {
 		o: o, rep: rep, written: r.written, last: r.last, drained: r.drained,
 		load: w.loads.Load(), hot: w.hot.Load(), late: w.late.Load(),
 		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
-		faults: total, skipped: skipped, counts: counts, unexpected: r.fleet.unexpectedExits(),
+		faults: total, skipped: skipped, counts: counts, kinds: r.faults.kinds, unexpected: r.fleet.unexpectedExits(),
 		records: records, recordsErr: recErr, brokerNote: r.brokerNote,
 	}
 	res.violations = violations(o, rep, r.drained, total, len(counts))
