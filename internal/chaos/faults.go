@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -35,9 +36,10 @@ const (
 )
 
 // faultKinds lists the kinds in a fixed order with their default weights.
-// A run draws among the kinds it enables (-faults, and what the setup
-// allows: broker faults need the broker scripts/services.sh runs, network
-// faults relays in namespaces, leader kills the cluster). When the drawn
+// A run enables the kinds -faults names that its setup allows (broker
+// faults need the broker scripts/services.sh runs, network faults relays in
+// namespaces, leader kills the cluster), opens with each of them once
+// (nextKind), then draws among them by weight. When the drawn
 // kind cannot be injected at that moment (no consumer may leave, the broker
 // is busy), the next enabled kind in this order that can is used, so the
 // random stream stays the same whatever happens.
@@ -149,6 +151,21 @@ func choose(kinds []weightedKind, roll int, eligible func(string) bool) string {
 	return ""
 }
 
+// nextKind is the kind of the next fault. A run opens with every enabled
+// kind once, in the seeded order opening: the first kind of it not yet
+// injected that is eligible now comes next, so that even a 2-minute run
+// covers each kind (a weight-1 kind could otherwise miss it) and an
+// ineligible one is only put off. Once all were injected, or none that is
+// left is eligible, roll draws by weight (choose).
+func nextKind(opening []string, injected map[string]int, kinds []weightedKind, roll int, eligible func(string) bool) string {
+	for _, k := range opening {
+		if injected[k] == 0 && eligible(k) {
+			return k
+		}
+	}
+	return choose(kinds, roll, eligible)
+}
+
 func totalWeight(kinds []weightedKind) int {
 	total := 0
 	for _, k := range kinds {
@@ -209,7 +226,7 @@ type injector struct {
 	cluster *clusterControl // nil: leader kills are off
 	// netnsRelays is how many relays run in a namespace of their own.
 	netnsRelays int
-	logf    func(format string, args ...any)
+	logf        func(format string, args ...any)
 
 	minConsumers, maxConsumers int
 
@@ -232,6 +249,10 @@ func newInjector(seed uint64) *injector {
 // progress, if any, to bring the broker back.
 func (in *injector) run(ctx context.Context) {
 	total := totalWeight(in.kinds)
+	var opening []string
+	for _, i := range in.rng.Perm(len(in.kinds)) {
+		opening = append(opening, in.kinds[i].name)
+	}
 	for {
 		pause := time.Duration((0.5 + in.rng.Float64()) * float64(in.every))
 		// Every draw happens whether or not it is used, so the plan for a
@@ -240,7 +261,10 @@ func (in *injector) run(ctx context.Context) {
 		if !wait.Sleep(ctx, pause) {
 			return
 		}
-		if kind := choose(in.kinds, roll, in.eligible); kind != "" {
+		in.mu.Lock()
+		injected := maps.Clone(in.counts)
+		in.mu.Unlock()
+		if kind := nextKind(opening, injected, in.kinds, roll, in.eligible); kind != "" {
 			in.inject(ctx, kind, target, param, variant)
 		}
 	}
