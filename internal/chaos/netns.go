@@ -36,6 +36,7 @@ const envForward = "OUTBOXKIT_CHAOS_FORWARD"
 type netns struct {
 	name     string
 	hostIf   string
+	nsIf     string
 	hostAddr string
 	nsAddr   string
 
@@ -66,10 +67,11 @@ func newNetns(selfBin, logDir string, targets []string, logf func(string, ...any
 	n := &netns{
 		name:     "okc-" + id,
 		hostIf:   "okc" + id + "h",
+		nsIf:     "okc" + id + "n",
 		hostAddr: fmt.Sprintf("10.214.%d.%d", b[1], base+1),
 		nsAddr:   fmt.Sprintf("10.214.%d.%d", b[1], base+2),
 	}
-	nsIf := "okc" + id + "n"
+	nsIf := n.nsIf
 	steps := [][]string{
 		{"netns", "add", n.name},
 		{"link", "add", n.hostIf, "type", "veth", "peer", "name", nsIf},
@@ -156,8 +158,25 @@ func (n *netns) command(name string, args ...string) *exec.Cmd {
 // cut takes the link down: nothing passes either way until restore.
 func (n *netns) cut() error { return ip("link", "set", n.hostIf, "down") }
 
-// restore brings the link back up; connections that outlived the cut carry on.
-func (n *netns) restore() error { return ip("link", "set", n.hostIf, "up") }
+// restore brings the link back up and waits, up to 5s, until it carries
+// traffic again (the veth takes a moment to report its carrier);
+// connections that outlived the cut carry on.
+func (n *netns) restore() error {
+	if err := ip("link", "set", n.hostIf, "up"); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("ip", "-o", "link", "show", "dev", n.hostIf).Output()
+		if err == nil && strings.Contains(string(out), "LOWER_UP") && strings.Contains(string(out), "state UP") {
+			// Addresses that failed to resolve during the cut would stay
+			// unreachable for a while.
+			_ = ip("neigh", "flush", "dev", n.hostIf)
+			_ = ip("-n", n.name, "neigh", "flush", "dev", n.nsIf)
+			return nil
+		}
+	}
+	return fmt.Errorf("netns %s: link %s not up 5s after ip link set up", n.name, n.hostIf)
+}
 
 // slow delays every chunk each host-side forwarder passes on, both ways,
 // by d (0: no delay).
