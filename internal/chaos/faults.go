@@ -106,6 +106,31 @@ func parseFaults(spec string) ([]weightedKind, error) {
 	return out, nil
 }
 
+// requiredKinds resolves the -require flag against the enabled kinds: "all"
+// is every one of them, and a kind the run cannot inject is an error.
+func requiredKinds(spec string, enabled []weightedKind) ([]string, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, nil
+	}
+	if spec == "all" {
+		return strings.Split(kindNames(enabled), ", "), nil
+	}
+	var out []string
+	for _, name := range strings.Split(spec, ",") {
+		name = strings.TrimSpace(name)
+		found := false
+		for _, k := range enabled {
+			found = found || k.name == name
+		}
+		if !found {
+			return nil, fmt.Errorf("-require: %q is not among the fault kinds this run injects (%s)", name, kindNames(enabled))
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
 // kindWeights prints kinds as kind=weight,..., the -faults syntax.
 func kindWeights(kinds []weightedKind) string {
 	parts := make([]string, len(kinds))

@@ -93,6 +93,22 @@ func TestNextKindOpensWithEveryKind(t *testing.T) {
 	}
 }
 
+func TestRequiredKinds(t *testing.T) {
+	enabled := []weightedKind{{faultKillRelay, 3}, {faultPauseRelay, 2}, {faultPauseConsumer, 2}}
+	if got, err := requiredKinds("all", enabled); err != nil || strings.Join(got, ",") != "kill-relay,pause-relay,pause-consumer" {
+		t.Errorf(`requiredKinds("all") = %v, %v; want every enabled kind`, got, err)
+	}
+	if got, err := requiredKinds("pause-relay, pause-consumer", enabled); err != nil || len(got) != 2 {
+		t.Errorf("requiredKinds(two pauses) = %v, %v", got, err)
+	}
+	if _, err := requiredKinds(faultCutRelay, enabled); err == nil {
+		t.Errorf("requiring a kind the run does not inject: no error")
+	}
+	if got, err := requiredKinds("", enabled); err != nil || got != nil {
+		t.Errorf(`requiredKinds("") = %v, %v; want none`, got, err)
+	}
+}
+
 func TestQuietFor(t *testing.T) {
 	for _, p := range []float64{0, 0.5, 0.999} {
 		d := quietFor(5*time.Second, 20*time.Second, p)

@@ -342,6 +342,19 @@ func (f *fleet) counts(role string) (running, wanted int) {
 	return running, wanted
 }
 
+// quietNow lists the members under a quiet fault, as name:fault.
+func (f *fleet) quietNow() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range f.members {
+		if m.quiet != "" {
+			out = append(out, m.name+":"+m.quiet)
+		}
+	}
+	return out
+}
+
 // unexpectedExits returns how many processes exited without being asked to.
 func (f *fleet) unexpectedExits() int {
 	f.mu.Lock()

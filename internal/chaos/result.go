@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ type result struct {
 	faults, skipped     int
 	counts              map[string]int
 	kinds               []weightedKind // the enabled kinds
+	required            []string       // -require
 	unexpected          int
 	records             int64
 	recordsErr          error
@@ -74,7 +76,11 @@ func (r result) table() string {
 	}
 	sort.Strings(other)
 	for _, k := range append(kinds, other...) {
-		row("  "+k, strconv.Itoa(r.counts[k]), "")
+		note := ""
+		if slices.Contains(r.required, k) {
+			note = "at least 1 (-require)"
+		}
+		row("  "+k, strconv.Itoa(r.counts[k]), note)
 	}
 	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d, of %d enabled; broker faults %s", r.o.minKinds, len(r.kinds), r.brokerNote))
 	row("faults skipped", strconv.Itoa(r.skipped), "target gone, no session to terminate, no leader found")

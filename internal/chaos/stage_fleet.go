@@ -64,10 +64,16 @@ func (r *chaosRun) startFleet() error {
 		}
 	}
 	r.logf("started %d relays (%d in network namespaces) and %d consumers", o.relays, o.netnsRelays, o.consumers)
-	var off []string
+	var (
+		off []string
+		err error
+	)
 	in.kinds, off = enabledKinds(r.kinds, in.whyOff)
 	if len(in.kinds) == 0 {
 		return failf(2, "-faults: none of the chosen fault kinds can be injected here: %s", strings.Join(off, ", "))
+	}
+	if r.required, err = requiredKinds(o.require, in.kinds); err != nil {
+		return failf(2, "%v", err)
 	}
 	r.logf("fault kinds: %s", kindWeights(in.kinds))
 	if len(off) > 0 {
