@@ -11,9 +11,16 @@ import (
 )
 
 // clusterBrokers returns the three-node cluster's addresses, from
-// scripts/services.sh cluster-env (KAFKA_BROKERS=host:port,...).
+// scripts/services.sh cluster-env (KAFKA_BROKERS=host:port,...), once
+// cluster-status says every node is up: the run kills and starts the nodes
+// scripts/services.sh runs for OUTBOXKIT_STATE, and must not start from a
+// degraded cluster.
 func clusterBrokers(root string) (string, error) {
 	b := &brokerControl{script: filepath.Join(root, "scripts", "services.sh")}
+	status, err := b.services("cluster-status")
+	if err != nil || !strings.Contains(status, "cluster: up") {
+		return "", fmt.Errorf("scripts/services.sh cluster-status does not report the cluster up (%v): %s", err, status)
+	}
 	out, err := b.services("cluster-env")
 	if err != nil {
 		return "", fmt.Errorf("scripts/services.sh cluster-env: %v: %s", err, out)

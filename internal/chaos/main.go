@@ -123,7 +123,7 @@ type chaosRun struct {
 	broker     *brokerControl
 	brokerNote string
 	cluster    *clusterControl // -cluster: the three-node cluster's control
-	kinds      []weightedKind  // -faults
+	kinds      []weightedKind  // -faults, less the kinds this setup cannot inject
 	required   []string        // -require, resolved against the enabled kinds
 
 	// Set by setup.

@@ -17,7 +17,7 @@ func (r *chaosRun) startFleet() error {
 	})
 	in := newInjector(o.seed)
 	in.fleet, in.admin, in.dbName, in.every, in.broker, in.logf = r.fleet, r.admin, r.dbName, o.faultEvery, r.broker, r.logf
-	in.cluster, in.netnsRelays = r.cluster, o.netnsRelays
+	in.kinds, in.cluster, in.netnsRelays = r.kinds, r.cluster, o.netnsRelays
 	in.minConsumers, in.maxConsumers = max(1, o.consumers-1), o.consumers+1
 	r.faults = in
 
@@ -64,20 +64,5 @@ func (r *chaosRun) startFleet() error {
 		}
 	}
 	r.logf("started %d relays (%d in network namespaces) and %d consumers", o.relays, o.netnsRelays, o.consumers)
-	var (
-		off []string
-		err error
-	)
-	in.kinds, off = enabledKinds(r.kinds, in.whyOff)
-	if len(in.kinds) == 0 {
-		return failf(2, "-faults: none of the chosen fault kinds can be injected here: %s", strings.Join(off, ", "))
-	}
-	if r.required, err = requiredKinds(o.require, in.kinds); err != nil {
-		return failf(2, "%v", err)
-	}
-	r.logf("fault kinds: %s", kindWeights(in.kinds))
-	if len(off) > 0 {
-		r.logf("fault kinds off: %s", strings.Join(off, ", "))
-	}
 	return nil
 }

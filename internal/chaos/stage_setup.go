@@ -78,6 +78,20 @@ func configure(o options) (*chaosRun, error) {
 		}
 	}
 	r.logf("broker faults: %s", r.brokerNote)
+
+	// The kinds this setup can inject, with why the others are off.
+	setup := &injector{broker: r.broker, cluster: r.cluster, netnsRelays: o.netnsRelays}
+	var off []string
+	if r.kinds, off = enabledKinds(r.kinds, setup.whyOff); len(r.kinds) == 0 {
+		return nil, failf(2, "-faults: none of the chosen fault kinds can be injected here: %s", strings.Join(off, ", "))
+	}
+	if r.required, err = requiredKinds(o.require, r.kinds); err != nil {
+		return nil, failf(2, "%v", err)
+	}
+	r.logf("fault kinds: %s", kindWeights(r.kinds))
+	if len(off) > 0 {
+		r.logf("fault kinds off: %s", strings.Join(off, ", "))
+	}
 	return r, nil
 }
 
