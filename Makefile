@@ -107,18 +107,33 @@ bench-relay: services
 bench-relay-quick: services
 	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
 
-.PHONY: chaos chaos-short
+.PHONY: chaos chaos-short chaos-cluster
 
 DURATION ?= 15m
 SEED ?= 0
 
-## chaos: the long chaos run, on demand: writers, 2 relays, 3 consumers and random faults (kills, pg_terminate_backend, broker restarts, joins, leaves) for DURATION, then drain and verify; SEED=0 picks a seed and prints it; CHAOS_FLAGS adds flags
+## chaos: the long chaos run, on demand: writers, 2 relays, 3 consumers and random faults (kills, pg_terminate_backend, broker restarts,
+## joins, leaves, relay and consumer pauses) for DURATION, then drain and verify (docs/chaos.md); SEED=0 picks a seed and prints it;
+## CHAOS_FLAGS adds flags: -faults kind[=weight],... -require kind,...|all -netns-relays N -rate N -fault-every D
 chaos: services
 	$(GO) run ./internal/chaos -duration $(DURATION) -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
-## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds
+## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds,
+## relay and consumer pauses (SIGSTOP 5-20s) among them
 chaos-short: services
-	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+
+CHAOS_CLUSTER_RATE ?= 1000
+
+## chaos-cluster: the chaos run on the three-node cluster with every fault kind it can inject (all but the single broker's): relay-1 in a
+## network namespace (cut and slowed links), partition-leader kills; CHAOS_CLUSTER_RATE (1000) events/s for DURATION (15m); needs root
+## and iproute2; brings the cluster up, runs, brings it down (docs/chaos.md); CHAOS_FLAGS adds flags
+chaos-cluster:
+	@scripts/services.sh postgres
+	@scripts/services.sh cluster-up
+	$(GO) run ./internal/chaos -cluster -netns-relays 1 -rate $(CHAOS_CLUSTER_RATE) -duration $(DURATION) -seed $(SEED) \
+	  -min-faults 100 -min-kinds 11 -require all -drain-timeout 10m $(CHAOS_FLAGS); rc=$$?; \
+	  scripts/services.sh cluster-down; exit $$rc
 
 .PHONY: bench-peers bench-peers-quick postgres-logical
 

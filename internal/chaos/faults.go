@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,16 +28,22 @@ const (
 	faultConsumerLeave  = "consumer-leave"        // SIGTERM a consumer: it leaves the group
 	faultBrokerRestart  = "broker-restart"        // stop the broker (SIGTERM), start it 1-6s later
 	faultBrokerKill     = "broker-kill"           // SIGKILL the broker, start it 1-6s later
+	faultPauseRelay     = "pause-relay"           // SIGSTOP a relay, SIGCONT 5-20s later
+	faultPauseConsumer  = "pause-consumer"        // SIGSTOP a consumer, SIGCONT 5-20s later
+	faultCutRelay       = "cut-relay-network"     // take a namespaced relay's link down, up again 5-20s later
+	faultSlowRelay      = "slow-relay-network"    // delay a namespaced relay's traffic 50-200ms each way for 10-30s
+	faultKillLeader     = "kill-partition-leader" // SIGKILL the cluster node leading most partitions, start it 5-20s later
 )
 
-// faultKinds lists the kinds in a fixed order with their weights. When the
-// drawn kind cannot be injected (no consumer may leave, the broker is busy),
-// the next kind in this order that can is used, so the random stream stays
-// the same whatever happens.
-var faultKinds = []struct {
-	name   string
-	weight int
-}{
+// faultKinds lists the kinds in a fixed order with their default weights.
+// A run enables the kinds -faults names that its setup allows (broker
+// faults need the broker scripts/services.sh runs, network faults relays in
+// namespaces, leader kills the cluster), opens with each of them once
+// (nextKind), then draws among them by weight. When the drawn
+// kind cannot be injected at that moment (no consumer may leave, the broker
+// is busy), the next enabled kind in this order that can is used, so the
+// random stream stays the same whatever happens.
+var faultKinds = []weightedKind{
 	{faultKillRelay, 3},
 	{faultKillConsumer, 3},
 	{faultPGTermRelay, 2},
@@ -43,6 +52,151 @@ var faultKinds = []struct {
 	{faultConsumerLeave, 2},
 	{faultBrokerRestart, 1},
 	{faultBrokerKill, 1},
+	{faultPauseRelay, 2},
+	{faultPauseConsumer, 2},
+	{faultCutRelay, 2},
+	{faultSlowRelay, 1},
+	{faultKillLeader, 1},
+}
+
+// weightedKind is a fault kind and its weight in the draw.
+type weightedKind struct {
+	name   string
+	weight int
+}
+
+// parseFaults turns the -faults flag (kind[=weight],... or "all") into the
+// kinds to draw from, in faultKinds' order; a kind without a weight keeps
+// its default.
+func parseFaults(spec string) ([]weightedKind, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" || spec == "all" {
+		return append([]weightedKind(nil), faultKinds...), nil
+	}
+	chosen := map[string]int{}
+	for _, item := range strings.Split(spec, ",") {
+		name, w, hasW := strings.Cut(strings.TrimSpace(item), "=")
+		weight := -1
+		for _, k := range faultKinds {
+			if k.name == name {
+				weight = k.weight
+			}
+		}
+		if weight < 0 {
+			return nil, fmt.Errorf("-faults: unknown fault kind %q (kinds: %s)", name, kindNames(faultKinds))
+		}
+		if hasW {
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("-faults: weight of %s must be a whole number >= 0, got %q", name, w)
+			}
+			weight = n
+		}
+		chosen[name] = weight
+	}
+	var out []weightedKind
+	for _, k := range faultKinds {
+		if w, ok := chosen[k.name]; ok && w > 0 {
+			out = append(out, weightedKind{k.name, w})
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-faults: no fault kind with a weight above 0")
+	}
+	return out, nil
+}
+
+// requiredKinds resolves the -require flag against the enabled kinds: "all"
+// is every one of them, and a kind the run cannot inject is an error.
+func requiredKinds(spec string, enabled []weightedKind) ([]string, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, nil
+	}
+	if spec == "all" {
+		return strings.Split(kindNames(enabled), ", "), nil
+	}
+	var out []string
+	for _, name := range strings.Split(spec, ",") {
+		name = strings.TrimSpace(name)
+		found := false
+		for _, k := range enabled {
+			found = found || k.name == name
+		}
+		if !found {
+			return nil, fmt.Errorf("-require: %q is not among the fault kinds this run injects (%s)", name, kindNames(enabled))
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// kindWeights prints kinds as kind=weight,..., the -faults syntax.
+func kindWeights(kinds []weightedKind) string {
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s=%d", k.name, k.weight)
+	}
+	return strings.Join(parts, ",")
+}
+
+func kindNames(kinds []weightedKind) string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// enabledKinds keeps the kinds the run can inject at all; off says why
+// each one left out is.
+func enabledKinds(kinds []weightedKind, why func(kind string) string) (on []weightedKind, off []string) {
+	for _, k := range kinds {
+		if reason := why(k.name); reason != "" {
+			off = append(off, k.name+" ("+reason+")")
+			continue
+		}
+		on = append(on, k)
+	}
+	return on, off
+}
+
+// choose returns the kind a roll in [0, total weight) picks, or the next
+// one in order that eligible accepts; "" when none does.
+func choose(kinds []weightedKind, roll int, eligible func(string) bool) string {
+	i := 0
+	for ; i < len(kinds)-1 && roll >= kinds[i].weight; i++ {
+		roll -= kinds[i].weight
+	}
+	for k := range kinds {
+		if kind := kinds[(i+k)%len(kinds)].name; eligible(kind) {
+			return kind
+		}
+	}
+	return ""
+}
+
+// nextKind is the kind of the next fault. A run opens with every enabled
+// kind once, in the seeded order opening: the first kind of it not yet
+// injected that is eligible now comes next, so that even a 2-minute run
+// covers each kind (a weight-1 kind could otherwise miss it) and an
+// ineligible one is only put off. Once all were injected, or none that is
+// left is eligible, roll draws by weight (choose).
+func nextKind(opening []string, injected map[string]int, kinds []weightedKind, roll int, eligible func(string) bool) string {
+	for _, k := range opening {
+		if injected[k] == 0 && eligible(k) {
+			return k
+		}
+	}
+	return choose(kinds, roll, eligible)
+}
+
+func totalWeight(kinds []weightedKind) int {
+	total := 0
+	for _, k := range kinds {
+		total += k.weight
+	}
+	return total
 }
 
 // brokerControl stops and starts the Kafka broker with scripts/services.sh,
@@ -53,11 +207,11 @@ type brokerControl struct {
 	gap    time.Duration // quiet time after one broker fault before the next
 }
 
-// services runs scripts/services.sh sub and returns its output.
-func (b *brokerControl) services(sub string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+// services runs scripts/services.sh with args and returns its output.
+func (b *brokerControl) services(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, b.script, sub).CombinedOutput()
+	out, err := exec.CommandContext(ctx, b.script, args...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -87,13 +241,17 @@ func (b *brokerControl) start(logf func(string, ...any)) error {
 // injector injects one fault every few seconds, chosen with its own seeded
 // generator.
 type injector struct {
-	rng    *rand.Rand
-	fleet  *fleet
-	admin  *pgxpool.Pool
-	dbName string
-	every  time.Duration
-	broker *brokerControl // nil: broker faults are off
-	logf   func(format string, args ...any)
+	rng     *rand.Rand
+	kinds   []weightedKind // the enabled kinds, in faultKinds' order
+	fleet   *fleet
+	admin   *pgxpool.Pool
+	dbName  string
+	every   time.Duration
+	broker  *brokerControl  // nil: broker faults are off
+	cluster *clusterControl // nil: leader kills are off
+	// netnsRelays is how many relays run in a namespace of their own.
+	netnsRelays int
+	logf        func(format string, args ...any)
 
 	minConsumers, maxConsumers int
 
@@ -115,9 +273,10 @@ func newInjector(seed uint64) *injector {
 // run injects faults until ctx ends; finish waits for the broker fault in
 // progress, if any, to bring the broker back.
 func (in *injector) run(ctx context.Context) {
-	total := 0
-	for _, k := range faultKinds {
-		total += k.weight
+	total := totalWeight(in.kinds)
+	var opening []string
+	for _, i := range in.rng.Perm(len(in.kinds)) {
+		opening = append(opening, in.kinds[i].name)
 	}
 	for {
 		pause := time.Duration((0.5 + in.rng.Float64()) * float64(in.every))
@@ -127,19 +286,35 @@ func (in *injector) run(ctx context.Context) {
 		if !wait.Sleep(ctx, pause) {
 			return
 		}
-		i := 0
-		for ; roll >= faultKinds[i].weight; i++ {
-			roll -= faultKinds[i].weight
-		}
-		for k := range faultKinds {
-			kind := faultKinds[(i+k)%len(faultKinds)].name
-			if in.eligible(kind) {
-				in.inject(ctx, kind, target, param, variant)
-				break
-			}
+		in.mu.Lock()
+		injected := maps.Clone(in.counts)
+		in.mu.Unlock()
+		if kind := nextKind(opening, injected, in.kinds, roll, in.eligible); kind != "" {
+			in.inject(ctx, kind, target, param, variant)
 		}
 	}
 }
+
+// whyOff says why the run cannot inject kind at all, or "".
+func (in *injector) whyOff(kind string) string {
+	switch kind {
+	case faultBrokerRestart, faultBrokerKill:
+		if in.broker == nil {
+			return "no broker scripts/services.sh runs alone"
+		}
+	case faultCutRelay, faultSlowRelay:
+		if in.netnsRelays == 0 {
+			return "no relay in a network namespace: -netns-relays"
+		}
+	case faultKillLeader:
+		if in.cluster == nil {
+			return "not on the cluster: -cluster"
+		}
+	}
+	return ""
+}
+
+func inNetns(m *member) bool { return m.netns != nil }
 
 func (in *injector) eligible(kind string) bool {
 	switch kind {
@@ -155,6 +330,17 @@ func (in *injector) eligible(kind string) bool {
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		return in.broker != nil && !in.brokerOff && !in.brokerBusy && time.Since(in.brokerEnd) >= in.broker.gap
+	case faultKillLeader:
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return in.cluster != nil && !in.brokerBusy && time.Since(in.brokerEnd) >= in.cluster.gap
+	case faultPauseRelay:
+		// A survivor takes the paused relay's shards over.
+		return len(in.fleet.running(roleRelay)) > 1
+	case faultPauseConsumer:
+		return len(in.fleet.running(roleConsumer)) > 1
+	case faultCutRelay, faultSlowRelay:
+		return len(in.fleet.runningIf(roleRelay, inNetns)) > 0 && len(in.fleet.running(roleRelay)) > 1
 	}
 	return false
 }
@@ -246,7 +432,33 @@ func (in *injector) inject(ctx context.Context, kind string, target uint64, para
 		in.mu.Unlock()
 		down := time.Second + time.Duration(param*5000)*time.Millisecond
 		in.wg.Go(func() { in.brokerFault(kind, down) })
+
+	case faultKillLeader:
+		in.mu.Lock()
+		in.brokerBusy = true
+		in.mu.Unlock()
+		in.wg.Go(func() { in.leaderKill(kind, quietFor(5*time.Second, 20*time.Second, param)) })
+
+	case faultPauseRelay, faultPauseConsumer:
+		role := roleRelay
+		if kind == faultPauseConsumer {
+			role = roleConsumer
+		}
+		in.pause(kind, pick(in.fleet.running(role), target), quietFor(5*time.Second, 20*time.Second, param))
+
+	case faultCutRelay:
+		in.cut(kind, pick(in.fleet.runningIf(roleRelay, inNetns), target), quietFor(5*time.Second, 20*time.Second, param))
+
+	case faultSlowRelay:
+		// variant picks the delay, param the duration: both from the plan.
+		delay := 50*time.Millisecond + time.Duration(variant)*75*time.Millisecond
+		in.slow(kind, pick(in.fleet.runningIf(roleRelay, inNetns), target), delay, quietFor(10*time.Second, 30*time.Second, param))
 	}
+}
+
+// quietFor maps param in [0, 1) onto [lo, hi).
+func quietFor(lo, hi time.Duration, param float64) time.Duration {
+	return lo + time.Duration(param*float64(hi-lo)).Round(time.Millisecond)
 }
 
 // terminate ends the chaos database's client sessions named app or
@@ -304,10 +516,13 @@ func (in *injector) brokerFault(kind string, down time.Duration) {
 		time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 }
 
-// finish waits for a broker fault in progress and makes sure the broker
-// answers.
+// finish waits for the broker or cluster fault and the quiet faults in
+// progress to end, and makes sure the broker (every cluster node) answers.
 func (in *injector) finish() error {
 	in.wg.Wait()
+	if in.cluster != nil {
+		return in.cluster.ensureUp(in.logf)
+	}
 	if in.broker == nil || in.broker.answers() {
 		return nil
 	}

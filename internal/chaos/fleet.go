@@ -27,6 +27,14 @@ type member struct {
 	// the group on purpose.
 	want bool
 
+	// netns, when set, is the network namespace the member runs in (a
+	// relay whose link the injector may cut or slow down).
+	netns *netns
+	// quiet names the quiet fault the member is under (paused, cut off,
+	// slowed down); "" when none. Other faults leave such a member alone, so
+	// that each fault ends as it was planned.
+	quiet string
+
 	cmd      *exec.Cmd     // the running process; nil when down
 	done     chan struct{} // closed when cmd has exited
 	expected bool          // cmd is being stopped on purpose
@@ -67,10 +75,14 @@ func newFleet(cfg fleetConfig) *fleet {
 }
 
 // add creates a new member of role and starts it.
-func (f *fleet) add(role string) (*member, error) {
+func (f *fleet) add(role string) (*member, error) { return f.addIn(role, nil) }
+
+// addIn creates a new member of role that runs in ns (nil: the host's
+// network) and starts it.
+func (f *fleet) addIn(role string, ns *netns) (*member, error) {
 	f.mu.Lock()
 	f.next[role]++
-	m := &member{name: fmt.Sprintf("%s-%d", role, f.next[role]), role: role, want: true}
+	m := &member{name: fmt.Sprintf("%s-%d", role, f.next[role]), role: role, want: true, netns: ns}
 	f.members = append(f.members, m)
 	f.mu.Unlock()
 	return m, f.start(m)
@@ -98,6 +110,11 @@ func (f *fleet) command(m *member) *exec.Cmd {
 	switch m.role {
 	case roleRelay:
 		cmd = exec.Command(f.cfg.relayBin)
+		if m.netns != nil {
+			// ip netns exec enters the namespace and execs the relay, so
+			// the pid is the relay's own and signals reach it directly.
+			cmd = m.netns.command(f.cfg.relayBin)
+		}
 		env = append(env,
 			"RELAY_HTTP_ADDR=127.0.0.1:0",
 			"RELAY_REBALANCE_INTERVAL=500ms",
@@ -210,18 +227,53 @@ func (f *fleet) restartAfter(m *member, d time.Duration) {
 	})
 }
 
-// running returns the wanted members of role whose process is up, in
-// creation order.
+// running returns the wanted members of role whose process is up and under
+// no quiet fault, in creation order: the targets of a new fault.
 func (f *fleet) running(role string) []*member {
+	return f.runningIf(role, func(*member) bool { return true })
+}
+
+// runningIf is running restricted to the members ok accepts.
+func (f *fleet) runningIf(role string, ok func(*member) bool) []*member {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*member
 	for _, m := range f.members {
-		if m.role == role && m.want && m.cmd != nil {
+		if m.role == role && m.want && m.cmd != nil && m.quiet == "" && ok(m) {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// quietBegin marks m as under the quiet fault what and, when sig is not 0,
+// sends sig to its process. It returns the process, so that quietEnd acts
+// on the same one; ok is false when m is down or already under a quiet
+// fault.
+func (f *fleet) quietBegin(m *member, what string, sig syscall.Signal) (cmd *exec.Cmd, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.cmd == nil || m.quiet != "" {
+		return nil, false
+	}
+	if sig != 0 {
+		if err := m.cmd.Process.Signal(sig); err != nil {
+			return nil, false
+		}
+	}
+	m.quiet = what
+	return m.cmd, true
+}
+
+// quietEnd ends m's quiet fault and, when sig is not 0, sends sig to cmd if
+// it is still m's process.
+func (f *fleet) quietEnd(m *member, cmd *exec.Cmd, sig syscall.Signal) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sig != 0 && m.cmd == cmd {
+		_ = cmd.Process.Signal(sig)
+	}
+	m.quiet = ""
 }
 
 // wanted counts the members of role that should be running.
@@ -290,6 +342,19 @@ func (f *fleet) counts(role string) (running, wanted int) {
 	return running, wanted
 }
 
+// quietNow lists the members under a quiet fault, as name:fault.
+func (f *fleet) quietNow() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range f.members {
+		if m.quiet != "" {
+			out = append(out, m.name+":"+m.quiet)
+		}
+	}
+	return out
+}
+
 // unexpectedExits returns how many processes exited without being asked to.
 func (f *fleet) unexpectedExits() int {
 	f.mu.Lock()
@@ -305,6 +370,9 @@ func (f *fleet) stopAll(grace time.Duration) {
 	f.mu.Unlock()
 	var dones []<-chan struct{}
 	for _, m := range members {
+		// A stopped process acts on SIGTERM only once it runs again; the
+		// injector resumes its pauses first, this is for an interrupted run.
+		f.signal(m, syscall.SIGCONT)
 		if _, done, ok := f.signal(m, syscall.SIGTERM); ok {
 			dones = append(dones, done)
 		}

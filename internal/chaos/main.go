@@ -19,7 +19,14 @@
 //     or a consumer (restarted a moment later), pg_terminate_backend on a
 //     relay's lock or pool sessions or on a consumer's sessions, a consumer
 //     joining or leaving the group, stopping or killing the Kafka broker and
-//     starting it again with scripts/services.sh.
+//     starting it again with scripts/services.sh; and the quiet faults
+//     (docs/design.md §6): SIGSTOP a relay or a consumer for 5-20s, cut the
+//     link of a relay that runs in a network namespace of its own
+//     (-netns-relays) for 5-20s, slow that link by 50-200ms each way for
+//     10-30s, and on the three-node cluster (-cluster) SIGKILL the node
+//     leading most of the topic's partitions and start it 5-20s later.
+//     -faults chooses the kinds and their weights; the run opens with each
+//     enabled kind once, then draws by weight.
 //
 // Then the writers and the faults stop, every process and the broker are
 // brought back, the run waits for the outbox and the consumers to drain and
@@ -34,12 +41,14 @@
 // interleaving. The reproducing command is printed at the start and on
 // failure.
 //
-// The real broker is required (KAFKA_BROKERS). Broker faults act on the
-// broker scripts/services.sh manages for OUTBOXKIT_KAFKA_PORT (default 9092)
-// and OUTBOXKIT_STATE, and are turned off when KAFKA_BROKERS is another one.
+// The real broker is required (KAFKA_BROKERS, or -cluster). Broker faults
+// act on the broker scripts/services.sh manages for OUTBOXKIT_KAFKA_PORT
+// (default 9092) and OUTBOXKIT_STATE, and are turned off when KAFKA_BROKERS
+// is another one. docs/chaos.md describes the profiles and every fault.
 //
 //	make chaos DURATION=15m SEED=42    # long profile, on demand
 //	make chaos-short                   # CI profile, 2-3 minutes
+//	make chaos-cluster                 # every fault kind on the three-node cluster, 1,000 events/s
 //	KAFKA_BROKERS=127.0.0.1:9292 OUTBOXKIT_KAFKA_PORT=9292 OUTBOXKIT_STATE=/tmp/k \
 //	    go run ./internal/chaos -duration 2m -seed 42
 package main
@@ -59,8 +68,11 @@ import (
 )
 
 func main() {
-	if os.Getenv(envRole) == "consumer" {
+	switch os.Getenv(envRole) {
+	case "consumer":
 		os.Exit(runConsumer())
+	case "forwarder":
+		os.Exit(runForwarder())
 	}
 	os.Exit(run())
 }
@@ -110,6 +122,9 @@ type chaosRun struct {
 	root       string // the outboxkit module
 	broker     *brokerControl
 	brokerNote string
+	cluster    *clusterControl // -cluster: the three-node cluster's control
+	kinds      []weightedKind  // -faults, less the kinds this setup cannot inject
+	required   []string        // -require, resolved against the enabled kinds
 
 	// Set by setup.
 	dir      string // the relay binary and the processes' logs
@@ -195,6 +210,10 @@ type options struct {
 	faultEvery   time.Duration
 	brokerFaults bool
 	brokerGap    time.Duration
+	cluster      bool
+	netnsRelays  int
+	faults       string
+	require      string
 	minFaults    int
 	minKinds     int
 	drainTimeout time.Duration
@@ -215,9 +234,13 @@ func parseFlags() options {
 	flag.IntVar(&o.consumers, "consumers", 3, "consumer processes (joins and leaves keep it within one of this)")
 	flag.DurationVar(&o.faultEvery, "fault-every", 3*time.Second, "mean time between faults (each wait is 0.5-1.5 times this)")
 	flag.BoolVar(&o.brokerFaults, "broker-faults", true, "stop and kill the broker too (only the one scripts/services.sh manages)")
-	flag.DurationVar(&o.brokerGap, "broker-gap", 15*time.Second, "quiet time after a broker restart before the next broker fault")
+	flag.DurationVar(&o.brokerGap, "broker-gap", 15*time.Second, "quiet time after a broker restart (or a leader kill) before the next one")
+	flag.BoolVar(&o.cluster, "cluster", false, "run on the three-node cluster (brokers from scripts/services.sh cluster-env, topic with 3 replicas, min ISR 2) and kill partition leaders")
+	flag.IntVar(&o.netnsRelays, "netns-relays", 0, "relays that run each in a network namespace of their own, whose link the network faults cut and slow down (needs root and iproute2)")
+	flag.StringVar(&o.faults, "faults", "all", "fault kinds to draw from, kind[=weight],... (a kind without a weight keeps its default); kinds the setup cannot inject are left out")
 	flag.IntVar(&o.minFaults, "min-faults", 20, "fail when fewer faults were injected")
 	flag.IntVar(&o.minKinds, "min-kinds", 4, "fail when fewer kinds of faults were injected")
+	flag.StringVar(&o.require, "require", "", "fault kinds that must each be injected at least once, kind,... or all (every enabled kind); fail otherwise")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 3*time.Minute, "how long to wait for the drain after the load")
 	flag.DurationVar(&o.progress, "progress", 5*time.Second, "interval of the progress line")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the topic and the logs")

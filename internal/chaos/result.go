@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ type result struct {
 	total               time.Duration
 	faults, skipped     int
 	counts              map[string]int
+	kinds               []weightedKind // the enabled kinds
+	required            []string       // -require
 	unexpected          int
 	records             int64
 	recordsErr          error
@@ -58,16 +61,29 @@ func (r result) table() string {
 	row("dead letters", n(r.last.deadLetters), "")
 	row("parked aggregates", n(r.last.parked), "")
 	row("faults injected", strconv.Itoa(r.faults), fmt.Sprintf("at least %d", r.o.minFaults))
+	// Every enabled kind, injected or not, then any other (none unless the
+	// enabled list changed), so a kind that never fired shows as 0.
 	kinds := make([]string, 0, len(r.counts))
+	seen := map[string]bool{}
+	for _, k := range r.kinds {
+		kinds, seen[k.name] = append(kinds, k.name), true
+	}
+	var other []string
 	for k := range r.counts {
-		kinds = append(kinds, k)
+		if !seen[k] {
+			other = append(other, k)
+		}
 	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		row("  "+k, strconv.Itoa(r.counts[k]), "")
+	sort.Strings(other)
+	for _, k := range append(kinds, other...) {
+		note := ""
+		if slices.Contains(r.required, k) {
+			note = "at least 1 (-require)"
+		}
+		row("  "+k, strconv.Itoa(r.counts[k]), note)
 	}
-	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d; broker faults %s", r.o.minKinds, r.brokerNote))
-	row("faults skipped", strconv.Itoa(r.skipped), "target gone or no session to terminate")
+	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d, of %d enabled; broker faults %s", r.o.minKinds, len(r.kinds), r.brokerNote))
+	row("faults skipped", strconv.Itoa(r.skipped), "target gone, no session to terminate, no leader found")
 	row("unexpected process exits", strconv.Itoa(r.unexpected), "")
 	row("throughput written", fmt.Sprintf("%.1f/s", float64(r.written)/r.loadTime.Seconds()), fmt.Sprintf("over the %s load", r.loadTime.Round(100*time.Millisecond)))
 	row("throughput applied", fmt.Sprintf("%.1f/s", float64(r.rep.applied)/(r.loadTime+r.drainTime).Seconds()), "over load and drain")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -16,8 +17,30 @@ func (r *chaosRun) startFleet() error {
 	})
 	in := newInjector(o.seed)
 	in.fleet, in.admin, in.dbName, in.every, in.broker, in.logf = r.fleet, r.admin, r.dbName, o.faultEvery, r.broker, r.logf
+	in.kinds, in.cluster, in.netnsRelays = r.kinds, r.cluster, o.netnsRelays
 	in.minConsumers, in.maxConsumers = max(1, o.consumers-1), o.consumers+1
 	r.faults = in
+
+	// The namespaces go after the processes in them (cleanups run last
+	// registered first).
+	namespaces := make([]*netns, o.netnsRelays)
+	r.atExit(func() {
+		for _, ns := range namespaces {
+			if ns != nil {
+				ns.close()
+			}
+		}
+	})
+	targets := append(dbHostPorts(r.adminURL), r.brokers...)
+	for i := range namespaces {
+		ns, err := newNetns(r.selfBin, r.dir, targets, r.logf)
+		if err != nil {
+			return failf(1, "network namespace for a relay: %v", err)
+		}
+		namespaces[i] = ns
+		r.logf("namespace %s: link %s <-> %s, forwarding %s", ns.name, ns.hostAddr, ns.nsAddr, strings.Join(targets, ", "))
+	}
+
 	// Whatever happens, the broker is up again and the processes are gone
 	// before the database is dropped.
 	r.atExit(func() {
@@ -26,8 +49,12 @@ func (r *chaosRun) startFleet() error {
 		}
 		r.fleet.stopAll(15 * time.Second)
 	})
-	for range o.relays {
-		if _, err := r.fleet.add(roleRelay); err != nil {
+	for i := range o.relays {
+		var ns *netns
+		if i < len(namespaces) {
+			ns = namespaces[i]
+		}
+		if _, err := r.fleet.addIn(roleRelay, ns); err != nil {
 			return failf(1, "%v", err)
 		}
 	}
@@ -36,6 +63,6 @@ func (r *chaosRun) startFleet() error {
 			return failf(1, "%v", err)
 		}
 	}
-	r.logf("started %d relays and %d consumers", o.relays, o.consumers)
+	r.logf("started %d relays (%d in network namespaces) and %d consumers", o.relays, o.netnsRelays, o.consumers)
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,9 @@ func progress(ctx context.Context, interval time.Duration, db *pgxpool.Pool, w *
 		extra := ""
 		if s.parked > 0 || s.deadLetters > 0 {
 			extra = fmt.Sprintf(", PARKED %d, DEAD LETTERS %d", s.parked, s.deadLetters)
+		}
+		if q := fl.quietNow(); len(q) > 0 {
+			extra += ", quiet " + strings.Join(q, " ")
 		}
 		if n := w.errs.Load(); n > 0 {
 			extra += fmt.Sprintf(", writer errors %d", n)

@@ -15,8 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/outboxkit/outboxkit/internal/dbadmin"
-	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 )
 
@@ -25,7 +27,16 @@ import (
 func configure(o options) (*chaosRun, error) {
 	r := &chaosRun{o: o, con: &console{start: time.Now()}}
 	r.logf = r.con.logf
+	var err error
+	if r.root, err = moduleRoot(); err != nil {
+		return nil, failf(2, "%v", err)
+	}
 	r.brokersEnv = os.Getenv("KAFKA_BROKERS")
+	if o.cluster {
+		if r.brokersEnv, err = clusterBrokers(r.root); err != nil {
+			return nil, failf(2, "-cluster: %v (start the cluster with scripts/services.sh cluster-up)", err)
+		}
+	}
 	if r.brokersEnv == "" {
 		return nil, failf(2, "KAFKA_BROKERS is not set. The chaos run needs a real Kafka broker (it stops and restarts it); "+
 			"run `make chaos` (which starts the services), or start one with scripts/services.sh and set KAFKA_BROKERS=host:port")
@@ -40,16 +51,47 @@ func configure(o options) (*chaosRun, error) {
 	if o.relays < 1 || o.consumers < 1 || o.partitions < 1 || o.rate <= 0 || o.faultEvery <= 0 || (o.hotWorkers > 0 && o.hotRate <= 0) {
 		return nil, failf(2, "-relays, -consumers, -partitions, -rate, -fault-every (and -hot-rate with -hot-writers) must be positive")
 	}
+	if o.netnsRelays < 0 || o.netnsRelays > o.relays {
+		return nil, failf(2, "-netns-relays must be between 0 and -relays (%d), got %d", o.relays, o.netnsRelays)
+	}
+	if r.kinds, err = parseFaults(o.faults); err != nil {
+		return nil, failf(2, "%v", err)
+	}
+	if o.netnsRelays > 0 {
+		if why := netnsAvailable(); why != "" {
+			return nil, failf(2, "-netns-relays: %s", why)
+		}
+		if err := loopbackTargets(append(dbHostPorts(r.adminURL), r.brokers...)); err != nil {
+			return nil, failf(2, "-netns-relays: %v", err)
+		}
+	}
 	r.repro = reproduce(r.adminURL)
 	r.logf("chaos run: seed %d, duration %s, DATABASE_URL %s, KAFKA_BROKERS %s", o.seed, o.duration, dbadmin.Redact(r.adminURL), r.brokersEnv)
 	r.logf("reproduce: %s", r.repro)
 
-	var err error
-	if r.root, err = moduleRoot(); err != nil {
+	r.broker, r.brokerNote = brokerControlFor(r.root, r.brokers, o)
+	if o.cluster {
+		r.broker, r.brokerNote = nil, "off on the cluster (partition leaders are killed instead)"
+		r.cluster = &clusterControl{
+			brokerControl: brokerControl{script: filepath.Join(r.root, "scripts", "services.sh"), gap: o.brokerGap},
+			brokers:       r.brokers,
+		}
+	}
+	r.logf("broker faults: %s", r.brokerNote)
+
+	// The kinds this setup can inject, with why the others are off.
+	setup := &injector{broker: r.broker, cluster: r.cluster, netnsRelays: o.netnsRelays}
+	var off []string
+	if r.kinds, off = enabledKinds(r.kinds, setup.whyOff); len(r.kinds) == 0 {
+		return nil, failf(2, "-faults: none of the chosen fault kinds can be injected here: %s", strings.Join(off, ", "))
+	}
+	if r.required, err = requiredKinds(o.require, r.kinds); err != nil {
 		return nil, failf(2, "%v", err)
 	}
-	r.broker, r.brokerNote = brokerControlFor(r.root, r.brokers, o)
-	r.logf("broker faults: %s", r.brokerNote)
+	r.logf("fault kinds: %s", kindWeights(r.kinds))
+	if len(off) > 0 {
+		r.logf("fault kinds off: %s", strings.Join(off, ", "))
+	}
 	return r, nil
 }
 
@@ -112,7 +154,16 @@ func (r *chaosRun) setup(ctx context.Context) error {
 
 	r.topic = fmt.Sprintf("chaos-orders-%d-%s", o.seed, suffix)
 	r.group = fmt.Sprintf("chaos-shipping-%d-%s", o.seed, suffix)
-	if err := testenv.CreateTopicNamed(r.brokers, r.topic, o.partitions); err != nil {
+	spec := kafkatopic.Spec{Partitions: o.partitions}
+	if r.cluster != nil {
+		// What the relay's guarantees need from a cluster (README): a
+		// leader may die without losing an acknowledged record.
+		spec.ReplicationFactor, spec.MinInsyncReplicas = 3, 2
+		r.cluster.topic = r.topic
+	}
+	topicCtx, cancelTopic := context.WithTimeout(ctx, time.Minute)
+	defer cancelTopic()
+	if err := kafkatopic.CreateSpec(topicCtx, r.brokers, r.topic, spec); err != nil {
 		return failf(1, "%v (is the broker at %s up?)", err, r.brokersEnv)
 	}
 	r.atExit(func() {
@@ -165,6 +216,22 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// dbHostPorts returns the host:port addresses of a PostgreSQL URL, for the
+// namespaces' forwarders; none when it is not a URL with a host and port.
+func dbHostPorts(dbURL string) []string {
+	cfg, err := pgconn.ParseConfig(dbURL)
+	if err != nil {
+		return []string{dbURL}
+	}
+	out := []string{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	for _, fb := range cfg.Fallbacks {
+		if a := net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port))); a != out[0] {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // brokerControlFor returns how to stop and start the broker, or nil and

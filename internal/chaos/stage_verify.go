@@ -36,10 +36,15 @@ func (r *chaosRun) verify(ctx context.Context) error {
 		o: o, rep: rep, written: r.written, last: r.last, drained: r.drained,
 		load: w.loads.Load(), hot: w.hot.Load(), late: w.late.Load(),
 		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
-		faults: total, skipped: skipped, counts: counts, unexpected: r.fleet.unexpectedExits(),
+		faults: total, skipped: skipped, counts: counts, kinds: r.faults.kinds, required: r.required, unexpected: r.fleet.unexpectedExits(),
 		records: records, recordsErr: recErr, brokerNote: r.brokerNote,
 	}
 	res.violations = violations(o, rep, r.drained, total, len(counts))
+	for _, k := range r.required {
+		if counts[k] == 0 {
+			res.violations = append(res.violations, fmt.Sprintf("no %s fault injected (-require)", k))
+		}
+	}
 	r.con.printf("%s", res.table())
 	if len(res.violations) > 0 {
 		r.con.printf("FAIL (seed %d): %s\nreproduce: %s\n", o.seed, strings.Join(res.violations, "; "), r.repro)
