@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // DefaultClientID is the Kafka client ID of a consumer when
@@ -203,7 +204,7 @@ func (c *Consumer) joinFailed(ctx context.Context, group *kafka.ConsumerGroup, b
 		_ = group.Close()
 	}()
 	brokers = append(slices.Clone(brokers[1:]), brokers[0])
-	if !sleep(ctx, c.cfg.JoinGroupBackoff) {
+	if !wait.Sleep(ctx, c.cfg.JoinGroupBackoff) {
 		return nil, brokers
 	}
 	next, err := c.newGroup(brokers)
@@ -461,7 +462,7 @@ func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.
 				return
 			}
 			log.WarnContext(ctx, "fetch failed; retrying", "error", err)
-			if !sleep(ctx, time.Second) {
+			if !wait.Sleep(ctx, time.Second) {
 				return
 			}
 			continue
@@ -471,18 +472,6 @@ func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.
 		case <-ctx.Done():
 			return
 		}
-	}
-}
-
-// sleep waits d, or less if ctx ends first, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

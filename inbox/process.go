@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // maxHungGrace caps how long a handler may run past its deadline before it
@@ -139,7 +141,7 @@ func (p *partitionWorker) processOne(it *item) bool {
 			d := p.c.backoff(waits)
 			p.log.WarnContext(p.base, "transient database error; retrying without counting an attempt",
 				"message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
-			if !sleep(p.stop, d) {
+			if !wait.Sleep(p.stop, d) {
 				return false
 			}
 			continue
@@ -152,7 +154,7 @@ func (p *partitionWorker) processOne(it *item) bool {
 		d := p.c.backoff(attempts)
 		p.log.WarnContext(p.base, "attempt failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset,
 			"attempt", attempts, "error", f.err, "backoff", d)
-		if !sleep(p.stop, d) {
+		if !wait.Sleep(p.stop, d) {
 			return false
 		}
 	}
@@ -169,7 +171,7 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 		}
 		d := p.c.backoff(waits)
 		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
-		if !sleep(p.stop, d) {
+		if !wait.Sleep(p.stop, d) {
 			return false
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // retentionBatch is how many inbox rows one retention statement deletes, so
@@ -41,8 +43,8 @@ func DeleteExpired(ctx context.Context, db DBTX, group string, window time.Durat
 // minute), so instances started together do not clean at the same moment.
 func (c *Consumer) retentionLoop(ctx context.Context) {
 	first := min(c.cfg.RetentionInterval, time.Minute)
-	wait := time.Duration(rand.Int64N(int64(first) + 1))
-	for sleep(ctx, wait) {
+	pause := time.Duration(rand.Int64N(int64(first) + 1))
+	for wait.Sleep(ctx, pause) {
 		start := time.Now()
 		n, err := DeleteExpired(ctx, c.pool, c.cfg.GroupID, c.cfg.RetentionWindow)
 		c.metrics.expiredDelete.WithLabelValues(c.cfg.GroupID).Add(float64(n))
@@ -52,6 +54,6 @@ func (c *Consumer) retentionLoop(ctx context.Context) {
 		case n > 0:
 			c.log.InfoContext(ctx, "deleted expired inbox rows", "deleted", n, "duration", time.Since(start))
 		}
-		wait = c.cfg.RetentionInterval
+		pause = c.cfg.RetentionInterval
 	}
 }

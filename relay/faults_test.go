@@ -23,26 +23,7 @@ import (
 // child is a relay running in its own process (see TestMain).
 type child struct {
 	cmd *exec.Cmd
-	out *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer that the child's output copier writes while
-// the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	out *testenv.Buffer
 }
 
 func (b *bed) spawnRelay(env ...string) *child {
@@ -57,7 +38,7 @@ func (b *bed) spawnRelayCmd(cmd *exec.Cmd, env ...string) *child {
 	b.t.Helper()
 	cmd.Env = append(os.Environ(), "OUTBOXKIT_RELAY_CHILD=1", "DATABASE_URL="+b.db.URL, "KAFKA_BROKERS="+strings.Join(b.brokers, ","))
 	cmd.Env = append(cmd.Env, env...)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)

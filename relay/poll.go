@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // pollLoop looks for owned shards with pending events and wakes their
@@ -12,7 +14,7 @@ import (
 // writers' transactions.
 func (r *Relay) pollLoop(ctx context.Context, owned func() []int16, wake func(shard int)) {
 	interval := r.cfg.MinPollInterval
-	for sleep(ctx, interval) {
+	for wait.Sleep(ctx, interval) {
 		shards := owned()
 		if len(shards) == 0 {
 			interval = r.cfg.MaxPollInterval

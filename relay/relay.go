@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // ErrNoOutboxTable is returned by [Relay.Run] when the database has no outbox
@@ -147,7 +149,7 @@ func (r *Relay) runTable(ctx context.Context) error {
 			return err
 		}
 		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return nil
 		}
 	}
@@ -170,16 +172,4 @@ func nextBackoff(cur, lo, hi time.Duration) time.Duration {
 		return lo
 	}
 	return min(cur*2, hi)
-}
-
-// sleep waits d or until ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

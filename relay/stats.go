@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
 // statsLoop samples the backlog gauges every few seconds, with statements
@@ -26,7 +28,7 @@ func (r *Relay) statsLoop(ctx context.Context) {
 		if r.cfg.Source == SourceWAL {
 			r.sampleSlot(ctx)
 		}
-		if !sleep(ctx, 5*time.Second) {
+		if !wait.Sleep(ctx, 5*time.Second) {
 			return
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 )
 
@@ -278,7 +279,7 @@ func (r *Relay) runWAL(ctx context.Context) error {
 				r.log.InfoContext(ctx, "replication slot streamed by another session; standing by", "slot", inUse.Slot, "retry_every", r.cfg.WAL.RetryInterval)
 				standby = true
 			}
-			if !sleep(ctx, r.cfg.WAL.RetryInterval) {
+			if !wait.Sleep(ctx, r.cfg.WAL.RetryInterval) {
 				return nil
 			}
 			continue
@@ -291,7 +292,7 @@ func (r *Relay) runWAL(ctx context.Context) error {
 		}
 		backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 		r.log.ErrorContext(ctx, "WAL stream ended; reconnecting", "error", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !wait.Sleep(ctx, backoff) {
 			return nil
 		}
 	}
@@ -374,15 +375,15 @@ func (r *Relay) walSession(ctx context.Context) error {
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
 	backoff := time.Duration(0)
-	wait := time.Duration(0)
+	idle := time.Duration(0)
 	for ctx.Err() == nil {
 		if len(src.pending) == 0 {
-			wait = r.cfg.MaxPollInterval * 10
+			idle = r.cfg.MaxPollInterval * 10
 		}
-		if err := src.fill(ctx, wait); err != nil {
+		if err := src.fill(ctx, idle); err != nil {
 			return err
 		}
-		wait = 0
+		idle = 0
 		// pick builds the record of every event it returns: give it a
 		// window of the pending events, not a large transaction's all, and
 		// the whole list only when the window holds only aggregates on hold.
@@ -397,13 +398,13 @@ func (r *Relay) walSession(ctx context.Context) error {
 		if len(send) == 0 {
 			if len(src.pending) > 0 {
 				// Only aggregates on hold: take new transactions meanwhile.
-				wait = min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval)
+				idle = min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval)
 			}
 			continue
 		}
 		if r.publish(hard, src, send, holds) {
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return nil
 			}
 			continue

@@ -8,7 +8,7 @@
 #
 #   up | down                 PostgreSQL (main, and the wal_level=logical cluster
 #                             on 5433 for WAL mode) and the single broker (127.0.0.1:9092)
-#   postgres | postgres-restart | postgres-logical
+#   postgres | postgres-restart | postgres-logical | postgres-logical-restart
 #   kafka-start | kafka-stop | kafka-kill
 #   status                    health of every service: up, degraded or down
 #   env                       export lines for DATABASE_URL and KAFKA_BROKERS
@@ -550,7 +550,7 @@ cluster_status() {
   esac
 }
 
-usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env"
+usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env"
 
 case "${1:-up}" in
 up)
@@ -580,6 +580,14 @@ postgres-restart)
   log "postgres: restarted"
   ;;
 postgres-logical) postgres_logical_up ;;
+postgres-logical-restart)
+  # For WAL mode's fault tests: every connection, replication ones included, dies.
+  ver=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster "$ver" logical restart -m fast
+  for _ in $(seq 1 60); do pg_logical_answers && break; sleep 0.5; done
+  pg_logical_answers || die "postgres-logical: not answering after restart"
+  log "postgres-logical: restarted"
+  ;;
 kafka-start) kafka_start ;;
 kafka-stop) kafka_stop TERM ;;
 kafka-kill) kafka_stop KILL ;;

@@ -1,5 +1,5 @@
-// Package wait holds the context-aware pause the test kit, the benchmarks
-// and the chaos run retry and poll with.
+// Package wait holds the context-aware pause the relay, the inbox, the test
+// kit, the benchmarks and the chaos run retry and poll with.
 package wait
 
 import (
