@@ -26,9 +26,10 @@ type child struct {
 	out *testenv.Buffer
 }
 
+// spawnRelay starts a relay process, with env added to its environment.
 func (b *bed) spawnRelay(env ...string) *child {
 	b.t.Helper()
-	return b.spawnRelayCmd(exec.Command(os.Args[0], "-test.run=^$"))
+	return b.spawnRelayCmd(exec.Command(os.Args[0], "-test.run=^$"), env...)
 }
 
 // spawnRelayCmd is spawnRelay for a command of the caller's (the test
