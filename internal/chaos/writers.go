@@ -85,7 +85,7 @@ func (w *writers) run(ctx context.Context) {
 // order ID prefix, since the failed Load's orders may be half done.
 func (w *writers) runLoad(ctx context.Context) {
 	for gen := 0; ctx.Err() == nil; gen++ {
-		l := &orderLoad{rate: w.loadRate, workers: 4, prefix: fmt.Sprintf("load%d", gen), seed: w.seed + uint64(gen)}
+		l := &orderLoad{rate: w.loadRate, workers: loadWorkers(w.loadRate), prefix: fmt.Sprintf("load%d", gen), seed: w.seed + uint64(gen)}
 		w.current.Store(l)
 		err := l.run(ctx, w.svc)
 		w.loads.Add(l.written.Load())
@@ -264,4 +264,12 @@ ON CONFLICT (id) DO NOTHING`, id)
 	}
 	w.late.Add(1)
 	return ev.Status == "cancelled", nil
+}
+
+// loadWorkers is how many goroutines write the steady load: one per 125
+// events/s, at least 4. Each commits one order change per transaction, and
+// a transaction takes several milliseconds on a busy two-core machine, so a
+// fixed four fell behind a rate of 1,000/s.
+func loadWorkers(rate float64) int {
+	return max(4, int(rate/125))
 }
