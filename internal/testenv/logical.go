@@ -3,14 +3,11 @@ package testenv
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 )
 
@@ -37,45 +34,14 @@ type LogicalDB struct {
 	Slot string
 }
 
-var (
-	logicalTemplateOnce sync.Once
-	logicalTemplateName string
-	logicalTemplateErr  error
-)
-
 // NewLogicalDB creates a database on the logical cluster from a migrated
 // template, names a unique slot for it in outbox_wal_settings, and
 // registers a cleanup that drops every replication slot of the database,
 // then the database.
 func NewLogicalDB(t testing.TB) *LogicalDB {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	admin := LogicalAdminURL()
-	logicalTemplateOnce.Do(func() { logicalTemplateName, logicalTemplateErr = ensureTemplate(ctx, admin) })
-	if logicalTemplateErr != nil {
-		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make postgres-logical`): %v", dbadmin.Redact(admin), logicalTemplateErr)
-	}
-	name := "okt_" + uniq.Hex(6)
-	if err := dbadmin.CreateDatabase(ctx, admin, name, logicalTemplateName); err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	db := &LogicalDB{DB: DB{Name: name, URL: dbadmin.WithDatabase(admin, name)}, Slot: "okt_slot_" + uniq.Hex(6)}
-	t.Cleanup(func() {
-		dropSlots(admin, name)
-		dropDatabase(admin, name)
-	})
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatalf("testenv: %v", err)
-	}
-	cfg.MaxConns = 16
-	db.Pool, err = pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("testenv: connect to %s: %v", name, err)
-	}
-	t.Cleanup(db.Pool.Close)
-	if _, err := db.Pool.Exec(ctx, "UPDATE outbox_wal_settings SET slot_name = $1", db.Slot); err != nil {
+	db := &LogicalDB{DB: *logicalServer.newDB(t, dropSlots), Slot: "okt_slot_" + uniq.Hex(6)}
+	if _, err := db.Pool.Exec(context.Background(), "UPDATE outbox_wal_settings SET slot_name = $1", db.Slot); err != nil {
 		t.Fatalf("testenv: set the WAL slot name: %v", err)
 	}
 	return db

@@ -45,28 +45,55 @@ type DB struct {
 	Pool *pgxpool.Pool
 }
 
+// server is a PostgreSQL server tests create databases on, and its
+// migrated template, built once per test binary.
+type server struct {
+	admin func() string // its admin URL
+	start string        // the command that starts it, for error messages
+
+	once     sync.Once
+	template string
+	err      error
+}
+
 var (
-	templateOnce sync.Once
-	templateName string
-	templateErr  error
+	mainServer    = &server{admin: AdminURL, start: "make services"}
+	logicalServer = &server{admin: LogicalAdminURL, start: "make services"}
 )
 
-// NewDB creates a database from a migrated template and registers its drop
-// with t.Cleanup, so tests using it may run in parallel.
-func NewDB(t testing.TB) *DB {
+// migratedTemplate returns the name of the server's migrated template,
+// building it on first use.
+func (s *server) migratedTemplate(ctx context.Context) (string, error) {
+	s.once.Do(func() { s.template, s.err = ensureTemplate(ctx, s.admin()) })
+	if s.err != nil {
+		return "", fmt.Errorf("PostgreSQL at %s is not usable (run `%s`): %w", dbadmin.Redact(s.admin()), s.start, s.err)
+	}
+	return s.template, nil
+}
+
+// newDB creates a database from the server's migrated template, with a
+// pool on it, and registers with t.Cleanup the closing of the pool, then
+// beforeDrop (when not nil), then the drop of the database.
+func (s *server) newDB(t testing.TB, beforeDrop func(admin, name string)) *DB {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
-	if templateErr != nil {
-		t.Fatalf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr)
-	}
-	name := "okt_" + uniq.Hex(6)
-	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, templateName); err != nil {
+	tmpl, err := s.migratedTemplate(ctx)
+	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	db := &DB{Name: name, URL: dbadmin.WithDatabase(AdminURL(), name)}
-	t.Cleanup(func() { dropDatabase(AdminURL(), name) })
+	admin := s.admin()
+	name := "okt_" + uniq.Hex(6)
+	if err := dbadmin.CreateDatabase(ctx, admin, name, tmpl); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	db := &DB{Name: name, URL: dbadmin.WithDatabase(admin, name)}
+	t.Cleanup(func() {
+		if beforeDrop != nil {
+			beforeDrop(admin, name)
+		}
+		dropDatabase(admin, name)
+	})
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
@@ -78,6 +105,13 @@ func NewDB(t testing.TB) *DB {
 	}
 	t.Cleanup(db.Pool.Close)
 	return db
+}
+
+// NewDB creates a database from a migrated template and registers its drop
+// with t.Cleanup, so tests using it may run in parallel.
+func NewDB(t testing.TB) *DB {
+	t.Helper()
+	return mainServer.newDB(t, nil)
 }
 
 // EmptyDBForMain creates an empty database for TestMain and Example
@@ -97,11 +131,10 @@ func dbForMain(migrated bool) (string, func()) {
 	defer cancel()
 	tmpl := ""
 	if migrated {
-		templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, AdminURL()) })
-		if templateErr != nil {
-			panic(fmt.Sprintf("testenv: PostgreSQL at %s is not usable (run `make services`): %v", dbadmin.Redact(AdminURL()), templateErr))
+		var err error
+		if tmpl, err = mainServer.migratedTemplate(ctx); err != nil {
+			panic("testenv: " + err.Error())
 		}
-		tmpl = templateName
 	}
 	name := "okt_" + uniq.Hex(6)
 	if err := dbadmin.CreateDatabase(ctx, AdminURL(), name, tmpl); err != nil {
