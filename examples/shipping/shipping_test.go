@@ -113,6 +113,21 @@ func (c *crashOnce) count() int {
 }
 
 // followUpsInOutbox returns the follow-up events waiting in the outbox.
+// newConsumer returns a consumer of topic in a fresh group, with timings
+// small enough for a test.
+func newConsumer(t *testing.T, db *testenv.DB, brokers []string, topic string, h inbox.Handler) *inbox.Consumer {
+	t.Helper()
+	c, err := inbox.NewConsumer(db.Pool, inbox.Config{
+		Brokers: brokers, GroupID: testenv.Unique("shipping"), Topics: []string{topic},
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, MaxWait: 100 * time.Millisecond,
+		RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
+	}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func followUpsInOutbox(t *testing.T, db *testenv.DB, topic string) []shipping.FollowUp {
 	t.Helper()
 	rows, err := db.Pool.Query(context.Background(), `SELECT id::text, coalesce(headers->>$2, '') FROM outbox WHERE topic = $1`, topic, shipping.HeaderCausationID)
@@ -184,14 +199,7 @@ func TestRedeliveryEmitsOneFollowUp(t *testing.T) {
 	}
 
 	h := &crashOnce{h: shipping.Handler("test", shipTopic), n: 3, crashed: map[string]bool{}}
-	c, err := inbox.NewConsumer(db.Pool, inbox.Config{
-		Brokers: brokers, GroupID: testenv.Unique("shipping"), Topics: []string{topic},
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, MaxWait: 100 * time.Millisecond,
-		RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
-	}, h.handle)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConsumer(t, db, brokers, topic, h.handle)
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx) }()
 
@@ -260,14 +268,7 @@ func TestOrdersToShippingExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &crashOnce{h: shipping.Handler("test", shipTopic), n: 7, crashed: map[string]bool{}}
-	c, err := inbox.NewConsumer(db.Pool, inbox.Config{
-		Brokers: brokers, GroupID: testenv.Unique("shipping"), Topics: []string{topic},
-		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, MaxWait: 100 * time.Millisecond,
-		RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
-	}, h.handle)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConsumer(t, db, brokers, topic, h.handle)
 	runErr := make(chan error, 2)
 	go func() { runErr <- r.Run(ctx) }()
 	go func() { runErr <- c.Run(ctx) }()
