@@ -28,7 +28,9 @@ var (
 func TestMain(m *testing.M) {
 	// A quiet-fault subprocess in a network namespace reaches the services
 	// only through its forwarders, which must run before anything connects.
-	startQuietForwards()
+	if err := testenv.StartForwards(); err != nil {
+		panic(err)
+	}
 	var cleanup func()
 	exampleDatabaseURL, cleanup = testenv.MigratedDBForMain()
 	stopKafka := func() {}

@@ -1,7 +1,6 @@
 package inbox_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -30,9 +29,6 @@ const (
 	envQuietTopic   = "INBOX_QUIET_TOPIC"
 	envQuietGroup   = "INBOX_QUIET_GROUP"
 	envQuietName    = "INBOX_QUIET_NAME"
-	// envQuietForward lists "listen=target" pairs the subprocess forwards
-	// before it starts, when it runs in a network namespace.
-	envQuietForward = "INBOX_QUIET_FORWARD"
 )
 
 // Timings of the quiet-fault tests: the broker's minimum session timeout,
@@ -110,7 +106,7 @@ type quietRun struct {
 	t       *testing.T
 	b       *bundle
 	victim  *exec.Cmd
-	outputs []*logBuffer
+	outputs []*testenv.Buffer
 	seq     int
 }
 
@@ -124,11 +120,11 @@ func newQuietRun(t *testing.T, ns *testenv.Netns) *quietRun {
 		args := []string{"-test.run=^TestQuietFaultHelperProcess$", "-test.v"}
 		if i == 0 && ns != nil {
 			cmd = ns.Command(os.Args[0], args...)
-			env = append(env, envQuietForward+"="+q.forwards(ns))
+			env = append(env, q.forwards(ns))
 		} else {
 			cmd = exec.Command(os.Args[0], args...)
 		}
-		out := &logBuffer{}
+		out := &testenv.Buffer{}
 		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
@@ -158,17 +154,14 @@ func (q *quietRun) helperEnv(name string) []string {
 }
 
 // forwards makes the database and the brokers reachable from inside ns at
-// their usual addresses, and returns the envQuietForward value.
+// their usual addresses, and returns the testenv.EnvForward entry for the
+// subprocess's environment.
 func (q *quietRun) forwards(ns *testenv.Netns) string {
 	u, err := url.Parse(q.b.db.URL)
 	if err != nil || u.Port() == "" {
 		q.t.Skipf("the network-cut test needs DATABASE_URL as a URL with host and port, got %q", q.b.db.URL)
 	}
-	var pairs []string
-	for _, addr := range append([]string{u.Host}, q.b.brokers...) {
-		pairs = append(pairs, addr+"="+ns.Forward(addr))
-	}
-	return strings.Join(pairs, ",")
+	return ns.ForwardEnv(append([]string{u.Host}, q.b.brokers...)...)
 }
 
 // produceSteadily produces n messages, 100 every 100ms.
@@ -319,26 +312,10 @@ func TestQuietFaultHelperProcess(t *testing.T) {
 	}
 }
 
-// startQuietForwards starts the forwarders of envQuietForward, in a
-// quiet-fault subprocess that runs in a network namespace; TestMain calls it
-// first.
-func startQuietForwards() {
-	fw := os.Getenv(envQuietForward)
-	if fw == "" {
-		return
-	}
-	for _, pair := range strings.Split(fw, ",") {
-		listen, target, _ := strings.Cut(pair, "=")
-		if _, err := testenv.ListenAndForward(listen, target); err != nil {
-			panic(err)
-		}
-	}
-}
-
 // stopHelper ends a consumer subprocess: SIGCONT in case it is stopped,
 // SIGTERM, and SIGKILL if it has not exited after 20s. Its output is
 // logged when the test failed.
-func stopHelper(t *testing.T, cmd *exec.Cmd, name string, out *logBuffer) {
+func stopHelper(t *testing.T, cmd *exec.Cmd, name string, out *testenv.Buffer) {
 	_ = cmd.Process.Signal(syscall.SIGCONT)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
@@ -367,25 +344,6 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// logBuffer collects a subprocess's output, which the test reads while it
-// runs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *logBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *logBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }
 
 // The idle-in-transaction timeout applies to the inbox's transactions only,
