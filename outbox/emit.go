@@ -48,7 +48,7 @@ func (w Writer) Emit(ctx context.Context, db DBTX, events ...Event) error {
 	for i := range events {
 		e := &events[i]
 		m := walformat.Message{ID: e.ID, Topic: e.Topic, AggregateType: e.AggregateType, AggregateID: e.AggregateID,
-			EventType: e.EventType, Payload: e.Payload, Headers: hs[i]}
+			EventType: e.EventType, Payload: e.Payload, Headers: walformat.HeadersOf(hs[i])}
 		msgs[i] = walformat.Append(make([]byte, 0, walformat.Size(&m)), &m)
 	}
 	if _, err := db.Exec(ctx, emitMessages, msgs); err != nil {

@@ -17,17 +17,34 @@ const maxCallBytes = 16 << 20
 // returns, and returns the earliest hold expiry among the aggregates left
 // out (zero when none is on hold).
 func pick(batch []event, holds *holds) ([]event, time.Time) {
+	return pickN(batch, holds, 0, nil)
+}
+
+// pickN is pick of at most limit events (any number when limit is 0) that
+// leaves out resolved events (WAL mode's pending list keeps them until its
+// front is resolved) and every event of the aggregates in busy, which
+// have events in a call not yet settled.
+func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]event, time.Time) {
 	now := holds.now()
+	if limit <= 0 || limit > len(batch) {
+		limit = len(batch)
+	}
 	var (
-		send     []event
+		send     = make([]event, 0, limit)
 		size     int
 		nextHold time.Time
 		skipped  = map[aggKey]bool{}
 		topics   = map[aggKey]string{}
 	)
-	for i := range batch {
+	for i := 0; i < len(batch) && len(send) < limit; i++ {
 		e := &batch[i]
+		if e.done {
+			continue
+		}
 		k := e.key()
+		if busy[k] {
+			continue
+		}
 		if until, held := holds.until(k, now); held {
 			if nextHold.IsZero() || until.Before(nextHold) {
 				nextHold = until

@@ -38,11 +38,22 @@ type outcome struct {
 // forgets those of acknowledged events. It needs no database: the caller
 // acknowledges and parks at its source.
 func publishEvents(ctx context.Context, publish func(context.Context, []Record) error, send []event, holds *holds) outcome {
+	return outcomeOf(send, publish(ctx, recordsOf(send)), holds)
+}
+
+// recordsOf returns the records pick built for send.
+func recordsOf(send []event) []Record {
 	records := make([]Record, len(send))
 	for i := range send {
 		records[i] = send[i].rec
 	}
-	err := publish(ctx, records)
+	return records
+}
+
+// outcomeOf sorts out what a publish call of send that returned err did to
+// each event; holds learns of the refused aggregates, and forgets those of
+// acknowledged events.
+func outcomeOf(send []event, err error, holds *holds) outcome {
 	errs := make([]error, len(send))
 	var perr *PublishError
 	switch {
@@ -99,9 +110,15 @@ func publishEvents(ctx context.Context, publish func(context.Context, []Record) 
 // parks the aggregates due. It reports whether a transient error (Kafka's,
 // or the source's) calls for a backoff.
 func (r *Relay) publish(ctx context.Context, src source, send []event, holds *holds) (transient bool) {
-	log := r.log
 	start := time.Now()
-	out := publishEvents(ctx, r.publishRecords, send, holds)
+	return r.settle(ctx, src, send, publishEvents(ctx, r.publishRecords, send, holds), holds, start)
+}
+
+// settle acknowledges at src what a publish call of send, started at start,
+// had Kafka acknowledge, and parks the aggregates due. It reports whether
+// a transient error (Kafka's, or the source's) calls for a backoff.
+func (r *Relay) settle(ctx context.Context, src source, send []event, out outcome, holds *holds, start time.Time) (transient bool) {
+	log := r.log
 	if n := len(out.transient); n > 0 {
 		r.m.publishErrors.WithLabelValues("transient").Add(float64(n))
 		log.WarnContext(ctx, "publish failed; retrying", "events", len(send), "failed_aggregates", n, "error", out.err)

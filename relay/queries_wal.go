@@ -13,6 +13,10 @@ WHERE EXISTS (SELECT 1 FROM outbox_parked p WHERE p.aggregate_type = k.t AND p.a
    OR EXISTS (SELECT 1 FROM outbox o WHERE o.shard = (hashtext(k.i) & 63)::smallint
               AND o.aggregate_type = k.t AND o.aggregate_id = k.i)`
 
+// walTableClear says whether the outbox table holds no row and no
+// aggregate is parked: then no aggregate is diverted (walDiverted).
+const walTableClear = `SELECT NOT EXISTS (SELECT 1 FROM outbox) AND NOT EXISTS (SELECT 1 FROM outbox_parked)`
+
 // walInsert writes events into the outbox table in array order (seq
 // follows the order of the rows inserted), keeping their ids: $1 ids,
 // $2 topics, $3 aggregate types, $4 aggregate ids, $5 event types,

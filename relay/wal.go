@@ -1,11 +1,12 @@
 package relay
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,17 +39,29 @@ type walTx struct {
 
 // walSource is the source of WAL mode (docs/design.md §2.11): the events
 // of the transactions received from the slot and not yet resolved, held
-// in memory in commit order. It implements source so the lane's publish
-// step serves it unchanged; it is used by the one goroutine that streams.
+// in memory in commit order. It implements source so the publish step
+// serves it as it serves the table lanes; only the goroutine that streams
+// uses it.
 type walSource struct {
-	r       *Relay
-	stream  *walstream.Stream
-	pending []event // unresolved, in commit order
-	bytes   int     // their size
-	seq     int64   // the last event's number: events are told apart by it
-	txs     int     // transactions with unresolved events
+	r      *Relay
+	stream *walstream.Stream
+	// pending are the events received, in commit order, by increasing seq;
+	// the resolved ones are marked done, and dropped in bulk from the front
+	// (resolve).
+	pending []event
+	live  int   // unresolved events in pending
+	bytes int   // their size
+	seq   int64 // the last event's number: events are told apart by it
+	txs   int   // transactions with unresolved events
 
-	maxEvents, maxBytes int // stop taking transactions beyond these
+	// tableClear says that the outbox table held no row and no aggregate
+	// was parked at clearAt, and that this source has written none since:
+	// no aggregate is diverted then, and admit skips the check until the
+	// next look, a second later.
+	tableClear bool
+	clearAt    time.Time
+
+	maxEvents, maxBytes int // take no transaction beyond these
 }
 
 // nowCtx is a done context: walstream's Next with it returns a transaction
@@ -59,37 +72,28 @@ var nowCtx = func() context.Context {
 	return ctx
 }()
 
-// fill takes the transactions the stream has ready, waiting up to wait for
-// the first, while fewer than maxEvents events or maxBytes bytes are
-// pending (a transaction is always taken whole). Undecodable messages are
-// stored in outbox_wal_undecodable; the events of aggregates that are
-// parked, or still have events in the outbox table, are written to the
-// outbox table behind them. The others join pending. An error ends the
-// stream: what is not acknowledged is delivered again.
-func (w *walSource) fill(ctx context.Context, wait time.Duration) error {
-	inPending := make(map[aggKey]bool, len(w.pending))
-	for i := range w.pending {
-		inPending[w.pending[i].key()] = true
-	}
-	var fresh []event
+func newWALSource(r *Relay, stream *walstream.Stream, maxEvents, maxBytes int) *walSource {
+	return &walSource{r: r, stream: stream, maxEvents: maxEvents, maxBytes: maxBytes}
+}
+
+// room reports whether the source takes more transactions.
+func (w *walSource) room() bool { return w.live < w.maxEvents && w.bytes < w.maxBytes }
+
+// fill takes first, a transaction received from the stream, and those the
+// stream has ready after it while there is room (a transaction is always
+// taken whole). Undecodable messages are stored in
+// outbox_wal_undecodable; the events of aggregates that are parked, or
+// still have events in the outbox table, are written to the outbox table
+// behind them. The others join pending. An error ends the stream: what is
+// not acknowledged is delivered again.
+func (w *walSource) fill(ctx context.Context, first *walstream.Tx) error {
+	fresh := make([]event, 0, len(first.Events))
 	var txs []*walTx
-	for first := true; len(w.pending)+len(fresh) < w.maxEvents && w.bytes < w.maxBytes; first = false {
-		nctx := nowCtx
-		if first && wait > 0 {
-			var cancel context.CancelFunc
-			nctx, cancel = context.WithTimeout(ctx, wait)
-			defer cancel()
-		}
-		tx, err := w.stream.Next(nctx)
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				break
-			}
-			return err
-		}
+	for tx := first; tx != nil; {
 		t := &walTx{end: tx.EndLSN}
 		txs = append(txs, t)
-		for _, m := range tx.Events {
+		for i := range tx.Events {
+			m := &tx.Events[i]
 			if m.Err != nil {
 				if _, err := w.r.pool.Exec(ctx, walUndecodable, m.LSN.String(), int64(tx.Xid), m.Raw, m.Err.Error()); err != nil {
 					return fmt.Errorf("relay: keep undecodable message: %w", err)
@@ -100,69 +104,28 @@ func (w *walSource) fill(ctx context.Context, wait time.Duration) error {
 				continue
 			}
 			w.seq++
-			e := event{seq: w.seq, id: m.Event.ID, topic: m.Event.Topic, aggregateType: m.Event.AggregateType,
-				aggregateID: m.Event.AggregateID, eventType: m.Event.EventType, payload: m.Event.Payload, tx: t}
-			if len(m.Event.Headers) > 0 {
-				b, err := json.Marshal(m.Event.Headers)
-				if err != nil {
-					return fmt.Errorf("relay: encode headers: %w", err)
-				}
-				h := string(b)
-				e.headers = &h
-			}
+			msg := &m.Message
+			e := event{seq: w.seq, id: msg.ID, topic: msg.Topic, aggregateType: msg.AggregateType,
+				aggregateID: msg.AggregateID, eventType: msg.EventType, payload: msg.Payload, walHeaders: msg.Headers, tx: t}
 			t.left++
+			w.live++
 			w.bytes += e.size()
 			fresh = append(fresh, e)
 		}
+		if !w.room() {
+			break
+		}
+		var err error
+		if tx, err = w.stream.Next(nowCtx); err != nil {
+			if errors.Is(err, context.Canceled) {
+				break
+			}
+			return err
+		}
 	}
 	if len(fresh) > 0 {
-		// Aggregates already pending were checked when their first pending
-		// event came, and only this goroutine diverts an aggregate (park
-		// moves all its pending events), so only new ones need a look.
-		var types, ids []string
-		seen := map[aggKey]bool{}
-		for i := range fresh {
-			k := fresh[i].key()
-			if !inPending[k] && !seen[k] {
-				seen[k] = true
-				types, ids = append(types, k.typ), append(ids, k.id)
-			}
-		}
-		diverted := map[aggKey]bool{}
-		if len(types) > 0 {
-			rows, err := w.r.pool.Query(ctx, walDiverted, types, ids)
-			if err != nil {
-				return fmt.Errorf("relay: check parked aggregates: %w", err)
-			}
-			for rows.Next() {
-				var k aggKey
-				if err := rows.Scan(&k.typ, &k.id); err != nil {
-					rows.Close()
-					return fmt.Errorf("relay: check parked aggregates: %w", err)
-				}
-				diverted[k] = true
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("relay: check parked aggregates: %w", err)
-			}
-		}
-		var behind []event
-		for i := range fresh {
-			if diverted[fresh[i].key()] {
-				behind = append(behind, fresh[i])
-				continue
-			}
-			w.pending = append(w.pending, fresh[i])
-		}
-		if len(behind) > 0 {
-			if _, err := w.r.pool.Exec(ctx, walInsert, insertArgs(behind)...); err != nil {
-				return fmt.Errorf("relay: write events behind parked aggregates: %w", err)
-			}
-			w.r.m.walDiverted.Add(float64(len(behind)))
-			for i := range behind {
-				w.bytes -= behind[i].size()
-				behind[i].tx.left--
-			}
+		if err := w.admit(ctx, fresh); err != nil {
+			return err
 		}
 	}
 	for _, t := range txs {
@@ -176,8 +139,100 @@ func (w *walSource) fill(ctx context.Context, wait time.Duration) error {
 	return nil
 }
 
+// admit appends fresh events to pending, or writes them to the outbox
+// table behind their aggregate's parked or unpublished events there.
+func (w *walSource) admit(ctx context.Context, fresh []event) error {
+	none, err := w.clear(ctx)
+	if err != nil {
+		return err
+	}
+	if none {
+		w.pending = append(w.pending, fresh...)
+		return nil
+	}
+	// Aggregates already pending were checked when their first pending
+	// event came, and only this goroutine diverts an aggregate (park moves
+	// all its pending events), so only the others need a look.
+	seen := make(map[aggKey]bool, len(w.pending)-w.live)
+	for i := range w.pending {
+		if !w.pending[i].done {
+			seen[w.pending[i].key()] = true
+		}
+	}
+	var types, ids []string
+	for i := range fresh {
+		k := fresh[i].key()
+		if !seen[k] {
+			seen[k] = true
+			types, ids = append(types, k.typ), append(ids, k.id)
+		}
+	}
+	diverted := map[aggKey]bool{}
+	if len(types) > 0 {
+		rows, err := w.r.pool.Query(ctx, walDiverted, types, ids)
+		if err != nil {
+			return fmt.Errorf("relay: check parked aggregates: %w", err)
+		}
+		for rows.Next() {
+			var k aggKey
+			if err := rows.Scan(&k.typ, &k.id); err != nil {
+				rows.Close()
+				return fmt.Errorf("relay: check parked aggregates: %w", err)
+			}
+			diverted[k] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("relay: check parked aggregates: %w", err)
+		}
+	}
+	var behind []event
+	for i := range fresh {
+		k := fresh[i].key()
+		if diverted[k] {
+			behind = append(behind, fresh[i])
+			continue
+		}
+		w.pending = append(w.pending, fresh[i])
+	}
+	if len(behind) > 0 {
+		w.tableClear = false
+		args, err := insertArgs(behind)
+		if err != nil {
+			return err
+		}
+		if _, err := w.r.pool.Exec(ctx, walInsert, args...); err != nil {
+			return fmt.Errorf("relay: write events behind parked aggregates: %w", err)
+		}
+		w.r.m.walDiverted.Add(float64(len(behind)))
+		for i := range behind {
+			w.live--
+			w.bytes -= behind[i].size()
+			behind[i].tx.left--
+		}
+	}
+	return nil
+}
+
+// clear reports whether no aggregate can be diverted: the outbox table held
+// no row and none was parked when last looked at, less than a second ago,
+// and this source has written none since. Rows get there only from a
+// streaming relay (this one, or one before it, which the first look sees)
+// and from table mode writers, whose events have no order with emitted
+// ones anyway (docs/design.md §2.11).
+func (w *walSource) clear(ctx context.Context) (bool, error) {
+	if w.tableClear && time.Since(w.clearAt) < time.Second {
+		return true, nil
+	}
+	at := time.Now()
+	if err := w.r.pool.QueryRow(ctx, walTableClear).Scan(&w.tableClear); err != nil {
+		return false, fmt.Errorf("relay: check the outbox table: %w", err)
+	}
+	w.clearAt = at
+	return w.tableClear, nil
+}
+
 // insertArgs are walInsert's arguments for events.
-func insertArgs(events []event) []any {
+func insertArgs(events []event) ([]any, error) {
 	n := len(events)
 	ids := make([]uuid.UUID, n)
 	topics, types, aggs, etypes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -185,37 +240,45 @@ func insertArgs(events []event) []any {
 	headers := make([]*string, n)
 	for i := range events {
 		e := &events[i]
-		ids[i], topics[i], types[i], aggs[i], etypes[i], payloads[i], headers[i] = e.id, e.topic, e.aggregateType, e.aggregateID, e.eventType, e.payload, e.headers
+		h, err := e.headersJSON()
+		if err != nil {
+			return nil, fmt.Errorf("relay: encode headers: %w", err)
+		}
+		ids[i], topics[i], types[i], aggs[i], etypes[i], payloads[i], headers[i] = e.id, e.topic, e.aggregateType, e.aggregateID, e.eventType, e.payload, h
 	}
-	return []any{ids, topics, types, aggs, etypes, payloads, headers}
+	return []any{ids, topics, types, aggs, etypes, payloads, headers}, nil
 }
 
-// resolve takes events out of pending and acknowledges to the stream each
+// resolve marks events resolved and acknowledges to the stream each
 // transaction left with no unresolved event; the stream confirms the
 // longest acknowledged prefix.
 func (w *walSource) resolve(events []event) {
-	if len(events) == 0 {
-		return
-	}
-	done := make(map[int64]bool, len(events))
 	for i := range events {
-		done[events[i].seq] = true
-	}
-	kept := w.pending[:0]
-	for i := range w.pending {
-		e := &w.pending[i]
-		if !done[e.seq] {
-			kept = append(kept, *e)
+		j, ok := slices.BinarySearchFunc(w.pending, events[i].seq, func(e event, seq int64) int { return cmp.Compare(e.seq, seq) })
+		if !ok || w.pending[j].done {
 			continue
 		}
+		e := &w.pending[j]
+		e.done = true
+		w.live--
 		w.bytes -= e.size()
 		if e.tx.left--; e.tx.left == 0 {
 			w.stream.Ack(e.tx.end)
 			w.txs--
 		}
 	}
-	clear(w.pending[len(kept):])
-	w.pending = kept
+	// Drop the resolved front once it is half of pending, moving the rest
+	// down in place: each event is moved about once, and the array is
+	// reused.
+	n := 0
+	for n < len(w.pending) && w.pending[n].done {
+		n++
+	}
+	if n > 0 && 2*n >= len(w.pending) {
+		m := copy(w.pending, w.pending[n:])
+		clear(w.pending[m:])
+		w.pending = w.pending[:m]
+	}
 	w.r.m.walPendingTxs.Set(float64(w.txs))
 }
 
@@ -235,20 +298,24 @@ func (w *walSource) ack(_ context.Context, events []event) error {
 // outbox_parked row, in one statement; then they are resolved. From there
 // on the table mode machinery holds them: `outboxkit parked retry` or
 // skip, and the table lanes publish them. Later events of the aggregate
-// from the stream follow them into the table (fill).
+// from the stream follow them into the table (admit).
 func (w *walSource) park(ctx context.Context, e *event, attempts int, cause error) error {
 	k := e.key()
 	var evs []event
 	for i := range w.pending {
-		if w.pending[i].key() == k {
+		if !w.pending[i].done && w.pending[i].key() == k {
 			evs = append(evs, w.pending[i])
 		}
 	}
 	if len(evs) == 0 || evs[0].seq != e.seq {
 		return fmt.Errorf("relay: park %s/%s: its first pending event is not the refused one", k.typ, k.id)
 	}
-	args := append(insertArgs(evs), cause.Error(), attempts)
-	if _, err := w.r.pool.Exec(ctx, walPark, args...); err != nil {
+	args, err := insertArgs(evs)
+	if err != nil {
+		return err
+	}
+	w.tableClear = false
+	if _, err := w.r.pool.Exec(ctx, walPark, append(args, cause.Error(), attempts)...); err != nil {
 		return err
 	}
 	w.r.m.walDiverted.Add(float64(len(evs)))
@@ -328,10 +395,18 @@ func (r *Relay) walStreamConfig(ctx context.Context) (walstream.Config, error) {
 	return cfg, nil
 }
 
+// walCall is one publish call of WAL mode, made by its own goroutine.
+type walCall struct {
+	send  []event
+	start time.Time
+	err   error // what the call returned
+}
+
 // walSession streams the slot once: it publishes the received
-// transactions' events in commit order, in calls of several transactions,
+// transactions' events in commit order, in up to Lanes calls at a time
+// (an aggregate is in one call at most, so its events keep their order),
 // and acknowledges each transaction once all its events are resolved. It
-// returns when ctx ends (after the call in flight, within
+// returns when ctx ends (after the calls in flight, within
 // ShutdownTimeout) or the stream fails.
 func (r *Relay) walSession(ctx context.Context) error {
 	scfg, err := r.walStreamConfig(ctx)
@@ -344,7 +419,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 	}
 	defer stream.Close()
 
-	// hard bounds the last publish call after ctx ends.
+	// hard bounds the calls in flight after ctx ends.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	go func() {
@@ -370,46 +445,87 @@ func (r *Relay) walSession(ctx context.Context) error {
 	}()
 	r.log.InfoContext(ctx, "streaming the WAL mode replication slot", "slot", r.cfg.WAL.Slot)
 
-	perCall := r.cfg.BatchSize * r.cfg.Lanes
-	src := &walSource{r: r, stream: stream, maxEvents: 4 * perCall, maxBytes: 2 * maxCallBytes}
+	lanes, perCall := r.cfg.Lanes, r.cfg.BatchSize
+	src := newWALSource(r, stream, 4*lanes*perCall, 2*maxCallBytes)
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
-	backoff := time.Duration(0)
-	idle := time.Duration(0)
-	for ctx.Err() == nil {
-		if len(src.pending) == 0 {
-			idle = r.cfg.MaxPollInterval * 10
+	var (
+		results  = make(chan *walCall, lanes)
+		busy     = map[aggKey]bool{} // aggregates with events in a call in flight
+		inFlight int
+		backoff  time.Duration
+		retryAt  time.Time // no new call before
+	)
+	settle := func(c *walCall) {
+		inFlight--
+		for i := range c.send {
+			delete(busy, c.send[i].key())
 		}
-		if err := src.fill(ctx, idle); err != nil {
-			return err
-		}
-		idle = 0
-		// pick builds the record of every event it returns: give it a
-		// window of the pending events, not a large transaction's all, and
-		// the whole list only when the window holds only aggregates on hold.
-		window := src.pending[:min(len(src.pending), 2*perCall)]
-		send, nextHold := pick(window, holds)
-		if len(send) == 0 && len(window) < len(src.pending) {
-			send, nextHold = pick(src.pending, holds)
-		}
-		if len(send) > perCall {
-			send = send[:perCall]
-		}
-		if len(send) == 0 {
-			if len(src.pending) > 0 {
-				// Only aggregates on hold: take new transactions meanwhile.
-				idle = min(max(time.Until(nextHold), time.Millisecond), r.cfg.MaxPollInterval)
-			}
-			continue
-		}
-		if r.publish(hard, src, send, holds) {
+		if r.settle(hard, src, c.send, outcomeOf(c.send, c.err, holds), holds, c.start) {
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			if !wait.Sleep(ctx, backoff) {
-				return nil
-			}
-			continue
+			retryAt = time.Now().Add(backoff)
+			return
 		}
 		backoff = 0
+	}
+	// The calls in flight end within ShutdownTimeout of ctx's end; what
+	// they had acknowledged is confirmed by Close.
+	defer func() {
+		for ; inFlight > 0; settle(<-results) {
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		var nextHold time.Time
+		for inFlight < lanes && !time.Now().Before(retryAt) {
+			send, hold := pickN(src.pending, holds, perCall, busy)
+			if !hold.IsZero() && (nextHold.IsZero() || hold.Before(nextHold)) {
+				nextHold = hold
+			}
+			if len(send) == 0 {
+				break
+			}
+			for i := range send {
+				busy[send[i].key()] = true
+			}
+			inFlight++
+			c := &walCall{send: send, start: time.Now()}
+			go func() {
+				c.err = r.publishRecords(hard, recordsOf(c.send))
+				results <- c
+			}()
+		}
+		// Wait for a call to end, a transaction (when there is room), a
+		// hold or the backoff to end, or ctx.
+		wake := nextHold
+		if src.live > 0 && time.Now().Before(retryAt) && (wake.IsZero() || retryAt.Before(wake)) {
+			wake = retryAt
+		}
+		var alarm <-chan time.Time
+		if !wake.IsZero() {
+			timer.Reset(max(time.Until(wake), time.Millisecond))
+			alarm = timer.C
+		}
+		var ready <-chan *walstream.Tx
+		if src.room() {
+			ready = stream.Ready()
+		}
+		select {
+		case c := <-results:
+			settle(c)
+		case tx, ok := <-ready:
+			if !ok {
+				_, err := stream.Next(nowCtx)
+				return err
+			}
+			if err := src.fill(ctx, tx); err != nil {
+				return err
+			}
+		case <-alarm:
+		case <-ctx.Done():
+		}
+		timer.Stop()
 	}
 	return nil
 }

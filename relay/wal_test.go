@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -236,6 +237,80 @@ func TestWALPartialFailuresResendTailInOrder(t *testing.T) {
 	t.Logf("%d events; injected %d whole-call failures, %d lost acks, %d partial failures; %d duplicates",
 		sum(counts), f.stats.whole.Load(), f.stats.lostAcks.Load(), f.stats.partial.Load(), dups)
 }
+
+// TestWALCallsInFlightKeepAggregatesApart: WAL mode publishes several
+// calls at a time (Lanes), and no aggregate is ever in two calls in flight,
+// so its events keep their order even when a call fails.
+func TestWALCallsInFlightKeepAggregatesApart(t *testing.T) {
+	t.Parallel()
+	b, _ := walSetup(t, 4)
+	w := &watchingPublisher{inner: newPublisher(b.t, b.brokers), delay: 20 * time.Millisecond, inFlight: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.startRelay(walCfg(relay.Config{Publisher: w, BatchSize: 50, Lanes: 4}))
+	counts := b.writeConcurrently(ctx, 4, 24, 3000)
+	b.waitArrived(sum(counts), 90*time.Second)
+	checkCounts(t, b, counts)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.overlaps > 0 {
+		t.Fatalf("%d times an aggregate was in two calls in flight", w.overlaps)
+	}
+	if w.maxCalls < 2 || w.maxCalls > 4 {
+		t.Fatalf("at most %d calls were in flight at once; want 2 to 4 (Lanes)", w.maxCalls)
+	}
+	t.Logf("%d events in %d calls, up to %d in flight at once", sum(counts), w.calls, w.maxCalls)
+}
+
+// watchingPublisher delays every call and records how many are in flight
+// at once, and whether an aggregate is in two of them.
+type watchingPublisher struct {
+	inner relay.Publisher
+	delay time.Duration
+
+	mu                      sync.Mutex
+	inFlight                map[string]int // aggregate -> calls in flight holding it
+	calls, active, maxCalls int
+	overlaps                int
+}
+
+func (w *watchingPublisher) Publish(ctx context.Context, recs []relay.Record) error {
+	aggs := map[string]bool{}
+	for _, r := range recs {
+		for _, h := range r.Headers {
+			if h.Key == outbox.HeaderAggregateType {
+				aggs[string(h.Value)+"/"+string(r.Key)] = true
+			}
+		}
+	}
+	w.mu.Lock()
+	w.calls++
+	w.active++
+	w.maxCalls = max(w.maxCalls, w.active)
+	for a := range aggs {
+		if w.inFlight[a] > 0 {
+			w.overlaps++
+		}
+		w.inFlight[a]++
+	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.active--
+		for a := range aggs {
+			w.inFlight[a]--
+		}
+		w.mu.Unlock()
+	}()
+	select {
+	case <-time.After(w.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return w.inner.Publish(ctx, recs)
+}
+
+func (w *watchingPublisher) Close() error { return w.inner.Close() }
 
 // TestWALKilledRelayStandbyTakesOver SIGKILLs the relay process streaming
 // the slot, over and over, while writers emit; a standby takes over each

@@ -10,7 +10,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -30,8 +31,39 @@ type Message struct {
 	EventType     string
 	// Payload nil is a tombstone; an empty payload is not.
 	Payload []byte
-	// Headers nil when the message has none.
-	Headers map[string]string
+	// Headers are the message's headers, sorted by name (bytewise) with no
+	// name twice; nil when the message has none. Append sorts a copy of
+	// unsorted headers; Decode returns them in the order encoded.
+	Headers []Header
+}
+
+// Header is one Kafka header of a message.
+type Header struct {
+	Name, Value string
+}
+
+// HeadersOf returns m's headers sorted by name, nil when m is empty.
+func HeadersOf(m map[string]string) []Header {
+	if len(m) == 0 {
+		return nil
+	}
+	hs := make([]Header, 0, len(m))
+	for k, v := range m {
+		hs = append(hs, Header{Name: k, Value: v})
+	}
+	sortHeaders(hs)
+	return hs
+}
+
+// sortHeaders sorts hs by name: Go compares strings bytewise, as
+// PostgreSQL compares the bytea names in outbox_wal_encode.
+func sortHeaders(hs []Header) {
+	slices.SortFunc(hs, func(a, b Header) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// Sorted reports whether hs is sorted by name, as a message's headers are.
+func Sorted(hs []Header) bool {
+	return slices.IsSortedFunc(hs, func(a, b Header) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // ErrUnknownVersion is matched by a *DecodeError whose content starts with
@@ -82,16 +114,14 @@ func Append(dst []byte, m *Message) []byte {
 	if len(m.Headers) == 0 {
 		return dst
 	}
-	names := make([]string, 0, len(m.Headers))
-	for k := range m.Headers {
-		names = append(names, k)
+	hs := m.Headers
+	if !Sorted(hs) {
+		hs = slices.Clone(hs)
+		sortHeaders(hs)
 	}
-	// Go compares strings bytewise, as PostgreSQL compares the bytea names
-	// in outbox_wal_encode.
-	sort.Strings(names)
-	for _, k := range names {
-		dst = appendString(dst, k)
-		dst = appendString(dst, m.Headers[k])
+	for _, h := range hs {
+		dst = appendString(dst, h.Name)
+		dst = appendString(dst, h.Value)
 	}
 	return dst
 }
@@ -99,8 +129,8 @@ func Append(dst []byte, m *Message) []byte {
 // Size is the length of m's encoding, for sizing buffers.
 func Size(m *Message) int {
 	n := 1 + 16 + 4*4 + len(m.Topic) + len(m.AggregateType) + len(m.AggregateID) + len(m.EventType) + 4 + len(m.Payload) + 4
-	for k, v := range m.Headers {
-		n += 8 + len(k) + len(v)
+	for _, h := range m.Headers {
+		n += 8 + len(h.Name) + len(h.Value)
 	}
 	return n
 }
@@ -140,14 +170,14 @@ func Decode(b []byte) (Message, error) {
 	count, _ := d.uint32("headers")
 	if count > 0 && d.err == "" {
 		// Each header takes at least 8 bytes: a bogus count fails here and
-		// does not allocate a huge map.
+		// does not allocate a huge slice.
 		if uint64(count)*8 > uint64(len(d.b)) {
 			d.fail("headers")
 		} else {
-			m.Headers = make(map[string]string, count)
+			m.Headers = make([]Header, 0, count)
 			for i := uint32(0); i < count && d.err == ""; i++ {
 				k := d.string("header name")
-				m.Headers[k] = d.string("header value")
+				m.Headers = append(m.Headers, Header{Name: k, Value: d.string("header value")})
 			}
 		}
 	}

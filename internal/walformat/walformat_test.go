@@ -15,7 +15,7 @@ import (
 
 var cases = []walformat.Message{
 	{ID: uuid.MustParse("0190a0b1-0000-7000-8000-000000000001"), Topic: "orders", AggregateType: "order", AggregateID: "42",
-		EventType: "OrderPlaced", Payload: []byte(`{"total":10}`), Headers: map[string]string{"tenant": "acme", "b": "2", "a": "1", "ä": "ü", "A": "x", "aa": ""}},
+		EventType: "OrderPlaced", Payload: []byte(`{"total":10}`), Headers: walformat.HeadersOf(map[string]string{"tenant": "acme", "b": "2", "a": "1", "ä": "ü", "A": "x", "aa": ""})},
 	{ID: uuid.MustParse("0190a0b1-0000-7000-8000-000000000002"), Topic: "t", AggregateType: "", AggregateID: "k", EventType: "Deleted"},
 	{ID: uuid.New(), Topic: "t.x_y-z", AggregateType: "kind", AggregateID: "ключ", EventType: "E", Payload: []byte{}},
 	{ID: uuid.New(), Topic: "t", AggregateType: "a", AggregateID: "1", EventType: "E", Payload: []byte{0, 1, 2, 0xff}},
@@ -29,7 +29,11 @@ func TestSQLEncoderMatchesGo(t *testing.T) {
 	for i, m := range cases {
 		var headers any
 		if m.Headers != nil {
-			b, err := json.Marshal(m.Headers)
+			obj := map[string]string{}
+			for _, h := range m.Headers {
+				obj[h.Name] = h.Value
+			}
+			b, err := json.Marshal(obj)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,5 +86,28 @@ func TestUnknownVersion(t *testing.T) {
 	var de *walformat.DecodeError
 	if !errors.Is(err, walformat.ErrUnknownVersion) || !errors.As(err, &de) || de.Version != 2 {
 		t.Fatalf("version 2: %v; want a *DecodeError of version 2 matching ErrUnknownVersion", err)
+	}
+}
+
+// TestAppendSortsHeaders checks that Append writes unsorted headers sorted,
+// without touching the caller's slice, and that Decode returns them in that
+// order.
+func TestAppendSortsHeaders(t *testing.T) {
+	t.Parallel()
+	unsorted := []walformat.Header{{Name: "b", Value: "2"}, {Name: "a", Value: "1"}, {Name: "B", Value: "3"}}
+	m := walformat.Message{ID: uuid.New(), Topic: "t", AggregateType: "a", AggregateID: "1", EventType: "E", Headers: unsorted}
+	got, err := walformat.Decode(walformat.Append(nil, &m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []walformat.Header{{Name: "B", Value: "3"}, {Name: "a", Value: "1"}, {Name: "b", Value: "2"}}
+	if !reflect.DeepEqual(got.Headers, want) {
+		t.Fatalf("decoded headers %v, want %v", got.Headers, want)
+	}
+	if unsorted[0].Name != "b" {
+		t.Fatalf("Append sorted the caller's headers: %v", unsorted)
+	}
+	if !walformat.Sorted(got.Headers) || walformat.Sorted(unsorted) {
+		t.Fatal("Sorted disagrees with the order")
 	}
 }

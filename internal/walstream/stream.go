@@ -1,11 +1,13 @@
 package walstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -14,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/outboxkit/outboxkit/internal/walformat"
-	"github.com/outboxkit/outboxkit/outbox"
 )
 
 // LSN is a position in the write-ahead log.
@@ -43,8 +44,8 @@ type Event struct {
 	// (the last message's is its commit record's start). It is never a
 	// position to confirm: confirming it would skip the transaction.
 	LSN LSN
-	// Event is the decoded event; zero when Err is set.
-	Event outbox.Event
+	// Message is the decoded event; zero when Err is set.
+	Message walformat.Message
 	// Err is set when the content could not be decoded (an unknown format
 	// version, or a malformed content); it matches
 	// walformat.ErrUnknownVersion for an unknown version. Such an event is
@@ -428,6 +429,12 @@ func (s *Stream) Next(ctx context.Context) (*Tx, error) {
 	}
 }
 
+// Ready returns the channel Next receives from, for a caller that waits on
+// it together with other channels: a transaction received from it is the
+// one Next would have returned. Once it is closed the stream has ended,
+// and Next returns why.
+func (s *Stream) Ready() <-chan *Tx { return s.out }
+
 // Ack records that every event of the transaction ending at end was
 // published. The server is told at the next status update, as far as the
 // longest prefix of acknowledged transactions reaches. Acknowledging a
@@ -435,11 +442,9 @@ func (s *Stream) Next(ctx context.Context) (*Tx, error) {
 func (s *Stream) Ack(end LSN) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.pending {
-		if s.pending[i].end == end {
-			s.pending[i].acked = true
-			break
-		}
+	// pending is in commit order, so in order of end positions.
+	if i, ok := slices.BinarySearchFunc(s.pending, end, func(e ackEntry, end LSN) int { return cmp.Compare(e.end, end) }); ok {
+		s.pending[i].acked = true
 	}
 	s.advanceLocked()
 }
@@ -451,9 +456,9 @@ func (s *Stream) advanceLocked() {
 		s.confirmed = s.pending[n].end
 		n++
 	}
-	if n > 0 {
-		s.pending = append(s.pending[:0], s.pending[n:]...)
-	}
+	// Reslicing keeps this O(1) per transaction; append reallocates the
+	// array, dropping the confirmed front, when it fills.
+	s.pending = s.pending[n:]
 }
 
 // Confirmed returns the position the stream confirms to the server: the
@@ -502,7 +507,14 @@ func (s *Stream) run() {
 }
 
 func (s *Stream) loop() error {
+	// Reads wait until the next status update is due, by the connection's
+	// read deadline: a context per message would cost more than decoding
+	// it. Close moves the deadline to now.
+	netConn := s.conn.Conn()
+	stopRead := context.AfterFunc(s.stopCtx, func() { _ = netConn.SetReadDeadline(time.Now()) })
+	defer stopRead()
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	var deadline time.Time
 	var open *Tx // between BEGIN and COMMIT
 	for {
 		if now := time.Now(); !now.Before(nextStatus) {
@@ -511,9 +523,17 @@ func (s *Stream) loop() error {
 			}
 			nextStatus = now.Add(s.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(s.stopCtx, nextStatus)
-		msg, err := s.conn.ReceiveMessage(rctx)
-		cancel()
+		if !deadline.Equal(nextStatus) && s.stopCtx.Err() == nil {
+			if err := netConn.SetReadDeadline(nextStatus); err != nil {
+				return fmt.Errorf("walstream: set read deadline: %w", err)
+			}
+			deadline = nextStatus
+			if s.stopCtx.Err() != nil {
+				// Close came between the check and the call.
+				_ = netConn.SetReadDeadline(time.Now())
+			}
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if s.stopCtx.Err() != nil {
 				return nil
@@ -617,8 +637,7 @@ func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 		if err != nil {
 			ev.Err, ev.Raw = err, append([]byte(nil), m.Content...)
 		} else {
-			ev.Event = outbox.Event{ID: msg.ID, Topic: msg.Topic, AggregateType: msg.AggregateType, AggregateID: msg.AggregateID,
-				EventType: msg.EventType, Payload: msg.Payload, Headers: msg.Headers}
+			ev.Message = msg
 		}
 		open.Events = append(open.Events, ev)
 		return open, nil

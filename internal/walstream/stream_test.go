@@ -62,11 +62,25 @@ func wantEvents(t *testing.T, tx *walstream.Tx, want ...outbox.Event) {
 		if e.Err != nil {
 			t.Fatalf("xid %d: undecodable event at %s: %v", tx.Xid, e.LSN, e.Err)
 		}
-		got = append(got, e.Event)
+		m := e.Message
+		got = append(got, outbox.Event{ID: m.ID, Topic: m.Topic, AggregateType: m.AggregateType, AggregateID: m.AggregateID,
+			EventType: m.EventType, Payload: m.Payload, Headers: headerMap(m.Headers)})
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("xid %d: events\n%+v\nwant\n%+v", tx.Xid, got, want)
 	}
+}
+
+// headerMap is hs as outbox.Event has them, nil when empty.
+func headerMap(hs []walformat.Header) map[string]string {
+	if len(hs) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(hs))
+	for _, h := range hs {
+		m[h.Name] = h.Value
+	}
+	return m
 }
 
 func TestCommittedTransactionsInCommitOrder(t *testing.T) {
@@ -108,10 +122,10 @@ func TestCommittedTransactionsInCommitOrder(t *testing.T) {
 
 	t1, t2, t3 := next(t, s), next(t, s), next(t, s)
 	wantEvents(t, t1, a...)
-	if t1.Events[1].Event.Payload != nil {
-		t.Fatalf("tombstone arrived with payload %q, want nil", t1.Events[1].Event.Payload)
+	if t1.Events[1].Message.Payload != nil {
+		t.Fatalf("tombstone arrived with payload %q, want nil", t1.Events[1].Message.Payload)
 	}
-	if t1.Events[2].Event.Payload == nil {
+	if t1.Events[2].Message.Payload == nil {
 		t.Fatal("empty payload arrived as a tombstone")
 	}
 	wantEvents(t, t2, sqlID)
@@ -147,7 +161,7 @@ func TestLateCommitArrivesAfterEarlierCommit(t *testing.T) {
 	}
 	first, second := next(t, s), next(t, s)
 	wantEvents(t, first, b...)
-	if len(second.Events) != 1 || second.Events[0].Event.AggregateID != "a" {
+	if len(second.Events) != 1 || second.Events[0].Message.AggregateID != "a" {
 		t.Fatalf("second transaction %+v, want A's event", second)
 	}
 	// A's message was written before B's but A committed later.
@@ -253,8 +267,8 @@ func TestUnknownVersionIsDeliveredUndecodable(t *testing.T) {
 	if !reflect.DeepEqual(u.Raw, bad) {
 		t.Fatalf("raw content %x, want %x", u.Raw, bad)
 	}
-	if tx.Events[0].Event.EventType != "Before" || tx.Events[2].Event.EventType != "After" {
-		t.Fatalf("events around it: %+v, %+v", tx.Events[0].Event, tx.Events[2].Event)
+	if tx.Events[0].Message.EventType != "Before" || tx.Events[2].Message.EventType != "After" {
+		t.Fatalf("events around it: %+v, %+v", tx.Events[0].Message, tx.Events[2].Message)
 	}
 }
 
@@ -311,12 +325,12 @@ func TestHundredThousandEventTransactionDeliveredWhole(t *testing.T) {
 		t.Fatalf("transaction delivered with %d events, want %d", len(tx.Events), n)
 	}
 	for i, e := range tx.Events {
-		if e.Err != nil || e.Event.AggregateID != fmt.Sprint(i) || e.Event.ID != evs[i].ID {
-			t.Fatalf("event %d: %+v (err %v), want aggregate %d id %s", i, e.Event, e.Err, i, evs[i].ID)
+		if e.Err != nil || e.Message.AggregateID != fmt.Sprint(i) || e.Message.ID != evs[i].ID {
+			t.Fatalf("event %d: %+v (err %v), want aggregate %d id %s", i, e.Message, e.Err, i, evs[i].ID)
 		}
 	}
 	s.Ack(tx.EndLSN)
-	if after := next(t, s); len(after.Events) != 1 || after.Events[0].Event.AggregateID != "after" {
+	if after := next(t, s); len(after.Events) != 1 || after.Events[0].Message.AggregateID != "after" {
 		t.Fatalf("next transaction %+v", after)
 	}
 }
