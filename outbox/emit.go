@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/outboxkit/outboxkit/internal/walformat"
 )
@@ -29,7 +31,8 @@ const sqlstateNoWALSlot = "OB001"
 // *InvalidEventError and nothing is emitted), gives zero IDs a UUIDv7 in
 // the events slice, and sends one statement for the whole batch, in the
 // order given. It returns an error matching [ErrNoWALSlot] when the WAL
-// mode replication slot does not exist. docs/wal-format.md specifies the
+// mode replication slot does not exist (checked at most once per
+// [Writer.SlotRecheck] on one connection). docs/wal-format.md specifies the
 // message content; the SQL function outbox_emit writes the same.
 func Emit(ctx context.Context, db DBTX, events ...Event) error {
 	return defaultWriter.Emit(ctx, db, events...)
@@ -51,13 +54,45 @@ func (w Writer) Emit(ctx context.Context, db DBTX, events ...Event) error {
 			EventType: e.EventType, Payload: e.Payload, Headers: walformat.HeadersOf(hs[i])}
 		msgs[i] = walformat.Append(make([]byte, 0, walformat.Size(&m)), &m)
 	}
-	if _, err := db.Exec(ctx, emitMessages, msgs); err != nil {
+	conn := pgConnOf(db)
+	recheck := w.SlotRecheck
+	if recheck == 0 {
+		recheck = DefaultSlotRecheck
+	}
+	sql, start := emitMessages, time.Now()
+	if conn != nil && recheck > 0 {
+		if at, ok := conn.CustomData()[slotCheckedKey].(time.Time); ok && start.Sub(at) < recheck {
+			sql = emitUnchecked
+		}
+	}
+	if _, err := db.Exec(ctx, sql, msgs); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == sqlstateNoWALSlot {
 			// The message names the slot and the fix.
 			return fmt.Errorf("%w: %s", ErrNoWALSlot, strings.TrimPrefix(pgErr.Message, "outbox: "))
 		}
 		return fmt.Errorf("outbox: emit %d events: %w", len(events), err)
+	}
+	if sql == emitMessages && conn != nil {
+		conn.CustomData()[slotCheckedKey] = start
+	}
+	return nil
+}
+
+// slotCheckedKey keys, in a connection's CustomData, when Emit last found
+// the WAL mode slot there.
+const slotCheckedKey = "outboxkit.wal_slot_checked"
+
+// pgConnOf returns the connection db runs on, nil for a pool (each call may
+// get another connection).
+func pgConnOf(db DBTX) *pgconn.PgConn {
+	switch c := db.(type) {
+	case interface{ Conn() *pgx.Conn }: // pgx.Tx, pgxpool's Tx and Conn
+		if conn := c.Conn(); conn != nil {
+			return conn.PgConn()
+		}
+	case *pgx.Conn:
+		return c.PgConn()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,6 +40,58 @@ func TestEmitRefusesWithoutSlot(t *testing.T) {
 	var id string
 	if err := db.Pool.QueryRow(ctx, "SELECT outbox_emit('orders', 'order', '1', 'Placed', NULL)").Scan(&id); err != nil || id == "" {
 		t.Fatalf("outbox_emit with the slot: id %q, %v", id, err)
+	}
+}
+
+// TestEmitRechecksTheSlot: on one connection Emit trusts a slot it found
+// for Writer.SlotRecheck, then looks again; a negative SlotRecheck looks
+// on every call.
+func TestEmitRechecksTheSlot(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	db.CreateSlot(t)
+	ctx := context.Background()
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	e := outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("x")}
+	emit := func(w outbox.Writer) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return w.Emit(ctx, tx, e) })
+	}
+	setSlot := func(create bool) {
+		q := "SELECT pg_drop_replication_slot($1)"
+		if create {
+			q = "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+		}
+		if _, err := db.Pool.Exec(ctx, q, db.Slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	trusting := outbox.Writer{SlotRecheck: 300 * time.Millisecond}
+	if err := emit(trusting); err != nil {
+		t.Fatalf("Emit with the slot: %v", err)
+	}
+	setSlot(false)
+	checked := time.Now()
+	if err := emit(trusting); err != nil && time.Since(checked) < 250*time.Millisecond {
+		t.Fatalf("Emit right after a check refused: %v; want the slot trusted for SlotRecheck", err)
+	}
+	time.Sleep(time.Until(checked.Add(350 * time.Millisecond)))
+	if err := emit(trusting); !errors.Is(err, outbox.ErrNoWALSlot) {
+		t.Fatalf("Emit after SlotRecheck without the slot: %v; want ErrNoWALSlot", err)
+	}
+
+	setSlot(true)
+	always := outbox.Writer{SlotRecheck: -1}
+	if err := emit(always); err != nil {
+		t.Fatalf("Emit with the slot again: %v", err)
+	}
+	setSlot(false)
+	if err := emit(always); !errors.Is(err, outbox.ErrNoWALSlot) {
+		t.Fatalf("Emit with SlotRecheck -1 after the slot was dropped: %v; want ErrNoWALSlot", err)
 	}
 }
 

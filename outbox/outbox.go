@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -126,7 +127,19 @@ type Writer struct {
 	// max.message.bytes when that is not the default. Defaults to
 	// DefaultMaxRecordBytes (1048588, Kafka's default).
 	MaxRecordBytes int
+
+	// SlotRecheck is how long [Writer.Emit] trusts, on one connection, that
+	// the WAL mode slot exists after it last checked: the check costs about
+	// as much as the emit itself. Within it, a slot dropped meanwhile is not
+	// noticed, and what is emitted is lost with the events the slot held
+	// (dropping the slot loses those anyway). Emit through a pool, not a
+	// transaction or connection, checks on every call. Defaults to
+	// DefaultSlotRecheck; a negative value checks on every call.
+	SlotRecheck time.Duration
 }
+
+// DefaultSlotRecheck is the default [Writer.SlotRecheck].
+const DefaultSlotRecheck = time.Second
 
 var defaultWriter Writer
 

@@ -18,3 +18,8 @@ ORDER BY e.ord`
 // order, after checking that the WAL mode slot exists (migrations/00003).
 // It touches no table but the one-row outbox_wal_settings.
 const emitMessages = `SELECT outbox_wal_emit($1::bytea[])`
+
+// emitUnchecked is emitMessages without the slot check, for a connection
+// that found the slot less than Writer.SlotRecheck ago: in array order,
+// like outbox_wal_emit.
+const emitUnchecked = `SELECT count(pg_logical_emit_message(true, 'outboxkit', m)) FROM unnest($1::bytea[]) AS m`

@@ -110,7 +110,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.ceilingWorkers, "ceiling-workers", 16, "goroutines of the bare kafka-go producers")
 	fs.IntVar(&o.latencyProducers, "latency-producers", 16, "goroutines of the paced producers")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each relay child to `prefix`-<phase>.pprof")
-	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency", "phases to run, comma-separated (the figures of a partial run are partial); wal adds a WAL mode drain of -events on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL)")
+	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency,wal,wal-latency", "phases to run, comma-separated (the figures of a partial run are partial); wal and wal-latency are the drains and the latency phases in WAL mode, on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -events 20000 -small-backlog 5000 -steady-duration 5s -rate-duration 5s (explicit flags win)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
@@ -147,11 +147,11 @@ func parseFlags() (options, error) {
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "ceiling", "drain", "steady", "latency", "wal":
+		case "ceiling", "drain", "steady", "latency", "wal", "wal-latency":
 			o.phases[p] = true
 		case "":
 		default:
-			return o, fmt.Errorf("-phases: unknown phase %q (want ceiling, drain, steady, latency, wal)", p)
+			return o, fmt.Errorf("-phases: unknown phase %q (want ceiling, drain, steady, latency, wal, wal-latency)", p)
 		}
 	}
 	switch {
@@ -182,9 +182,10 @@ type results struct {
 	ceilings  []ceilingResult
 	big       *drainResult
 	small     *drainResult
-	wal       *drainResult
+	wal       *drainResult // WAL mode, -events
+	walSmall  *drainResult // WAL mode, -small-backlog
 	steady    *steadyResult
-	latencies []latencyResult
+	latencies []latencyResult // table mode, then WAL mode
 	checks    []check
 }
 
@@ -295,6 +296,13 @@ func (b *bench) runPhases(ctx context.Context, res *results) error {
 		}
 		res.wal = &w
 		res.checks = append(res.checks, chk)
+
+		small, chk, err := b.walDrain(ctx, b.opts.smallBacklog)
+		if err != nil {
+			return err
+		}
+		res.walSmall = &small
+		res.checks = append(res.checks, chk)
 	}
 	if b.opts.phases["steady"] {
 		s, chk, err := b.steady(ctx)
@@ -304,9 +312,15 @@ func (b *bench) runPhases(ctx context.Context, res *results) error {
 		res.steady = &s
 		res.checks = append(res.checks, chk)
 	}
-	if b.opts.phases["latency"] {
+	for _, mode := range []struct {
+		phase string
+		wal   bool
+	}{{"latency", false}, {"wal-latency", true}} {
+		if !b.opts.phases[mode.phase] {
+			continue
+		}
 		for _, rate := range b.opts.rates {
-			l, chk, err := b.latency(ctx, rate)
+			l, chk, err := b.latency(ctx, rate, mode.wal)
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 // latencyResult is one paced-rate phase.
 type latencyResult struct {
 	rate       int
+	wal        bool // WAL mode
 	events     int
 	achieved   float64 // events/s the paced producers committed
 	received   int
@@ -35,29 +36,60 @@ type latencyResult struct {
 	cpu                      cpuShare
 }
 
+// mode names the relay's source.
+func (l latencyResult) mode() string {
+	if l.wal {
+		return "WAL"
+	}
+	return "table"
+}
+
+// name names the phase in the RSS and CPU tables.
+func (l latencyResult) name() string {
+	if l.wal {
+		return "WAL latency " + perSec(float64(l.rate))
+	}
+	return "latency " + perSec(float64(l.rate))
+}
+
 // latency commits rate events/s, one per transaction, for opts.rateDuration,
 // and measures commit-to-consumer-receipt for each event: the commit time is
 // taken when Commit returns, the receipt time when a partition reader (one
 // per partition, MinBytes 1, started before the producers) returns the
 // record. Both clocks are this process's monotonic clock; the record's
 // payload carries the event's index into the table of commit times.
-func (b *bench) latency(ctx context.Context, rate int) (latencyResult, check, error) {
-	res := latencyResult{rate: rate}
+//
+// In WAL mode (wal) the producers emit with outbox.Emit into a fresh
+// database on the wal_level=logical cluster, and the relay child streams
+// its slot.
+func (b *bench) latency(ctx context.Context, rate int, wal bool) (latencyResult, check, error) {
+	res := latencyResult{rate: rate, wal: wal}
 	phase := fmt.Sprintf("latency-%d", rate)
+	if wal {
+		phase = "wal-" + phase
+	}
 	n := int(float64(rate) * b.opts.rateDuration.Seconds())
 	res.events = n
 	topic, err := b.kafka.topic(phase)
 	if err != nil {
 		return res, check{}, err
 	}
-	if err := b.resetOutbox(ctx); err != nil {
+	cs, pool, write := b.child, b.pool, outbox.Write
+	if wal {
+		db, err := openWALDB(ctx, phase, int32(b.opts.latencyProducers+2))
+		if err != nil {
+			return res, check{}, err
+		}
+		defer db.close()
+		cs.dbURL, cs.source, pool, write = db.url, "wal", db.pool, outbox.Emit
+	} else if err := b.resetOutbox(ctx); err != nil {
 		return res, check{}, err
 	}
 	clk := newLatencyClock(n)
 	stopReaders := clk.readTopic(ctx, b.kafka.brokers, topic, b.kafka.partitions)
 	defer stopReaders()
 
-	c, err := startChild(ctx, b.child, phase)
+	c, err := startChild(ctx, cs, phase)
 	if err != nil {
 		return res, check{}, err
 	}
@@ -67,7 +99,9 @@ func (b *bench) latency(ctx context.Context, rate int) (latencyResult, check, er
 	progress("%s: %d events at %d events/s, %d paced producers", phase, n, rate, b.opts.latencyProducers)
 
 	snapA := takeCPUSnapshot()
-	prodDur, prodErr := b.producePaced(ctx, clk, topic, rate)
+	prodDur, prodErr := b.producePaced(ctx, clk, topic, rate, func(ctx context.Context, ev outbox.Event) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return write(ctx, tx, ev) })
+	})
 	res.achieved = float64(n) / prodDur.Seconds()
 	if prodErr != nil {
 		return res, check{}, fmt.Errorf("%s: producer: %w", phase, prodErr)
@@ -146,7 +180,7 @@ func (k *latencyClock) readTopic(ctx context.Context, brokers []string, topic st
 // i due at i/rate seconds after the start, from opts.latencyProducers
 // goroutines, and returns how long that took. A producer error stops its
 // goroutine; the others go on.
-func (b *bench) producePaced(ctx context.Context, k *latencyClock, topic string, rate int) (time.Duration, error) {
+func (b *bench) producePaced(ctx context.Context, k *latencyClock, topic string, rate int, commit func(context.Context, outbox.Event) error) (time.Duration, error) {
 	n := len(k.commitAt)
 	var (
 		next    atomic.Int64
@@ -169,8 +203,7 @@ func (b *bench) producePaced(ctx context.Context, k *latencyClock, topic string,
 					time.Sleep(d)
 				}
 				ev := b.gen.IndexedEvent(topic, i)
-				err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, ev) })
-				if err != nil {
+				if err := commit(ctx, ev); err != nil {
 					errMu.Lock()
 					prodErr = errors.Join(prodErr, err)
 					errMu.Unlock()
