@@ -49,10 +49,10 @@ type walSource struct {
 	// the resolved ones are marked done, and dropped in bulk from the front
 	// (resolve).
 	pending []event
-	live  int   // unresolved events in pending
-	bytes int   // their size
-	seq   int64 // the last event's number: events are told apart by it
-	txs   int   // transactions with unresolved events
+	live    int   // unresolved events in pending
+	bytes   int   // their size
+	seq     int64 // the last event's number: events are told apart by it
+	txs     int   // transactions with unresolved events
 
 	// tableClear says that the outbox table held no row and no aggregate
 	// was parked at clearAt, and that this source has written none since:

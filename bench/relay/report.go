@@ -247,14 +247,6 @@ func ratioGoal(v, base float64, goal string, ok func(float64) bool) string {
 	return fmt.Sprintf("%.2f (goal %s: %s)", r, goal, metMissed(ok(r)))
 }
 
-// ratio renders v / base, or "-" with no base.
-func ratio(v, base float64) string {
-	if !(base > 0) {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", v/base)
-}
-
 // count renders n with thousands separators.
 func count(n int64) string {
 	s := strconv.FormatInt(n, 10)
