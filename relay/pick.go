@@ -21,9 +21,10 @@ func pick(batch []event, holds *holds) ([]event, time.Time) {
 }
 
 // pickN is pick of at most limit events (any number when limit is 0) that
-// leaves out resolved events (WAL mode's pending list keeps them until its
-// front is resolved) and every event of the aggregates in busy, which
-// have events in a call not yet settled.
+// leaves out resolved events and events in a call (WAL mode's pending list
+// keeps them until its front is resolved), and every event of the
+// aggregates in busy, which have events in a call not yet settled. With
+// busy set, it marks the events it picks inCall in batch.
 func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]event, time.Time) {
 	now := holds.now()
 	if limit <= 0 || limit > len(batch) {
@@ -38,7 +39,7 @@ func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]even
 	)
 	for i := 0; i < len(batch) && len(send) < limit; i++ {
 		e := &batch[i]
-		if e.done {
+		if e.done || e.inCall {
 			continue
 		}
 		k := e.key()
@@ -60,13 +61,17 @@ func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]even
 			continue
 		}
 		topics[k] = e.topic
-		e.rec = e.record()
-		n := e.rec.size()
+		rec := e.record()
+		n := rec.size()
 		if len(send) > 0 && size+n > maxCallBytes {
 			break
 		}
 		size += n
 		send = append(send, *e)
+		send[len(send)-1].rec = rec
+		if busy != nil {
+			e.inCall = true
+		}
 	}
 	return send, nextHold
 }

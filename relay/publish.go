@@ -67,7 +67,7 @@ func outcomeOf(send []event, err error, holds *holds) outcome {
 		}
 	}
 
-	var out outcome
+	out := outcome{acked: make([]event, 0, len(send))}
 	failed := map[aggKey]bool{}
 	took := map[string]bool{}
 	for i := range send {

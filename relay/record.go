@@ -28,6 +28,7 @@ type event struct {
 	rec        Record // built by pick
 	tx         *walTx // WAL mode: the transaction the event came in
 	done       bool   // WAL mode: resolved (published, or moved to the table)
+	inCall     bool   // WAL mode: in a publish call not yet settled
 }
 
 // aggKey names an aggregate: its events keep their order, and are held or

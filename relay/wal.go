@@ -253,12 +253,10 @@ func insertArgs(events []event) ([]any, error) {
 // transaction left with no unresolved event; the stream confirms the
 // longest acknowledged prefix.
 func (w *walSource) resolve(events []event) {
-	for i := range events {
-		j, ok := slices.BinarySearchFunc(w.pending, events[i].seq, func(e event, seq int64) int { return cmp.Compare(e.seq, seq) })
-		if !ok || w.pending[j].done {
-			continue
+	w.each(events, func(e *event) {
+		if e.done {
+			return
 		}
-		e := &w.pending[j]
 		e.done = true
 		w.live--
 		w.bytes -= e.size()
@@ -266,7 +264,7 @@ func (w *walSource) resolve(events []event) {
 			w.stream.Ack(e.tx.end)
 			w.txs--
 		}
-	}
+	})
 	// Drop the resolved front once it is half of pending, moving the rest
 	// down in place: each event is moved about once, and the array is
 	// reused.
@@ -280,6 +278,35 @@ func (w *walSource) resolve(events []event) {
 		w.pending = w.pending[:m]
 	}
 	w.r.m.walPendingTxs.Set(float64(w.txs))
+}
+
+// release marks events, sent in a call that has settled, no longer in a
+// call: those not resolved are picked again.
+func (w *walSource) release(events []event) {
+	w.each(events, func(e *event) { e.inCall = false })
+}
+
+// each calls f with the pending entry of each of events, which are in
+// pending's order (by seq) as pick returns them: one binary search, then
+// a walk forward. Events no longer pending are skipped.
+func (w *walSource) each(events []event, f func(*event)) {
+	if len(events) == 0 {
+		return
+	}
+	j, _ := slices.BinarySearchFunc(w.pending, events[0].seq, func(e event, seq int64) int { return cmp.Compare(e.seq, seq) })
+	for i := range events {
+		seq := events[i].seq
+		if i > 0 && seq < events[i-1].seq {
+			// Not in order after all: search again.
+			j, _ = slices.BinarySearchFunc(w.pending, seq, func(e event, seq int64) int { return cmp.Compare(e.seq, seq) })
+		}
+		for j < len(w.pending) && w.pending[j].seq < seq {
+			j++
+		}
+		if j < len(w.pending) && w.pending[j].seq == seq {
+			f(&w.pending[j])
+		}
+	}
 }
 
 // read returns the pending events; shards do not apply to a stream.
@@ -461,7 +488,9 @@ func (r *Relay) walSession(ctx context.Context) error {
 		for i := range c.send {
 			delete(busy, c.send[i].key())
 		}
-		if r.settle(hard, src, c.send, outcomeOf(c.send, c.err, holds), holds, c.start) {
+		transient := r.settle(hard, src, c.send, outcomeOf(c.send, c.err, holds), holds, c.start)
+		src.release(c.send)
+		if transient {
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 			retryAt = time.Now().Add(backoff)
 			return

@@ -101,7 +101,7 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
 	fs.StringVar(&o.dbURL, "database-url", envOr("PEERS_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5433/postgres?sslmode=disable"),
 		"admin URL of the wal_level=logical cluster (env PEERS_DATABASE_URL)")
-	fs.StringVar(&systems, "systems", "outboxkit,outboxkit-tuned,debezium,debezium-tuned,watermill", "systems to run, comma-separated")
+	fs.StringVar(&systems, "systems", "outboxkit,outboxkit-tuned,outboxkit-wal,debezium,debezium-tuned,watermill", "systems to run, comma-separated")
 	fs.IntVar(&o.repeats, "repeats", 3, "runs of each system (the order alternates)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "warm-up at the first rate, not measured")
 	fs.DurationVar(&o.phase, "phase", 10*time.Second, "duration of each paced phase and of the steady phase")
@@ -149,7 +149,7 @@ func parseFlags(args []string) (options, error) {
 	known := knownSystems()
 	for _, s := range splitList(systems) {
 		if _, ok := known[s]; !ok {
-			return o, fmt.Errorf("-systems: unknown system %q (want outboxkit, outboxkit-tuned, debezium, debezium-tuned, watermill)", s)
+			return o, fmt.Errorf("-systems: unknown system %q (want outboxkit, outboxkit-tuned, outboxkit-wal, debezium, debezium-tuned, watermill)", s)
 		}
 		o.systems = append(o.systems, s)
 	}

@@ -410,6 +410,8 @@ func sysShort(name string) string {
 		return "ok"
 	case "outboxkit-tuned":
 		return "okt"
+	case "outboxkit-wal":
+		return "okw"
 	case "debezium":
 		return "dbz"
 	case "debezium-tuned":

@@ -28,6 +28,7 @@ type system struct {
 	kind string   // "outboxkit", "debezium" or "watermill"
 	env  []string // extra environment of its process
 	desc string   // configuration, for the report
+	wal  bool     // outboxkit in WAL mode: outbox.Emit and RELAY_SOURCE=wal
 }
 
 // tunedRelayEnv is the best outboxkit configuration found for this workload
@@ -44,6 +45,8 @@ func knownSystems() map[string]system {
 			desc: "cmd/outbox-relay, default configuration (OUTBOX_BATCH_SIZE 1000, RELAY_LANES 4, RELAY_MIN/MAX_POLL_INTERVAL 2ms/100ms, RELAY_DB_MAX_CONNS 16)"},
 		"outboxkit-tuned": {name: "outboxkit-tuned", kind: "outboxkit", env: tunedRelayEnv,
 			desc: "cmd/outbox-relay with " + strings.Join(tunedRelayEnv, " ")},
+		"outboxkit-wal": {name: "outboxkit-wal", kind: "outboxkit", wal: true,
+			desc: "cmd/outbox-relay with RELAY_SOURCE=wal (a slot of its own, created before the writers start), other settings default; writers use outbox.Emit"},
 		"debezium": {name: "debezium", kind: "debezium",
 			desc: "Debezium 3.6.1.Final embedded engine, PostgreSQL connector (pgoutput, snapshot.mode=no_data, connector defaults: max.batch.size 2048, max.queue.size 8192, poll.interval.ms 500), outbox EventRouter; KafkaProducer (kafka-clients 4.3.0) acks=all, enable.idempotence=true, other producer defaults"},
 		"debezium-tuned": {name: "debezium-tuned", kind: "debezium", env: []string{"DBZ_EXTRA=" + strings.Join(tunedDebezium, "\n")},
@@ -61,7 +64,7 @@ type run struct {
 	dbURL    string
 	pool     *pgxpool.Pool
 	topic    string
-	slot     string // debezium
+	slot     string // debezium, outboxkit-wal
 	tmpDir   string
 	httpAddr string // outboxkit
 }
@@ -80,10 +83,22 @@ func (b *bench) prepare(ctx context.Context, r *run) error {
 	if r.pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return err
 	}
-	switch r.sys.kind {
-	case "outboxkit", "debezium":
+	switch {
+	case r.sys.wal:
+		// The slot exists before anything is emitted, as `outboxkit wal
+		// setup` would make it: Emit refuses without it.
+		if err := dbadmin.Migrate(ctx, r.dbURL); err != nil {
+			return err
+		}
+		r.slot = strings.ReplaceAll(r.dbName, "-", "_")
+		if _, err := r.pool.Exec(ctx, "UPDATE outbox_wal_settings SET slot_name = $1", r.slot); err != nil {
+			return err
+		}
+		_, err := r.pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", r.slot)
+		return err
+	case r.sys.kind == "outboxkit", r.sys.kind == "debezium":
 		return dbadmin.Migrate(ctx, r.dbURL)
-	case "watermill":
+	case r.sys.kind == "watermill":
 		return wmPrepare(ctx, r.pool)
 	}
 	return fmt.Errorf("unknown system kind %q", r.sys.kind)
@@ -125,7 +140,11 @@ func (b *bench) write(ctx context.Context, r *run, idx []int) error {
 	for k, i := range idx {
 		evs[k] = b.gen.IndexedEvent(r.topic, i)
 	}
-	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return outbox.Write(ctx, tx, evs...) })
+	write := outbox.Write
+	if r.sys.wal {
+		write = outbox.Emit
+	}
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return write(ctx, tx, evs...) })
 }
 
 // start starts the system's process and waits until it is ready to publish.
@@ -138,6 +157,9 @@ func (b *bench) start(ctx context.Context, r *run) (*child, error) {
 		cmd := exec.Command(b.relayBin)
 		cmd.Env = append(cleanEnv(), "DATABASE_URL="+r.dbURL, "KAFKA_BROKERS="+strings.Join(b.opts.brokers, ","),
 			"RELAY_HTTP_ADDR="+r.httpAddr, "RELAY_LOG_LEVEL=warn", "RELAY_LOG_FORMAT=text")
+		if r.sys.wal {
+			cmd.Env = append(cmd.Env, "RELAY_SOURCE=wal", "RELAY_WAL_SLOT="+r.slot)
+		}
 		cmd.Env = append(cmd.Env, r.sys.env...)
 		return startChild(ctx, r.sys.name, cmd, "", "http://"+r.httpAddr+"/readyz")
 	case "watermill":
