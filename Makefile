@@ -6,7 +6,7 @@ GO ?= go
 # Tests, benchmarks and the chaos run use the real broker `make services`
 # starts; the demo uses KAFKA_BROKERS only when you set it, and otherwise
 # an in-process broker.
-test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short: export KAFKA_BROKERS ?= 127.0.0.1:9092
+test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 .PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
@@ -84,6 +84,7 @@ test: services check goose-cli alerts-test
 	$(MAKE) fault-tests
 	$(MAKE) cluster-tests
 	$(MAKE) chaos-short
+	$(MAKE) chaos-short-wal
 
 ## fault-tests: tests that restart the shared broker or PostgreSQL; run alone, one package at a time
 fault-tests:
@@ -107,7 +108,7 @@ bench-relay: services
 bench-relay-quick: services
 	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
 
-.PHONY: chaos chaos-short chaos-cluster
+.PHONY: chaos chaos-short chaos-short-wal chaos-cluster
 
 DURATION ?= 15m
 SEED ?= 0
@@ -122,6 +123,10 @@ chaos: services
 ## relay and consumer pauses (SIGSTOP 5-20s) among them
 chaos-short: services
 	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+
+## chaos-short-wal: chaos-short in WAL mode (outbox.Emit writers, relays streaming a slot of the wal_level=logical cluster), 90 s of load
+chaos-short-wal: services
+	$(GO) run ./internal/chaos -wal -duration 90s -seed $(SEED) -min-faults 15 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 CHAOS_CLUSTER_RATE ?= 1000
 

@@ -87,7 +87,8 @@
 // made from the pool's config after its BeforeConnect hook, with
 // replication=database (the role needs the REPLICATION attribute); the
 // pool's AfterConnect hook does not run on it. Run returns [ErrWALLevel],
-// [ErrReplicationPrivilege] or [ErrSlotLost] when retrying cannot help.
+// [ErrReplicationPrivilege], [ErrSlotLost] or [ErrPublicationMissing] when
+// retrying cannot help.
 //
 // # Tracing
 //

@@ -102,7 +102,8 @@ func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 // connections and Kafka outages are retried with capped backoff; Run returns
 // an error only for what retrying cannot fix, such as a missing outbox table,
 // or in WAL mode wal_level not logical ([ErrWALLevel]), an invalidated slot
-// ([ErrSlotLost]) or a missing privilege ([ErrReplicationPrivilege]).
+// ([ErrSlotLost]), a missing privilege ([ErrReplicationPrivilege]) or a
+// slot older than its publication ([ErrPublicationMissing]).
 //
 // In WAL mode Run streams the replication slot (or stands by while another
 // relay streams it) and also drains the outbox table as table mode does:

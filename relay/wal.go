@@ -27,6 +27,9 @@ var (
 	// ErrReplicationPrivilege: the role lacks the REPLICATION attribute (or
 	// CREATE on the database, to create the publication).
 	ErrReplicationPrivilege = walstream.ErrPrivilege
+	// ErrPublicationMissing: the slot was created before the publication
+	// and cannot be decoded past the transactions in between.
+	ErrPublicationMissing = walstream.ErrPublicationMissing
 )
 
 // walTx is a transaction received from the slot: it is acknowledged to
@@ -377,7 +380,7 @@ func (r *Relay) runWAL(ctx context.Context) error {
 				return nil
 			}
 			continue
-		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege):
+		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege), errors.Is(err, ErrPublicationMissing):
 			return err
 		}
 		standby = false

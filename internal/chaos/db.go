@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/internal/dbadmin"
@@ -69,4 +71,23 @@ func readStats(ctx context.Context, pool *pgxpool.Pool, full bool) (stats, error
 	}
 	err := pool.QueryRow(ctx, "SELECT "+strings.Join(q, ", ")).Scan(dst...)
 	return s, err
+}
+
+// dropSlots drops the replication slots of database name on adminURL's
+// server, ending the walsenders that still stream them first.
+func dropSlots(ctx context.Context, adminURL, name string) error {
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(context.Background())
+	for {
+		_, _ = admin.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL", name)
+		_, err := admin.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1", name)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		// A walsender was still letting go of its slot.
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -251,7 +251,9 @@ type injector struct {
 	cluster *clusterControl // nil: leader kills are off
 	// netnsRelays is how many relays run in a namespace of their own.
 	netnsRelays int
-	logf        func(format string, args ...any)
+	// wal: the relays stream a replication slot (-wal).
+	wal  bool
+	logf func(format string, args ...any)
 
 	minConsumers, maxConsumers int
 
@@ -386,8 +388,14 @@ func (in *injector) inject(ctx context.Context, kind string, target uint64, para
 		// The lock session holds the shard locks: losing it must stop
 		// every publish of the instance at once. The pool sessions read,
 		// publish and delete batches.
-		pool, lock := new(m.appName()), new(fmt.Sprintf("outbox-relay %% %d", pid))
+		pool, lock := new(m.appName()), []string{fmt.Sprintf("outbox-relay %% %d", pid)}
 		what := []string{"lock session", "pool sessions", "lock and pool sessions"}[variant]
+		if in.wal {
+			// In WAL mode the replication session (a walsender, named
+			// after the pool's sessions) goes with the lock session.
+			lock = append(lock, m.appName()+" wal %")
+			what = []string{"lock and replication sessions", "pool sessions", "lock, replication and pool sessions"}[variant]
+		}
 		switch variant {
 		case 0:
 			pool = nil
@@ -461,13 +469,14 @@ func quietFor(lo, hi time.Duration, param float64) time.Duration {
 	return lo + time.Duration(param*float64(hi-lo)).Round(time.Millisecond)
 }
 
-// terminate ends the chaos database's client sessions named app or
-// matching lockPattern (nil: none), and records the fault if any ended.
-func (in *injector) terminate(ctx context.Context, kind, what string, app, lockPattern *string) {
+// terminate ends the chaos database's client and replication sessions
+// named app (nil: none) or matching one of patterns, and records the fault
+// if any ended.
+func (in *injector) terminate(ctx context.Context, kind, what string, app *string, patterns []string) {
 	var n int
 	err := in.admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND (application_name = $2 OR application_name LIKE $3)`, in.dbName, app, lockPattern).Scan(&n)
+WHERE datname = $1 AND backend_type IN ('client backend', 'walsender') AND pid <> pg_backend_pid()
+  AND (application_name = $2 OR application_name LIKE ANY ($3::text[]))`, in.dbName, app, patterns).Scan(&n)
 	switch {
 	case err != nil:
 		in.skip(kind, "%s: %v", what, err)

@@ -54,6 +54,7 @@ type fleetConfig struct {
 	group    string
 	logDir   string
 	logf     func(format string, args ...any)
+	relayEnv []string // extra environment of the relays (WAL mode)
 }
 
 // fleet supervises the relay and consumer processes: it starts them,
@@ -121,6 +122,7 @@ func (f *fleet) command(m *member) *exec.Cmd {
 			"RELAY_DB_MAX_CONNS=8",
 			"RELAY_LOG_LEVEL=info",
 		)
+		env = append(env, f.cfg.relayEnv...)
 	default:
 		cmd = exec.Command(f.cfg.selfBin)
 		env = append(env,

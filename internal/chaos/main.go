@@ -131,6 +131,7 @@ type chaosRun struct {
 	relayBin string
 	selfBin  string
 	dbName   string
+	slot     string        // -wal: the run's replication slot
 	pool     *pgxpool.Pool // the writers'
 	admin    *pgxpool.Pool // progress, faults and verification
 	topic    string
@@ -219,6 +220,7 @@ type options struct {
 	drainTimeout time.Duration
 	progress     time.Duration
 	keep         bool
+	wal          bool
 }
 
 func parseFlags() options {
@@ -244,6 +246,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 3*time.Minute, "how long to wait for the drain after the load")
 	flag.DurationVar(&o.progress, "progress", 5*time.Second, "interval of the progress line")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the topic and the logs")
+	flag.BoolVar(&o.wal, "wal", false, "WAL mode: the writers emit with outbox.Emit, the relays stream a replication slot (RELAY_SOURCE=wal); the run's database is on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL, `make postgres-logical`)")
 	flag.Parse()
 	return o
 }

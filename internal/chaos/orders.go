@@ -47,6 +47,16 @@ var errConflict = errors.New("chaos: order conflict")
 type orderService struct {
 	pool  *pgxpool.Pool
 	topic string
+	wal   bool // emit (WAL mode) rather than write to the outbox table
+}
+
+// put writes events in tx the service's way: outbox.Write, or outbox.Emit
+// in WAL mode.
+func (s *orderService) put(ctx context.Context, tx pgx.Tx, events ...outbox.Event) error {
+	if s.wal {
+		return outbox.Emit(ctx, tx, events...)
+	}
+	return outbox.Write(ctx, tx, events...)
 }
 
 // place creates an order and writes OrderPlaced.
@@ -97,7 +107,7 @@ func (s *orderService) write(ctx context.Context, tx pgx.Tx, eventType string, e
 	if err != nil {
 		return err
 	}
-	return outbox.Write(ctx, tx, e)
+	return s.put(ctx, tx, e)
 }
 
 // orderVersions returns every order's current version: what the consumers

@@ -15,9 +15,12 @@ func (r *chaosRun) startFleet() error {
 		relayBin: r.relayBin, selfBin: r.selfBin, dbURL: r.dbURL, brokers: r.brokersEnv,
 		topic: r.topic, group: r.group, logDir: r.dir, logf: r.logf,
 	})
+	if o.wal {
+		r.fleet.cfg.relayEnv = []string{"RELAY_SOURCE=wal", "RELAY_WAL_SLOT=" + r.slot}
+	}
 	in := newInjector(o.seed)
 	in.fleet, in.admin, in.dbName, in.every, in.broker, in.logf = r.fleet, r.admin, r.dbName, o.faultEvery, r.broker, r.logf
-	in.kinds, in.cluster, in.netnsRelays = r.kinds, r.cluster, o.netnsRelays
+	in.kinds, in.cluster, in.netnsRelays, in.wal = r.kinds, r.cluster, o.netnsRelays, o.wal
 	in.minConsumers, in.maxConsumers = max(1, o.consumers-1), o.consumers+1
 	r.faults = in
 

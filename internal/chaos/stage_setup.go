@@ -19,6 +19,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/kafkatopic"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 )
 
@@ -43,6 +44,9 @@ func configure(o options) (*chaosRun, error) {
 	}
 	r.brokers = strings.Split(r.brokersEnv, ",")
 	r.adminURL = dbadmin.AdminURL()
+	if r.o.wal {
+		r.adminURL = testenv.LogicalAdminURL()
+	}
 	if r.o.seed == 0 {
 		r.o.seed = mrand.Uint64()
 		_ = flag.Set("seed", strconv.FormatUint(r.o.seed, 10))
@@ -66,7 +70,11 @@ func configure(o options) (*chaosRun, error) {
 		}
 	}
 	r.repro = reproduce(r.adminURL)
-	r.logf("chaos run: seed %d, duration %s, DATABASE_URL %s, KAFKA_BROKERS %s", o.seed, o.duration, dbadmin.Redact(r.adminURL), r.brokersEnv)
+	mode := "table mode (outbox.Write, the relays read the outbox table)"
+	if o.wal {
+		mode = "WAL mode (outbox.Emit, the relays stream a replication slot)"
+	}
+	r.logf("chaos run: seed %d, duration %s, %s, DATABASE_URL %s, KAFKA_BROKERS %s", o.seed, o.duration, mode, dbadmin.Redact(r.adminURL), r.brokersEnv)
 	r.logf("reproduce: %s", r.repro)
 
 	r.broker, r.brokerNote = brokerControlFor(r.root, r.brokers, o)
@@ -136,6 +144,12 @@ func (r *chaosRun) setup(ctx context.Context) error {
 		}
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		if o.wal {
+			// A database with a logical slot cannot be dropped.
+			if err := dropSlots(dctx, r.adminURL, r.dbName); err != nil {
+				fmt.Fprintf(os.Stderr, "chaos: drop the slots of %s: %v\n", r.dbName, err)
+			}
+		}
 		if err := dbadmin.DropDatabase(dctx, r.adminURL, r.dbName); err != nil {
 			fmt.Fprintf(os.Stderr, "chaos: drop database %s: %v\n", r.dbName, err)
 		}
@@ -150,6 +164,17 @@ func (r *chaosRun) setup(ctx context.Context) error {
 	r.atExit(r.admin.Close)
 	if err := migrate(setupCtx, r.dbURL("chaos-migrate"), r.pool); err != nil {
 		return failf(1, "migrate %s: %v", r.dbName, err)
+	}
+	if o.wal {
+		// The slot exists before the first event is emitted, as `outboxkit
+		// wal setup` makes it: Emit refuses without it.
+		r.slot = r.dbName
+		if _, err := r.pool.Exec(setupCtx, "UPDATE outbox_wal_settings SET slot_name = $1", r.slot); err != nil {
+			return failf(1, "%v", err)
+		}
+		if _, err := r.pool.Exec(setupCtx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", r.slot); err != nil {
+			return failf(1, "create slot %s: %v", r.slot, err)
+		}
 	}
 
 	r.topic = fmt.Sprintf("chaos-orders-%d-%s", o.seed, suffix)

@@ -255,7 +255,7 @@ ON CONFLICT (id) DO NOTHING`, id)
 	if err != nil {
 		return false, err
 	}
-	if err := outbox.Write(ctx, tx, e); err != nil {
+	if err := w.svc.put(ctx, tx, e); err != nil {
 		return false, err
 	}
 	time.Sleep(hold)

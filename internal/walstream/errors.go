@@ -15,6 +15,9 @@ var (
 	ErrSlotLost = errors.New("walstream: replication slot invalidated")
 	// ErrPrivilege: the role lacks a privilege the stream needs.
 	ErrPrivilege = errors.New("walstream: missing privilege")
+	// ErrPublicationMissing: pgoutput cannot find the publication at the
+	// slot's position (the slot predates the publication).
+	ErrPublicationMissing = errors.New("walstream: publication missing at the slot's position")
 	// ErrClosed: Next was called after Close.
 	ErrClosed = errors.New("walstream: stream closed")
 )
@@ -89,3 +92,28 @@ func (e *PrivilegeError) Is(target error) bool { return target == ErrPrivilege }
 
 // Unwrap returns the server's error.
 func (e *PrivilegeError) Unwrap() error { return e.Err }
+
+// PublicationMissingError says pgoutput could not find the publication as
+// of the WAL position it decodes: the slot was created before the
+// publication, and a transaction between the two changed a table, which
+// PostgreSQL before 18 cannot decode without the publication. The stream
+// cannot get past it; retrying gets the same error.
+type PublicationMissingError struct {
+	// Slot and Publication are the names streamed.
+	Slot, Publication string
+	// Err is the server's error.
+	Err error
+}
+
+// Error names the slot, the publication and what to do.
+func (e *PublicationMissingError) Error() string {
+	return fmt.Sprintf("walstream: replication slot %q was created before publication %q, and pgoutput cannot decode the transactions written in between (%v): "+
+		"create the publication before the slot (the migrations and `outboxkit wal setup` do); this slot can only be dropped and recreated by hand, after reading what it holds with pg_logical_slot_peek_binary_changes",
+		e.Slot, e.Publication, e.Err)
+}
+
+// Is reports whether target is [ErrPublicationMissing].
+func (e *PublicationMissingError) Is(target error) bool { return target == ErrPublicationMissing }
+
+// Unwrap returns the server's error.
+func (e *PublicationMissingError) Unwrap() error { return e.Err }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -551,6 +552,9 @@ func (s *Stream) loop() error {
 			err := pgconn.ErrorResponseToPgError(msg)
 			if err.Code == "55000" {
 				return &SlotLostError{Slot: s.cfg.Slot}
+			}
+			if err.Code == "42704" && strings.Contains(err.Message, "publication") {
+				return &PublicationMissingError{Slot: s.cfg.Slot, Publication: s.cfg.Publication, Err: err}
 			}
 			return fmt.Errorf("walstream: server: %w", err)
 		case *pgproto3.CopyDone:

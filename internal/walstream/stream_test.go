@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -332,5 +333,38 @@ func TestHundredThousandEventTransactionDeliveredWhole(t *testing.T) {
 	s.Ack(tx.EndLSN)
 	if after := next(t, s); len(after.Events) != 1 || after.Events[0].Message.AggregateID != "after" {
 		t.Fatalf("next transaction %+v", after)
+	}
+}
+
+// TestSlotOlderThanItsPublication: a slot created before its publication
+// cannot be decoded past a transaction that changed a table in between;
+// the stream ends with a PublicationMissingError saying so, rather than
+// failing the same way on every reconnect without a word of why.
+func TestSlotOlderThanItsPublication(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	db.CreateSlot(t)
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)"); err != nil {
+			return err
+		}
+		return outbox.Emit(ctx, tx, ev("1", "Placed"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	// Open creates the publication, too late for the slot.
+	s, err := walstream.Open(octx, walstream.Config{ConnString: db.URL, Publication: "okt_late"})
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	defer s.Close()
+	tx, err := s.Next(octx)
+	var pm *walstream.PublicationMissingError
+	if !errors.Is(err, walstream.ErrPublicationMissing) || !errors.As(err, &pm) || pm.Publication != "okt_late" || !strings.Contains(err.Error(), "before the slot") {
+		t.Fatalf("Next: tx %v, error %v; want a PublicationMissingError naming okt_late and the fix", tx, err)
 	}
 }
