@@ -59,13 +59,20 @@ func (w Writer) Emit(ctx context.Context, db DBTX, events ...Event) error {
 	if recheck == 0 {
 		recheck = DefaultSlotRecheck
 	}
-	sql, start := emitMessages, time.Now()
+	start := time.Now()
 	if conn != nil && recheck > 0 {
 		if at, ok := conn.CustomData()[slotCheckedKey].(time.Time); ok && start.Sub(at) < recheck {
-			sql = emitUnchecked
+			if _, err := db.Exec(ctx, emitUnchecked, msgs); err != nil {
+				return fmt.Errorf("outbox: emit %d events: %w", len(events), err)
+			}
+			return nil
 		}
 	}
-	if _, err := db.Exec(ctx, sql, msgs); err != nil {
+	// The checked call also says whether this role may call
+	// pg_logical_emit_message itself: where it may not (README, "Who can
+	// emit"), every call goes through outbox_wal_emit.
+	var direct bool
+	if err := db.QueryRow(ctx, emitMessages, msgs).Scan(&direct); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == sqlstateNoWALSlot {
 			// The message names the slot and the fix.
@@ -73,14 +80,18 @@ func (w Writer) Emit(ctx context.Context, db DBTX, events ...Event) error {
 		}
 		return fmt.Errorf("outbox: emit %d events: %w", len(events), err)
 	}
-	if sql == emitMessages && conn != nil {
-		conn.CustomData()[slotCheckedKey] = start
+	if conn != nil {
+		if direct {
+			conn.CustomData()[slotCheckedKey] = start
+		} else {
+			delete(conn.CustomData(), slotCheckedKey)
+		}
 	}
 	return nil
 }
 
 // slotCheckedKey keys, in a connection's CustomData, when Emit last found
-// the WAL mode slot there.
+// the WAL mode slot there, with the right to emit directly.
 const slotCheckedKey = "outboxkit.wal_slot_checked"
 
 // pgConnOf returns the connection db runs on, nil for a pool (each call may

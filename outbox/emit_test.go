@@ -95,6 +95,60 @@ func TestEmitRechecksTheSlot(t *testing.T) {
 	}
 }
 
+// TestEmitWithoutDirectEmitRight follows the README's "Who can emit"
+// recipe: the writer's role may not call pg_logical_emit_message itself,
+// only through the outboxkit functions, and Emit works all the same, on
+// every call of one connection.
+func TestEmitWithoutDirectEmitRight(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	db.CreateSlot(t)
+	ctx := context.Background()
+	role := "okt_writer_" + strings.ToLower(db.Slot[len(db.Slot)-8:])
+	for _, q := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD 'w'",
+		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC",
+		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC",
+		"ALTER FUNCTION outbox_wal_emit(bytea[]) SECURITY DEFINER SET search_path = public, pg_catalog",
+		"REVOKE EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) FROM PUBLIC",
+		"GRANT EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) TO " + role,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		// The role goes once the test database (which grants it) is gone;
+		// until then DROP ROLE may fail, which only leaves a login-less name.
+		_, _ = db.Pool.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = db.Pool.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	cfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User, cfg.Password = role, "w"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, 'outboxkit', 'x'::bytea)"); err == nil {
+		t.Fatal("the restricted role called pg_logical_emit_message itself")
+	}
+	e := outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("x")}
+	for i := range 3 {
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return outbox.Emit(ctx, tx, e) }); err != nil {
+			t.Fatalf("Emit %d as the restricted role: %v", i+1, err)
+		}
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '2', 'publication_names', 'outboxkit', 'messages', 'true') WHERE get_byte(data, 0) = 77`, db.Slot).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("%d messages in the slot (%v), want 3", n, err)
+	}
+}
+
 func TestOutboxEmitValidationNamesTheArgument(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewLogicalDB(t)

@@ -15,9 +15,12 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::byte
 ORDER BY e.ord`
 
 // emitMessages emits encoded events as logical decoding messages, in array
-// order, after checking that the WAL mode slot exists (migrations/00003).
-// It touches no table but the one-row outbox_wal_settings.
-const emitMessages = `SELECT outbox_wal_emit($1::bytea[])`
+// order, after checking that the WAL mode slot exists (migrations/00003),
+// and returns whether the session's role may call pg_logical_emit_message
+// itself (emitUnchecked). It touches no table but the one-row
+// outbox_wal_settings.
+const emitMessages = `SELECT has_function_privilege('pg_catalog.pg_logical_emit_message(boolean, text, bytea)', 'EXECUTE')
+FROM (SELECT outbox_wal_emit($1::bytea[])) AS emitted`
 
 // emitUnchecked is emitMessages without the slot check, for a connection
 // that found the slot less than Writer.SlotRecheck ago: in array order,
