@@ -57,12 +57,15 @@ type walSource struct {
 	seq     int64 // the last event's number: events are told apart by it
 	txs     int   // transactions with unresolved events
 
-	// tableClear says that the outbox table held no row and no aggregate
-	// was parked at clearAt, and that this source has written none since:
-	// no aggregate is diverted then, and admit skips the check until the
-	// next look, a second later.
+	// tableClear says whether the outbox table held no row and no
+	// aggregate was parked at clearAt and this source has written none
+	// since: no aggregate is diverted then, and admit skips its check.
+	// walSession refreshes it in the background every second; gen counts
+	// what this source wrote there, so a look that started before a write
+	// is not taken.
 	tableClear bool
 	clearAt    time.Time
+	gen        int
 
 	maxEvents, maxBytes int // take no transaction beyond these
 }
@@ -198,7 +201,7 @@ func (w *walSource) admit(ctx context.Context, fresh []event) error {
 		w.pending = append(w.pending, fresh[i])
 	}
 	if len(behind) > 0 {
-		w.tableClear = false
+		w.diverting()
 		args, err := insertArgs(behind)
 		if err != nil {
 			return err
@@ -217,21 +220,55 @@ func (w *walSource) admit(ctx context.Context, fresh []event) error {
 }
 
 // clear reports whether no aggregate can be diverted: the outbox table held
-// no row and none was parked when last looked at, less than a second ago,
-// and this source has written none since. Rows get there only from a
-// streaming relay (this one, or one before it, which the first look sees)
-// and from table mode writers, whose events have no order with emitted
-// ones anyway (docs/design.md §2.11).
+// no row and none was parked when last looked at, and this source has
+// written none since. Rows get there only from a streaming relay (this one,
+// or one before it, which the first look sees) and from table mode
+// writers, whose events have no order with emitted ones anyway
+// (docs/design.md §2.11). A look older than two seconds (the background
+// one failed or lags) is taken again here.
 func (w *walSource) clear(ctx context.Context) (bool, error) {
-	if w.tableClear && time.Since(w.clearAt) < time.Second {
-		return true, nil
+	if !w.clearAt.IsZero() && time.Since(w.clearAt) < 2*time.Second {
+		return w.tableClear, nil
 	}
 	at := time.Now()
-	if err := w.r.pool.QueryRow(ctx, walTableClear).Scan(&w.tableClear); err != nil {
+	var clear bool
+	if err := w.r.pool.QueryRow(ctx, walTableClear).Scan(&clear); err != nil {
 		return false, fmt.Errorf("relay: check the outbox table: %w", err)
 	}
-	w.clearAt = at
-	return w.tableClear, nil
+	w.tableClear, w.clearAt = clear, at
+	return clear, nil
+}
+
+// diverting records that this source writes events into the outbox table.
+func (w *walSource) diverting() {
+	w.tableClear, w.clearAt = false, time.Now()
+	w.gen++
+}
+
+// clearLook is a background look at the outbox table (walTableClear).
+type clearLook struct {
+	clear bool
+	at    time.Time
+	gen   int
+	err   error
+}
+
+// lookClear starts a background look at the outbox table; its result
+// arrives on out.
+func (w *walSource) lookClear(ctx context.Context, out chan<- clearLook) {
+	l := clearLook{at: time.Now(), gen: w.gen}
+	go func() {
+		l.err = w.r.pool.QueryRow(ctx, walTableClear).Scan(&l.clear)
+		out <- l
+	}()
+}
+
+// tookLook takes a background look's result, unless this source wrote into
+// the table since it started.
+func (w *walSource) tookLook(l clearLook) {
+	if l.err == nil && l.gen == w.gen && l.at.After(w.clearAt) {
+		w.tableClear, w.clearAt = l.clear, l.at
+	}
 }
 
 // insertArgs are walInsert's arguments for events.
@@ -344,7 +381,7 @@ func (w *walSource) park(ctx context.Context, e *event, attempts int, cause erro
 	if err != nil {
 		return err
 	}
-	w.tableClear = false
+	w.diverting()
 	if _, err := w.r.pool.Exec(ctx, walPark, append(args, cause.Error(), attempts)...); err != nil {
 		return err
 	}
@@ -482,12 +519,14 @@ func (r *Relay) walSession(ctx context.Context) error {
 	var (
 		results  = make(chan *walCall, lanes)
 		busy     = map[aggKey]bool{} // aggregates with events in a call in flight
-		inFlight int
+		inFlight int                 // calls in flight
+		inCalls  int                 // their events
 		backoff  time.Duration
 		retryAt  time.Time // no new call before
 	)
 	settle := func(c *walCall) {
 		inFlight--
+		inCalls -= len(c.send)
 		for i := range c.send {
 			delete(busy, c.send[i].key())
 		}
@@ -506,11 +545,22 @@ func (r *Relay) walSession(ctx context.Context) error {
 		for ; inFlight > 0; settle(<-results) {
 		}
 	}()
+	// The look at the outbox table that admit needs is taken in the
+	// background, so the stream never waits on it (walSource.clear).
+	looks := make(chan clearLook, 1)
+	looking := false
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
+		if !looking && !src.clearAt.IsZero() && time.Since(src.clearAt) >= time.Second {
+			looking = true
+			src.lookClear(ctx, looks)
+		}
 		var nextHold time.Time
-		for inFlight < lanes && !time.Now().Before(retryAt) {
+		// A second call and more only for a backlog: at a low rate, events
+		// gather while one call is out, and go in one call rather than in
+		// a request each, which would cost Kafka more than it saves.
+		for inFlight < lanes && !time.Now().Before(retryAt) && (inFlight == 0 || src.live-inCalls >= max(perCall/8, 1)) {
 			send, hold := pickN(src.pending, holds, perCall, busy)
 			if !hold.IsZero() && (nextHold.IsZero() || hold.Before(nextHold)) {
 				nextHold = hold
@@ -522,6 +572,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 				busy[send[i].key()] = true
 			}
 			inFlight++
+			inCalls += len(send)
 			c := &walCall{send: send, start: time.Now()}
 			go func() {
 				c.err = r.publishRecords(hard, recordsOf(c.send))
@@ -554,6 +605,9 @@ func (r *Relay) walSession(ctx context.Context) error {
 			if err := src.fill(ctx, tx); err != nil {
 				return err
 			}
+		case l := <-looks:
+			looking = false
+			src.tookLook(l)
 		case <-alarm:
 		case <-ctx.Done():
 		}

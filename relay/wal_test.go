@@ -323,7 +323,9 @@ func TestWALKilledRelayStandbyTakesOver(t *testing.T) {
 	spawn := func() *child { return b.spawnRelay("OUTBOXKIT_RELAY_SOURCE=wal") }
 	children := []*child{spawn(), spawn()}
 	done := make(chan map[string]int)
-	go func() { done <- b.writeConcurrently(ctx, 4, 40, 6000) }()
+	// Enough events that the writers outlast a few kills, however fast
+	// they emit.
+	go func() { done <- b.writeConcurrently(ctx, 4, 40, 16000) }()
 	kills := 0
 	var takeovers []time.Duration
 	var counts map[string]int
@@ -332,7 +334,7 @@ loop:
 		select {
 		case counts = <-done:
 			break loop
-		case <-time.After(time.Duration(500+rand.IntN(1000)) * time.Millisecond):
+		case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
 			pid := streamingPID(t, ldb)
 			for i, c := range children {
 				if c.cmd.Process.Pid != pid {

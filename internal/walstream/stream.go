@@ -76,7 +76,7 @@ type Config struct {
 	// Defaults to "outboxkit".
 	Publication string
 	// StatusInterval is how often the confirmed position is sent to the
-	// server. Defaults to 1 s.
+	// server. Defaults to 200 ms.
 	StatusInterval time.Duration
 	// SenderTimeout is the wal_sender_timeout of the replication session:
 	// a client that stops answering loses the slot after this long, so
@@ -101,7 +101,10 @@ func (c Config) withDefaults() Config {
 		c.Publication = DefaultPublication
 	}
 	if c.StatusInterval <= 0 {
-		c.StatusInterval = time.Second
+		// Often, so that a relay killed at full speed leaves little to
+		// deliver again: the server resumes a slot from the last position
+		// it was told.
+		c.StatusInterval = 200 * time.Millisecond
 	}
 	if c.SenderTimeout <= 0 {
 		c.SenderTimeout = 10 * time.Second
