@@ -153,7 +153,7 @@ $(PEERS_DEBEZIUM)/target/debezium-relay.jar: $(PEERS_DEBEZIUM)/pom.xml $(shell f
 bench-peers bench-peers-quick: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 ## bench-peers: the relay vs Debezium's outbox router vs watermill's forwarder, all on the wal_level=logical
-## cluster of `make postgres-logical` (127.0.0.1:5433) and the same Kafka; 17-25 minutes on 2 cores
+## cluster of `make postgres-logical` (127.0.0.1:5433) and the same Kafka; 20-30 minutes on 2 cores
 ## (docs/benchmarks.md, "Peers"); BENCH_PEERS_FLAGS adds flags (cd bench/peers && go run . -h)
 bench-peers: services postgres-logical $(PEERS_DEBEZIUM)/target/debezium-relay.jar
 	cd bench/peers && $(GO) run . -repeats 3 -phase 10s -backlog 100000 $(BENCH_PEERS_FLAGS)
