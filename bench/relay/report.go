@@ -109,10 +109,11 @@ func (b *bench) report(res *results) {
 		fmt.Fprintln(out, "(c) Drain rate vs backlog size (cost per event should stay flat as the backlog grows)")
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  mode\tbacklog\ttime\trate\twall time per event\trelay CPU per event\tfirst record in Kafka after\trate after the first record")
-		for _, p := range []struct {
+		pairs := []struct {
 			mode       string
 			small, big *drainResult
-		}{{"table", res.small, res.big}, {"WAL", res.walSmall, res.wal}} {
+		}{{"table", res.small, res.big}, {"WAL", res.walSmall, res.wal}}
+		for _, p := range pairs {
 			if p.small == nil || p.big == nil {
 				continue
 			}
@@ -122,18 +123,15 @@ func (b *bench) report(res *results) {
 			}
 		}
 		tw.Flush()
-		for _, p := range []struct {
-			mode       string
-			small, big *drainResult
-		}{{"table mode", res.small, res.big}, {"WAL mode", res.walSmall, res.wal}} {
+		for _, p := range pairs {
 			if p.small == nil || p.big == nil {
 				continue
 			}
 			ratio := (p.big.dur.Seconds() / float64(p.big.events)) / (p.small.dur.Seconds() / float64(p.small.events))
-			fmt.Fprintf(out, "  %s: wall cost per event from relay start, %s / %s backlog: %.2f (includes process start and shard locking)\n",
+			fmt.Fprintf(out, "  %s mode: wall cost per event from relay start, %s / %s backlog: %.2f (includes process start and shard locking)\n",
 				p.mode, short(p.big.events), short(p.small.events), ratio)
 			steady := p.small.steadyRate() / p.big.steadyRate()
-			fmt.Fprintf(out, "  %s: cost per event after the first record, %s / %s backlog: %.2f (goal: within 20%%, 0.80-1.20: %s)\n",
+			fmt.Fprintf(out, "  %s mode: cost per event after the first record, %s / %s backlog: %.2f (goal: within 20%%, 0.80-1.20: %s)\n",
 				p.mode, short(p.big.events), short(p.small.events), steady, metMissed(steady >= 0.8 && steady <= 1.2))
 		}
 		fmt.Fprintln(out)
