@@ -35,7 +35,7 @@ func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]even
 		size     int
 		nextHold time.Time
 		skipped  = map[aggKey]bool{}
-		topics   = map[aggKey]string{}
+		topics   = make(map[aggKey]string, min(limit, 4096))
 	)
 	for i := 0; i < len(batch) && len(send) < limit; i++ {
 		e := &batch[i]
