@@ -86,9 +86,9 @@ test: services check goose-cli alerts-test
 	$(MAKE) chaos-short
 	$(MAKE) chaos-short-wal
 
-## fault-tests: tests that restart the shared broker or PostgreSQL; run alone, one package at a time
+## fault-tests: tests that restart the shared broker or PostgreSQL, or change a server-wide setting; run alone, one package at a time
 fault-tests:
-	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart' ./...
+	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart|SlotInvalidated' ./...
 
 ## bench-outbox: outbox.Write cost against hand-written INSERTs
 bench-outbox: services

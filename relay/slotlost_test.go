@@ -1,0 +1,101 @@
+package relay_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outboxkit/outboxkit/outbox"
+	"github.com/outboxkit/outboxkit/relay"
+)
+
+// unreachablePublisher fails every call as a broker that cannot be reached
+// would: transiently, so the relay keeps what it received and the slot
+// stays where it was.
+type unreachablePublisher struct{}
+
+func (unreachablePublisher) Publish(context.Context, []relay.Record) error {
+	return errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+}
+
+func (unreachablePublisher) Close() error { return nil }
+
+// TestWALSlotInvalidatedWhileStreaming: while a relay streams, its slot
+// falls further behind than max_slot_wal_keep_size allows and a checkpoint
+// invalidates it, ending the relay's walsender. The relay says so and stops
+// with relay.ErrSlotLost; it neither drops nor recreates the slot, whose
+// undelivered events are gone. The test sets max_slot_wal_keep_size on the
+// whole wal_level=logical cluster for a moment, so it runs alone, in `make
+// fault-tests`, and puts the setting back.
+func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
+	needBrokerControl(t)
+	b, ldb := walSetup(t, 2)
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if _, err := ldb.Pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = ldb.Pool.Exec(context.Background(), "ALTER SYSTEM RESET max_slot_wal_keep_size")
+		_, _ = ldb.Pool.Exec(context.Background(), "SELECT pg_reload_conf()")
+	})
+
+	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Publisher: unreachablePublisher{}, Logger: testLogger(t),
+		RetryBackoffMin: 50 * time.Millisecond, RetryBackoffMax: 200 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	for deadline := time.Now().Add(20 * time.Second); !r.Streaming(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay did not stream within 20s")
+		}
+	}
+	e := outbox.Event{Topic: b.topic, AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("lost with the slot")}
+	if err := outbox.Emit(ctx, ldb.Pool, e); err != nil {
+		t.Fatal(err)
+	}
+
+	// Keep at most 1 MB of WAL for slots, then move the WAL on by a few
+	// segments and checkpoint: the slot, held back by the event Kafka never
+	// took, is invalidated.
+	exec("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+	exec("SELECT pg_reload_conf()")
+	exec("CREATE TABLE filler (n int)")
+	var lost string
+	for attempt := 0; attempt < 10 && lost != "lost"; attempt++ {
+		for range 3 {
+			exec("INSERT INTO filler VALUES (1)")
+			exec("SELECT pg_switch_wal()")
+		}
+		exec("CHECKPOINT")
+		if err := ldb.Pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", ldb.Slot).Scan(&lost); err != nil {
+			t.Fatalf("the slot is gone: %v", err)
+		}
+	}
+	if lost != "lost" {
+		t.Fatalf("slot %s has wal_status %q after the checkpoints, want lost", ldb.Slot, lost)
+	}
+
+	select {
+	case err := <-done:
+		if !errors.Is(err, relay.ErrSlotLost) || !strings.Contains(err.Error(), ldb.Slot) {
+			t.Fatalf("Run returned %v; want ErrSlotLost naming slot %s", err, ldb.Slot)
+		}
+		t.Logf("Run returned: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the relay still runs 60s after its slot was invalidated")
+	}
+	// Still there, still lost: nothing recreated it.
+	var status string
+	if err := ldb.Pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", ldb.Slot).Scan(&status); err != nil || status != "lost" {
+		t.Fatalf("after the relay stopped, slot %s: wal_status %q (%v); want it kept, lost", ldb.Slot, status, err)
+	}
+}
