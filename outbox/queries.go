@@ -1,5 +1,7 @@
 package outbox
 
+import "github.com/outboxkit/outboxkit/internal/walformat"
+
 // insertOne writes a single event; the primary key (seq) and the
 // (shard, seq) index are the only indexes maintained.
 const insertOne = `INSERT INTO outbox (id, topic, aggregate_type, aggregate_id, event_type, payload, headers)
@@ -25,4 +27,4 @@ FROM (SELECT outbox_wal_emit($1::bytea[])) AS emitted`
 // emitUnchecked is emitMessages without the slot check, for a connection
 // that found the slot less than Writer.SlotRecheck ago: in array order,
 // like outbox_wal_emit.
-const emitUnchecked = `SELECT count(pg_logical_emit_message(true, 'outboxkit', m)) FROM unnest($1::bytea[]) AS m`
+const emitUnchecked = `SELECT count(pg_logical_emit_message(true, '` + walformat.Prefix + `', m)) FROM unnest($1::bytea[]) AS m`

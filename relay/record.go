@@ -55,19 +55,21 @@ func (e *event) size() int {
 // of the headers the relay sets (and a WAL mode event's header values)
 // share one allocation.
 func (e *event) record() Record {
-	var user []Header
+	var hs []Header
 	n := len(e.aggregateID) + 36 + len(e.eventType) + len(e.aggregateType)
 	switch {
 	case e.headers != nil:
-		user = record.UserHeaders[Header](*e.headers)
+		// Room for the three headers below is reserved already.
+		hs = record.UserHeaders[Header](*e.headers)
 	case e.walHeaders != nil:
 		for _, h := range e.walHeaders {
 			n += len(h.Value)
 		}
 	}
 	buf := make([]byte, 0, n)
-	hs := make([]Header, 0, len(user)+len(e.walHeaders)+3)
-	hs = append(hs, user...)
+	if hs == nil {
+		hs = make([]Header, 0, len(e.walHeaders)+3)
+	}
 	if e.walHeaders != nil {
 		for _, h := range e.walHeaders {
 			if record.Reserved(h.Name) {

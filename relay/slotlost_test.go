@@ -69,6 +69,14 @@ func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
 	exec("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
 	exec("SELECT pg_reload_conf()")
 	exec("CREATE TABLE filler (n int)")
+	slotStatus := func() string {
+		t.Helper()
+		var status string
+		if err := ldb.Pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", ldb.Slot).Scan(&status); err != nil {
+			t.Fatalf("slot %s is gone: %v", ldb.Slot, err)
+		}
+		return status
+	}
 	var lost string
 	for attempt := 0; attempt < 10 && lost != "lost"; attempt++ {
 		for range 3 {
@@ -76,9 +84,7 @@ func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
 			exec("SELECT pg_switch_wal()")
 		}
 		exec("CHECKPOINT")
-		if err := ldb.Pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", ldb.Slot).Scan(&lost); err != nil {
-			t.Fatalf("the slot is gone: %v", err)
-		}
+		lost = slotStatus()
 	}
 	if lost != "lost" {
 		t.Fatalf("slot %s has wal_status %q after the checkpoints, want lost", ldb.Slot, lost)
@@ -94,8 +100,7 @@ func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
 		t.Fatal("the relay still runs 60s after its slot was invalidated")
 	}
 	// Still there, still lost: nothing recreated it.
-	var status string
-	if err := ldb.Pool.QueryRow(ctx, "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", ldb.Slot).Scan(&status); err != nil || status != "lost" {
-		t.Fatalf("after the relay stopped, slot %s: wal_status %q (%v); want it kept, lost", ldb.Slot, status, err)
+	if status := slotStatus(); status != "lost" {
+		t.Fatalf("after the relay stopped, slot %s: wal_status %q; want it kept, lost", ldb.Slot, status)
 	}
 }

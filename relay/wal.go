@@ -159,7 +159,7 @@ func (w *walSource) admit(ctx context.Context, fresh []event) error {
 	// Aggregates already pending were checked when their first pending
 	// event came, and only this goroutine diverts an aggregate (park moves
 	// all its pending events), so only the others need a look.
-	seen := make(map[aggKey]bool, len(w.pending)-w.live)
+	seen := make(map[aggKey]bool, w.live)
 	for i := range w.pending {
 		if !w.pending[i].done {
 			seen[w.pending[i].key()] = true

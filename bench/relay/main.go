@@ -33,6 +33,13 @@
 //     consume the topic; commit (when Commit returns) to consumer receipt,
 //     p50/p99/max. It is an upper bound on commit-to-ack (goal: p99 < 50ms
 //     at 1k/s).
+//  6. WAL mode (phases wal and wal-latency, run after the table mode drains
+//     and after the table mode latency phases): the drains of -events and
+//     -small-backlog events emitted with outbox.Emit into a slot of their
+//     own on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL), timed
+//     from the relay child's start (RELAY_SOURCE=wal) until the topic holds
+//     them all, and the latency phases with Emit writers (goal: p99 < 20ms
+//     at 1k/s).
 //
 // Relay RSS (d) is VmHWM (peak) and VmRSS from /proc/<pid>/status of each
 // relay child. After each phase the records on its topic (sum of end
