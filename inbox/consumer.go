@@ -373,20 +373,39 @@ func (c *Consumer) commit(gen *kafka.Generation, st *genState, final bool) {
 	}
 }
 
-// consumePartition reads one partition from the assigned offset and applies
-// its messages in order until the generation ends. runCtx is Run's context:
-// handlers get its values but not its cancellation, so a handler call in
-// flight completes; genCtx ends with the generation, and stops a batch
-// between two messages.
+// consumePartition reads one partition from where the group stands (the
+// lower of Kafka's committed offset and the database's position) and
+// applies its messages in order until the generation ends. runCtx is Run's
+// context: handlers get its values but not its cancellation, so a handler
+// call in flight completes; genCtx ends with the generation, and stops a
+// batch between two messages. When a transaction finds that the database
+// lost commits (position.go), the partition is read again from the
+// database's position.
 func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState, brokers []string, topic string, pa kafka.PartitionAssignment) {
 	log := c.log.With("topic", topic, "partition", pa.ID)
 	tm := c.metrics.bind(c.cfg.GroupID, topic, pa.ID)
 	defer c.metrics.unbindLag(c.cfg.GroupID, topic, pa.ID)
 
+	base := context.WithoutCancel(runCtx)
+	p := &partitionWorker{c: c, base: base, stop: genCtx, log: log, tm: tm,
+		pos: partPosition{topic: topic, partition: pa.ID}, rewind: -1}
+	start, ok := p.startOffset(pa)
+	for ok {
+		p.rewind = -1
+		c.readPartition(p, st, brokers, topic, pa.ID, start)
+		start, ok = p.rewind, p.rewind >= 0 && genCtx.Err() == nil
+	}
+}
+
+// readPartition applies the partition's messages from offset start until
+// the generation ends or a transaction finds the database behind
+// (p.rewind set).
+func (c *Consumer) readPartition(p *partitionWorker, st *genState, brokers []string, topic string, partition int, start int64) {
+	log, genCtx := p.log, p.stop
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:     brokers,
 		Topic:       topic,
-		Partition:   pa.ID,
+		Partition:   partition,
 		Dialer:      c.dialer,
 		MinBytes:    1,
 		MaxBytes:    10 << 20,
@@ -395,11 +414,11 @@ func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState
 		ErrorLogger: kafkaLogger(log, slog.LevelInfo),
 	})
 	defer r.Close()
-	if err := r.SetOffset(pa.Offset); err != nil {
-		log.ErrorContext(runCtx, "cannot position the partition reader", "offset", pa.Offset, "error", err)
+	if err := r.SetOffset(start); err != nil {
+		log.ErrorContext(p.base, "cannot position the partition reader", "offset", start, "error", err)
 		return
 	}
-	log.DebugContext(runCtx, "partition assigned", "offset", pa.Offset)
+	log.DebugContext(p.base, "partition assigned", "offset", start)
 
 	// The fetcher keeps up to BatchSize records ready, so a batch is
 	// whatever has arrived while the previous one was being applied.
@@ -415,8 +434,6 @@ func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState
 		<-fetchDone
 	}()
 
-	base := context.WithoutCancel(runCtx)
-	p := &partitionWorker{c: c, base: base, stop: genCtx, log: log, tm: tm}
 	batch := make([]kafka.Message, 0, c.cfg.BatchSize)
 	for {
 		if genCtx.Err() != nil {
@@ -440,13 +457,13 @@ func (c *Consumer) consumePartition(runCtx, genCtx context.Context, st *genState
 		n := p.process(batch)
 		if n > 0 {
 			last := batch[n-1]
-			st.processed(topicPartition{topic, pa.ID}, last.Offset+1, n, c.cfg.CommitCount)
+			st.processed(topicPartition{topic, partition}, last.Offset+1, n, c.cfg.CommitCount)
 			if last.HighWaterMark > 0 {
-				tm.lag.Set(float64(max(0, last.HighWaterMark-last.Offset-1)))
+				p.tm.lag.Set(float64(max(0, last.HighWaterMark-last.Offset-1)))
 			}
 		}
 		if n < len(batch) {
-			return // the generation ended mid-batch; the rest is redelivered
+			return // the generation ended mid-batch (the rest is redelivered), or the database lost commits
 		}
 	}
 }

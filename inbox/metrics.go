@@ -20,6 +20,7 @@ type metrics struct {
 	commitErrors  *prometheus.CounterVec
 	generations   *prometheus.CounterVec
 	expiredDelete *prometheus.CounterVec
+	rewinds       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_inbox_generations_total",
 			Help: "Consumer group generations joined (1 plus the rebalances seen).",
 		}, []string{"group"}),
+		rewinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_position_rewinds_total",
+			Help: "Times a partition was read again from the database's inbox position because the database was behind what this consumer or Kafka had committed: it lost commits (a failover to a standby that lagged, a restore from backup).",
+		}, []string{"group", "topic"}),
 		expiredDelete: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_inbox_expired_deleted_total",
 			Help: "Inbox rows deleted by retention.",
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		return c, err
 	}
-	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.dbRetries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete} {
+	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.dbRetries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete, &m.rewinds} {
 		c, err := register(*pc)
 		if err != nil {
 			return nil, err

@@ -33,6 +33,11 @@ type partitionWorker struct {
 	stop context.Context
 	log  *slog.Logger
 	tm   topicMetrics
+	// pos is the partition's position in the database (position.go).
+	pos partPosition
+	// rewind is the offset to read the partition from again after a
+	// transaction found the database behind (lostPosition); -1 otherwise.
+	rewind int64
 }
 
 // item is one fetched record, decoded.
@@ -97,6 +102,9 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 			p.log.DebugContext(p.base, "generation ended mid-batch; rolled the batch back", "count", len(items))
 			return 0
 		}
+		if p.lostPosition(f) {
+			return 0
+		}
 		if f.index >= 0 && !f.transient {
 			p.tm.retries.Inc()
 		}
@@ -129,7 +137,7 @@ func (p *partitionWorker) processOne(it *item) bool {
 		if f == nil {
 			return true
 		}
-		if f.stopped {
+		if f.stopped || p.lostPosition(f) {
 			return false
 		}
 		if f.transient {
@@ -169,6 +177,9 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 		if err == nil {
 			return true
 		}
+		if p.lostPosition(&failure{err: err}) {
+			return false
+		}
 		d := p.c.backoff(waits)
 		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {
@@ -189,16 +200,25 @@ func (p *partitionWorker) tryDeadLetter(it *item, cause error, attempts int) err
 	if err != nil {
 		return err
 	}
+	next := it.msg.Offset + 1
+	if !p.c.skipInbox {
+		if err := p.savePosition(ctx, tx, next); err != nil {
+			return err
+		}
+	}
+	if first {
+		if err := p.insertDeadLetter(ctx, tx, it, cause, attempts); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	p.committed(next)
 	if !first {
 		// Applied meanwhile through another copy of the message.
 		p.tm.duplicates.Inc()
 		return nil
-	}
-	if err := p.insertDeadLetter(ctx, tx, it, cause, attempts); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return err
 	}
 	p.deadLettered(it, cause, attempts)
 	return nil
@@ -288,6 +308,10 @@ func (p *partitionWorker) apply(items []item) *failure {
 	// Each statement gets its own deadline: a batch of slow handlers may
 	// outlast any single one.
 	firsts, err := p.claimItems(tx, items)
+	var lost *errPositionLost
+	if errors.As(err, &lost) {
+		return &failure{err: err, index: -1}
+	}
 	if err != nil {
 		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, transient: true}
 	}
@@ -347,6 +371,7 @@ func (p *partitionWorker) apply(items []item) *failure {
 		// retry's claim tells.
 		return &failure{err: fmt.Errorf("commit: %w", err), index: len(items) - 1, transient: tx.Conn().IsClosed() || transientDBError(err)}
 	}
+	p.committed(items[len(items)-1].msg.Offset + 1)
 	p.tm.processed.Add(float64(applied))
 	if dropped > 0 {
 		p.tm.duplicates.Add(float64(dropped))
@@ -370,7 +395,9 @@ func (p *partitionWorker) keepalive(tx *txn) *failure {
 }
 
 // claimItems claims the IDs of items in tx, except those re-driven for
-// another group, and returns those that were new.
+// another group, and saves the partition's position after the last of them
+// in the same round trip; it returns the IDs that were new, or an
+// *errPositionLost when the database is behind (position.go).
 func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, error) {
 	ctx, cancel := p.opContext()
 	defer cancel()
@@ -381,12 +408,49 @@ func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, er
 			ids = append(ids, items[i].msg.ID)
 		}
 	}
-	if len(ids) == 1 {
-		first, err := p.claim(ctx, tx, ids[0])
-		return map[string]bool{ids[0]: first}, err
-	}
 	slices.Sort(ids)
-	return p.claimMany(ctx, tx, slices.Compact(ids))
+	ids = slices.Compact(ids)
+	if p.c.skipInbox {
+		return p.claimMany(ctx, tx, ids)
+	}
+	group := p.c.cfg.GroupID
+	b := &pgx.Batch{}
+	if len(ids) == 1 {
+		b.Queue(claimOne, group, ids[0])
+	} else {
+		b.Queue(claimMany, group, ids)
+	}
+	b.Queue(savePosition, group, p.pos.topic, p.pos.partition, items[len(items)-1].msg.Offset+1)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	firsts := make(map[string]bool, len(ids))
+	if len(ids) == 1 {
+		tag, err := br.Exec()
+		if err != nil {
+			return nil, err
+		}
+		firsts[ids[0]] = tag.RowsAffected() == 1
+	} else {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		var id string
+		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			firsts[id] = true
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	var prev *int64
+	if err := br.QueryRow().Scan(&prev); err != nil {
+		return nil, fmt.Errorf("save position: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	return firsts, p.pos.check(prev)
 }
 
 // opContext bounds one of the inbox's own statements.

@@ -87,3 +87,26 @@ const beginWithIdleTimeout = `BEGIN; SET LOCAL idle_in_transaction_session_timeo
 // keepaliveQuery resets the server's idle-in-transaction timer during a
 // batch of slow handlers.
 const keepaliveQuery = `SELECT 1`
+
+// readPosition reads the group's position in one partition: the offset of
+// the next message to settle. Primary key of inbox_positions (migration
+// 00007).
+const readPosition = `SELECT next_offset FROM inbox_positions
+WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3`
+
+// savePosition records, inside an inbox transaction, that every message of
+// the partition before $4 is settled, and returns the position the database
+// held before the statement (NULL when it had none), from which the
+// consumer tells whether the database lost commits it made. The position
+// only moves forward: during a rebalance the old and the new owner of a
+// partition may both settle its messages for a moment. Primary key.
+const savePosition = `WITH prev AS (
+    SELECT next_offset FROM inbox_positions
+    WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3
+), saved AS (
+    INSERT INTO inbox_positions (consumer_group, topic, kafka_partition, next_offset)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE
+    SET next_offset = greatest(inbox_positions.next_offset, EXCLUDED.next_offset), updated_at = now()
+)
+SELECT (SELECT next_offset FROM prev)`
