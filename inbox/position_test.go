@@ -145,7 +145,9 @@ func TestPositionBehindKafkaOnStart(t *testing.T) {
 	cfg.Registerer = reg
 	stop = run(t, b.consumer(t, cfg, applyHandler("c2")))
 	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 80 },
-		func() string { return fmt.Sprintf("%d of 80 applied after the restore", b.count(t, `SELECT count(*) FROM applied`)) })
+		func() string {
+			return fmt.Sprintf("%d of 80 applied after the restore", b.count(t, `SELECT count(*) FROM applied`))
+		})
 	stop()
 	b.appliedOnce(t, ids)
 	if n := b.count(t, `SELECT count(*) FROM applied WHERE consumer = 'c2'`); n != 50 {

@@ -129,6 +129,24 @@ type Config struct {
 	// WAL configures the replication slot of SourceWAL; unused otherwise.
 	WAL WALConfig
 
+	// Standbys names streaming standbys (their application_name in
+	// pg_stat_replication) that must have flushed the commit of an event
+	// before the relay publishes it, so that a failover to one of them
+	// never leaves on Kafka an event whose transaction the new primary
+	// lacks (a phantom). Set it when the database fails over to
+	// asynchronous standbys; with synchronous replication a committed
+	// transaction is on the standby already. The relay's role needs
+	// pg_read_all_stats (pg_monitor) to see the positions. While too few
+	// of them stream, nothing is published: after a failover, name the new
+	// primary's standbys. Table mode only; in WAL mode set
+	// synchronized_standby_slots on the primary instead (PostgreSQL 17+).
+	// Defaults to none.
+	Standbys []string
+
+	// StandbysRequired is how many of Standbys must have flushed an
+	// event's commit. Defaults to all of them.
+	StandbysRequired int
+
 	// metadataTTL overrides the kafka-go client's metadata cache time; only
 	// tests set it, to see a topic created mid-test sooner.
 	metadataTTL time.Duration
@@ -335,6 +353,18 @@ func (cfg Config) validate() error {
 	case SourceTable, SourceWAL:
 	default:
 		bad("Source", fmt.Sprintf("must be %q or %q, got %q", SourceTable, SourceWAL, cfg.Source))
+	}
+	for i, n := range cfg.Standbys {
+		if n == "" || slices.Contains(cfg.Standbys[:i], n) {
+			bad("Standbys", fmt.Sprintf("has an empty or repeated name %q", n))
+			break
+		}
+	}
+	if cfg.StandbysRequired < 0 || cfg.StandbysRequired > len(cfg.Standbys) {
+		bad("StandbysRequired", fmt.Sprintf("must be between 0 and the %d names of Standbys, got %d", len(cfg.Standbys), cfg.StandbysRequired), "Standbys")
+	}
+	if cfg.Source == SourceWAL && len(cfg.Standbys) > 0 {
+		bad("Standbys", "applies to table mode only: in WAL mode set synchronized_standby_slots on the primary (PostgreSQL 17+)", "Source")
 	}
 	if cfg.Source == SourceWAL {
 		if cfg.WAL.SenderTimeout < time.Second {

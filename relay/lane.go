@@ -110,6 +110,18 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			return true
 		}
 	}
+	// Reads end with a graceful stop too: one waiting for the standbys
+	// (Config.Standbys) would otherwise hold the stop for ShutdownTimeout.
+	// What a read returned is not published yet, so nothing is cut short.
+	readCtx, cancelRead := context.WithCancel(ctx)
+	defer cancelRead()
+	go func() {
+		select {
+		case <-l.softStop:
+			cancelRead()
+		case <-readCtx.Done():
+		}
+	}()
 	for {
 		select {
 		case <-l.softStop:
@@ -125,9 +137,9 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			}
 			continue
 		}
-		batch, more, err := l.src.read(ctx, shards)
+		batch, more, err := l.src.read(readCtx, shards)
 		if err != nil {
-			if ctx.Err() != nil {
+			if readCtx.Err() != nil {
 				return
 			}
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)

@@ -22,6 +22,7 @@ type metrics struct {
 	parked        prometheus.Gauge
 	parkedTotal   prometheus.Counter
 	staleBatches  prometheus.Counter
+	standbyWait   prometheus.Histogram
 
 	// WAL mode. The slot gauges have a slot label and no series until a
 	// WAL mode relay samples the slot, so table mode exports none.
@@ -81,6 +82,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_relay_stale_batches_total",
 			Help: "Batches read but not published because the lock session had not confirmed its locks within LockTimeout (the instance was paused or cut off).",
 		}),
+		standbyWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "outboxkit_relay_standby_wait_seconds",
+			Help:    "Time a read's events waited for the standbys of Config.Standbys (RELAY_STANDBYS) to flush their commits before publishing.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
 		walStreaming: &shareGauge{g: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outboxkit_relay_wal_streaming",
 			Help: "1 while this relay streams the WAL mode replication slot (one relay at a time does; the others stand by), else 0.",
@@ -132,8 +138,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	if m.batchSeconds, err = register(reg, m.batchSeconds); err != nil {
-		return nil, err
+	for _, h := range []*prometheus.Histogram{&m.batchSeconds, &m.standbyWait} {
+		if *h, err = register(reg, *h); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }

@@ -30,7 +30,7 @@ func setupParkedShard(t *testing.T, n int) *parkedShard {
 	t.Helper()
 	ctx := context.Background()
 	b := &parkedShard{db: testenv.NewDB(t), parked: aggKey{"order", "p-1"}, flowing: 5}
-	b.src = newTableSource(b.db.Pool, 500)
+	b.src = newTableSource(b.db.Pool, 500, nil)
 	pool := b.db.Pool
 	if err := pool.QueryRow(ctx, `SELECT hashtext($1) & 63`, b.parked.id).Scan(&b.shard); err != nil {
 		t.Fatal(err)

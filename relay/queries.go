@@ -205,3 +205,20 @@ const setLockSessionOld = `SELECT set_config('application_name', $1, false),
        set_config('tcp_keepalives_idle', $3, false),
        set_config('tcp_keepalives_interval', greatest($3::int / 3, 1)::text, false),
        set_config('tcp_keepalives_count', '3', false)`
+
+// walInsertPosition is the primary's WAL insert position, queued after a
+// read's statements when Config.Standbys is set: every row the read saw
+// committed before it (a commit record is inserted before the transaction
+// becomes visible).
+const walInsertPosition = `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`
+
+// standbyFlushes returns, for each standby name in $1 in order, whether a
+// WAL sender of that application_name is connected, whether the role may
+// see its positions (PostgreSQL hides them without pg_read_all_stats), and
+// the highest WAL position such a standby flushed. pg_stat_replication has
+// one row per WAL sender: a handful.
+const standbyFlushes = `SELECT EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.application_name = u.n),
+       EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.application_name = u.n AND r.state IS NOT NULL),
+       (SELECT max(r.flush_lsn - '0/0'::pg_lsn) FROM pg_stat_replication r WHERE r.application_name = u.n)::bigint
+FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i)
+ORDER BY u.i`

@@ -49,3 +49,10 @@ const walSlotStats = `SELECT s.slot_name::text, s.active,
 FROM pg_replication_slots s
 WHERE s.slot_name = coalesce(nullif($1, ''), (SELECT slot_name FROM outbox_wal_settings))
   AND s.database = current_database()`
+
+// walSlotEstablished reads when the WAL mode slot was first seen or
+// created here (migration 00008), as text; NULL when never.
+const walSlotEstablished = `SELECT slot_established_at::text FROM outbox_wal_settings`
+
+// markWALSlotEstablished records that the slot exists, once.
+const markWALSlotEstablished = `UPDATE outbox_wal_settings SET slot_established_at = now() WHERE slot_established_at IS NULL`

@@ -35,6 +35,9 @@ type Relay struct {
 	shardCount atomic.Int32
 	// topics is shared by the lanes: which topics refuse every event.
 	topics *topicRefusals
+	// standbys holds table mode's events until Config.Standbys flushed
+	// them; nil when that is unset.
+	standbys *standbyGate
 	// readyAt is when the current (or last) session became ready; only
 	// Run's goroutine, which runs the sessions, uses it.
 	readyAt time.Time
@@ -74,6 +77,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	}
 	r := &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}
 	r.topics = newTopicRefusals(r.topicChanged)
+	r.standbys = newStandbyGate(pool, cfg, m)
 	return r, nil
 }
 
@@ -103,7 +107,9 @@ func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 // an error only for what retrying cannot fix, such as a missing outbox table,
 // or in WAL mode wal_level not logical ([ErrWALLevel]), an invalidated slot
 // ([ErrSlotLost]), a missing privilege ([ErrReplicationPrivilege]) or a
-// slot older than its publication ([ErrPublicationMissing]).
+// slot older than its publication ([ErrPublicationMissing]), or with
+// Config.Standbys a role that cannot see the standbys' positions
+// ([ErrStandbyPositions]).
 //
 // In WAL mode Run streams the replication slot (or stands by while another
 // relay streams it) and also drains the outbox table as table mode does:
@@ -146,7 +152,7 @@ func (r *Relay) runTable(ctx context.Context) error {
 			return nil
 		}
 		var seqErr *SequenceCacheError
-		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrOutdatedSchema) || errors.Is(err, ErrUnstableSession) || errors.As(err, &seqErr) {
+		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrOutdatedSchema) || errors.Is(err, ErrUnstableSession) || errors.Is(err, ErrStandbyPositions) || errors.As(err, &seqErr) {
 			return err
 		}
 		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)

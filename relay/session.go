@@ -35,6 +35,13 @@ func (r *Relay) session(ctx context.Context) (err error) {
 	}
 	conn := ls.conn
 	defer conn.Close(context.Background())
+	if r.standbys != nil {
+		// A role that cannot see the standbys' positions would hold every
+		// event back for ever: say so at once.
+		if _, err := r.standbys.positions(ctx); errors.Is(err, ErrStandbyPositions) {
+			return err
+		}
+	}
 
 	// hard is cancelled when the lock connection is lost: lanes abandon
 	// their batch at once (it stays in the outbox and is published again).
@@ -43,7 +50,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 
 	lanes := make([]*lane, r.cfg.Lanes)
 	for i := range lanes {
-		l := newLane(ls.lease, newTableSource(r.pool, r.cfg.BatchSize))
+		l := newLane(ls.lease, newTableSource(r.pool, r.cfg.BatchSize, r.standbys))
 		lanes[i] = l
 		go func() {
 			defer close(l.done)

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/outboxkit/outboxkit/internal/walstream"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -102,5 +105,77 @@ func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
 	// Still there, still lost: nothing recreated it.
 	if status := slotStatus(); status != "lost" {
 		t.Fatalf("after the relay stopped, slot %s: wal_status %q; want it kept, lost", ldb.Slot, status)
+	}
+}
+
+// TestWALSlotMissingIsNotRecreated: a relay streamed the slot, so
+// outbox_wal_settings records it; the slot then disappears, as after a
+// failover to a standby that did not have it. The next relay stops with
+// relay.ErrSlotMissing instead of creating a new slot at the current
+// position (which would skip what the old one had not delivered), writers
+// keep getting OB001, and `outboxkit wal setup` (walstream.Setup) is the
+// deliberate way to start again.
+func TestWALSlotMissingIsNotRecreated(t *testing.T) {
+	t.Parallel()
+	b, ldb := walSetup(t, 1)
+	ctx := context.Background()
+	_, stop := b.startRelay(walCfg(relay.Config{}))
+	if err := outbox.Emit(ctx, ldb.Pool, outbox.Event{Topic: b.topic, AggregateType: "a", AggregateID: "1", EventType: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitArrived(1, 30*time.Second)
+	stop()
+	var since *time.Time
+	if err := ldb.Pool.QueryRow(ctx, `SELECT slot_established_at FROM outbox_wal_settings`).Scan(&since); err != nil || since == nil {
+		t.Fatalf("outbox_wal_settings.slot_established_at after a relay streamed: %v (err %v), want a time", since, err)
+	}
+
+	dropSlot(t, ldb.Pool, ldb.Slot)
+	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Brokers: b.brokers, Logger: testLogger(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = r.Run(runCtx)
+	if !errors.Is(err, relay.ErrSlotMissing) || !strings.Contains(err.Error(), "outboxkit wal setup") {
+		t.Fatalf("Run returned %v, want ErrSlotMissing naming `outboxkit wal setup`", err)
+	}
+	var n int
+	if err := ldb.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, ldb.Slot).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("slots named %s after the relay stopped: %d (err %v), want none created", ldb.Slot, n, err)
+	}
+	err = outbox.Emit(ctx, ldb.Pool, outbox.Event{Topic: b.topic, AggregateType: "a", AggregateID: "1", EventType: "E"})
+	if !errors.Is(err, outbox.ErrNoWALSlot) {
+		t.Fatalf("Emit without the slot returned %v, want outbox.ErrNoWALSlot (SQLSTATE OB001)", err)
+	}
+
+	// Setting up again on purpose lets relays run.
+	if _, err := walstream.Setup(ctx, walstream.Config{ConnString: ldb.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ldb.Pool.Exec(ctx, `UPDATE outbox_wal_settings SET slot_established_at = now()`); err != nil {
+		t.Fatal(err)
+	}
+	b.startRelay(walCfg(relay.Config{}))
+	if err := outbox.Emit(ctx, ldb.Pool, outbox.Event{Topic: b.topic, AggregateType: "a", AggregateID: "1", EventType: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitArrived(2, 30*time.Second)
+}
+
+// dropSlot drops a replication slot, ending the session that streams it.
+func dropSlot(t *testing.T, pool *pgxpool.Pool, slot string) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, _ = pool.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+		_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("drop slot %s: %v", slot, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -50,10 +51,13 @@ type tableSource struct {
 	pool      *pgxpool.Pool
 	batchSize int
 	nonEmpty  int // shards that had events in the last read
+	// standbys, when set, holds a read's events until the standbys
+	// flushed their commits (Config.Standbys).
+	standbys *standbyGate
 }
 
-func newTableSource(pool *pgxpool.Pool, batchSize int) *tableSource {
-	return &tableSource{pool: pool, batchSize: batchSize}
+func newTableSource(pool *pgxpool.Pool, batchSize int, standbys *standbyGate) *tableSource {
+	return &tableSource{pool: pool, batchSize: batchSize, standbys: standbys}
 }
 
 // read returns up to BatchSize pending events of shards in seq order (so
@@ -96,6 +100,9 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	for _, s := range shards {
 		b.Queue(readShard, s, perShard, shardBytes)
 	}
+	if t.standbys != nil {
+		b.Queue(walInsertPosition)
+	}
 	br := t.pool.SendBatch(ctx, b)
 	defer br.Close()
 	var out []event
@@ -129,8 +136,19 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 		}
 		more = more || full || read >= perShard
 	}
+	var lsn int64
+	if t.standbys != nil {
+		if err := br.QueryRow().Scan(&lsn); err != nil {
+			return nil, 0, false, fmt.Errorf("read the WAL insert position: %w", err)
+		}
+	}
 	if err := br.Close(); err != nil {
 		return nil, 0, false, err
+	}
+	if len(out) > 0 {
+		if err := t.standbys.wait(ctx, uint64(lsn)); err != nil {
+			return nil, 0, false, err
+		}
 	}
 	// Held rows are never returned, marked or not; marking them spares the
 	// next reads and polls. When it marked some, the read may have stopped

@@ -30,6 +30,16 @@ var (
 	// ErrPublicationMissing: the slot was created before the publication
 	// and cannot be decoded past the transactions in between.
 	ErrPublicationMissing = walstream.ErrPublicationMissing
+	// ErrSlotMissing: the slot was in use on this database before and is
+	// gone from the server (a failover to a standby without it, a restore,
+	// a dropped slot). The relay does not create a new one, which would
+	// skip what the old one had not delivered: `outboxkit wal setup` does,
+	// on purpose.
+	ErrSlotMissing = walstream.ErrSlotMissing
+	// ErrStandbySlotMissing: synchronized_standby_slots names a slot the
+	// server lacks (a promoted standby that kept its old primary's
+	// setting), so decoding would wait for ever.
+	ErrStandbySlotMissing = walstream.ErrStandbySlotMissing
 )
 
 // walTx is a transaction received from the slot: it is acknowledged to
@@ -417,7 +427,8 @@ func (r *Relay) runWAL(ctx context.Context) error {
 				return nil
 			}
 			continue
-		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege), errors.Is(err, ErrPublicationMissing):
+		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege), errors.Is(err, ErrPublicationMissing),
+			errors.Is(err, ErrSlotMissing), errors.Is(err, ErrStandbySlotMissing):
 			return err
 		}
 		standby = false
@@ -480,11 +491,23 @@ func (r *Relay) walSession(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var since *string
+	if err := r.pool.QueryRow(ctx, walSlotEstablished).Scan(&since); err != nil {
+		return fmt.Errorf("relay: read outbox_wal_settings: %w", err)
+	}
+	if since != nil {
+		scfg.EstablishedSince = *since
+	}
 	stream, err := walstream.Open(ctx, scfg)
 	if err != nil {
 		return err
 	}
 	defer stream.Close()
+	if since == nil {
+		if _, err := r.pool.Exec(ctx, markWALSlotEstablished); err != nil {
+			return fmt.Errorf("relay: record the slot in outbox_wal_settings: %w", err)
+		}
+	}
 
 	// hard bounds the calls in flight after ctx ends.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))

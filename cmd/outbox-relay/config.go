@@ -35,6 +35,9 @@ type config struct {
 	Source         string `env:"RELAY_SOURCE" envDefault:"table"`
 	WALSlot        string `env:"RELAY_WAL_SLOT"`
 	WALPublication string `env:"RELAY_WAL_PUBLICATION"`
+	// Standbys and StandbysRequired are relay.Config's (0: all of them).
+	Standbys         []string `env:"RELAY_STANDBYS" envSeparator:","`
+	StandbysRequired int      `env:"RELAY_STANDBYS_REQUIRED"`
 
 	Tuning tuning
 	Kafka  kafkaSettings
@@ -312,6 +315,8 @@ func (cfg *config) relayConfig() relay.Config {
 		ParkAfter:         t.ParkAfter,
 		Source:            relay.Source(cfg.Source),
 		WAL:               relay.WALConfig{Slot: cfg.WALSlot, Publication: cfg.WALPublication},
+		Standbys:          cfg.Standbys,
+		StandbysRequired:  cfg.StandbysRequired,
 	}
 }
 
@@ -328,6 +333,8 @@ var relayVars = func() map[string]string {
 		"Kafka.SASL.Password":      varNames["Password"],
 		"Kafka.AllowPlaintextSASL": varNames["AllowPlaintextSASL"],
 		"Source":                   "RELAY_SOURCE",
+		"Standbys":                 "RELAY_STANDBYS",
+		"StandbysRequired":         "RELAY_STANDBYS_REQUIRED",
 	}
 	for f := range reflect.TypeFor[tuning]().Fields() {
 		vars[f.Name] = varNames[f.Name]

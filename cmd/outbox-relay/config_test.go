@@ -94,7 +94,7 @@ func TestDefaultsMatchRelay(t *testing.T) {
 func TestEveryRelayFieldHasAVariable(t *testing.T) {
 	t.Parallel()
 	notTuning := map[string]bool{"Brokers": true, "Kafka": true, "Publisher": true, "Logger": true, "Registerer": true, "TracerProvider": true,
-		"Source": true, "WAL": true} // RELAY_SOURCE and RELAY_WAL_*, mapped by hand
+		"Source": true, "WAL": true, "Standbys": true, "StandbysRequired": true} // RELAY_SOURCE, RELAY_WAL_* and RELAY_STANDBYS*, mapped by hand
 	tuningType := reflect.TypeFor[tuning]()
 	env := environ()
 	want := map[string]any{}

@@ -143,7 +143,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	running.Store(false)
 	if err != nil {
 		log.Error("relay stopped", "error", err)
-		if errors.Is(err, relay.ErrWALLevel) || errors.Is(err, relay.ErrReplicationPrivilege) || errors.Is(err, relay.ErrPublicationMissing) {
+		if errors.Is(err, relay.ErrWALLevel) || errors.Is(err, relay.ErrReplicationPrivilege) || errors.Is(err, relay.ErrPublicationMissing) ||
+			errors.Is(err, relay.ErrSlotMissing) || errors.Is(err, relay.ErrStandbySlotMissing) {
 			return fail(2, err)
 		}
 		return fail(1, err)

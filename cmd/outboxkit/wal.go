@@ -26,7 +26,9 @@ func walSetup(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, cmd, "[--slot name] [--publication name]",
 		"Check wal_level, then create the WAL mode publication and the permanent replication slot when they are\n"+
 			"missing, and print what was done. Needs a role with the REPLICATION attribute and CREATE on the\n"+
-			"database. Never drops or recreates a slot: an invalidated slot is reported, not replaced.")
+			"database. Never drops or recreates a slot: an invalidated slot is reported, not replaced. After a failover or\n"+
+			"a restore that lost the slot (the relay stops with \"replication slot ... does not exist on this server\"),\n"+
+			"running setup is how to start again: the new slot starts at the current position.")
 	slot := fs.String("slot", "", "replication slot (default: the one outbox_wal_settings names)")
 	publication := fs.String("publication", walstream.DefaultPublication, "publication")
 	if err := noArgs(fs, args); err != nil {
@@ -39,6 +41,17 @@ func walSetup(ctx context.Context, e *env, args []string) error {
 	p, err := walstream.Setup(ctx, walstream.Config{ConnString: url, Slot: *slot, Publication: *publication})
 	if err != nil {
 		return missingTables(err)
+	}
+	// Relays refuse to recreate a slot that was established before and is
+	// missing now (after a failover or a restore); this command is how an
+	// operator says to start again, so the record starts again too.
+	conn, err := connect(ctx, e, cmd)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `UPDATE outbox_wal_settings SET slot_established_at = now()`); err != nil {
+		return fmt.Errorf("%s: record the slot in outbox_wal_settings: %w", cmd, err)
 	}
 	did := func(created bool) string {
 		if created {

@@ -18,6 +18,12 @@ var (
 	// ErrPublicationMissing: pgoutput cannot find the publication at the
 	// slot's position (the slot predates the publication).
 	ErrPublicationMissing = errors.New("walstream: publication missing at the slot's position")
+	// ErrSlotMissing: the slot existed once (outbox_wal_settings says so)
+	// and is gone from this server.
+	ErrSlotMissing = errors.New("walstream: replication slot missing")
+	// ErrStandbySlotMissing: synchronized_standby_slots names a slot this
+	// server lacks, so logical decoding would wait for it for ever.
+	ErrStandbySlotMissing = errors.New("walstream: synchronized_standby_slots names a missing slot")
 	// ErrClosed: Next was called after Close.
 	ErrClosed = errors.New("walstream: stream closed")
 )
@@ -117,3 +123,43 @@ func (e *PublicationMissingError) Is(target error) bool { return target == ErrPu
 
 // Unwrap returns the server's error.
 func (e *PublicationMissingError) Unwrap() error { return e.Err }
+
+// SlotMissingError says the slot was established once on this database
+// (outbox_wal_settings records when) and does not exist on the server the
+// stream reached: a failover to a standby that did not have it (before
+// PostgreSQL 17, or a slot not yet synchronized), a restore from backup,
+// or a dropped slot. The events emitted since its last confirmed position
+// may never be delivered; the stream does not recreate it by itself.
+type SlotMissingError struct {
+	// Slot is the replication slot's name.
+	Slot string
+	// Since is when the slot was first seen or created, as recorded.
+	Since string
+}
+
+// Error names the slot, what it means and what to do, on one line.
+func (e *SlotMissingError) Error() string {
+	return fmt.Sprintf("walstream: replication slot %q, in use here since %s, does not exist on this server (a failover to a standby without it, a restore, or a dropped slot): "+
+		"events emitted after its last confirmed position may be lost, and writers get OB001 until it exists; check what reached Kafka, then run `outboxkit wal setup` to create it again", e.Slot, e.Since)
+}
+
+// Is reports whether target is [ErrSlotMissing].
+func (e *SlotMissingError) Is(target error) bool { return target == ErrSlotMissing }
+
+// StandbySlotMissingError says synchronized_standby_slots (PostgreSQL 17+)
+// names a physical slot the server does not have; logical decoding then
+// waits for that standby for ever. It happens on a promoted standby that
+// kept its old primary's setting.
+type StandbySlotMissingError struct {
+	// Slot is the missing slot's name.
+	Slot string
+}
+
+// Error names the slot and what to do, on one line.
+func (e *StandbySlotMissingError) Error() string {
+	return fmt.Sprintf("walstream: synchronized_standby_slots names %q, which is not a physical replication slot on this server, so logical decoding would wait for it for ever "+
+		"(a promoted standby keeps its old primary's setting): point it at this server's standbys' slots or clear it (ALTER SYSTEM RESET synchronized_standby_slots; SELECT pg_reload_conf())", e.Slot)
+}
+
+// Is reports whether target is [ErrStandbySlotMissing].
+func (e *StandbySlotMissingError) Is(target error) bool { return target == ErrStandbySlotMissing }

@@ -87,6 +87,12 @@ type Config struct {
 	Buffer int
 	// Logger receives the stream's logs. Defaults to a quiet logger.
 	Logger *slog.Logger
+	// EstablishedSince, when set, says the slot existed on this database
+	// before (when, as recorded in outbox_wal_settings): a missing slot is
+	// then not created but reported with a *[SlotMissingError], because a
+	// new slot would start at the current position and skip what the old
+	// one had not delivered. [Setup] ignores it.
+	EstablishedSince string
 }
 
 // DefaultPublication is the publication of a [Config] without one.
@@ -154,6 +160,8 @@ type Stream struct {
 	confirmed LSN
 
 	createdSlot, createdPublication bool // by prepare
+	version                         int  // server_version_num, read by prepare
+	forSetup                        bool // Setup, which creates a missing slot whatever EstablishedSince says
 }
 
 // Open connects, checks the server and the slot, creates the publication
@@ -198,6 +206,7 @@ func Setup(ctx context.Context, cfg Config) (Prepared, error) {
 		return Prepared{}, err
 	}
 	defer s.conn.Close(context.Background())
+	s.forSetup = true
 	slot, err := s.prepare(ctx)
 	if err != nil {
 		return Prepared{}, err
@@ -282,6 +291,16 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		return nil, &WALLevelError{Level: level}
 	}
 
+	if rows, err = s.query(ctx, "SHOW server_version_num"); err != nil || len(rows) != 1 {
+		return nil, fmt.Errorf("walstream: read server_version_num: %v", err)
+	}
+	if s.version, err = strconv.Atoi(rows[0][0]); err != nil {
+		return nil, fmt.Errorf("walstream: server_version_num %q: %w", rows[0][0], err)
+	}
+	if err := s.checkStandbySlots(ctx); err != nil {
+		return nil, err
+	}
+
 	rows, err = s.query(ctx, "SELECT slot_name FROM outbox_wal_settings")
 	if err != nil {
 		return nil, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
@@ -323,9 +342,11 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	if err != nil {
 		return nil, err
 	}
+	if slot == nil && s.cfg.EstablishedSince != "" && !s.forSetup {
+		return nil, &SlotMissingError{Slot: s.cfg.Slot, Since: s.cfg.EstablishedSince}
+	}
 	if slot == nil {
-		_, err := pglogrepl.CreateReplicationSlot(ctx, s.conn, s.cfg.Slot, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		err := s.createSlot(ctx)
 		switch code := sqlstate(err); {
 		case err == nil:
 			s.createdSlot = true
@@ -349,6 +370,15 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	case slot.plugin != "pgoutput" || slot.database != slot.current:
 		return nil, fmt.Errorf("walstream: replication slot %s belongs to database %q with plugin %q; WAL mode needs a pgoutput slot of database %q (pick another slot name)",
 			s.cfg.Slot, slot.database, slot.plugin, slot.current)
+	case s.version >= 170000 && !slot.failover:
+		// A slot made before 17, or by hand: without failover a standby
+		// never synchronizes it, and a failover loses it.
+		if _, err := s.query(ctx, "ALTER_REPLICATION_SLOT "+s.cfg.Slot+" (FAILOVER true)"); err != nil {
+			s.cfg.Logger.WarnContext(ctx, "replication slot has failover off, so standbys do not keep a copy of it and a failover loses it; enabling it failed: run ALTER_REPLICATION_SLOT on a replication connection",
+				"slot", s.cfg.Slot, "error", err)
+		} else {
+			s.cfg.Logger.InfoContext(ctx, "enabled failover on the replication slot (standbys with sync_replication_slots keep a copy)", "slot", s.cfg.Slot)
+		}
 	}
 
 	return slot, nil
@@ -357,12 +387,48 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 type slotRow struct {
 	plugin, database, current, walStatus string
 	confirmed                            LSN
+	failover                             bool // PostgreSQL 17+
+}
+
+// createSlot creates the permanent pgoutput slot, with failover on
+// PostgreSQL 17 and later so that standbys with sync_replication_slots keep
+// a copy that survives their promotion.
+func (s *Stream) createSlot(ctx context.Context) error {
+	if s.version >= 170000 {
+		_, err := s.query(ctx, "CREATE_REPLICATION_SLOT "+s.cfg.Slot+" LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)")
+		return err
+	}
+	_, err := pglogrepl.CreateReplicationSlot(ctx, s.conn, s.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	return err
+}
+
+// checkStandbySlots returns a *StandbySlotMissingError when
+// synchronized_standby_slots (PostgreSQL 17+) names a physical slot the
+// server lacks.
+func (s *Stream) checkStandbySlots(ctx context.Context) error {
+	if s.version < 170000 {
+		return nil
+	}
+	rows, err := s.query(ctx, `SELECT n FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) AS u(n)
+		WHERE btrim(n) <> '' AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = btrim(u.n) AND slot_type = 'physical')`)
+	if err != nil {
+		return fmt.Errorf("walstream: read synchronized_standby_slots: %w", err)
+	}
+	if len(rows) > 0 {
+		return &StandbySlotMissingError{Slot: strings.TrimSpace(rows[0][0])}
+	}
+	return nil
 }
 
 // readSlot returns the slot's row, or nil when it does not exist.
 func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
+	failover := "false"
+	if s.version >= 170000 {
+		failover = "failover"
+	}
 	rows, err := s.query(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), current_database(),
-		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0')
+		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'), `+failover+`
 		FROM pg_replication_slots WHERE slot_name = '`+s.cfg.Slot+"'")
 	if err != nil {
 		return nil, fmt.Errorf("walstream: read replication slot %s: %w", s.cfg.Slot, err)
@@ -375,7 +441,7 @@ func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walstream: replication slot %s: %w", s.cfg.Slot, err)
 	}
-	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn)}, nil
+	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn), failover: r[5] == "t"}, nil
 }
 
 // query runs sql with the simple protocol (a walsender accepts no other)
