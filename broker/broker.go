@@ -104,7 +104,9 @@ func (e *ConfigError) Error() string { return "broker: " + e.Field + " " + e.Rea
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // Validate checks the settings and returns a [*ConfigError] naming the
-// first field at fault, or nil.
+// first field at fault, or nil. It also checks that the mechanism can send
+// SASL.Username and SASL.Password (see [SASL]); its errors give a byte
+// offset into a credential, never the credential.
 func (c Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		return &ConfigError{Field: "Brokers", Reason: "is empty (set at least one host:port)"}
