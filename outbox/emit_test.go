@@ -109,7 +109,7 @@ func TestEmitWithoutDirectEmitRight(t *testing.T) {
 		"CREATE ROLE " + role + " LOGIN PASSWORD 'w'",
 		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC",
 		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC",
-		"ALTER FUNCTION outbox_wal_emit(bytea[]) SECURITY DEFINER SET search_path = public, pg_catalog",
+		"ALTER FUNCTION outbox_wal_emit(bytea[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp",
 		"REVOKE EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) FROM PUBLIC",
 		"GRANT EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) TO " + role,
 	} {

@@ -214,13 +214,14 @@ func (b *bench) start(ctx context.Context, r *run) (*child, error) {
 }
 
 // cleanEnv is this process's environment without variables a child would
-// misread (the relay rejects unknown OUTBOX_/RELAY_ variables).
+// misread (the relay rejects unknown OUTBOX_, RELAY_, KAFKA_ and DATABASE_
+// variables).
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "OUTBOX_") || strings.HasPrefix(k, "RELAY_") || strings.HasPrefix(k, "PEERS_") ||
-			k == "DATABASE_URL" || k == "KAFKA_BROKERS" {
+			strings.HasPrefix(k, "DATABASE_") || strings.HasPrefix(k, "KAFKA_") {
 			continue
 		}
 		out = append(out, kv)

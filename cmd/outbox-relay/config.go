@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -114,14 +116,87 @@ var varNames = func() map[string]string {
 	return names
 }()
 
+// fileVars maps each secret's variable to the one that names a file holding
+// it, the convention of container platforms (a mounted Kubernetes or Docker
+// secret).
+var fileVars = map[string]string{
+	"DATABASE_URL":        "DATABASE_URL_FILE",
+	"KAFKA_SASL_PASSWORD": "KAFKA_SASL_PASSWORD_FILE",
+}
+
 // knownVars is the set of variables the binary reads.
 var knownVars = func() map[string]bool {
 	known := map[string]bool{}
 	for _, v := range varNames {
 		known[v] = true
 	}
+	for _, v := range fileVars {
+		known[v] = true
+	}
 	return known
 }()
+
+// ownPrefixes are the prefixes of the variables the binary reads. A
+// variable with one of them that the binary does not read is a typo until
+// proven otherwise: KAFKA_SASL_MECHANSIM=plain must not start a relay
+// without SASL.
+var ownPrefixes = []string{"OUTBOX_", "RELAY_", "KAFKA_", "DATABASE_"}
+
+// serviceLink matches the variables a platform sets for a service that
+// shares a name with one of ownPrefixes: Kubernetes gives every pod
+// KAFKA_SERVICE_HOST, KAFKA_PORT_9092_TCP_ADDR and so on for a Service
+// named kafka in its namespace (Docker's legacy links use the same _PORT
+// names). They are not typos, and refusing them would stop every relay
+// next to such a service.
+var serviceLink = regexp.MustCompile(`^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)?)$`)
+
+// isUnknown reports whether name looks like one of the binary's variables
+// but is none.
+func isUnknown(name string) bool {
+	if knownVars[name] {
+		return false
+	}
+	for _, p := range ownPrefixes {
+		if strings.HasPrefix(name, p) {
+			return p == "OUTBOX_" || p == "RELAY_" || !serviceLink.MatchString(name)
+		}
+	}
+	return false
+}
+
+// readFileVars replaces each X_FILE of fileVars in vars by X, holding the
+// file's content without one trailing line ending (\n or \r\n), which
+// the tools that write secret files tend to add. It returns the variables
+// read from files, X to X_FILE, so that errors name the variable that was
+// set.
+func readFileVars(vars map[string]string) (map[string]string, error) {
+	from := map[string]string{}
+	for name, fileVar := range fileVars {
+		path, ok := vars[fileVar]
+		if !ok {
+			continue
+		}
+		if _, both := vars[name]; both {
+			return nil, bad(fileVar, "is set and so is %s (set one)", name)
+		}
+		if path == "" {
+			return nil, bad(fileVar, "is empty (want the path of a file holding %s)", name)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			// The error names the path, never the content.
+			return nil, bad(fileVar, "cannot be read: %v", err)
+		}
+		v := string(b)
+		if t, ok := strings.CutSuffix(v, "\n"); ok {
+			v = strings.TrimSuffix(t, "\r")
+		}
+		vars[name] = v
+		delete(vars, fileVar)
+		from[name] = fileVar
+	}
+	return from, nil
+}
 
 // parsers give errors that quote the value and say what was expected.
 var parsers = map[reflect.Type]env.ParserFunc{
@@ -160,10 +235,9 @@ func parseConfig(environ []string) (config, error) {
 		vars[k] = v
 	}
 
-	// Unknown OUTBOX_/RELAY_ variables are typos until proven otherwise.
 	var unknown []string
 	for k := range vars {
-		if (strings.HasPrefix(k, "OUTBOX_") || strings.HasPrefix(k, "RELAY_")) && !knownVars[k] {
+		if isUnknown(k) {
 			unknown = append(unknown, k)
 		}
 	}
@@ -176,12 +250,24 @@ func parseConfig(environ []string) (config, error) {
 		return config{}, bad(unknown[0], "%s", msg)
 	}
 
+	fromFile, err := readFileVars(vars)
+	if err != nil {
+		return config{}, err
+	}
+	// An error about a value read from a file names the _FILE variable.
+	named := func(err error) error {
+		var ce *configError
+		if errors.As(err, &ce) && fromFile[ce.Var] != "" {
+			return &configError{Var: fromFile[ce.Var], Msg: strings.ReplaceAll(ce.Msg, ce.Var, fromFile[ce.Var])}
+		}
+		return err
+	}
 	var cfg config
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars, FuncMap: parsers}); err != nil {
-		return config{}, translateEnvError(err)
+		return config{}, named(translateEnvError(err))
 	}
 	if err := cfg.check(); err != nil {
-		return config{}, err
+		return config{}, named(err)
 	}
 	return cfg, nil
 }
@@ -392,7 +478,7 @@ func suggest(name string) string {
 	}
 	best, bestDist := "", 4
 	for known := range knownVars {
-		if suffix(known) == suffix(name) && (strings.HasPrefix(known, "OUTBOX_") || strings.HasPrefix(known, "RELAY_")) {
+		if suffix(known) == suffix(name) && tunable(known) && tunable(name) {
 			return known // right name, wrong prefix
 		}
 		if d := levenshtein(name, known); d < bestDist || (d == bestDist && known < best) {
@@ -400,6 +486,13 @@ func suggest(name string) string {
 		}
 	}
 	return best
+}
+
+// tunable reports whether name has one of the prefixes the relay's own
+// settings share, which are easy to swap: OUTBOX_BATCH_SIZE but
+// RELAY_LANES.
+func tunable(name string) bool {
+	return strings.HasPrefix(name, "OUTBOX_") || strings.HasPrefix(name, "RELAY_")
 }
 
 func levenshtein(a, b string) int {

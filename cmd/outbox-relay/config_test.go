@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -28,7 +30,12 @@ func environ(extra ...string) []string {
 
 func TestParseConfigDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := parseConfig(environ("HOME=/root", "OUTBOXKIT_TEST_LOGS=1", "KAFKA_SOMETHING_ELSE=x"))
+	// Variables a Kubernetes Service named kafka or database puts in every
+	// pod of its namespace are not the relay's and not typos.
+	cfg, err := parseConfig(environ("HOME=/root", "OUTBOXKIT_TEST_LOGS=1",
+		"KAFKA_SERVICE_HOST=10.0.0.7", "KAFKA_SERVICE_PORT=9092", "KAFKA_SERVICE_PORT_BROKER=9092", "KAFKA_PORT=tcp://10.0.0.7:9092",
+		"KAFKA_PORT_9092_TCP=tcp://10.0.0.7:9092", "KAFKA_PORT_9092_TCP_ADDR=10.0.0.7", "KAFKA_PORT_9092_TCP_PORT=9092",
+		"KAFKA_PORT_9092_TCP_PROTO=tcp", "KAFKA_UI_SERVICE_HOST=10.0.0.8", "DATABASE_SERVICE_HOST=10.0.0.9", "DATABASE_PORT_5432_TCP=tcp://10.0.0.9:5432"))
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
@@ -173,6 +180,16 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown OUTBOX_ variable", environ("OUTBOX_BATCHSIZE=10"), "OUTBOX_BATCHSIZE", "unknown variable (did you mean OUTBOX_BATCH_SIZE?)"},
 		{"unknown RELAY_ variable, other prefix", environ("RELAY_BATCH_SIZE=10"), "RELAY_BATCH_SIZE", "did you mean OUTBOX_BATCH_SIZE?"},
 		{"unknown RELAY_ variable, no guess", environ("RELAY_ZZZZZZZZZZZZZZZZ=1"), "RELAY_ZZZZZZZZZZZZZZZZ", "unknown variable"},
+		{"misspelt KAFKA_ variable", environ("KAFKA_SASL_MECHANSIM=plain"), "KAFKA_SASL_MECHANSIM", "unknown variable (did you mean KAFKA_SASL_MECHANISM?)"},
+		{"misspelt KAFKA_ password", environ("KAFKA_SASL_PASSWROD=pw"), "KAFKA_SASL_PASSWROD", "did you mean KAFKA_SASL_PASSWORD?"},
+		{"misspelt KAFKA_ file variable", environ("KAFKA_SASL_PASSWORD_FIEL=/run/pw"), "KAFKA_SASL_PASSWORD_FIEL", "did you mean KAFKA_SASL_PASSWORD_FILE?"},
+		{"unknown KAFKA_ variable, no guess", environ("KAFKA_SOMETHING_ELSE=x"), "KAFKA_SOMETHING_ELSE", "unknown variable"},
+		{"misspelt DATABASE_ variable", environ("DATABASE_URI=postgres://h/db"), "DATABASE_URI", "did you mean DATABASE_URL?"},
+		{"misspelt DATABASE_ file variable", environ("DATABASE_URL_FLIE=/run/url"), "DATABASE_URL_FLIE", "did you mean DATABASE_URL_FILE?"},
+		{"password and its file", environ("KAFKA_SASL_PASSWORD=pw", "KAFKA_SASL_PASSWORD_FILE=/run/pw"), "KAFKA_SASL_PASSWORD_FILE", "is set and so is KAFKA_SASL_PASSWORD (set one)"},
+		{"database URL and its file", []string{"DATABASE_URL=postgres://h/db", "DATABASE_URL_FILE=/run/url", "KAFKA_BROKERS=k:9092"}, "DATABASE_URL_FILE", "is set and so is DATABASE_URL"},
+		{"missing password file", environ("KAFKA_SASL_PASSWORD_FILE=/nonexistent/pw"), "KAFKA_SASL_PASSWORD_FILE", "cannot be read: open /nonexistent/pw: no such file"},
+		{"empty file variable", environ("KAFKA_SASL_PASSWORD_FILE="), "KAFKA_SASL_PASSWORD_FILE", "is empty (want the path of a file holding KAFKA_SASL_PASSWORD)"},
 	}
 	// Every tuning knob: not a number, and zero (which relay would silently
 	// replace by its default).
@@ -284,5 +301,60 @@ func TestParseConfigLogSettings(t *testing.T) {
 	}
 	if cfg.level != slog.LevelDebug || cfg.LogFormat != "text" {
 		t.Fatalf("level %v format %q, want debug and text", cfg.level, cfg.LogFormat)
+	}
+}
+
+// writeSecret writes content to a fresh file and returns its path.
+func writeSecret(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestParseConfigSecretFiles reads KAFKA_SASL_PASSWORD_FILE and
+// DATABASE_URL_FILE: one trailing \n or \r\n is dropped, nothing else.
+func TestParseConfigSecretFiles(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		content, want string
+	}{
+		{"s3cret\n", "s3cret"},
+		{"s3cret\r\n", "s3cret"},
+		{"s3cret", "s3cret"},
+		{" s3cret \t", " s3cret \t"},
+		{"s3cret\r", "s3cret\r"}, // only a whole line ending
+	} {
+		cfg, err := parseConfig([]string{"DATABASE_URL_FILE=" + writeSecret(t, "postgres://relay:pw@db.example:5432/app\n"), "KAFKA_BROKERS=k:9092",
+			"KAFKA_SASL_MECHANISM=plain", "KAFKA_SASL_USERNAME=relay", "KAFKA_SASL_ALLOW_PLAINTEXT=true",
+			"KAFKA_SASL_PASSWORD_FILE=" + writeSecret(t, tt.content)})
+		if err != nil {
+			t.Fatalf("password file %q: %v", tt.content, err)
+		}
+		if got := cfg.kafka.SASL.Password; got != tt.want {
+			t.Errorf("password file %q: password %q, want %q", tt.content, got, tt.want)
+		}
+		if cc := cfg.pool.ConnConfig; cc.Host != "db.example" || cc.Database != "app" || cc.Password != "pw" {
+			t.Errorf("DATABASE_URL_FILE: host %q database %q, want db.example and app with the file's password", cc.Host, cc.Database)
+		}
+	}
+
+	// Two line endings: the second stays, SCRAM's SASLprep refuses it, and
+	// the error names the variable that was set, not the password.
+	_, err := parseConfig(environ("KAFKA_SASL_MECHANISM=scram-sha-512", "KAFKA_SASL_USERNAME=relay",
+		"KAFKA_SASL_PASSWORD_FILE="+writeSecret(t, "hunter2-Sekr1t\n\n")))
+	var ce *configError
+	if !errors.As(err, &ce) || ce.Var != "KAFKA_SASL_PASSWORD_FILE" || !strings.Contains(ce.Msg, "at byte offset 14 of 15") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("password file with two newlines: %v; want KAFKA_SASL_PASSWORD_FILE refused at byte offset 14 of 15, without the password", err)
+	}
+	_, err = parseConfig([]string{"DATABASE_URL_FILE=" + writeSecret(t, "\n"), "KAFKA_BROKERS=k:9092"})
+	if !errors.As(err, &ce) || ce.Var != "DATABASE_URL_FILE" || !strings.Contains(ce.Msg, "is empty") {
+		t.Errorf("empty DATABASE_URL_FILE content: %v; want DATABASE_URL_FILE: is empty", err)
+	}
+	_, err = parseConfig([]string{"DATABASE_URL_FILE=" + writeSecret(t, "postgres://u:pw@h:port/db"), "KAFKA_BROKERS=k:9092"})
+	if !errors.As(err, &ce) || ce.Var != "DATABASE_URL_FILE" || strings.Contains(err.Error(), ":pw@") {
+		t.Errorf("unparsable DATABASE_URL_FILE content: %v; want DATABASE_URL_FILE named, without the password", err)
 	}
 }

@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
+	stdout *testenv.Buffer
 	stderr *testenv.Buffer
 	done   chan struct{}
 	err    error // set when done closes
@@ -56,9 +57,9 @@ type proc struct {
 // if the test ends first.
 func start(t *testing.T, env ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binary), stderr: &testenv.Buffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: exec.Command(binary), stdout: &testenv.Buffer{}, stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
-	p.cmd.Stdout = io.Discard
+	p.cmd.Stdout = p.stdout
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -90,13 +90,14 @@ func (f *fleet) addIn(role string, ns *netns) (*member, error) {
 }
 
 // baseEnv is this process's environment without the variables the relay
-// reads (it rejects unknown OUTBOX_/RELAY_ ones) or that the fleet sets.
+// reads (it rejects unknown OUTBOX_, RELAY_, KAFKA_ and DATABASE_ ones) or
+// that the fleet sets.
 func baseEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "OUTBOX_") || strings.HasPrefix(k, "RELAY_") || strings.HasPrefix(k, "OUTBOXKIT_CHAOS_") ||
-			k == "DATABASE_URL" || k == "KAFKA_BROKERS" {
+			strings.HasPrefix(k, "DATABASE_") || strings.HasPrefix(k, "KAFKA_") {
 			continue
 		}
 		env = append(env, kv)

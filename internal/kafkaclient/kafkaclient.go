@@ -9,6 +9,7 @@ package kafkaclient
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -21,18 +22,32 @@ import (
 	"github.com/outboxkit/outboxkit/broker"
 )
 
+// ErrSCRAMCredentials is returned when the SCRAM client refuses the
+// username or password. [broker.Config.Validate] refuses them first, so
+// only a Config that skipped it gets this.
+var ErrSCRAMCredentials = errors.New("the SCRAM client refused the SASL username or password (SASLprep, RFC 4013)")
+
 // Mechanism returns the kafka-go SASL mechanism of c, or nil for none. c
 // must have passed [broker.Config.Validate].
 func Mechanism(c broker.Config) (sasl.Mechanism, error) {
+	var algo scram.Algorithm
 	switch c.SASL.Mechanism {
 	case broker.PLAIN:
 		return plain.Mechanism{Username: c.SASL.Username, Password: c.SASL.Password}, nil
 	case broker.SCRAMSHA256:
-		return scram.Mechanism(scram.SHA256, c.SASL.Username, c.SASL.Password)
+		algo = scram.SHA256
 	case broker.SCRAMSHA512:
-		return scram.Mechanism(scram.SHA512, c.SASL.Username, c.SASL.Password)
+		algo = scram.SHA512
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	m, err := scram.Mechanism(algo, c.SASL.Username, c.SASL.Password)
+	if err != nil {
+		// The SCRAM library's error quotes the password in full: it must
+		// not reach a log, so none of its text is passed on.
+		return nil, ErrSCRAMCredentials
+	}
+	return m, nil
 }
 
 func clientID(c broker.Config, fallback string) string {

@@ -2,7 +2,9 @@ package kafkaclient
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +59,38 @@ func TestDialerBoundsReadsWithoutDeadline(t *testing.T) {
 		t.Logf("LookupPartition on a silent broker failed after %s: %v", took.Round(100*time.Millisecond), err)
 	case <-time.After(ReadTimeout + 5*time.Second):
 		t.Fatalf("LookupPartition on a silent broker still waiting after %s", ReadTimeout+5*time.Second)
+	}
+}
+
+// TestMechanismAgreesWithValidate checks that broker.Config.Validate
+// refuses exactly the SCRAM credentials the SCRAM client refuses, and that
+// the client's refusal, for a Config that skipped Validate, does not quote
+// the password.
+func TestMechanismAgreesWithValidate(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2-Sekr1t"
+	passwords := []string{
+		secret, secret + "\n", secret + "\r\n", "\t" + secret, secret + "\u00a0", secret + "\u00ad",
+		"pässwörd", secret + "\U0001F600", secret + "\xff", secret + "\ufffd", secret + "\x7f",
+		"\u05d0" + secret + "\u05d1", "\u05d0\u05d1", "\u05d0\u05d11", "\u0627\u0644", "", secret + "\u2028",
+		secret + "\ue000", secret + "\u200e",
+	}
+	for _, mech := range []broker.Mechanism{broker.SCRAMSHA256, broker.SCRAMSHA512} {
+		for _, pw := range passwords {
+			cfg := broker.Config{Brokers: []string{"k:9092"}, SASL: broker.SASL{Mechanism: mech, Username: "relay", Password: pw}}
+			verr := cfg.Validate()
+			_, merr := Mechanism(cfg)
+			if (verr == nil) != (merr == nil) {
+				t.Errorf("%s, password %+q: Validate() = %v but Mechanism() = %v; want both to accept or both to refuse", mech, pw, verr, merr)
+			}
+			if merr != nil {
+				if !errors.Is(merr, ErrSCRAMCredentials) {
+					t.Errorf("%s, password %+q: Mechanism() = %v, want ErrSCRAMCredentials", mech, pw, merr)
+				}
+				if pw != "" && strings.Contains(merr.Error(), pw) || strings.Contains(merr.Error(), secret) {
+					t.Errorf("%s: Mechanism() error %q quotes the password", mech, merr)
+				}
+			}
+		}
 	}
 }
