@@ -32,7 +32,7 @@ func readWALFunction(t *testing.T, db *sql.DB, schema, name string) walFunction 
 	return f
 }
 
-// TestWALSearchPathMigration checks migration 00008 in a database migrated
+// TestWALSearchPathMigration checks migration 00009 in a database migrated
 // into a schema of its own, where the earlier "Who can emit" recipe made
 // outbox_emit SECURITY DEFINER with search_path = public, pg_catalog: up,
 // the functions name their objects with the schema, work under a
