@@ -82,6 +82,7 @@ alerts-test:
 test: services check goose-cli alerts-test
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
+	$(MAKE) failover-tests
 	$(MAKE) cluster-tests
 	$(MAKE) chaos-short
 	$(MAKE) chaos-short-wal
@@ -112,6 +113,28 @@ test-pg-versions: services
 ## fault-tests: tests that restart the shared broker or PostgreSQL, or change a server-wide setting; run alone, one package at a time
 fault-tests:
 	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart|SlotInvalidated' ./...
+
+.PHONY: test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
+
+## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
+## pair per test on 127.0.0.1:5440/5441, PG_VERSION 17 by default) that stop the primary and promote the standby; run alone
+failover-tests: services
+	OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run Failover ./...
+
+PG_HA_MODE ?= sync
+
+## pg-ha-up: a primary (127.0.0.1:5440) and a streaming standby (5441) of PG_VERSION (17); PG_HA_MODE=sync|async (sync)
+pg-ha-up:
+	@scripts/services.sh pg-ha-up $(PG_HA_MODE)
+	@scripts/services.sh pg-ha-env
+
+## pg-ha-down: stop the primary and standby and remove their data
+pg-ha-down:
+	@scripts/services.sh pg-ha-down
+
+## pg-ha-failover: stop the primary in immediate mode and promote the standby
+pg-ha-failover:
+	@scripts/services.sh pg-ha-failover
 
 ## bench-outbox: outbox.Write cost against hand-written INSERTs
 bench-outbox: services
