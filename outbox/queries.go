@@ -20,8 +20,11 @@ ORDER BY e.ord`
 // order, after checking that the WAL mode slot exists (migrations/00003),
 // and returns whether the session's role may call pg_logical_emit_message
 // itself (emitUnchecked). It touches no table but the one-row
-// outbox_wal_settings.
-const emitMessages = `SELECT has_function_privilege('pg_catalog.pg_logical_emit_message(boolean, text, bytea)', 'EXECUTE')
+// outbox_wal_settings. PostgreSQL 17 added a fourth argument (flush boolean
+// DEFAULT false), so the privilege is checked on whichever form exists.
+const emitMessages = `SELECT has_function_privilege(coalesce(
+	to_regprocedure('pg_catalog.pg_logical_emit_message(boolean, text, bytea, boolean)'),
+	to_regprocedure('pg_catalog.pg_logical_emit_message(boolean, text, bytea)')), 'EXECUTE')
 FROM (SELECT outbox_wal_emit($1::bytea[])) AS emitted`
 
 // emitUnchecked is emitMessages without the slot check, for a connection

