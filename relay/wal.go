@@ -38,7 +38,9 @@ var (
 	ErrSlotMissing = walstream.ErrSlotMissing
 	// ErrStandbySlotMissing: synchronized_standby_slots names a slot the
 	// server lacks (a promoted standby that kept its old primary's
-	// setting), so decoding would wait for ever.
+	// setting), so decoding would wait for ever. Run does not return it:
+	// it logs it and tries again every WAL.RetryInterval, since failover
+	// tooling usually clears the setting moments after the promotion.
 	ErrStandbySlotMissing = walstream.ErrStandbySlotMissing
 )
 
@@ -428,8 +430,16 @@ func (r *Relay) runWAL(ctx context.Context) error {
 			}
 			continue
 		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege), errors.Is(err, ErrPublicationMissing),
-			errors.Is(err, ErrSlotMissing), errors.Is(err, ErrStandbySlotMissing):
+			errors.Is(err, ErrSlotMissing):
 			return err
+		case errors.Is(err, ErrStandbySlotMissing):
+			// Right after a promotion, until the failover tooling clears
+			// the setting: report it and look again.
+			if !wait.Sleep(ctx, r.cfg.WAL.RetryInterval) {
+				return nil
+			}
+			r.log.ErrorContext(ctx, "WAL stream cannot start", "error", err)
+			continue
 		}
 		standby = false
 		if time.Since(start) >= r.cfg.RetryBackoffMax {
