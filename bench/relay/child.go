@@ -32,6 +32,7 @@ const (
 	childConnsEnv     = "OUTBOXKIT_BENCH_RELAY_POOL_CONNS"
 	childProfileEnv   = "OUTBOXKIT_BENCH_RELAY_CPUPROFILE"
 	childSourceEnv    = "OUTBOXKIT_BENCH_RELAY_SOURCE"
+	childStandbysEnv  = "OUTBOXKIT_BENCH_RELAY_STANDBYS"
 	childStartedToken = "relay-started"
 )
 
@@ -71,6 +72,7 @@ func childMain() int {
 		BatchSize: batch,
 		Logger:    log,
 		Source:    relay.Source(os.Getenv(childSourceEnv)),
+		Standbys:  splitBrokers(os.Getenv(childStandbysEnv)),
 	})
 	if err != nil {
 		return fail(err)
@@ -112,6 +114,7 @@ type childSettings struct {
 	poolConns  int
 	cpuprofile string // prefix; "" for none
 	source     string // relay.Config.Source; "" for table mode
+	standbys   string // relay.Config.Standbys, comma-separated; "" for none
 }
 
 // startChild starts a relay child for phase and waits until it is about to
@@ -129,6 +132,7 @@ func startChild(ctx context.Context, s childSettings, phase string) (*relayChild
 		childBatchEnv+"="+strconv.Itoa(s.batchSize),
 		childConnsEnv+"="+strconv.Itoa(s.poolConns),
 		childSourceEnv+"="+s.source,
+		childStandbysEnv+"="+s.standbys,
 	)
 	if s.cpuprofile != "" {
 		path, err := filepath.Abs(s.cpuprofile + "-" + phase + ".pprof")

@@ -85,6 +85,7 @@ type options struct {
 	insertWorkers    int
 	ceilingWorkers   int
 	latencyProducers int
+	standbys         string
 	cpuprofile       string
 	quick            bool
 	phases           map[string]bool
@@ -116,6 +117,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.insertWorkers, "insert-workers", 4, "goroutines inserting the backlog")
 	fs.IntVar(&o.ceilingWorkers, "ceiling-workers", 16, "goroutines of the bare kafka-go producers")
 	fs.IntVar(&o.latencyProducers, "latency-producers", 16, "goroutines of the paced producers")
+	fs.StringVar(&o.standbys, "standbys", "", "also run each table mode latency phase with relay.Config.Standbys set to these standbys (comma-separated application_names; the database must stream to them), to measure what the setting costs")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each relay child to `prefix`-<phase>.pprof")
 	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency,wal,wal-latency", "phases to run, comma-separated (the figures of a partial run are partial); wal and wal-latency are the drains and the latency phases in WAL mode, on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -events 20000 -small-backlog 5000 -steady-duration 5s -rate-duration 5s (explicit flags win)")
@@ -319,15 +321,29 @@ func (b *bench) runPhases(ctx context.Context, res *results) error {
 		res.steady = &s
 		res.checks = append(res.checks, chk)
 	}
-	for _, mode := range []struct {
-		phase string
-		wal   bool
-	}{{"latency", false}, {"wal-latency", true}} {
+	modes := []struct {
+		phase    string
+		wal      bool
+		standbys string
+	}{{"latency", false, ""}}
+	if b.opts.standbys != "" {
+		modes = append(modes, struct {
+			phase    string
+			wal      bool
+			standbys string
+		}{"latency", false, b.opts.standbys})
+	}
+	modes = append(modes, struct {
+		phase    string
+		wal      bool
+		standbys string
+	}{"wal-latency", true, ""})
+	for _, mode := range modes {
 		if !b.opts.phases[mode.phase] {
 			continue
 		}
 		for _, rate := range b.opts.rates {
-			l, chk, err := b.latency(ctx, rate, mode.wal)
+			l, chk, err := b.latency(ctx, rate, mode.wal, mode.standbys)
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,7 @@ import (
 type latencyResult struct {
 	rate       int
 	wal        bool // WAL mode
+	standbys   bool // table mode with relay.Config.Standbys
 	events     int
 	achieved   float64 // events/s the paced producers committed
 	received   int
@@ -41,6 +42,9 @@ func (l latencyResult) mode() string {
 	if l.wal {
 		return "WAL"
 	}
+	if l.standbys {
+		return "table+standbys"
+	}
 	return "table"
 }
 
@@ -48,6 +52,9 @@ func (l latencyResult) mode() string {
 func (l latencyResult) name() string {
 	if l.wal {
 		return "WAL latency " + perSec(float64(l.rate))
+	}
+	if l.standbys {
+		return "standbys latency " + perSec(float64(l.rate))
 	}
 	return "latency " + perSec(float64(l.rate))
 }
@@ -62,11 +69,17 @@ func (l latencyResult) name() string {
 // In WAL mode (wal) the producers emit with outbox.Emit into a fresh
 // database on the wal_level=logical cluster, and the relay child streams
 // its slot.
-func (b *bench) latency(ctx context.Context, rate int, wal bool) (latencyResult, check, error) {
-	res := latencyResult{rate: rate, wal: wal}
+//
+// With standbys set (table mode), the relay child holds each read's events
+// until those standbys flushed them (relay.Config.Standbys).
+func (b *bench) latency(ctx context.Context, rate int, wal bool, standbys string) (latencyResult, check, error) {
+	res := latencyResult{rate: rate, wal: wal, standbys: standbys != ""}
 	phase := fmt.Sprintf("latency-%d", rate)
 	if wal {
 		phase = "wal-" + phase
+	}
+	if standbys != "" {
+		phase = "standbys-" + phase
 	}
 	n := int(float64(rate) * b.opts.rateDuration.Seconds())
 	res.events = n
@@ -75,6 +88,7 @@ func (b *bench) latency(ctx context.Context, rate int, wal bool) (latencyResult,
 		return res, check{}, err
 	}
 	cs, pool, write := b.child, b.pool, outbox.Write
+	cs.standbys = standbys
 	if wal {
 		db, err := openWALDB(ctx, phase, int32(b.opts.latencyProducers+2))
 		if err != nil {

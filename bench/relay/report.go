@@ -97,6 +97,17 @@ func (b *bench) report(res *results) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", l.mode(), perSec(float64(l.rate)), ms(l.toProduce50), ms(l.toProduce99), ms(l.toRecv50), ms(l.toRecv99))
 		}
 		tw.Flush()
+		for _, w := range res.latencies {
+			if !w.standbys {
+				continue
+			}
+			for _, l := range res.latencies {
+				if !l.wal && !l.standbys && l.rate == w.rate {
+					fmt.Fprintf(out, "  Standbys at %s: p50 %s -> %s, p99 %s -> %s (%.2fx the p99 without, same run)\n", perSec(float64(w.rate)),
+						ms(l.p50), ms(w.p50), ms(l.p99), ms(w.p99), float64(w.p99)/float64(max(l.p99, time.Microsecond)))
+				}
+			}
+		}
 		for _, l := range res.latencies {
 			if l.negative > 0 {
 				fmt.Fprintf(out, "  %d/s: %d events arrived before their Commit call returned; counted as 0 ms\n", l.rate, l.negative)
