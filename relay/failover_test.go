@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,5 +429,67 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("%s: not within %s", what, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestFailoverWALStandbyChecks (PostgreSQL 17+): what makes a failover lose
+// the WAL mode slot is reported in one line. A standby without
+// hot_standby_feedback gets a warning naming the setting; a primary whose
+// synchronized_standby_slots names a slot it does not have (as a promoted
+// standby that kept its old primary's setting does) gets an error line,
+// and the relay streams once the setting is cleared.
+func TestFailoverWALStandbyChecks(t *testing.T) {
+	f := newFailoverBed(t, "async", true)
+	if f.ha.Version < 17 {
+		t.Skipf("PostgreSQL %d has no synchronized_standby_slots (17+)", f.ha.Version)
+	}
+	ctx := context.Background()
+	exec := func(url string, qs ...string) {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		for _, q := range qs {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	exec(f.ha.StandbyURL, `ALTER SYSTEM SET hot_standby_feedback = off`, `SELECT pg_reload_conf()`)
+	waitFor(t, 20*time.Second, "the standby's physical slot without an xmin", func() bool {
+		var n int
+		err := f.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical' AND active AND xmin IS NULL`).Scan(&n)
+		return err == nil && n == 1
+	})
+	exec(f.ha.PrimaryURL, `ALTER SYSTEM SET synchronized_standby_slots = 'outboxkit_standby, okt_gone'`, `SELECT pg_reload_conf()`)
+
+	logs := &testenv.Buffer{}
+	cfg := relay.Config{Brokers: f.brokers, Source: relay.SourceWAL, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		WAL: relay.WALConfig{RetryInterval: 100 * time.Millisecond}}
+	r, err := relay.New(f.newPool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay.Run returned %v", err)
+		}
+	}()
+	waitFor(t, 20*time.Second, "the error line about synchronized_standby_slots", func() bool {
+		return strings.Contains(logs.String(), `synchronized_standby_slots names \"okt_gone\"`)
+	})
+	if r.Streaming() {
+		t.Fatal("the relay streams although decoding would wait for a missing standby slot")
+	}
+	exec(f.ha.PrimaryURL, `ALTER SYSTEM SET synchronized_standby_slots = 'outboxkit_standby'`, `SELECT pg_reload_conf()`)
+	waitFor(t, 20*time.Second, "the relay streaming once the setting names existing slots", r.Streaming)
+	if !strings.Contains(logs.String(), "sends no hot_standby_feedback") {
+		t.Fatalf("no warning about the standby's hot_standby_feedback; the relay's log:\n%s", logs.String())
 	}
 }

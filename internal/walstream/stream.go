@@ -418,6 +418,19 @@ func (s *Stream) checkStandbySlots(ctx context.Context) error {
 	if len(rows) > 0 {
 		return &StandbySlotMissingError{Slot: strings.TrimSpace(rows[0][0])}
 	}
+	// A standby that sends no hot_standby_feedback leaves its physical
+	// slot without an xmin: its copy of the logical slot never
+	// becomes sync-ready, and a failover to it loses the slot.
+	rows, err = s.query(ctx, `SELECT slot_name FROM pg_replication_slots
+		WHERE slot_type = 'physical' AND active AND xmin IS NULL AND catalog_xmin IS NULL
+		  AND slot_name = ANY (SELECT btrim(n) FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) AS u(n))`)
+	if err != nil {
+		return fmt.Errorf("walstream: read the standbys' slots: %w", err)
+	}
+	for _, r := range rows {
+		s.cfg.Logger.WarnContext(ctx, "the standby streaming from this physical slot sends no hot_standby_feedback, so its copy of the WAL mode slot never becomes usable and a failover to it loses the slot: set hot_standby_feedback = on on that standby",
+			"standby_slot", r[0], "slot", s.cfg.Slot)
+	}
 	return nil
 }
 
