@@ -40,6 +40,9 @@
 #   pg-ha-pause-receiver      SIGSTOP the standby's walreceiver (it falls behind)
 #   pg-ha-failover            stop the primary (immediate), SIGKILL a paused walreceiver
 #                             so the WAL in its socket is lost, promote the standby
+#   pg-ha-backup NAME         pg_basebackup of the current primary, kept as NAME
+#   pg-ha-restore NAME        stop both nodes; the backed-up node restarts alone, as
+#                             the primary, from backup NAME (later commits are lost)
 #   pg-ha-down                stop both nodes, remove their data
 #
 # postgres-logical starts a second Debian cluster of the same PostgreSQL version,
@@ -901,7 +904,47 @@ ha_status() {
   done
 }
 
-usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover"
+# ha_backup_primary prints the node that is primary now: 1 until a failover.
+ha_backup_primary() { cat "$HA/primary" 2>/dev/null || echo 1; }
+
+# ha_backup NAME takes a base backup of the current primary into
+# $HA/backup-NAME: the state a restore goes back to.
+ha_backup() {
+  local name=${1:-} v n t0=$SECONDS
+  [ -n "$name" ] || die "pg-ha-backup: name the backup"
+  v=$(ha_v) n=$(ha_backup_primary)
+  as_root rm -rf "$HA/backup-$name"
+  mkdir -p "$HA/backup-$name"
+  as_root chown "$PG_USER:" "$HA/backup-$name"
+  pg_bin "$v" pg_basebackup -d "host=127.0.0.1 port=$(ha_port "$n") user=postgres password=postgres" \
+    -D "$HA/backup-$name/data" -X stream -c fast >"$HA/backup-$name/basebackup.log" 2>&1 ||
+    { cat "$HA/backup-$name/basebackup.log" >&2; die "pg-ha-backup: pg_basebackup failed"; }
+  echo "$n" >"$HA/backup-$name/node"
+  log "pg-ha: base backup $name of node$n taken in $((SECONDS - t0))s"
+}
+
+# ha_restore NAME restores backup NAME, as an operator restores a database
+# from its last backup: both nodes stop, the node the backup came from gets
+# the backup's data and starts alone as the primary, without the standby
+# settings (its standby is gone). Every commit after the backup is lost.
+ha_restore() {
+  local name=${1:-} v n m p
+  [ -d "$HA/backup-$name/data" ] || die "pg-ha-restore: no backup '$name' (scripts/services.sh pg-ha-backup $name)"
+  v=$(ha_v) n=$(cat "$HA/backup-$name/node") p=$(ha_port "$n")
+  if [ -f "$HA/receiver.paused" ]; then kill -CONT "$(cat "$HA/receiver.paused")" 2>/dev/null || true; rm -f "$HA/receiver.paused"; fi
+  for m in 1 2; do pg_stop "$v" "$HA/node$m" immediate; done
+  as_root rm -rf "$HA/node$n/data"
+  as_root cp -a "$HA/backup-$name/data" "$HA/node$n/data"
+  as_root rm -f "$HA/node$n/data/standby.signal"
+  pg_start "$v" "$HA/node$n"
+  if [ "$v" -ge 17 ]; then pg_sql "$v" "$p" 'alter system reset synchronized_standby_slots' >/dev/null; fi
+  pg_sql "$v" "$p" 'alter system reset synchronous_standby_names' >/dev/null
+  pg_sql "$v" "$p" 'select pg_reload_conf()' >/dev/null
+  echo "$n" >"$HA/primary"
+  log "pg-ha: node$n (127.0.0.1:$p) restored from backup $name and running alone as the primary"
+}
+
+usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover|pg-ha-backup NAME|pg-ha-restore NAME"
 
 case "${1:-up}" in
 up)
@@ -984,5 +1027,7 @@ pg-ha-env) ha_env ;;
 pg-ha-status) ha_status ;;
 pg-ha-pause-receiver) ha_pause_receiver ;;
 pg-ha-failover) ha_failover ;;
+pg-ha-backup) ha_backup "${2:-}" ;;
+pg-ha-restore) ha_restore "${2:-}" ;;
 *) die "$usage" ;;
 esac

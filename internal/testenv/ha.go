@@ -121,6 +121,22 @@ func (h *HA) Failover(t testing.TB) time.Duration {
 	return time.Since(start)
 }
 
+// Backup takes a base backup of the current primary (pg_basebackup), kept
+// under name for Restore.
+func (h *HA) Backup(t testing.TB, name string) {
+	t.Helper()
+	runServices(t, "pg-ha-backup", name)
+}
+
+// Restore puts the database back as backup name holds it, as an operator
+// restores from backup: both nodes stop, and the node the backup came from
+// starts alone from it as the primary. Commits made after the backup are
+// gone; URL reaches the restored node.
+func (h *HA) Restore(t testing.TB, name string) {
+	t.Helper()
+	runServices(t, "pg-ha-restore", name)
+}
+
 // servicesScript returns the path of scripts/services.sh in this checkout.
 func servicesScript() string {
 	_, file, _, _ := runtime.Caller(0)
