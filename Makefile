@@ -43,8 +43,11 @@ cluster-tests:
 	    | grep -E '^(=== RUN|--- |\s+cluster_test|PASS|FAIL|ok)'; rc=$${PIPESTATUS[0]}; \
 	  scripts/services.sh cluster-down; exit $$rc
 
-## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers included
+## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers included; go.mod tidy;
+## no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
 check: golangci-lint
+	@scripts/check-tracked.sh
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
