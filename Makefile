@@ -82,13 +82,22 @@ alerts-test:
 	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
 
 ## test: everything, against the real services
-test: services check goose-cli alerts-test
-	OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./...
-	$(MAKE) fault-tests
-	$(MAKE) failover-tests
-	$(MAKE) cluster-tests
-	$(MAKE) chaos-short
-	$(MAKE) chaos-short-wal
+## (each phase is timed; the times are printed at the end, or up to the phase that failed)
+test:
+	@times=; total=$$SECONDS; \
+	  phase() { local name=$$1 t=$$SECONDS; shift; echo "make test: --- $$name"; \
+	    if "$$@"; then times="$$times$$(printf '  %-16s %5ds' "$$name" $$((SECONDS - t)))"$$'\n'; \
+	    else printf 'make test: phase times:\n%s  %-16s %5ds FAILED\n' "$$times" "$$name" $$((SECONDS - t)); return 1; fi; }; \
+	  phase services $(MAKE) --no-print-directory services && \
+	  phase check $(MAKE) --no-print-directory check && \
+	  phase tools $(MAKE) --no-print-directory goose-cli alerts-test && \
+	  phase go-test env OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./... && \
+	  phase fault-tests $(MAKE) --no-print-directory fault-tests && \
+	  phase failover-tests $(MAKE) --no-print-directory failover-tests && \
+	  phase cluster-tests $(MAKE) --no-print-directory cluster-tests && \
+	  phase chaos-short $(MAKE) --no-print-directory chaos-short && \
+	  phase chaos-short-wal $(MAKE) --no-print-directory chaos-short-wal && \
+	  printf 'make test: phase times:\n%s  %-16s %5ds\n' "$$times" total $$((SECONDS - total))
 
 PG_VERSIONS ?= 14 16 17 18
 # The conformance subset test-pg-versions runs on each version: the outbox
