@@ -493,3 +493,29 @@ func TestFailoverWALStandbyChecks(t *testing.T) {
 		t.Fatalf("no warning about the standby's hot_standby_feedback; the relay's log:\n%s", logs.String())
 	}
 }
+
+// TestFailoverRelayRefusesStandby: a relay whose URL reaches only the
+// standby (no target_session_attrs) does not take shards there, where it
+// could publish but never delete; it says why, and retries.
+func TestFailoverRelayRefusesStandby(t *testing.T) {
+	f := newFailoverBed(t, "async", false)
+	standbyURL := strings.Replace(f.ha.StandbyURL, "/postgres?", "/"+f.db.Name+"?", 1)
+	pool, err := pgxpool.New(context.Background(), standbyURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	logs := &testenv.Buffer{}
+	r, err := relay.New(pool, relay.Config{Brokers: f.brokers, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatalf("Run returned %v, want nil at the end of its context (it retries)", err)
+	}
+	if r.ShardsOwned() != 0 || !strings.Contains(logs.String(), "the database is a standby") {
+		t.Fatalf("on a standby the relay owns %d shards and logged:\n%s\nwant none and a line saying it is a standby", r.ShardsOwned(), logs.String())
+	}
+}

@@ -130,6 +130,13 @@ func (r *Relay) connect(ctx context.Context, appName string) (_ *lockSession, er
 		}
 	}()
 
+	var standby bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return nil, fmt.Errorf("relay: check the server: %w", err)
+	}
+	if standby {
+		return nil, ErrStandbyDatabase
+	}
 	if _, err := conn.Exec(ctx, "SELECT o.parked FROM outbox o, outbox_parked LIMIT 0"); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
