@@ -24,7 +24,9 @@
 //     link of a relay that runs in a network namespace of its own
 //     (-netns-relays) for 5-20s, slow that link by 50-200ms each way for
 //     10-30s, and on the three-node cluster (-cluster) SIGKILL the node
-//     leading most of the topic's partitions and start it 5-20s later.
+//     leading most of the topic's partitions and start it 5-20s later; with
+//     -pg-ha, the run's database is on a PostgreSQL primary and standby and
+//     pg-failover promotes the standby, then rebuilds one.
 //     -faults chooses the kinds and their weights; the run opens with each
 //     enabled kind once, then draws by weight.
 //
@@ -123,8 +125,10 @@ type chaosRun struct {
 	broker     *brokerControl
 	brokerNote string
 	cluster    *clusterControl // -cluster: the three-node cluster's control
+	ha         *haControl      // -pg-ha: the PostgreSQL pair's control
 	kinds      []weightedKind  // -faults, less the kinds this setup cannot inject
 	required   []string        // -require, resolved against the enabled kinds
+	minimums   []weightedKind  // -min: kind and the least count of it
 
 	// Set by setup.
 	dir      string // the relay binary and the processes' logs
@@ -221,6 +225,8 @@ type options struct {
 	progress     time.Duration
 	keep         bool
 	wal          bool
+	pgHA         string
+	min          string
 }
 
 func parseFlags() options {
@@ -247,6 +253,8 @@ func parseFlags() options {
 	flag.DurationVar(&o.progress, "progress", 5*time.Second, "interval of the progress line")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the topic and the logs")
 	flag.BoolVar(&o.wal, "wal", false, "WAL mode: the writers emit with outbox.Emit, the relays stream a replication slot (RELAY_SOURCE=wal); the run's database is on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL, `make postgres-logical`)")
+	flag.StringVar(&o.pgHA, "pg-ha", "", "sync or async: run on a PostgreSQL primary and streaming standby (scripts/services.sh pg-ha-up, PG_VERSION, default 17) brought up for the run and down after it, and enable the pg-failover fault")
+	flag.StringVar(&o.min, "min", "", "kind=n,...: fail when fewer than n faults of a kind were injected")
 	flag.Parse()
 	return o
 }
