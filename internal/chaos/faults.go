@@ -484,7 +484,10 @@ func (in *injector) inject(ctx context.Context, kind string, target uint64, para
 		in.mu.Lock()
 		in.haBusy = true
 		in.mu.Unlock()
-		in.wg.Go(func() { in.pgFailover(kind, quietFor(3*time.Second, 6*time.Second, param)) })
+		// variant picks the standby's lag before an asynchronous failover:
+		// none, 1s or 3s.
+		lag := []time.Duration{0, time.Second, 3 * time.Second}[variant]
+		in.wg.Go(func() { in.pgFailover(kind, quietFor(3*time.Second, 6*time.Second, param), lag) })
 
 	case faultPauseRelay, faultPauseConsumer:
 		role := roleRelay

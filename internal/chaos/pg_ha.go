@@ -139,8 +139,11 @@ func lastLine(out string) string {
 // (scripts/services.sh pg-ha-failover: the primary stopped in immediate
 // mode, the standby promoted), lets the promoted node run alone for alone,
 // and rebuilds a standby (pg-ha-rebuild) so that the next failover is
-// possible. A failed failover or rebuild turns the kind off.
-func (in *injector) pgFailover(kind string, alone time.Duration) {
+// possible. With an asynchronous standby, lag > 0 first pauses the
+// standby's walreceiver for lag (pg-ha-pause-receiver), so the failover
+// loses the commits of those seconds, as one to a lagging standby would.
+// A failed failover or rebuild turns the kind off.
+func (in *injector) pgFailover(kind string, alone, lag time.Duration) {
 	defer func() {
 		in.mu.Lock()
 		in.haBusy, in.haEnd = false, time.Now()
@@ -152,13 +155,22 @@ func (in *injector) pgFailover(kind string, alone time.Duration) {
 			return
 		}
 	}
+	lagNote := ""
+	if lag > 0 && in.ha.mode == "async" {
+		if out, err := in.ha.services("pg-ha-pause-receiver"); err != nil {
+			in.logf("pg-failover: pg-ha-pause-receiver: %v: %s (failing over without lag)", err, out)
+		} else {
+			time.Sleep(lag)
+			lagNote = fmt.Sprintf(", standby's walreceiver paused %s before", lag)
+		}
+	}
 	t0 := time.Now()
 	out, err := in.ha.services("pg-ha-failover")
 	if err != nil {
 		in.haOff(kind, "pg-ha-failover: %v: %s", err, out)
 		return
 	}
-	in.record(kind, "%s; the promoted node runs alone for %s", lastLine(out), alone)
+	in.record(kind, "%s%s; the promoted node runs alone for %s", lastLine(out), lagNote, alone)
 	in.mu.Lock()
 	n := in.counts[kind]
 	in.mu.Unlock()
@@ -170,7 +182,7 @@ func (in *injector) pgFailover(kind string, alone time.Duration) {
 		return
 	}
 	in.logf("pg-failover: %s", lastLine(out))
-	in.ha.note("failover %d at %s: %s alone, standby rebuilt in %s", n, t0.Format("15:04:05"), alone, time.Since(t1).Round(100*time.Millisecond))
+	in.ha.note("failover %d at %s%s: %s alone, standby rebuilt in %s", n, t0.Format("15:04:05"), lagNote, alone, time.Since(t1).Round(100*time.Millisecond))
 }
 
 // haOff turns pg-failover off for the rest of the run after a failed step.
