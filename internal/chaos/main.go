@@ -32,10 +32,13 @@
 //
 // Then the writers and the faults stop, every process and the broker are
 // brought back, the run waits for the outbox and the consumers to drain and
-// checks shipping_log against the orders table with verifyShippingLog: every
-// committed event applied once, in order per order. It prints a table and
-// exits 1 on a violation (lost, applied twice, out of order, unknown), a
-// drain timeout, or fewer faults (kinds) than -min-faults (-min-kinds).
+// checks shipping_log against written_events (the events whose transaction
+// the final primary holds, recorded in each event's own transaction) with
+// verifyShippingLog: every such event applied once, in order per order; and
+// reads the topic back for phantoms, events on Kafka that written_events
+// lacks. It prints a table and exits 1 on a violation (lost, applied twice,
+// out of order, unknown, phantoms), a drain timeout, or fewer faults
+// (kinds) than -min-faults (-min-kinds, -min).
 //
 // The seed drives the writers' choices and the fault plan (kinds, targets,
 // delays) through math/rand/v2 PCG generators, so a failing seed replays the

@@ -94,7 +94,7 @@ func configure(o options) (_ *chaosRun, err error) {
 			return nil, failf(2, "-netns-relays: %v", err)
 		}
 	}
-	r.repro = reproduce(r.adminURL)
+	r.repro = reproduce(r.adminURL, r.ha != nil)
 	mode := "table mode (outbox.Write, the relays read the outbox table)"
 	if o.wal {
 		mode = "WAL mode (outbox.Emit, the relays stream a replication slot)"
@@ -248,7 +248,7 @@ func (r *chaosRun) dbURL(app string) string {
 }
 
 // reproduce returns the command that replays this run's plan.
-func reproduce(adminURL string) string {
+func reproduce(adminURL string, pair bool) string {
 	var parts []string
 	for _, k := range []string{"KAFKA_BROKERS", "OUTBOXKIT_KAFKA_PORT", "OUTBOXKIT_STATE", "OUTBOXKIT_CACHE"} {
 		if v := os.Getenv(k); v != "" {
@@ -257,6 +257,10 @@ func reproduce(adminURL string) string {
 	}
 	parts = append(parts, "go", "run", "./internal/chaos")
 	flag.Visit(func(f *flag.Flag) { parts = append(parts, "-"+f.Name+"="+f.Value.String()) })
+	if pair {
+		// -pg-ha brings its own database servers up.
+		return strings.Join(parts, " ")
+	}
 	return strings.Join(parts, " ") + "   # with DATABASE_URL=" + dbadmin.Redact(adminURL)
 }
 

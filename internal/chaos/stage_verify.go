@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-// verify stops the relays and consumers, checks shipping_log against the
-// orders table, counts the topic's records and prints the table. It fails
-// on a violation (lost, applied twice, out of order, unknown), a drain that
-// timed out, or too few faults (kinds).
+// verify stops the relays and consumers, checks shipping_log against
+// written_events, reads the topic back for phantoms and prints the table.
+// It fails on a violation (lost, applied twice, out of order, unknown,
+// phantoms; acknowledged events that vanished, unless the standby is
+// asynchronous), a drain that timed out, or too few faults (kinds).
 func (r *chaosRun) verify(ctx context.Context) error {
 	o := r.o
 	// Stop the processes before verifying, so that whatever they might
