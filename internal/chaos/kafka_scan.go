@@ -18,6 +18,9 @@ type topicScan struct {
 	// phantoms counts distinct events on Kafka that written_events lacks:
 	// published although their transaction did not survive a failover.
 	phantoms int64
+	// redelivered holds the timestamp of each record whose event came
+	// earlier in its partition: a redelivery.
+	redelivered []time.Time
 }
 
 // writtenEvents returns the IDs of written_events: the events whose
@@ -74,6 +77,7 @@ func scanTopic(ctx context.Context, brokers []string, topic string, survived map
 				}
 			}
 			if seen[id] {
+				s.redelivered = append(s.redelivered, m.Time)
 				return
 			}
 			seen[id] = true

@@ -32,7 +32,8 @@ type haControl struct {
 	gap time.Duration
 
 	mu    sync.Mutex
-	notes []string // one line per failover, for the final table
+	notes []string    // one line per failover, for the final table
+	times []time.Time // when each failover stopped the primary
 }
 
 // up starts a fresh pair (tearing down any earlier one) and returns the
@@ -109,20 +110,38 @@ func logSnapshots(ctx context.Context, pool *pgxpool.Pool) {
 	}
 }
 
-func (h *haControl) note(format string, args ...any) {
+func (h *haControl) note(t0 time.Time, format string, args ...any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.notes = append(h.notes, fmt.Sprintf(format, args...))
+	h.times = append(h.times, t0)
 }
 
-// failoverNotes returns one line per failover of the run.
-func (r *chaosRun) failoverNotes() []string {
+// redeliveryWindow is how long after a failover the redeliveries on Kafka
+// are put down to it.
+const redeliveryWindow = 30 * time.Second
+
+// failoverNotes returns one line per failover of the run, with the
+// redeliveries (records of an event already on Kafka) timestamped within
+// redeliveryWindow after it: an upper bound of the duplicates it caused,
+// since other faults of that window add theirs.
+func (r *chaosRun) failoverNotes(redelivered []time.Time) []string {
 	if r.ha == nil {
 		return nil
 	}
 	r.ha.mu.Lock()
 	defer r.ha.mu.Unlock()
-	return append([]string(nil), r.ha.notes...)
+	out := make([]string, len(r.ha.notes))
+	for i, n := range r.ha.notes {
+		t0, dups := r.ha.times[i], 0
+		for _, ts := range redelivered {
+			if !ts.Before(t0) && ts.Sub(t0) < redeliveryWindow && (i+1 == len(r.ha.times) || ts.Before(r.ha.times[i+1])) {
+				dups++
+			}
+		}
+		out[i] = fmt.Sprintf("%s; %d redeliveries within %s", n, dups, redeliveryWindow)
+	}
+	return out
 }
 
 // lastLine is the last line of a command's output.
@@ -182,7 +201,7 @@ func (in *injector) pgFailover(kind string, alone, lag time.Duration) {
 		return
 	}
 	in.logf("pg-failover: %s", lastLine(out))
-	in.ha.note("failover %d at %s%s: %s alone, standby rebuilt in %s", n, t0.Format("15:04:05"), lagNote, alone, time.Since(t1).Round(100*time.Millisecond))
+	in.ha.note(t0, "failover %d at %s%s: %s alone, standby rebuilt in %s", n, t0.Format("15:04:05"), lagNote, alone, time.Since(t1).Round(100*time.Millisecond))
 }
 
 // haOff turns pg-failover off for the rest of the run after a failed step.

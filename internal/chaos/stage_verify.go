@@ -38,7 +38,7 @@ func (r *chaosRun) verify(ctx context.Context) error {
 		load: w.loads.Load(), hot: w.hot.Load(), late: w.late.Load(),
 		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
 		faults: total, skipped: skipped, counts: counts, kinds: r.faults.kinds, required: r.required, unexpected: r.fleet.unexpectedExits(),
-		kafka: kafka, kafkaErr: kafkaErr, brokerNote: r.brokerNote, failovers: r.failoverNotes(),
+		kafka: kafka, kafkaErr: kafkaErr, brokerNote: r.brokerNote, failovers: r.failoverNotes(kafka.redelivered),
 	}
 	res.violations = violations(o, rep, kafka, r.drained, total, len(counts))
 	if kafkaErr != nil {
