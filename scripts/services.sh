@@ -906,11 +906,14 @@ ha_failover() {
     [ "$(ha_in_recovery "$sn" 2>/dev/null)" = t ] || die "pg-ha: standby did not come back after its walreceiver was killed; log: $HA/node$sn/postgres.log"
     log "pg-ha: paused walreceiver $pid killed; the standby is back in recovery after $((($(date +%s%N) - t0) / 1000000)) ms"
   fi
-  t1=$(date +%s%N)
-  pg_bin "$v" pg_ctl -D "$HA/node$sn/data" -w -t 60 promote >/dev/null || die "pg-ha: promote failed; log: $HA/node$sn/postgres.log"
+  # Cleared before the promotion (a standby ignores both), so that no
+  # client of the promoted node sees them: a WAL mode relay that found
+  # synchronized_standby_slots naming a missing slot would stop.
   if [ "$v" -ge 17 ]; then pg_sql "$v" "$sp" 'alter system reset synchronized_standby_slots' >/dev/null; fi
   pg_sql "$v" "$sp" 'alter system reset synchronous_standby_names' >/dev/null
   pg_sql "$v" "$sp" 'select pg_reload_conf()' >/dev/null
+  t1=$(date +%s%N)
+  pg_bin "$v" pg_ctl -D "$HA/node$sn/data" -w -t 60 promote >/dev/null || die "pg-ha: promote failed; log: $HA/node$sn/postgres.log"
   for _ in $(seq 1 120); do
     [ "$(pg_sql "$v" "$sp" "select not pg_is_in_recovery() and current_setting('synchronous_standby_names') = ''" 2>/dev/null)" = t ] && break
     sleep 0.1
