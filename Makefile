@@ -6,7 +6,7 @@ GO ?= go
 # Tests, benchmarks and the chaos run use the real broker `make services`
 # starts; the demo uses KAFKA_BROKERS only when you set it, and otherwise
 # an in-process broker.
-test fault-tests test-pg-versions failover-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
+test fault-tests test-pg-versions failover-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal chaos-pg-failover chaos-pg-failover-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 .PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
@@ -166,7 +166,7 @@ bench-relay: services
 bench-relay-quick: services
 	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
 
-.PHONY: chaos chaos-short chaos-short-wal chaos-cluster
+.PHONY: chaos chaos-short chaos-short-wal chaos-cluster chaos-pg-failover chaos-pg-failover-wal
 
 DURATION ?= 15m
 SEED ?= 0
@@ -197,6 +197,21 @@ chaos-cluster:
 	$(GO) run ./internal/chaos -cluster -netns-relays 1 -rate $(CHAOS_CLUSTER_RATE) -duration $(DURATION) -seed $(SEED) \
 	  -min-faults 100 -min-kinds 11 -require all -drain-timeout 10m $(CHAOS_FLAGS); rc=$$?; \
 	  scripts/services.sh cluster-down; exit $$rc
+
+PG_FAILOVER_FAULTS ?= pg-failover=3,kill-relay,kill-consumer,pg-terminate-relay,pg-terminate-consumer,consumer-join,consumer-leave,pause-relay,pause-consumer,broker-restart,broker-kill
+
+## chaos-pg-failover: the chaos run on a PostgreSQL primary and asynchronous standby (PG_VERSION, default 17) that fails over
+## (pg-failover: primary stopped, standby promoted, a new standby rebuilt) among the usual faults, for DURATION; relays wait for the
+## standby (RELAY_STANDBYS); at least 5 failovers; verification counts phantoms and events that vanished with their transaction
+chaos-pg-failover: services
+	$(GO) run ./internal/chaos -pg-ha async -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
+	  -min pg-failover=5 -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+
+## chaos-pg-failover-wal: chaos-pg-failover in WAL mode on a synchronous standby: the relays' slot is a failover slot, synced to the
+## standby; each failover waits until it is sync-ready
+chaos-pg-failover-wal: services
+	$(GO) run ./internal/chaos -pg-ha sync -wal -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
+	  -min pg-failover=5 -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
 .PHONY: bench-peers bench-peers-quick postgres-logical
 

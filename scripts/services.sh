@@ -40,6 +40,9 @@
 #   pg-ha-pause-receiver      SIGSTOP the standby's walreceiver (it falls behind)
 #   pg-ha-failover            stop the primary (immediate), SIGKILL a paused walreceiver
 #                             so the WAL in its socket is lost, promote the standby
+#   pg-ha-rebuild             make the stopped old primary a fresh standby of the
+#                             promoted node (base backup), so the pair can fail over
+#                             again; the roles alternate between node1 and node2
 #   pg-ha-backup NAME         pg_basebackup of the current primary, kept as NAME
 #   pg-ha-restore NAME        stop both nodes; the backed-up node restarts alone, as
 #                             the primary, from backup NAME (later commits are lost)
@@ -745,17 +748,27 @@ pg_version_env() {
 
 # ---- A primary and a streaming standby --------------------------------------
 #
-# $HA holds node1 (started as the primary, HA_PRIMARY_PORT) and node2 (the
-# standby, HA_STANDBY_PORT) and records: version, mode, ports, and the pid of
-# a walreceiver pg-ha-pause-receiver stopped.
+# $HA holds node1 (HA_PRIMARY_PORT) and node2 (HA_STANDBY_PORT) and records:
+# version, mode, each node's port, which node is the primary (node1 after
+# pg-ha-up; pg-ha-failover promotes the other one, pg-ha-rebuild makes the
+# old primary a standby of the new one, so the roles alternate), and the pid
+# of a walreceiver pg-ha-pause-receiver stopped.
 
 ha_v() { cat "$HA/version" 2>/dev/null || die "pg-ha: not up (scripts/services.sh pg-ha-up)"; }
 ha_port() { cat "$HA/port$1"; }
+ha_primary() { cat "$HA/primary" 2>/dev/null || echo 1; }
+ha_standby() { echo $((3 - $(ha_primary))); }
 ha_answers() { pg_answers_at "$(ha_v)" "$(ha_port "$1")"; }
 ha_in_recovery() { pg_sql "$(ha_v)" "$(ha_port "$1")" 'select pg_is_in_recovery()'; }
 
+# ha_replication_state prints the standby's "state sync_state" as the primary
+# at port P sees it, empty when it does not stream.
+ha_replication_state() {
+  pg_sql "$1" "$2" "select state || ' ' || sync_state from pg_stat_replication where application_name = '$HA_SLOT'" 2>/dev/null || true
+}
+
 ha_up() {
-  local mode=${1:-sync} v=${PG_VERSION:-17} p1=$HA_PRIMARY_PORT p2=$HA_STANDBY_PORT t0=$SECONDS conninfo st
+  local mode=${1:-sync} v=${PG_VERSION:-17} p1=$HA_PRIMARY_PORT p2=$HA_STANDBY_PORT t0=$SECONDS
   case "$mode" in sync | async) ;; *) die "pg-ha-up: mode must be sync or async, got '$mode'" ;; esac
   pg_full_version "$v" >/dev/null
   [ -d "$HA" ] && ha_down
@@ -769,30 +782,42 @@ ha_up() {
   echo "$mode" >"$HA/mode"
   echo "$p1" >"$HA/port1"
   echo "$p2" >"$HA/port2"
+  echo 1 >"$HA/primary"
   pg_init "$v" "$HA/node1" "$p1"
   pg_start "$v" "$HA/node1"
-  # The slot first: a synchronous_standby_names in force makes every commit
-  # wait for the standby, and synchronized_standby_slots must name a slot.
-  pg_sql "$v" "$p1" "select pg_create_physical_replication_slot('$HA_SLOT')" >/dev/null
-  if [ "$mode" = sync ]; then
-    pg_sql "$v" "$p1" "alter system set synchronous_standby_names = '$HA_SLOT'" >/dev/null
-  fi
   pg_sql "$v" "$p1" "alter system set synchronous_commit = on" >/dev/null
-  if [ "$v" -ge 17 ]; then
-    pg_sql "$v" "$p1" "alter system set synchronized_standby_slots = '$HA_SLOT'" >/dev/null
-  fi
   pg_sql "$v" "$p1" 'select pg_reload_conf()' >/dev/null
+  ha_standby_build "$v" "$mode" 1 2
+  log "pg-ha: PostgreSQL $(pg_sql "$v" "$p1" 'show server_version') primary 127.0.0.1:$p1, $mode standby 127.0.0.1:$p2 streaming (slot $HA_SLOT) in $((SECONDS - t0))s"
+}
 
-  mkdir -p "$HA/node2"
-  as_root chown "$PG_USER:" "$HA/node2"
-  conninfo="host=127.0.0.1 port=$p1 user=postgres password=postgres application_name=$HA_SLOT"
-  pg_bin "$v" pg_basebackup -d "$conninfo" -D "$HA/node2/data" -R -S "$HA_SLOT" -X stream -c fast >"$HA/node2/basebackup.log" 2>&1 ||
-    { cat "$HA/node2/basebackup.log" >&2; die "pg-ha: pg_basebackup failed"; }
-  # Later lines of postgresql.auto.conf win over what -R wrote.
+# ha_standby_build V MODE P S makes node S a fresh streaming standby of node
+# P, the primary: a physical slot on P, a base backup of P into S's empty
+# data directory, the standby settings (later lines of postgresql.auto.conf
+# win over what the base backup copied and what -R wrote), then, once it
+# streams, P's settings that name it (synchronized_standby_slots on 17+,
+# synchronous_standby_names in sync mode). The synchronous setting comes
+# last, so the primary's commits do not wait while the standby is built.
+ha_standby_build() {
+  local v=$1 mode=$2 pn=$3 sn=$4 pp sp conninfo st
+  pp=$(ha_port "$pn") sp=$(ha_port "$sn")
+  pg_sql "$v" "$pp" "select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = '$HA_SLOT' and not active" >/dev/null
+  pg_sql "$v" "$pp" "select pg_create_physical_replication_slot('$HA_SLOT', true) where not exists (select from pg_replication_slots where slot_name = '$HA_SLOT')" >/dev/null
+  if [ "$v" -ge 17 ]; then
+    pg_sql "$v" "$pp" "alter system set synchronized_standby_slots = '$HA_SLOT'" >/dev/null
+    pg_sql "$v" "$pp" 'select pg_reload_conf()' >/dev/null
+  fi
+
+  as_root rm -rf "$HA/node$sn"
+  mkdir -p "$HA/node$sn"
+  as_root chown "$PG_USER:" "$HA/node$sn"
+  conninfo="host=127.0.0.1 port=$pp user=postgres password=postgres application_name=$HA_SLOT"
+  pg_bin "$v" pg_basebackup -d "$conninfo" -D "$HA/node$sn/data" -R -S "$HA_SLOT" -X stream -c fast >"$HA/node$sn/basebackup.log" 2>&1 ||
+    { cat "$HA/node$sn/basebackup.log" >&2; die "pg-ha: pg_basebackup of node$pn into node$sn failed"; }
   {
-    echo "# outboxkit (scripts/services.sh pg-ha-up)"
-    echo "port = $p2"
-    echo "unix_socket_directories = '$HA/node2'"
+    echo "# outboxkit (scripts/services.sh pg-ha: standby of node$pn)"
+    echo "port = $sp"
+    echo "unix_socket_directories = '$HA/node$sn'"
     echo "hot_standby_feedback = on"
     echo "primary_slot_name = '$HA_SLOT'"
     if [ "$v" -ge 17 ]; then
@@ -801,15 +826,22 @@ ha_up() {
     else
       echo "primary_conninfo = '$conninfo'"
     fi
-  } | as_root tee -a "$HA/node2/data/postgresql.auto.conf" >/dev/null
-  pg_start "$v" "$HA/node2"
+  } | as_root tee -a "$HA/node$sn/data/postgresql.auto.conf" >/dev/null
+  pg_start "$v" "$HA/node$sn"
   for _ in $(seq 1 120); do
-    st=$(pg_sql "$v" "$p1" "select state || ' ' || sync_state from pg_stat_replication where application_name = '$HA_SLOT'" 2>/dev/null || true)
-    case "$st" in "streaming sync" | "streaming async") break ;; esac
+    case "$(ha_replication_state "$v" "$pp")" in "streaming "*) break ;; esac
     sleep 0.25
   done
-  case "$st" in "streaming $mode") ;; *) die "pg-ha: standby not streaming ($mode) after 30s: '$st'; logs: $HA/node*/postgres.log" ;; esac
-  log "pg-ha: PostgreSQL $(pg_sql "$v" "$p1" 'show server_version') primary 127.0.0.1:$p1, $mode standby 127.0.0.1:$p2 streaming (slot $HA_SLOT) in $((SECONDS - t0))s"
+  if [ "$mode" = sync ]; then
+    pg_sql "$v" "$pp" "alter system set synchronous_standby_names = '$HA_SLOT'" >/dev/null
+    pg_sql "$v" "$pp" 'select pg_reload_conf()' >/dev/null
+  fi
+  for _ in $(seq 1 40); do
+    st=$(ha_replication_state "$v" "$pp")
+    [ "$st" = "streaming $mode" ] && break
+    sleep 0.25
+  done
+  [ "$st" = "streaming $mode" ] || die "pg-ha: node$sn not streaming ($mode) from node$pn after 40s: '$st'; logs: $HA/node*/postgres.log"
 }
 
 ha_down() {
@@ -828,20 +860,21 @@ ha_down() {
 }
 
 ha_env() {
-  local p1 p2
+  local p1 p2 pn
   ha_v >/dev/null
-  p1=$(ha_port 1) p2=$(ha_port 2)
+  p1=$(ha_port 1) p2=$(ha_port 2) pn=$(ha_primary)
   echo "export DATABASE_URL='postgres://postgres:postgres@127.0.0.1:$p1,127.0.0.1:$p2/postgres?sslmode=disable&target_session_attrs=read-write'"
-  echo "export OUTBOXKIT_HA_PRIMARY_URL='$(pg_url "$p1")'"
-  echo "export OUTBOXKIT_HA_STANDBY_URL='$(pg_url "$p2")'"
+  echo "export OUTBOXKIT_HA_PRIMARY_URL='$(pg_url "$(ha_port "$pn")")'"
+  echo "export OUTBOXKIT_HA_STANDBY_URL='$(pg_url "$(ha_port "$((3 - pn))")")'"
+  echo "export OUTBOXKIT_HA_PRIMARY_NODE=$pn"
   echo "export OUTBOXKIT_HA_MODE=$(cat "$HA/mode")"
   echo "export OUTBOXKIT_HA_VERSION=$(ha_v)"
 }
 
-# ha_walreceiver prints the pid of node2's walreceiver, a child of its postmaster.
+# ha_walreceiver prints the pid of the standby's walreceiver, a child of its postmaster.
 ha_walreceiver() {
   local pm
-  pm=$(head -n 1 "$HA/node2/data/postmaster.pid" 2>/dev/null) || return 0
+  pm=$(head -n 1 "$HA/node$(ha_standby)/data/postmaster.pid" 2>/dev/null) || return 0
   pgrep -P "$pm" -f 'walreceiver' || true
 }
 
@@ -859,11 +892,12 @@ ha_pause_receiver() {
 # away what a paused walreceiver has not read yet, promotes the standby and
 # clears the settings that name the standby, which the base backup copied.
 ha_failover() {
-  local v p1 p2 pid t0 t1
-  v=$(ha_v) p1=$(ha_port 1) p2=$(ha_port 2)
-  [ "$(ha_in_recovery 2 2>/dev/null)" = t ] || die "pg-ha: node2 (127.0.0.1:$p2) is not a running standby"
+  local v pn sn pp sp pid t0 t1
+  v=$(ha_v) pn=$(ha_primary) sn=$(ha_standby)
+  pp=$(ha_port "$pn") sp=$(ha_port "$sn")
+  [ "$(ha_in_recovery "$sn" 2>/dev/null)" = t ] || die "pg-ha: node$sn (127.0.0.1:$sp) is not a running standby (after a failover, pg-ha-rebuild makes one)"
   t0=$(date +%s%N)
-  pg_bin "$v" pg_ctl -D "$HA/node1/data" -m immediate -w stop >/dev/null || die "pg-ha: could not stop the primary"
+  pg_bin "$v" pg_ctl -D "$HA/node$pn/data" -m immediate -w stop >/dev/null || die "pg-ha: could not stop the primary node$pn"
   if [ -f "$HA/receiver.paused" ]; then
     # SIGCONT would let it read the WAL waiting in its socket. SIGKILL ends it
     # unread; the postmaster treats that as a crash, resets and replays what
@@ -871,28 +905,44 @@ ha_failover() {
     pid=$(cat "$HA/receiver.paused")
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$HA/receiver.paused"
-    for _ in $(seq 1 240); do [ "$(ha_in_recovery 2 2>/dev/null)" = t ] && break; sleep 0.25; done
-    [ "$(ha_in_recovery 2 2>/dev/null)" = t ] || die "pg-ha: standby did not come back after its walreceiver was killed; log: $HA/node2/postgres.log"
+    for _ in $(seq 1 240); do [ "$(ha_in_recovery "$sn" 2>/dev/null)" = t ] && break; sleep 0.25; done
+    [ "$(ha_in_recovery "$sn" 2>/dev/null)" = t ] || die "pg-ha: standby did not come back after its walreceiver was killed; log: $HA/node$sn/postgres.log"
     log "pg-ha: paused walreceiver $pid killed; the standby is back in recovery after $((($(date +%s%N) - t0) / 1000000)) ms"
   fi
+  # Cleared before the promotion (a standby ignores both), so that no
+  # client of the promoted node sees them: a WAL mode relay that found
+  # synchronized_standby_slots naming a missing slot would stop.
+  if [ "$v" -ge 17 ]; then pg_sql "$v" "$sp" 'alter system reset synchronized_standby_slots' >/dev/null; fi
+  pg_sql "$v" "$sp" 'alter system reset synchronous_standby_names' >/dev/null
+  pg_sql "$v" "$sp" 'select pg_reload_conf()' >/dev/null
   t1=$(date +%s%N)
-  pg_bin "$v" pg_ctl -D "$HA/node2/data" -w -t 60 promote >/dev/null || die "pg-ha: promote failed; log: $HA/node2/postgres.log"
-  if [ "$v" -ge 17 ]; then pg_sql "$v" "$p2" 'alter system reset synchronized_standby_slots' >/dev/null; fi
-  pg_sql "$v" "$p2" 'alter system reset synchronous_standby_names' >/dev/null
-  pg_sql "$v" "$p2" 'select pg_reload_conf()' >/dev/null
+  pg_bin "$v" pg_ctl -D "$HA/node$sn/data" -w -t 60 promote >/dev/null || die "pg-ha: promote failed; log: $HA/node$sn/postgres.log"
   for _ in $(seq 1 120); do
-    [ "$(pg_sql "$v" "$p2" "select not pg_is_in_recovery() and current_setting('synchronous_standby_names') = ''" 2>/dev/null)" = t ] && break
+    [ "$(pg_sql "$v" "$sp" "select not pg_is_in_recovery() and current_setting('synchronous_standby_names') = ''" 2>/dev/null)" = t ] && break
     sleep 0.1
   done
-  [ "$(pg_sql "$v" "$p2" 'select not pg_is_in_recovery()')" = t ] || die "pg-ha: node2 does not accept writes after promotion"
-  echo 2 >"$HA/primary"
-  log "pg-ha: failover done: node2 127.0.0.1:$p2 accepts writes; promotion took $((($(date +%s%N) - t1) / 1000000)) ms, $((($(date +%s%N) - t0) / 1000000)) ms since the primary stopped"
+  [ "$(pg_sql "$v" "$sp" 'select not pg_is_in_recovery()')" = t ] || die "pg-ha: node$sn does not accept writes after promotion"
+  echo "$sn" >"$HA/primary"
+  log "pg-ha: failover done: node$sn 127.0.0.1:$sp accepts writes (node$pn 127.0.0.1:$pp stopped); promotion took $((($(date +%s%N) - t1) / 1000000)) ms, $((($(date +%s%N) - t0) / 1000000)) ms since the primary stopped"
+}
+
+# ha_rebuild makes the node that is not the primary (the old primary, after
+# a failover) a fresh standby of the primary, in the pair's mode: its data
+# is thrown away and base-backed-up again.
+ha_rebuild() {
+  local v mode pn sn t0=$SECONDS
+  v=$(ha_v) mode=$(cat "$HA/mode") pn=$(ha_primary) sn=$(ha_standby)
+  [ "$(ha_in_recovery "$pn" 2>/dev/null)" = f ] || die "pg-ha: node$pn (127.0.0.1:$(ha_port "$pn")) is not a running primary"
+  if [ -f "$HA/receiver.paused" ]; then kill -CONT "$(cat "$HA/receiver.paused")" 2>/dev/null || true; rm -f "$HA/receiver.paused"; fi
+  pg_stop "$v" "$HA/node$sn" immediate
+  ha_standby_build "$v" "$mode" "$pn" "$sn"
+  log "pg-ha: node$sn 127.0.0.1:$(ha_port "$sn") is a $mode standby of node$pn again (rebuilt in $((SECONDS - t0))s)"
 }
 
 ha_status() {
   local n port r
   [ -f "$HA/version" ] || { echo "pg-ha: down"; return; }
-  echo "pg-ha: PostgreSQL $(ha_v), $(cat "$HA/mode") mode"
+  echo "pg-ha: PostgreSQL $(ha_v), $(cat "$HA/mode") mode, primary node$(ha_primary)"
   for n in 1 2; do
     port=$(ha_port "$n")
     r=$(ha_in_recovery "$n" 2>/dev/null || true)
@@ -904,15 +954,12 @@ ha_status() {
   done
 }
 
-# ha_backup_primary prints the node that is primary now: 1 until a failover.
-ha_backup_primary() { cat "$HA/primary" 2>/dev/null || echo 1; }
-
 # ha_backup NAME takes a base backup of the current primary into
 # $HA/backup-NAME: the state a restore goes back to.
 ha_backup() {
   local name=${1:-} v n t0=$SECONDS
   [ -n "$name" ] || die "pg-ha-backup: name the backup"
-  v=$(ha_v) n=$(ha_backup_primary)
+  v=$(ha_v) n=$(ha_primary)
   as_root rm -rf "$HA/backup-$name"
   mkdir -p "$HA/backup-$name"
   as_root chown "$PG_USER:" "$HA/backup-$name"
@@ -944,7 +991,7 @@ ha_restore() {
   log "pg-ha: node$n (127.0.0.1:$p) restored from backup $name and running alone as the primary"
 }
 
-usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover|pg-ha-backup NAME|pg-ha-restore NAME"
+usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover|pg-ha-rebuild|pg-ha-backup NAME|pg-ha-restore NAME"
 
 case "${1:-up}" in
 up)
@@ -1027,6 +1074,7 @@ pg-ha-env) ha_env ;;
 pg-ha-status) ha_status ;;
 pg-ha-pause-receiver) ha_pause_receiver ;;
 pg-ha-failover) ha_failover ;;
+pg-ha-rebuild) ha_rebuild ;;
 pg-ha-backup) ha_backup "${2:-}" ;;
 pg-ha-restore) ha_restore "${2:-}" ;;
 *) die "$usage" ;;

@@ -48,8 +48,8 @@ func newPool(ctx context.Context, dbURL string, maxConns int32) (*pgxpool.Pool, 
 type stats struct {
 	pending     int64 // rows in the outbox
 	applied     int64 // rows in shipping_log
-	distinct    int64 // distinct events in shipping_log
-	committed   int64 // events the orders table says were committed
+	distinct    int64 // events of written_events applied
+	committed   int64 // events in written_events
 	parked      int64 // parked aggregates
 	deadLetters int64 // inbox dead letters
 }
@@ -66,7 +66,8 @@ func readStats(ctx context.Context, pool *pgxpool.Pool, full bool) (stats, error
 	}
 	dst := []any{&s.pending, &s.applied, &s.parked, &s.deadLetters}
 	if full {
-		q = append(q, "(SELECT count(DISTINCT event_id) FROM shipping_log)", "(SELECT coalesce(sum(version), 0) FROM orders)")
+		q = append(q, "(SELECT count(*) FROM written_events w WHERE EXISTS (SELECT FROM shipping_log s WHERE s.event_id = w.event_id))",
+			"(SELECT count(*) FROM written_events)")
 		dst = append(dst, &s.distinct, &s.committed)
 	}
 	err := pool.QueryRow(ctx, "SELECT "+strings.Join(q, ", ")).Scan(dst...)

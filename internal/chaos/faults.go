@@ -33,6 +33,7 @@ const (
 	faultCutRelay       = "cut-relay-network"     // take a namespaced relay's link down, up again 5-20s later
 	faultSlowRelay      = "slow-relay-network"    // delay a namespaced relay's traffic 50-200ms each way for 10-30s
 	faultKillLeader     = "kill-partition-leader" // SIGKILL the cluster node leading most partitions, start it 5-20s later
+	faultPGFailover     = "pg-failover"           // stop the primary (immediate), promote the standby; rebuild a standby 3-6s later
 )
 
 // faultKinds lists the kinds in a fixed order with their default weights.
@@ -57,6 +58,7 @@ var faultKinds = []weightedKind{
 	{faultCutRelay, 2},
 	{faultSlowRelay, 1},
 	{faultKillLeader, 1},
+	{faultPGFailover, 1},
 }
 
 // weightedKind is a fault kind and its weight in the draw.
@@ -102,6 +104,24 @@ func parseFaults(spec string) ([]weightedKind, error) {
 	}
 	if len(out) == 0 {
 		return nil, errors.New("-faults: no fault kind with a weight above 0")
+	}
+	return out, nil
+}
+
+// parseMinimums reads the -min flag, kind=n,...: the least count of each
+// kind a run must inject.
+func parseMinimums(spec string) ([]weightedKind, error) {
+	var out []weightedKind
+	for _, item := range strings.Split(spec, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, v, _ := strings.Cut(item, "=")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-min: %q must be kind=n with n >= 1", item)
+		}
+		out = append(out, weightedKind{name, n})
 	}
 	return out, nil
 }
@@ -249,10 +269,12 @@ type injector struct {
 	every   time.Duration
 	broker  *brokerControl  // nil: broker faults are off
 	cluster *clusterControl // nil: leader kills are off
+	ha      *haControl      // nil: pg-failover is off
 	// netnsRelays is how many relays run in a namespace of their own.
 	netnsRelays int
 	// wal: the relays stream a replication slot (-wal).
 	wal  bool
+	slot string // WAL mode: the relays' slot
 	logf func(format string, args ...any)
 
 	minConsumers, maxConsumers int
@@ -265,6 +287,9 @@ type injector struct {
 	brokerBusy bool
 	brokerDown bool
 	brokerEnd  time.Time
+	haBusy     bool // a failover or its rebuild in progress
+	haBroken   bool // a failover or rebuild failed: no more
+	haEnd      time.Time
 	wg         sync.WaitGroup
 }
 
@@ -312,6 +337,10 @@ func (in *injector) whyOff(kind string) string {
 		if in.cluster == nil {
 			return "not on the cluster: -cluster"
 		}
+	case faultPGFailover:
+		if in.ha == nil {
+			return "no PostgreSQL primary and standby: -pg-ha sync|async"
+		}
 	}
 	return ""
 }
@@ -336,6 +365,10 @@ func (in *injector) eligible(kind string) bool {
 		in.mu.Lock()
 		defer in.mu.Unlock()
 		return in.cluster != nil && !in.brokerBusy && time.Since(in.brokerEnd) >= in.cluster.gap
+	case faultPGFailover:
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return in.ha != nil && !in.haBusy && !in.haBroken && time.Since(in.haEnd) >= in.ha.gap
 	case faultPauseRelay:
 		// A survivor takes the paused relay's shards over.
 		return len(in.fleet.running(roleRelay)) > 1
@@ -447,6 +480,15 @@ func (in *injector) inject(ctx context.Context, kind string, target uint64, para
 		in.mu.Unlock()
 		in.wg.Go(func() { in.leaderKill(kind, quietFor(5*time.Second, 20*time.Second, param)) })
 
+	case faultPGFailover:
+		in.mu.Lock()
+		in.haBusy = true
+		in.mu.Unlock()
+		// variant picks the standby's lag before an asynchronous failover:
+		// none, 1s or 3s.
+		lag := []time.Duration{0, time.Second, 3 * time.Second}[variant]
+		in.wg.Go(func() { in.pgFailover(kind, quietFor(3*time.Second, 6*time.Second, param), lag) })
+
 	case faultPauseRelay, faultPauseConsumer:
 		role := roleRelay
 		if kind == faultPauseConsumer {
@@ -525,8 +567,8 @@ func (in *injector) brokerFault(kind string, down time.Duration) {
 		time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 }
 
-// finish waits for the broker or cluster fault and the quiet faults in
-// progress to end, and makes sure the broker (every cluster node) answers.
+// finish waits for the broker or cluster fault, the failover and the quiet
+// faults in progress to end, and makes sure the broker (every cluster node) answers.
 func (in *injector) finish() error {
 	in.wg.Wait()
 	if in.cluster != nil {

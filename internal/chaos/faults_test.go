@@ -26,6 +26,24 @@ func TestParseFaults(t *testing.T) {
 	}
 }
 
+func TestParseMinimums(t *testing.T) {
+	got, err := parseMinimums("pg-failover=5, kill-relay=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "pg-failover=5,kill-relay=2"; kindWeights(got) != want {
+		t.Errorf("parseMinimums: got %s, want %s", kindWeights(got), want)
+	}
+	if got, err := parseMinimums(""); err != nil || len(got) != 0 {
+		t.Errorf(`parseMinimums(""): got %v, %v; want none`, got, err)
+	}
+	for _, bad := range []string{"pg-failover", "pg-failover=0", "pg-failover=x"} {
+		if _, err := parseMinimums(bad); err == nil {
+			t.Errorf("parseMinimums(%q): no error", bad)
+		}
+	}
+}
+
 // Every roll lands on the kind whose weight band holds it, and an
 // ineligible kind passes the draw on to the next eligible one in order.
 func TestChoose(t *testing.T) {

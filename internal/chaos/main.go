@@ -24,16 +24,21 @@
 //     link of a relay that runs in a network namespace of its own
 //     (-netns-relays) for 5-20s, slow that link by 50-200ms each way for
 //     10-30s, and on the three-node cluster (-cluster) SIGKILL the node
-//     leading most of the topic's partitions and start it 5-20s later.
+//     leading most of the topic's partitions and start it 5-20s later; with
+//     -pg-ha, the run's database is on a PostgreSQL primary and standby and
+//     pg-failover promotes the standby, then rebuilds one.
 //     -faults chooses the kinds and their weights; the run opens with each
 //     enabled kind once, then draws by weight.
 //
 // Then the writers and the faults stop, every process and the broker are
 // brought back, the run waits for the outbox and the consumers to drain and
-// checks shipping_log against the orders table with verifyShippingLog: every
-// committed event applied once, in order per order. It prints a table and
-// exits 1 on a violation (lost, applied twice, out of order, unknown), a
-// drain timeout, or fewer faults (kinds) than -min-faults (-min-kinds).
+// checks shipping_log against written_events (the events whose transaction
+// the final primary holds, recorded in each event's own transaction) with
+// verifyShippingLog: every such event applied once, in order per order; and
+// reads the topic back for phantoms, events on Kafka that written_events
+// lacks. It prints a table and exits 1 on a violation (lost, applied twice,
+// out of order, unknown, phantoms), a drain timeout, or fewer faults
+// (kinds) than -min-faults (-min-kinds, -min).
 //
 // The seed drives the writers' choices and the fault plan (kinds, targets,
 // delays) through math/rand/v2 PCG generators, so a failing seed replays the
@@ -123,8 +128,10 @@ type chaosRun struct {
 	broker     *brokerControl
 	brokerNote string
 	cluster    *clusterControl // -cluster: the three-node cluster's control
+	ha         *haControl      // -pg-ha: the PostgreSQL pair's control
 	kinds      []weightedKind  // -faults, less the kinds this setup cannot inject
 	required   []string        // -require, resolved against the enabled kinds
+	minimums   []weightedKind  // -min: kind and the least count of it
 
 	// Set by setup.
 	dir      string // the relay binary and the processes' logs
@@ -221,6 +228,8 @@ type options struct {
 	progress     time.Duration
 	keep         bool
 	wal          bool
+	pgHA         string
+	min          string
 }
 
 func parseFlags() options {
@@ -247,6 +256,8 @@ func parseFlags() options {
 	flag.DurationVar(&o.progress, "progress", 5*time.Second, "interval of the progress line")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the topic and the logs")
 	flag.BoolVar(&o.wal, "wal", false, "WAL mode: the writers emit with outbox.Emit, the relays stream a replication slot (RELAY_SOURCE=wal); the run's database is on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL, `make postgres-logical`)")
+	flag.StringVar(&o.pgHA, "pg-ha", "", "sync or async: run on a PostgreSQL primary and streaming standby (scripts/services.sh pg-ha-up, PG_VERSION, default 17) brought up for the run and down after it, and enable the pg-failover fault")
+	flag.StringVar(&o.min, "min", "", "kind=n,...: fail when fewer than n faults of a kind were injected")
 	flag.Parse()
 	return o
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -48,20 +50,65 @@ type orderService struct {
 	pool  *pgxpool.Pool
 	topic string
 	wal   bool // emit (WAL mode) rather than write to the outbox table
+	// acked collects the IDs of the events whose commit succeeded; nil:
+	// not collected.
+	acked *ackLog
 }
 
-// put writes events in tx the service's way: outbox.Write, or outbox.Emit
-// in WAL mode.
-func (s *orderService) put(ctx context.Context, tx pgx.Tx, events ...outbox.Event) error {
-	if s.wal {
-		return outbox.Emit(ctx, tx, events...)
+// put writes e in tx the service's way (outbox.Write, or outbox.Emit in
+// WAL mode) with a fresh ID, and records it in written_events in the same
+// transaction; it returns the ID.
+func (s *orderService) put(ctx context.Context, tx pgx.Tx, e outbox.Event, ev orderEvent) (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", err
 	}
-	return outbox.Write(ctx, tx, events...)
+	e.ID = id
+	if _, err := tx.Exec(ctx, `INSERT INTO written_events (event_id, order_id, version) VALUES ($1, $2, $3)`,
+		id.String(), ev.OrderID, ev.Version); err != nil {
+		return "", err
+	}
+	if s.wal {
+		return id.String(), outbox.Emit(ctx, tx, e)
+	}
+	return id.String(), outbox.Write(ctx, tx, e)
+}
+
+// committed records the event eventID as acknowledged when its
+// transaction's commit returned no error.
+func (s *orderService) committed(eventID string, err error) {
+	if err == nil && eventID != "" && s.acked != nil {
+		s.acked.add(eventID)
+	}
+}
+
+// ackLog is the set of event IDs whose commit the writers saw succeed. After
+// an asynchronous failover, those the final primary lacks vanished with
+// their transaction.
+type ackLog struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func newAckLog() *ackLog { return &ackLog{ids: map[string]struct{}{}} }
+
+func (a *ackLog) add(id string) {
+	a.mu.Lock()
+	a.ids[id] = struct{}{}
+	a.mu.Unlock()
+}
+
+// snapshot returns a copy of the set.
+func (a *ackLog) snapshot() map[string]struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.ids)
 }
 
 // place creates an order and writes OrderPlaced.
 func (s *orderService) place(ctx context.Context, id string, totalCents int64) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var eventID string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO orders (id, status, total_cents, version) VALUES ($1, 'placed', $2, 1)
 ON CONFLICT (id) DO NOTHING`, id, totalCents)
 		if err != nil {
@@ -70,8 +117,11 @@ ON CONFLICT (id) DO NOTHING`, id, totalCents)
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("%w: order %s exists", errConflict, id)
 		}
-		return s.write(ctx, tx, eventPlaced, orderEvent{OrderID: id, Version: 1, Status: "placed", TotalCents: totalCents})
+		eventID, err = s.write(ctx, tx, eventPlaced, orderEvent{OrderID: id, Version: 1, Status: "placed", TotalCents: totalCents})
+		return err
 	})
+	s.committed(eventID, err)
+	return err
 }
 
 // pay marks a placed order paid and writes OrderPaid.
@@ -87,7 +137,8 @@ func (s *orderService) cancel(ctx context.Context, id string) error {
 // transition updates the order row first: the row lock serializes writers
 // of one order, so its events are published in commit order.
 func (s *orderService) transition(ctx context.Context, id string, from []string, to, eventType string) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	var eventID string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var ev orderEvent
 		err := tx.QueryRow(ctx, `UPDATE orders SET status = $2, version = version + 1, updated_at = now()
 WHERE id = $1 AND status = ANY($3) RETURNING version, total_cents`, id, to, from).Scan(&ev.Version, &ev.TotalCents)
@@ -98,35 +149,19 @@ WHERE id = $1 AND status = ANY($3) RETURNING version, total_cents`, id, to, from
 			return err
 		}
 		ev.OrderID, ev.Status = id, to
-		return s.write(ctx, tx, eventType, ev)
+		eventID, err = s.write(ctx, tx, eventType, ev)
+		return err
 	})
+	s.committed(eventID, err)
+	return err
 }
 
-func (s *orderService) write(ctx context.Context, tx pgx.Tx, eventType string, ev orderEvent) error {
+func (s *orderService) write(ctx context.Context, tx pgx.Tx, eventType string, ev orderEvent) (string, error) {
 	e, err := outbox.NewJSONEvent(s.topic, "order", ev.OrderID, eventType, ev)
 	if err != nil {
-		return err
+		return "", err
 	}
-	return s.put(ctx, tx, e)
-}
-
-// orderVersions returns every order's current version: what the consumers
-// must have applied once the outbox is drained.
-func orderVersions(ctx context.Context, db interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}) (map[string]int, error) {
-	rows, err := db.Query(ctx, `SELECT id, version FROM orders`)
-	if err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
-	}
-	out := map[string]int{}
-	var id string
-	var v int
-	_, err = pgx.ForEachRow(rows, []any{&id, &v}, func() error { out[id] = v; return nil })
-	if err != nil {
-		return nil, fmt.Errorf("read orders: %w", err)
-	}
-	return out, nil
+	return s.put(ctx, tx, e, ev)
 }
 
 // orderLoad drives an orderService like a stream of customers would: new

@@ -24,9 +24,10 @@ type result struct {
 	kinds               []weightedKind // the enabled kinds
 	required            []string       // -require
 	unexpected          int
-	records             int64
-	recordsErr          error
+	kafka               topicScan
+	kafkaErr            error
 	brokerNote          string
+	failovers           []string // one line per pg-failover: what it cost
 	violations          []string
 }
 
@@ -44,17 +45,27 @@ func (r result) table() string {
 	}
 	b.WriteString("\n==== chaos run result ====\n")
 	row("seed", strconv.FormatUint(r.o.seed, 10), "")
-	row("events written", n(r.written), fmt.Sprintf("orders table: %d committed", r.rep.expected))
+	row("events written", n(r.written), "commits the writers saw succeed")
 	row("  steady load", n(r.load), "orderLoad")
 	row("  hot orders", n(r.hot), "a few orders changed by several goroutines")
 	row("  late commits", n(r.late), "committed 0.5-3s after writing the event")
-	row("events applied", n(int64(r.rep.applied)), "distinct events in shipping_log")
-	if r.recordsErr == nil {
-		row("records in Kafka", n(r.records), fmt.Sprintf("%d more than events: relay redeliveries, dropped by the inbox", r.records-int64(r.rep.expected)))
-	} else {
-		row("records in Kafka", "?", r.recordsErr.Error())
+	row("events on the final primary", n(int64(r.rep.expected)), "written_events: the events whose transaction survived")
+	if r.o.pgHA != "" {
+		note := "acknowledged commits the final primary lacks (async failovers)"
+		if r.o.pgHA != "async" {
+			note = must0(r.rep.vanished)
+		}
+		row("  vanished with their tx", n(int64(r.rep.vanished)), note)
+		row("  unacknowledged, kept", n(int64(r.rep.unacked)), "commit returned an error, yet the transaction survived")
 	}
-	row("lost", n(int64(r.rep.lost)), must0(r.rep.lost))
+	row("events applied", n(int64(r.rep.applied)), "distinct events of written_events in shipping_log")
+	if r.kafkaErr == nil {
+		row("records in Kafka", n(r.kafka.records), fmt.Sprintf("%d distinct events, %d redeliveries (dropped by the inbox)", r.kafka.distinct, r.kafka.records-r.kafka.distinct))
+		row("phantoms", n(r.kafka.phantoms), "events on Kafka the final primary lacks; "+must0(int(r.kafka.phantoms)))
+	} else {
+		row("records in Kafka", "?", r.kafkaErr.Error())
+	}
+	row("lost", n(int64(r.rep.lost)), "events on the final primary never applied; "+must0(r.rep.lost))
 	row("applied twice", n(int64(r.rep.duplicates)), must0(r.rep.duplicates))
 	row("out of order", n(int64(r.rep.outOfOrder)), must0(r.rep.outOfOrder))
 	row("unknown events applied", n(int64(r.rep.unexpected)), must0(r.rep.unexpected))
@@ -81,6 +92,9 @@ func (r result) table() string {
 			note = "at least 1 (-require)"
 		}
 		row("  "+k, strconv.Itoa(r.counts[k]), note)
+	}
+	for _, f := range r.failovers {
+		row("", "", f)
 	}
 	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d, of %d enabled; broker faults %s", r.o.minKinds, len(r.kinds), r.brokerNote))
 	row("faults skipped", strconv.Itoa(r.skipped), "target gone, no session to terminate, no leader found")

@@ -27,3 +27,13 @@ CREATE TABLE IF NOT EXISTS shipping_log (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS shipping_log_order_idx ON shipping_log (order_id, id);
+
+-- One row per event a writer wrote, inserted in the event's own
+-- transaction: after a failover, what the final primary holds here is what
+-- survived, and the verification reads it instead of trusting the writers.
+CREATE TABLE IF NOT EXISTS written_events (
+    event_id   text PRIMARY KEY,
+    order_id   text    NOT NULL,
+    version    integer NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shipping_log_event_idx ON shipping_log (event_id);

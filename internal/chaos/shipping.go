@@ -61,68 +61,82 @@ ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, version = exclude
 	}
 }
 
-// report is what verifyShippingLog found in shipping_log against the versions the
-// orders table holds.
+// report is what verifyShippingLog found in shipping_log against
+// written_events, the events whose transaction the final primary holds.
 type report struct {
-	expected   int // events committed by the writers
-	applied    int // distinct events applied
-	lost       int // committed events never applied
+	expected   int // events in written_events: committed and, after failovers, surviving
+	applied    int // distinct events of written_events applied
+	lost       int // events of written_events never applied
 	duplicates int // extra applications of an event
 	outOfOrder int // events applied after a later event of their order
-	unexpected int // applied events the orders table does not know
+	unexpected int // applied events written_events does not know
+	// vanished counts events whose commit a writer saw succeed but that the
+	// final primary lacks: lost with their transaction by an asynchronous
+	// failover, so neither the event nor its effects happened.
+	vanished int
+	// unacked counts events the final primary holds although their
+	// writer's commit returned an error (the connection died while it
+	// committed): they happened, and count like any other.
+	unacked int
 }
 
-// verifyShippingLog compares shipping_log with versions (order ID -> last committed
-// version): every version 1..n of every order must be applied exactly once,
-// in increasing order.
+// verifyShippingLog compares shipping_log with written_events: every event
+// there must be applied exactly once, each order's events in increasing
+// version. acked (nil: not checked) is the writers' set of acknowledged
+// events, for vanished and unacked.
 func verifyShippingLog(ctx context.Context, db interface {
 	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, versions map[string]int) (report, error) {
+}, acked map[string]struct{}) (report, error) {
 	var rep report
-	for _, v := range versions {
-		rep.expected += v
-	}
-	rows, err := db.Query(ctx, `SELECT order_id, version FROM shipping_log ORDER BY order_id, id`)
+	rows, err := db.Query(ctx, `SELECT event_id FROM written_events`)
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	type seen struct {
-		count map[int]int
-		max   int
+	survived := map[string]int{} // event ID -> applications
+	var eventID string
+	if _, err = pgx.ForEachRow(rows, []any{&eventID}, func() error { survived[eventID] = 0; return nil }); err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
 	}
-	per := map[string]*seen{}
+	rep.expected = len(survived)
+	rows, err = db.Query(ctx, `SELECT order_id, version, event_id FROM shipping_log ORDER BY order_id, id`)
+	if err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
+	maxVersion := map[string]int{}
 	var orderID string
 	var version int
-	_, err = pgx.ForEachRow(rows, []any{&orderID, &version}, func() error {
-		s := per[orderID]
-		if s == nil {
-			s = &seen{count: map[int]int{}}
-			per[orderID] = s
-		}
-		s.count[version]++
-		if s.count[version] > 1 {
-			rep.duplicates++
-			return nil
-		}
-		if version < s.max {
-			rep.outOfOrder++
-		}
-		s.max = max(s.max, version)
-		if version > versions[orderID] {
+	_, err = pgx.ForEachRow(rows, []any{&orderID, &version, &eventID}, func() error {
+		n, ok := survived[eventID]
+		if !ok {
 			rep.unexpected++
 			return nil
 		}
+		survived[eventID] = n + 1
+		if n > 0 {
+			rep.duplicates++
+			return nil
+		}
+		if version < maxVersion[orderID] {
+			rep.outOfOrder++
+		}
+		maxVersion[orderID] = max(maxVersion[orderID], version)
 		rep.applied++
 		return nil
 	})
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	for id, n := range versions {
-		for v := 1; v <= n; v++ {
-			if s := per[id]; s == nil || s.count[v] == 0 {
-				rep.lost++
-			}
+	for id, n := range survived {
+		if n == 0 {
+			rep.lost++
+		}
+		if _, ok := acked[id]; acked != nil && !ok {
+			rep.unacked++
+		}
+	}
+	for id := range acked {
+		if _, ok := survived[id]; !ok {
+			rep.vanished++
 		}
 	}
 	return rep, nil

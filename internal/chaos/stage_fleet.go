@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -17,10 +18,21 @@ func (r *chaosRun) startFleet() error {
 	})
 	if o.wal {
 		r.fleet.cfg.relayEnv = []string{"RELAY_SOURCE=wal", "RELAY_WAL_SLOT=" + r.slot}
+	} else if r.ha != nil {
+		// No phantom after a failover: an event is published only once
+		// the standby has flushed its commit. In sync mode too, since a
+		// commit is visible to the relay before the standby confirms it.
+		r.fleet.cfg.relayEnv = []string{"RELAY_STANDBYS=" + haStandby}
 	}
 	in := newInjector(o.seed)
 	in.fleet, in.admin, in.dbName, in.every, in.broker, in.logf = r.fleet, r.admin, r.dbName, o.faultEvery, r.broker, r.logf
-	in.kinds, in.cluster, in.netnsRelays, in.wal = r.kinds, r.cluster, o.netnsRelays, o.wal
+	in.kinds, in.cluster, in.netnsRelays, in.wal, in.ha, in.slot = r.kinds, r.cluster, o.netnsRelays, o.wal, r.ha, r.slot
+	if r.ha != nil && o.wal {
+		snapCtx, stopSnap := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); logSnapshots(snapCtx, r.admin) }()
+		r.atExit(func() { stopSnap(); <-done })
+	}
 	in.minConsumers, in.maxConsumers = max(1, o.consumers-1), o.consumers+1
 	r.faults = in
 

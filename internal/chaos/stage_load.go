@@ -15,7 +15,7 @@ import (
 func (r *chaosRun) load(ctx context.Context) error {
 	o := r.o
 	w := &writers{
-		pool: r.pool, svc: &orderService{pool: r.pool, topic: r.topic, wal: o.wal}, topic: r.topic, seed: o.seed, logf: r.logf,
+		pool: r.pool, svc: &orderService{pool: r.pool, topic: r.topic, wal: o.wal, acked: newAckLog()}, topic: r.topic, seed: o.seed, logf: r.logf,
 		loadRate: o.rate, hotRate: o.hotRate, hotWorkers: o.hotWorkers, lateN: o.lateWriters,
 	}
 	r.writers = w

@@ -25,10 +25,14 @@ import (
 
 // configure checks the flags and the environment, picks the seed, and finds
 // the module and the broker scripts/services.sh controls.
-func configure(o options) (*chaosRun, error) {
+func configure(o options) (_ *chaosRun, err error) {
 	r := &chaosRun{o: o, con: &console{start: time.Now()}}
 	r.logf = r.con.logf
-	var err error
+	defer func() {
+		if err != nil {
+			r.cleanup() // the pair, if -pg-ha brought it up
+		}
+	}()
 	if r.root, err = moduleRoot(); err != nil {
 		return nil, failf(2, "%v", err)
 	}
@@ -61,6 +65,27 @@ func configure(o options) (*chaosRun, error) {
 	if r.kinds, err = parseFaults(o.faults); err != nil {
 		return nil, failf(2, "%v", err)
 	}
+	if r.minimums, err = parseMinimums(o.min); err != nil {
+		return nil, failf(2, "%v", err)
+	}
+	if o.pgHA != "" {
+		if o.pgHA != "sync" && o.pgHA != "async" {
+			return nil, failf(2, "-pg-ha must be sync or async, got %q", o.pgHA)
+		}
+		r.ha = &haControl{brokerControl: brokerControl{script: filepath.Join(r.root, "scripts", "services.sh")}, mode: o.pgHA, gap: 10 * time.Second}
+		r.logf("-pg-ha %s: starting a PostgreSQL primary and standby (scripts/services.sh pg-ha-up %s)", o.pgHA, o.pgHA)
+		if r.adminURL, err = r.ha.up(); err != nil {
+			return nil, failf(2, "-pg-ha: %v", err)
+		}
+		r.atExit(func() {
+			if err := r.ha.down(); err != nil {
+				fmt.Fprintf(os.Stderr, "chaos: %v\n", err)
+			}
+		})
+		if o.wal && r.ha.version < 17 {
+			r.logf("-pg-ha with -wal on PostgreSQL %d: no failover slots before 17; the relays' slot will be missing after a failover", r.ha.version)
+		}
+	}
 	if o.netnsRelays > 0 {
 		if why := netnsAvailable(); why != "" {
 			return nil, failf(2, "-netns-relays: %s", why)
@@ -69,7 +94,7 @@ func configure(o options) (*chaosRun, error) {
 			return nil, failf(2, "-netns-relays: %v", err)
 		}
 	}
-	r.repro = reproduce(r.adminURL)
+	r.repro = reproduce(r.adminURL, r.ha != nil)
 	mode := "table mode (outbox.Write, the relays read the outbox table)"
 	if o.wal {
 		mode = "WAL mode (outbox.Emit, the relays stream a replication slot)"
@@ -88,13 +113,18 @@ func configure(o options) (*chaosRun, error) {
 	r.logf("broker faults: %s", r.brokerNote)
 
 	// The kinds this setup can inject, with why the others are off.
-	setup := &injector{broker: r.broker, cluster: r.cluster, netnsRelays: o.netnsRelays}
+	setup := &injector{broker: r.broker, cluster: r.cluster, netnsRelays: o.netnsRelays, ha: r.ha}
 	var off []string
 	if r.kinds, off = enabledKinds(r.kinds, setup.whyOff); len(r.kinds) == 0 {
 		return nil, failf(2, "-faults: none of the chosen fault kinds can be injected here: %s", strings.Join(off, ", "))
 	}
 	if r.required, err = requiredKinds(o.require, r.kinds); err != nil {
 		return nil, failf(2, "%v", err)
+	}
+	for _, m := range r.minimums {
+		if _, err := requiredKinds(m.name, r.kinds); err != nil {
+			return nil, failf(2, "-min: %v", err)
+		}
 	}
 	r.logf("fault kinds: %s", kindWeights(r.kinds))
 	if len(off) > 0 {
@@ -172,7 +202,14 @@ func (r *chaosRun) setup(ctx context.Context) error {
 		if _, err := r.pool.Exec(setupCtx, "UPDATE outbox_wal_settings SET slot_name = $1", r.slot); err != nil {
 			return failf(1, "%v", err)
 		}
-		if _, err := r.pool.Exec(setupCtx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", r.slot); err != nil {
+		// On the pair (17+) a failover slot, which the standby syncs and
+		// which survives promotion once sync-ready.
+		failover := r.ha != nil && r.ha.version >= 17
+		create := "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
+		if failover {
+			create = "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+		}
+		if _, err := r.pool.Exec(setupCtx, create, r.slot); err != nil {
 			return failf(1, "create slot %s: %v", r.slot, err)
 		}
 	}
@@ -211,7 +248,7 @@ func (r *chaosRun) dbURL(app string) string {
 }
 
 // reproduce returns the command that replays this run's plan.
-func reproduce(adminURL string) string {
+func reproduce(adminURL string, pair bool) string {
 	var parts []string
 	for _, k := range []string{"KAFKA_BROKERS", "OUTBOXKIT_KAFKA_PORT", "OUTBOXKIT_STATE", "OUTBOXKIT_CACHE"} {
 		if v := os.Getenv(k); v != "" {
@@ -220,6 +257,10 @@ func reproduce(adminURL string) string {
 	}
 	parts = append(parts, "go", "run", "./internal/chaos")
 	flag.Visit(func(f *flag.Flag) { parts = append(parts, "-"+f.Name+"="+f.Value.String()) })
+	if pair {
+		// -pg-ha brings its own database servers up.
+		return strings.Join(parts, " ")
+	}
 	return strings.Join(parts, " ") + "   # with DATABASE_URL=" + dbadmin.Redact(adminURL)
 }
 

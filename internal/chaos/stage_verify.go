@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-// verify stops the relays and consumers, checks shipping_log against the
-// orders table, counts the topic's records and prints the table. It fails
-// on a violation (lost, applied twice, out of order, unknown), a drain that
-// timed out, or too few faults (kinds).
+// verify stops the relays and consumers, checks shipping_log against
+// written_events, reads the topic back for phantoms and prints the table.
+// It fails on a violation (lost, applied twice, out of order, unknown,
+// phantoms; acknowledged events that vanished, unless the standby is
+// asynchronous), a drain that timed out, or too few faults (kinds).
 func (r *chaosRun) verify(ctx context.Context) error {
 	o := r.o
 	// Stop the processes before verifying, so that whatever they might
@@ -20,15 +21,15 @@ func (r *chaosRun) verify(ctx context.Context) error {
 
 	vctx, cancelV := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelV()
-	versions, err := orderVersions(vctx, r.admin)
-	if err != nil {
-		return failf(1, "read orders: %v", err)
-	}
-	rep, err := verifyShippingLog(vctx, r.admin, versions)
+	rep, err := verifyShippingLog(vctx, r.admin, r.writers.svc.acked.snapshot())
 	if err != nil {
 		return failf(1, "%v", err)
 	}
-	records, recErr := topicRecords(r.brokers, r.topic)
+	survived, err := writtenEvents(vctx, r.admin)
+	if err != nil {
+		return failf(1, "%v", err)
+	}
+	kafka, kafkaErr := scanTopic(vctx, r.brokers, r.topic, survived)
 
 	total, skipped, counts, _ := r.faults.state()
 	w := r.writers
@@ -37,9 +38,17 @@ func (r *chaosRun) verify(ctx context.Context) error {
 		load: w.loads.Load(), hot: w.hot.Load(), late: w.late.Load(),
 		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
 		faults: total, skipped: skipped, counts: counts, kinds: r.faults.kinds, required: r.required, unexpected: r.fleet.unexpectedExits(),
-		records: records, recordsErr: recErr, brokerNote: r.brokerNote,
+		kafka: kafka, kafkaErr: kafkaErr, brokerNote: r.brokerNote, failovers: r.failoverNotes(kafka.redelivered),
 	}
-	res.violations = violations(o, rep, r.drained, total, len(counts))
+	res.violations = violations(o, rep, kafka, r.drained, total, len(counts))
+	if kafkaErr != nil {
+		res.violations = append(res.violations, fmt.Sprintf("could not read the topic back for phantoms: %v", kafkaErr))
+	}
+	for _, m := range r.minimums {
+		if counts[m.name] < m.weight {
+			res.violations = append(res.violations, fmt.Sprintf("only %d %s faults injected (-min %s=%d)", counts[m.name], m.name, m.name, m.weight))
+		}
+	}
 	for _, k := range r.required {
 		if counts[k] == 0 {
 			res.violations = append(res.violations, fmt.Sprintf("no %s fault injected (-require)", k))
@@ -58,7 +67,7 @@ func (r *chaosRun) verify(ctx context.Context) error {
 }
 
 // violations lists what fails the run.
-func violations(o options, rep report, drained bool, faults, kinds int) []string {
+func violations(o options, rep report, k topicScan, drained bool, faults, kinds int) []string {
 	var v []string
 	if !drained {
 		v = append(v, fmt.Sprintf("the drain did not finish within %s", o.drainTimeout))
@@ -73,7 +82,14 @@ func violations(o options, rep report, drained bool, faults, kinds int) []string
 		v = append(v, fmt.Sprintf("%d events applied out of order", rep.outOfOrder))
 	}
 	if rep.unexpected > 0 {
-		v = append(v, fmt.Sprintf("%d applied events unknown to the orders table", rep.unexpected))
+		v = append(v, fmt.Sprintf("%d applied events unknown to written_events", rep.unexpected))
+	}
+	if k.phantoms > 0 {
+		v = append(v, fmt.Sprintf("%d phantoms: events on Kafka whose transaction the final primary lacks", k.phantoms))
+	}
+	if rep.vanished > 0 && o.pgHA != "async" {
+		// Only an asynchronous failover may lose an acknowledged commit.
+		v = append(v, fmt.Sprintf("%d acknowledged events vanished from the database", rep.vanished))
 	}
 	if faults < o.minFaults {
 		v = append(v, fmt.Sprintf("only %d faults injected (at least %d required)", faults, o.minFaults))

@@ -251,15 +251,19 @@ ON CONFLICT (id) DO NOTHING`, id)
 			return false, err
 		}
 	}
+	ev.OrderID = id
 	e, err := outbox.NewJSONEvent(w.topic, "order", id, eventFor[ev.Status], ev)
 	if err != nil {
 		return false, err
 	}
-	if err := w.svc.put(ctx, tx, e); err != nil {
+	eventID, err := w.svc.put(ctx, tx, e, ev)
+	if err != nil {
 		return false, err
 	}
 	time.Sleep(hold)
-	if err := tx.Commit(ctx); err != nil {
+	err = tx.Commit(ctx)
+	w.svc.committed(eventID, err)
+	if err != nil {
 		return false, err
 	}
 	w.late.Add(1)

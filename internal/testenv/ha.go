@@ -56,16 +56,11 @@ func RequireHA(t testing.TB, mode string) *HA {
 		}
 	})
 	runServices(t, "pg-ha-up", mode)
-	out, err := exec.Command(servicesScript(), "pg-ha-env").Output()
+	h, err := ReadHA()
 	if err != nil {
-		t.Fatalf("testenv: services.sh pg-ha-env: %v", err)
+		t.Fatalf("testenv: %v", err)
 	}
-	env := parseExports(string(out))
-	h := &HA{URL: env["DATABASE_URL"], PrimaryURL: env["OUTBOXKIT_HA_PRIMARY_URL"], StandbyURL: env["OUTBOXKIT_HA_STANDBY_URL"], Mode: env["OUTBOXKIT_HA_MODE"]}
-	if h.Version, err = strconv.Atoi(env["OUTBOXKIT_HA_VERSION"]); err != nil || h.URL == "" || h.PrimaryURL == "" || h.StandbyURL == "" {
-		t.Fatalf("testenv: services.sh pg-ha-env printed an incomplete environment:\n%s", out)
-	}
-	admin, err := h.adminURL()
+	admin, err := h.AdminURL()
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -73,11 +68,26 @@ func RequireHA(t testing.TB, mode string) *HA {
 	return h
 }
 
-// adminURL returns the pair as a keyword/value connection string on
+// ReadHA describes the pair `scripts/services.sh pg-ha-up` started, from
+// pg-ha-env: PrimaryURL and StandbyURL are the nodes' roles at the time of
+// the call. The chaos run uses it to run on the pair.
+func ReadHA() (*HA, error) {
+	out, err := exec.Command(servicesScript(), "pg-ha-env").Output()
+	if err != nil {
+		return nil, fmt.Errorf("services.sh pg-ha-env: %w", err)
+	}
+	env := parseExports(string(out))
+	h := &HA{URL: env["DATABASE_URL"], PrimaryURL: env["OUTBOXKIT_HA_PRIMARY_URL"], StandbyURL: env["OUTBOXKIT_HA_STANDBY_URL"], Mode: env["OUTBOXKIT_HA_MODE"]}
+	if h.Version, err = strconv.Atoi(env["OUTBOXKIT_HA_VERSION"]); err != nil || h.URL == "" || h.PrimaryURL == "" || h.StandbyURL == "" {
+		return nil, fmt.Errorf("services.sh pg-ha-env printed an incomplete environment:\n%s", out)
+	}
+	return h, nil
+}
+
+// AdminURL returns the pair as a keyword/value connection string on
 // database postgres: the same hosts and target_session_attrs as URL, in a
-// form that WithDatabase can point at another database (a URL with two
-// hosts does not parse with net/url).
-func (h *HA) adminURL() (string, error) {
+// form that dbadmin.WithDatabase can point at another database.
+func (h *HA) AdminURL() (string, error) {
 	hosts := make([]string, 0, 2)
 	ports := make([]string, 0, 2)
 	var user, pass string
