@@ -107,3 +107,66 @@ func TestWALSearchPathMigration(t *testing.T) {
 		t.Fatalf("up again: %v", err)
 	}
 }
+
+// TestWALUsableSlotMigration checks migration 00010 in a schema of its own
+// where the operator made outbox_wal_require_slot SECURITY DEFINER: up, it
+// requires a usable slot and the publication, names its objects with the
+// schema and stays SECURITY DEFINER with search_path = pg_catalog, pg_temp,
+// and works under a search_path of pg_catalog alone; down, 00009's body
+// comes back, still SECURITY DEFINER.
+func TestWALUsableSlotMigration(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.EmptyDB(t)
+	db := openDB(t, url)
+	if _, err := db.Exec("CREATE SCHEMA billing"); err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec("SET search_path = billing"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := migrations.NewProvider(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 9); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("ALTER FUNCTION billing.outbox_wal_require_slot() SECURITY DEFINER SET search_path = pg_catalog, pg_temp"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 10); err != nil {
+		t.Fatalf("up to 10: %v", err)
+	}
+	f := readWALFunction(t, db, "billing", "outbox_wal_require_slot")
+	if !f.definer || f.config != "search_path=pg_catalog, pg_temp" {
+		t.Errorf("after up: SECURITY DEFINER %v with %q, want SECURITY DEFINER with search_path=pg_catalog, pg_temp", f.definer, f.config)
+	}
+	for _, want := range []string{"FROM billing.outbox_wal_settings", "confirmed_flush_lsn IS NOT NULL", "NOT r.temporary", "pg_catalog.pg_publication"} {
+		if !strings.Contains(f.body, want) {
+			t.Errorf("after up: outbox_wal_require_slot lacks %q:\n%s", want, f.body)
+		}
+	}
+	if _, err := db.Exec("SET search_path = pg_catalog"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec("SELECT billing.outbox_wal_emit(ARRAY['\\x01'::bytea])")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "OB001" {
+		t.Errorf("outbox_wal_emit under search_path pg_catalog: %v; want OB001 (no slot)", err)
+	}
+	if _, err := db.Exec("SET search_path = billing"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, 9); err != nil {
+		t.Fatalf("down to 9: %v", err)
+	}
+	f = readWALFunction(t, db, "billing", "outbox_wal_require_slot")
+	if !f.definer || f.config != "search_path=pg_catalog, pg_temp" || strings.Contains(f.body, "confirmed_flush_lsn") || !strings.Contains(f.body, "FROM billing.outbox_wal_settings") {
+		t.Errorf("after down: SECURITY DEFINER %v with %q, body:\n%s\nwant 00009's body, SECURITY DEFINER", f.definer, f.config, f.body)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+}

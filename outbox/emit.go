@@ -14,12 +14,16 @@ import (
 
 // ErrNoWALSlot is matched (with errors.Is) by the error [Emit] returns when
 // the database has no usable replication slot for WAL mode: none by the
-// name in outbox_wal_settings, or an invalidated one. A message emitted
-// then would never be decoded, so nothing was emitted. Run the relay in WAL
-// mode, or `outboxkit wal setup`, first.
+// name in outbox_wal_settings, an invalidated one, one still being created
+// (no confirmed position yet), a temporary one or one that is not a
+// pgoutput slot of this database; or when the publication named there is
+// missing (migration 00010). A message emitted then would never be
+// decoded, so nothing was emitted. Run the relay in WAL mode, or
+// `outboxkit wal setup`, first.
 var ErrNoWALSlot = errors.New("outbox: no replication slot for WAL mode")
 
-// sqlstateNoWALSlot is raised by outbox_wal_require_slot (migrations/00003).
+// sqlstateNoWALSlot is raised by outbox_wal_require_slot (migrations/00003,
+// redefined by 00009 and 00010).
 const sqlstateNoWALSlot = "OB001"
 
 // Emit publishes events in WAL mode: each becomes a transactional logical

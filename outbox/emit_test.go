@@ -199,3 +199,85 @@ func TestOutboxEmitValidationNamesTheArgument(t *testing.T) {
 		t.Fatalf("%d changes in the slot after refused calls (%v), want 0", n, err)
 	}
 }
+
+// TestEmitRefusesSlotBeingCreated: PostgreSQL lists a logical slot as soon
+// as its creation starts, and the creation waits for the transactions
+// running with an xid; a writer that emits then and commits before the
+// slot is consistent is never decoded. So Emit and outbox_emit refuse a
+// slot without a confirmed position, and accept it once it is created.
+func TestEmitRefusesSlotBeingCreated(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	ctx := context.Background()
+	e := outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("x")}
+
+	// A transaction with an xid, held open: the slot's creation waits
+	// for it.
+	running, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = running.Rollback(ctx) }()
+	if _, err := running.Exec(ctx, "SELECT txid_current()"); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan error, 1)
+	go func() {
+		_, err := db.Pool.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", db.Slot)
+		created <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var listed bool
+		if err := db.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NULL)", db.Slot).Scan(&listed); err != nil {
+			t.Fatal(err)
+		}
+		if listed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slot being created was not listed in pg_replication_slots within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := outbox.Emit(ctx, db.Pool, e); !errors.Is(err, outbox.ErrNoWALSlot) || !strings.Contains(err.Error(), "still being created") {
+		t.Fatalf("Emit while the slot is being created: %v; want ErrNoWALSlot", err)
+	}
+	var pgErr *pgconn.PgError
+	if _, err := db.Pool.Exec(ctx, "SELECT outbox_emit('orders', 'order', '1', 'Placed', 'x')"); !errors.As(err, &pgErr) || pgErr.Code != "OB001" {
+		t.Fatalf("outbox_emit while the slot is being created: %v; want SQLSTATE OB001", err)
+	}
+	if err := running.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-created; err != nil {
+		t.Fatalf("create the slot: %v", err)
+	}
+	if err := outbox.Emit(ctx, db.Pool, e); err != nil {
+		t.Fatalf("Emit once the slot is created: %v", err)
+	}
+}
+
+// TestEmitRefusesWithoutPublication: without the publication named in
+// outbox_wal_settings the slot cannot decode past a transaction that
+// changes a table, so writers refuse, naming it.
+func TestEmitRefusesWithoutPublication(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewLogicalDB(t)
+	db.CreateSlot(t)
+	ctx := context.Background()
+	e := outbox.Event{Topic: "orders", AggregateType: "order", AggregateID: "1", EventType: "Placed", Payload: []byte("x")}
+	// The publication is database-wide: name another one rather than drop
+	// outboxkit.
+	if _, err := db.Pool.Exec(ctx, "UPDATE outbox_wal_settings SET publication_name = 'okt_no_such_pub'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Emit(ctx, db.Pool, e); !errors.Is(err, outbox.ErrNoWALSlot) || !strings.Contains(err.Error(), "okt_no_such_pub") {
+		t.Fatalf("Emit without the publication: %v; want ErrNoWALSlot naming it", err)
+	}
+	if _, err := db.Pool.Exec(ctx, "UPDATE outbox_wal_settings SET publication_name = DEFAULT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Emit(ctx, db.Pool, e); err != nil {
+		t.Fatalf("Emit with the publication: %v", err)
+	}
+}

@@ -17,7 +17,8 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::byte
 ORDER BY e.ord`
 
 // emitMessages emits encoded events as logical decoding messages, in array
-// order, after checking that the WAL mode slot exists (migrations/00003),
+// order, after checking that the WAL mode slot is usable and its publication
+// exists (outbox_wal_require_slot, migrations/00010),
 // and returns whether the session's role may call pg_logical_emit_message
 // itself (emitUnchecked). It touches no table but the one-row
 // outbox_wal_settings. PostgreSQL 17 added a fourth argument (flush boolean

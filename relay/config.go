@@ -150,6 +150,9 @@ type Config struct {
 	// metadataTTL overrides the kafka-go client's metadata cache time; only
 	// tests set it, to see a topic created mid-test sooner.
 	metadataTTL time.Duration
+	// walPieceBytes overrides walstream's piece size (Config.PieceBytes);
+	// only tests set it.
+	walPieceBytes int
 }
 
 // Source names where a relay reads its events.

@@ -20,6 +20,9 @@ type holds struct {
 	// topics tells refusals of one aggregate from a topic refusing every
 	// event; nil treats every refusal as the aggregate's.
 	topics *topicRefusals
+	// pauses are WAL mode's paused topics; nil in table mode, whose lanes
+	// back off as a whole.
+	pauses *topicPauses
 	now    func() time.Time // time.Now; tests set their own clock
 	m      map[aggKey]*hold
 }

@@ -56,6 +56,14 @@ func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]even
 		if skipped[k] {
 			continue
 		}
+		if until, paused := holds.pauses.until(e.topic, now); paused {
+			// WAL mode: the topic fails; the aggregate waits, in order.
+			if nextHold.IsZero() || until.Before(nextHold) {
+				nextHold = until
+			}
+			skipped[k] = true
+			continue
+		}
 		if t, ok := topics[k]; ok && t != e.topic {
 			skipped[k] = true
 			continue

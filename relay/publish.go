@@ -30,6 +30,12 @@ type outcome struct {
 	park []*event
 	// err is the first failure of the call, nil when there was none.
 	err error
+	// failedTopics are the topics of the events that failed first for
+	// their aggregates, transiently or refused as a whole, with one error
+	// each; tookTopics those with an acknowledged record. WAL mode pauses
+	// the first and resumes the second (topicPauses).
+	failedTopics map[string]error
+	tookTopics   []string
 }
 
 // publishEvents publishes send, as picked by pick, in one call of publish
@@ -75,6 +81,7 @@ func outcomeOf(send []event, err error, holds *holds) outcome {
 		k := e.key()
 		if errs[i] == nil && !took[e.topic] {
 			took[e.topic] = true
+			out.tookTopics = append(out.tookTopics, e.topic)
 			holds.topics.accepted(e.topic)
 		}
 		if failed[k] {
@@ -91,10 +98,12 @@ func outcomeOf(send []event, err error, holds *holds) outcome {
 		}
 		if !permanent(errs[i]) {
 			out.transient = append(out.transient, k)
+			out.failedTopic(e.topic, errs[i])
 			continue
 		}
 		if holds.topics.refuse(e.topic, k, errs[i]) {
 			out.refusing = append(out.refusing, k)
+			out.failedTopic(e.topic, errs[i])
 			holds.clear(k)
 			continue
 		}
@@ -104,6 +113,16 @@ func outcomeOf(send []event, err error, holds *holds) outcome {
 		}
 	}
 	return out
+}
+
+// failedTopic records that an event of topic failed with err.
+func (o *outcome) failedTopic(topic string, err error) {
+	if o.failedTopics == nil {
+		o.failedTopics = map[string]error{}
+	}
+	if _, ok := o.failedTopics[topic]; !ok {
+		o.failedTopics[topic] = err
+	}
 }
 
 // publish publishes send, acknowledges at src what Kafka acknowledged and
@@ -121,7 +140,20 @@ func (r *Relay) settle(ctx context.Context, src source, send []event, out outcom
 	log := r.log
 	if n := len(out.transient); n > 0 {
 		r.m.publishErrors.WithLabelValues("transient").Add(float64(n))
-		log.WarnContext(ctx, "publish failed; retrying", "events", len(send), "failed_aggregates", n, "error", out.err)
+		if holds.pauses == nil {
+			log.WarnContext(ctx, "publish failed; retrying", "events", len(send), "failed_aggregates", n, "error", out.err)
+		}
+	}
+	if holds.pauses != nil {
+		// WAL mode: a failing topic is paused, and says so once.
+		for _, t := range out.tookTopics {
+			if _, failed := out.failedTopics[t]; !failed {
+				holds.pauses.took(ctx, t)
+			}
+		}
+		for t, err := range out.failedTopics {
+			holds.pauses.failed(ctx, t, err)
+		}
 	}
 	if n := len(out.refused); n > 0 {
 		r.m.publishErrors.WithLabelValues("permanent").Add(float64(n))

@@ -6,12 +6,13 @@ package relay
 // walDiverted returns which of the aggregates ($1 types, $2 ids, pairwise)
 // must not go to Kafka from the stream: those parked, and those with events
 // still in the outbox table (parked before and since retried, so the table
-// lanes publish them first). Probes outbox_parked's primary key and, per
-// aggregate, outbox_shard_seq_idx on its shard.
+// lanes publish them first). Probes outbox_parked's primary key and
+// outbox_aggregate_idx (migration 00010; 00005 had dropped the index this
+// served from, and the look-up scanned the table): never a scan of the
+// table (TestWALDivertedUsesIndexes).
 const walDiverted = `SELECT k.t, k.i FROM unnest($1::text[], $2::text[]) AS k(t, i)
 WHERE EXISTS (SELECT 1 FROM outbox_parked p WHERE p.aggregate_type = k.t AND p.aggregate_id = k.i)
-   OR EXISTS (SELECT 1 FROM outbox o WHERE o.shard = (hashtext(k.i) & 63)::smallint
-              AND o.aggregate_type = k.t AND o.aggregate_id = k.i)`
+   OR EXISTS (SELECT 1 FROM outbox o WHERE o.aggregate_type = k.t AND o.aggregate_id = k.i)`
 
 // walTableClear says whether the outbox table holds no row and no
 // aggregate is parked: then no aggregate is diverted (walDiverted).
@@ -56,3 +57,16 @@ const walSlotEstablished = `SELECT slot_established_at::text FROM outbox_wal_set
 
 // markWALSlotEstablished records that the slot exists, once.
 const markWALSlotEstablished = `UPDATE outbox_wal_settings SET slot_established_at = now() WHERE slot_established_at IS NULL`
+
+// walOtherSettings lists the schemas holding an outbox_wal_settings table,
+// and which one the pool's search_path reaches (this relay's outbox).
+const walOtherSettings = `SELECT n.nspname::text, c.oid = to_regclass('outbox_wal_settings')
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = 'outbox_wal_settings' AND c.relkind IN ('r', 'p')`
+
+// walOutboxInUse says whether the outbox whose outbox_wal_settings is %s
+// (a sanitized, schema-qualified name) is in WAL mode: a relay streamed
+// its slot, or `outboxkit wal setup` created it (migration 00008). Not
+// whether a slot of its name exists: slot names are cluster-wide, and
+// every outbox names outboxkit by default.
+const walOutboxInUse = `SELECT s.slot_established_at IS NOT NULL FROM %s s`

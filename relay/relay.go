@@ -38,8 +38,11 @@ type Relay struct {
 	m    *metrics
 	log  *slog.Logger
 
-	ready      atomic.Bool
-	streaming  atomic.Bool // WAL mode: this relay streams the slot
+	ready     atomic.Bool
+	streaming atomic.Bool // WAL mode: this relay streams the slot
+	// walHeld is the memory WAL mode's pending events hold, about
+	// (walSource.held); tests read it.
+	walHeld    atomic.Int64
 	shardCount atomic.Int32
 	// topics is shared by the lanes: which topics refuse every event.
 	topics *topicRefusals

@@ -7,7 +7,12 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
+	"unsafe"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/google/uuid"
 
@@ -42,15 +47,57 @@ var (
 	// it logs it and tries again every WAL.RetryInterval, since failover
 	// tooling usually clears the setting moments after the promotion.
 	ErrStandbySlotMissing = walstream.ErrStandbySlotMissing
+	// ErrWALSettingsMismatch: WAL.Slot or WAL.Publication is not the one
+	// outbox_wal_settings names (slot_name, publication_name), which
+	// writers check before emitting.
+	ErrWALSettingsMismatch = walstream.ErrSettingsMismatch
+	// ErrSlotUnusable: a slot of the configured name exists but is not a
+	// permanent pgoutput slot of this database (slot names are
+	// cluster-wide: another database's, say).
+	ErrSlotUnusable = walstream.ErrSlotUnusable
 )
 
-// walTx is a transaction received from the slot: it is acknowledged to
-// the stream once none of its events is left unresolved (published to
-// Kafka, or written to the outbox table behind a parked aggregate).
-type walTx struct {
-	end  walstream.LSN
-	left int
+// ErrSharedWALPrefix is matched (with errors.Is) by the
+// *[SharedWALPrefixError] Run returns when another outbox of the same
+// database (another schema's outbox_wal_settings) is in WAL mode too.
+var ErrSharedWALPrefix = errors.New("relay: another outbox of this database is in WAL mode")
+
+// SharedWALPrefixError says another schema of the database holds an
+// outbox in WAL mode. Logical decoding messages are database-wide and
+// every outbox emits with the prefix outboxkit, so each relay would
+// stream, and publish, the other's events too: WAL mode serves one outbox
+// per database. Keep the other outbox in table mode, or move it to a
+// database of its own.
+type SharedWALPrefixError struct {
+	// Schema is this relay's outbox schema; Others the schemas whose
+	// outbox is in WAL mode (outbox_wal_settings.slot_established_at set).
+	Schema string
+	Others []string
 }
+
+// Error names the schemas and the fix, on one line.
+func (e *SharedWALPrefixError) Error() string {
+	return fmt.Sprintf("relay: the outbox in schema %q and the one in %s are both in WAL mode in one database; logical messages are database-wide with one prefix, so each relay would publish the other's events: WAL mode serves one outbox per database (keep the others in table mode, or in a database of their own)",
+		e.Schema, strings.Join(e.Others, ", "))
+}
+
+// Is reports whether target is [ErrSharedWALPrefix].
+func (e *SharedWALPrefixError) Is(target error) bool { return target == ErrSharedWALPrefix }
+
+// walTx is a transaction received from the slot: it is acknowledged to
+// the stream once all its pieces arrived (walstream.Tx.More) and none of
+// its events is left unresolved (published to Kafka, or written to the
+// outbox table behind a parked aggregate).
+type walTx struct {
+	end     walstream.LSN
+	left    int
+	open    bool // more pieces of it are to come; end is not known yet
+	counted bool // in walSource.txs
+}
+
+// eventOverhead is what a pending event costs beyond event.size: the
+// struct and the strings' headers (walSource.held).
+const eventOverhead = int(unsafe.Sizeof(event{}))
 
 // walSource is the source of WAL mode (docs/design.md §2.11): the events
 // of the transactions received from the slot and not yet resolved, held
@@ -61,13 +108,17 @@ type walSource struct {
 	r      *Relay
 	stream *walstream.Stream
 	// pending are the events received, in commit order, by increasing seq;
-	// the resolved ones are marked done, and dropped in bulk from the front
-	// (resolve).
+	// the resolved ones are marked done, their payloads dropped at once,
+	// and dropped in bulk wherever they are (resolve): a resolved event
+	// needs nothing kept, since its transaction counts what is left of it.
 	pending []event
+	done    int   // resolved events still in pending
 	live    int   // unresolved events in pending
 	bytes   int   // their size
 	seq     int64 // the last event's number: events are told apart by it
-	txs     int   // transactions with unresolved events
+	txs     int   // transactions with unresolved events (or pieces to come)
+	// open is the transaction whose later pieces are still to come.
+	open *walTx
 
 	// tableClear says whether the outbox table held no row and no
 	// aggregate was parked at clearAt and this source has written none
@@ -97,19 +148,38 @@ func newWALSource(r *Relay, stream *walstream.Stream, maxEvents, maxBytes int) *
 // room reports whether the source takes more transactions.
 func (w *walSource) room() bool { return w.live < w.maxEvents && w.bytes < w.maxBytes }
 
-// fill takes first, a transaction received from the stream, and those the
-// stream has ready after it while there is room (a transaction is always
-// taken whole). Undecodable messages are stored in
+// held is the memory pending holds, about: the unresolved events' bytes
+// and every entry's struct. It stays under maxBytes plus one piece
+// (walstream.Config.PieceBytes) and about 2 × maxEvents entries,
+// whatever is held back: resolved events are dropped wherever they are.
+func (w *walSource) held() int { return w.bytes + len(w.pending)*eventOverhead }
+
+// fill takes first, a transaction (or a piece of one) received from the
+// stream, and those the stream has ready after it while there is room. A
+// transaction larger than the stream's piece size comes in pieces; its
+// events are published as they come, and it is acknowledged once its last
+// piece came and all its events are resolved. Undecodable messages are stored in
 // outbox_wal_undecodable; the events of aggregates that are parked, or
 // still have events in the outbox table, are written to the outbox table
 // behind them. The others join pending. An error ends the stream: what is
 // not acknowledged is delivered again.
 func (w *walSource) fill(ctx context.Context, first *walstream.Tx) error {
 	fresh := make([]event, 0, len(first.Events))
-	var txs []*walTx
+	var txs []*walTx // those first and the later ones are (pieces of)
 	for tx := first; tx != nil; {
-		t := &walTx{end: tx.EndLSN}
-		txs = append(txs, t)
+		t := w.open
+		if t == nil {
+			t = &walTx{}
+		}
+		if len(txs) == 0 || txs[len(txs)-1] != t {
+			txs = append(txs, t)
+		}
+		t.open = tx.More
+		if tx.More {
+			w.open = t
+		} else {
+			t.end, w.open = tx.EndLSN, nil
+		}
 		for i := range tx.Events {
 			m := &tx.Events[i]
 			if m.Err != nil {
@@ -147,13 +217,20 @@ func (w *walSource) fill(ctx context.Context, first *walstream.Tx) error {
 		}
 	}
 	for _, t := range txs {
-		if t.left == 0 {
+		switch {
+		case t.left == 0 && !t.open:
 			w.stream.Ack(t.end)
-		} else {
+			if t.counted {
+				t.counted = false
+				w.txs--
+			}
+		case !t.counted:
+			t.counted = true
 			w.txs++
 		}
 	}
 	w.r.m.walPendingTxs.Set(float64(w.txs))
+	w.r.walHeld.Store(int64(w.held()))
 	return nil
 }
 
@@ -310,26 +387,36 @@ func (w *walSource) resolve(events []event) {
 			return
 		}
 		e.done = true
+		w.done++
 		w.live--
 		w.bytes -= e.size()
-		if e.tx.left--; e.tx.left == 0 {
+		// Nothing of a resolved event is needed again: its transaction
+		// counts what is left of it.
+		e.payload, e.walHeaders, e.rec = nil, nil, Record{}
+		if e.tx.left--; e.tx.left == 0 && !e.tx.open {
 			w.stream.Ack(e.tx.end)
-			w.txs--
+			if e.tx.counted {
+				e.tx.counted = false
+				w.txs--
+			}
 		}
 	})
-	// Drop the resolved front once it is half of pending, moving the rest
-	// down in place: each event is moved about once, and the array is
+	// Drop the resolved events once they are half of pending, wherever
+	// they are (behind one held back too), moving the rest down in place
+	// and in order: each event is moved about once, and the array is
 	// reused.
-	n := 0
-	for n < len(w.pending) && w.pending[n].done {
-		n++
-	}
-	if n > 0 && 2*n >= len(w.pending) {
-		m := copy(w.pending, w.pending[n:])
-		clear(w.pending[m:])
-		w.pending = w.pending[:m]
+	if w.done > 0 && 2*w.done >= len(w.pending) {
+		kept := w.pending[:0]
+		for i := range w.pending {
+			if !w.pending[i].done {
+				kept = append(kept, w.pending[i])
+			}
+		}
+		clear(w.pending[len(kept):])
+		w.pending, w.done = kept, 0
 	}
 	w.r.m.walPendingTxs.Set(float64(w.txs))
+	w.r.walHeld.Store(int64(w.held()))
 }
 
 // release marks events, sent in a call that has settled, no longer in a
@@ -430,7 +517,7 @@ func (r *Relay) runWAL(ctx context.Context) error {
 			}
 			continue
 		case errors.Is(err, ErrWALLevel), errors.Is(err, ErrSlotLost), errors.Is(err, ErrReplicationPrivilege), errors.Is(err, ErrPublicationMissing),
-			errors.Is(err, ErrSlotMissing):
+			errors.Is(err, ErrSlotMissing), errors.Is(err, ErrWALSettingsMismatch), errors.Is(err, ErrSlotUnusable), errors.Is(err, ErrSharedWALPrefix):
 			return err
 		case errors.Is(err, ErrStandbySlotMissing):
 			// Right after a promotion, until the failover tooling clears
@@ -453,13 +540,61 @@ func (r *Relay) runWAL(ctx context.Context) error {
 	}
 }
 
+// checkOneWALOutbox returns a *SharedWALPrefixError when another schema of
+// the database holds an outbox in WAL mode: its outbox_wal_settings
+// records a slot established. A schema this role may not read is skipped.
+func (r *Relay) checkOneWALOutbox(ctx context.Context) error {
+	var schema string
+	var others []string
+	rows, err := r.pool.Query(ctx, walOtherSettings)
+	if err != nil {
+		return fmt.Errorf("relay: look for other outboxes: %w", err)
+	}
+	for rows.Next() {
+		var s string
+		var mine bool
+		if err := rows.Scan(&s, &mine); err != nil {
+			rows.Close()
+			return fmt.Errorf("relay: look for other outboxes: %w", err)
+		}
+		if mine {
+			schema = s
+		} else {
+			others = append(others, s)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("relay: look for other outboxes: %w", err)
+	}
+	var inWAL []string
+	for _, o := range others {
+		var used bool
+		err := r.pool.QueryRow(ctx, fmt.Sprintf(walOutboxInUse, pgx.Identifier{o, "outbox_wal_settings"}.Sanitize())).Scan(&used)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && (pgErr.Code == "42501" || pgErr.Code == "42703"):
+			// Not readable by this role, or from before migration 00008.
+			continue
+		case err != nil:
+			return fmt.Errorf("relay: look at the outbox in schema %s: %w", o, err)
+		}
+		if used {
+			inWAL = append(inWAL, o)
+		}
+	}
+	if len(inWAL) > 0 {
+		return &SharedWALPrefixError{Schema: schema, Others: inWAL}
+	}
+	return nil
+}
+
 // walStreamConfig is the stream's configuration: the replication
 // connection is made like the pool's (after its BeforeConnect hook) unless
 // WAL.ConnString is set.
 func (r *Relay) walStreamConfig(ctx context.Context) (walstream.Config, error) {
 	cfg := walstream.Config{
 		ConnString: r.cfg.WAL.ConnString, Slot: r.cfg.WAL.Slot, Publication: r.cfg.WAL.Publication,
-		SenderTimeout: r.cfg.WAL.SenderTimeout, Logger: r.log,
+		SenderTimeout: r.cfg.WAL.SenderTimeout, Logger: r.log, PieceBytes: r.cfg.walPieceBytes,
 	}
 	if cfg.ConnString != "" {
 		return cfg, nil
@@ -508,6 +643,9 @@ func (r *Relay) walSession(ctx context.Context) error {
 	if since != nil {
 		scfg.EstablishedSince = *since
 	}
+	if err := r.checkOneWALOutbox(ctx); err != nil {
+		return err
+	}
 	stream, err := walstream.Open(ctx, scfg)
 	if err != nil {
 		return err
@@ -516,6 +654,11 @@ func (r *Relay) walSession(ctx context.Context) error {
 	if since == nil {
 		if _, err := r.pool.Exec(ctx, markWALSlotEstablished); err != nil {
 			return fmt.Errorf("relay: record the slot in outbox_wal_settings: %w", err)
+		}
+		// Again, now that this outbox is marked: of two started at once,
+		// one sees the other's mark (both, at worst), before publishing.
+		if err := r.checkOneWALOutbox(ctx); err != nil {
+			return err
 		}
 	}
 
@@ -542,6 +685,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 		r.streaming.Store(false)
 		r.m.walStreaming.Set(0)
 		r.m.walPendingTxs.Set(0)
+		r.walHeld.Store(0)
 	}()
 	r.log.InfoContext(ctx, "streaming the WAL mode replication slot", "slot", r.cfg.WAL.Slot)
 
@@ -549,6 +693,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 	src := newWALSource(r, stream, 4*lanes*perCall, 2*maxCallBytes)
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
+	holds.pauses = newTopicPauses(r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax, r.log)
 	var (
 		results  = make(chan *walCall, lanes)
 		busy     = map[aggKey]bool{} // aggregates with events in a call in flight
@@ -563,14 +708,19 @@ func (r *Relay) walSession(ctx context.Context) error {
 		for i := range c.send {
 			delete(busy, c.send[i].key())
 		}
-		transient := r.settle(hard, src, c.send, outcomeOf(c.send, c.err, holds), holds, c.start)
+		out := outcomeOf(c.send, c.err, holds)
+		transient := r.settle(hard, src, c.send, out, holds, c.start)
 		src.release(c.send)
-		if transient {
+		switch {
+		case transient && len(out.failedTopics) == 0:
+			// Parking failed (the database): back off as a whole.
 			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
 			retryAt = time.Now().Add(backoff)
-			return
+		case !transient:
+			backoff = 0
 		}
-		backoff = 0
+		// Failing topics are paused on their own (holds.pauses), and the
+		// others keep flowing.
 	}
 	// The calls in flight end within ShutdownTimeout of ctx's end; what
 	// they had acknowledged is confirmed by Close.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -511,7 +512,8 @@ func TestWALPoisonParksOnlyItsAggregate(t *testing.T) {
 }
 
 // TestWALLargeTransactionDeliveredWhole: one transaction of 100,000 events
-// arrives complete and in order.
+// arrives complete and in order, streamed in pieces of 256 KiB: the relay
+// never holds it whole.
 func TestWALLargeTransactionDeliveredWhole(t *testing.T) {
 	t.Parallel()
 	b, _ := walSetup(t, 6)
@@ -531,7 +533,10 @@ func TestWALLargeTransactionDeliveredWhole(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	b.startRelay(walCfg(relay.Config{}))
+	cfg := walCfg(relay.Config{})
+	relay.SetWALPieceBytes(&cfg, 256<<10)
+	r, _ := b.startRelay(cfg)
+	peak := watchHeld(t, r)
 	counts := map[string]int{}
 	for a := 0; a < aggs; a++ {
 		counts[fmt.Sprintf("a%d", a)] = perAgg
@@ -539,7 +544,109 @@ func TestWALLargeTransactionDeliveredWhole(t *testing.T) {
 	b.waitArrived(aggs*perAgg, 180*time.Second)
 	took := time.Since(start)
 	dups := checkCounts(t, b, counts)
-	t.Logf("a 100,000-event transaction published in %s, %d duplicates", took.Round(time.Millisecond), dups)
+	// Whole, the transaction's events would hold over 20 MiB.
+	if p := peak(); p > 12<<20 {
+		t.Fatalf("the relay held up to %d bytes of a transaction streamed in pieces; want at most 12 MiB", p)
+	}
+	t.Logf("a 100,000-event transaction published in %s, %d duplicates, at most %d KiB held", took.Round(time.Millisecond), dups, peak()>>10)
+}
+
+// watchHeld samples relay.WALHeldBytes until the test ends, and returns
+// a function giving the highest value seen.
+func watchHeld(t *testing.T, r *relay.Relay) func() int64 {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			if h := relay.WALHeldBytes(r); h > peak.Load() {
+				peak.Store(h)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); <-stopped })
+	return peak.Load
+}
+
+// TestWALMemoryBoundedBehindStuckAggregate: one event held back (its topic
+// does not exist) and 50 MiB of events published behind it: the relay
+// keeps a bounded amount of memory, not every event since the stuck one,
+// and does not confirm past it; once its topic exists it is published and
+// the slot is confirmed past everything.
+func TestWALMemoryBoundedBehindStuckAggregate(t *testing.T) {
+	t.Parallel()
+	b, ldb := walSetup(t, 3)
+	ctx := context.Background()
+	missing := testenv.Unique("relaywal-stuck")
+	var before string
+	if err := b.db.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if err := outbox.Emit(ctx, b.db.Pool, outbox.Event{Topic: missing, AggregateType: "acct", AggregateID: "stuck", EventType: "E"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := walCfg(relay.Config{ParkAfter: time.Hour})
+	relay.SetMetadataTTL(&cfg, 300*time.Millisecond)
+	r, _ := b.startRelay(cfg)
+	peak := watchHeld(t, r)
+	const txs, perTx = 500, 100
+	payload := make([]byte, 1024)
+	for i := 0; i < txs; i++ {
+		evs := make([]outbox.Event, perTx)
+		for j := range evs {
+			evs[j] = outbox.Event{Topic: b.topic, AggregateType: "acct", AggregateID: fmt.Sprintf("a%d", j), EventType: "E", Payload: payload}
+		}
+		if err := outbox.Emit(ctx, b.db.Pool, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var after string
+	if err := b.db.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	b.waitArrived(txs*perTx, 180*time.Second)
+	held := relay.WALHeldBytes(r)
+	if held > 64<<10 {
+		t.Fatalf("with everything but the stuck event published the relay holds %d bytes; want at most 64 KiB", held)
+	}
+	// Pending events are bounded by 32 MiB plus one piece (4 MiB) and
+	// their entries.
+	if p := peak(); p > 40<<20 {
+		t.Fatalf("the relay held up to %d bytes; want at most 40 MiB", p)
+	}
+	var behind bool
+	if err := ldb.Pool.QueryRow(ctx, `SELECT confirmed_flush_lsn <= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`, ldb.Slot, before).Scan(&behind); err != nil {
+		t.Fatal(err)
+	}
+	if !behind {
+		t.Fatal("the slot is confirmed past the transaction of the event still held back")
+	}
+	t.Logf("%d events published behind a stuck one; held %d bytes at the end, at most %d KiB", txs*perTx, held, peak()>>10)
+
+	if err := testenv.CreateTopicNamed(b.brokers, missing, 1); err != nil {
+		t.Fatal(err)
+	}
+	testenv.ReadTopic(t, missing, 1, 60*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var past bool
+		if err := ldb.Pool.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`, ldb.Slot, after).Scan(&past); err != nil {
+			t.Fatal(err)
+		}
+		if past {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot is not confirmed past %s 30s after the stuck event was published", after)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestWALStartupChecks: a server whose wal_level is not logical, and a role

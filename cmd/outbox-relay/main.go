@@ -148,7 +148,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error("relay stopped", "error", err)
 		if errors.Is(err, relay.ErrWALLevel) || errors.Is(err, relay.ErrReplicationPrivilege) || errors.Is(err, relay.ErrPublicationMissing) ||
-			errors.Is(err, relay.ErrSlotMissing) || errors.Is(err, relay.ErrStandbySlotMissing) {
+			errors.Is(err, relay.ErrSlotMissing) || errors.Is(err, relay.ErrStandbySlotMissing) || errors.Is(err, relay.ErrWALSettingsMismatch) ||
+			errors.Is(err, relay.ErrSlotUnusable) || errors.Is(err, relay.ErrSharedWALPrefix) {
 			return fail(2, err)
 		}
 		return fail(1, err)

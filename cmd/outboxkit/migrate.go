@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -38,7 +39,7 @@ func init() {
 // database in the old layout (outboxkit's versions in goose_db_version) is
 // refused before anything runs: up would fail on the existing tables, and
 // down and status would report a history that is not the real one.
-func withProvider(ctx context.Context, e *env, cmd string, fn func(*goose.Provider) error) error {
+func withProvider(ctx context.Context, e *env, cmd string, fn func(*goose.Provider, *sql.DB) error) error {
 	db, err := openSQL(ctx, e, cmd)
 	if err != nil {
 		return err
@@ -55,7 +56,7 @@ func withProvider(ctx context.Context, e *env, cmd string, fn func(*goose.Provid
 	if err != nil {
 		return err
 	}
-	return fn(p)
+	return fn(p, db)
 }
 
 // versionFlag is --to: a migration version, or unset.
@@ -88,7 +89,7 @@ func migrateUp(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
-	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+	return withProvider(ctx, e, cmd, func(p *goose.Provider, db *sql.DB) error {
 		var (
 			res []*goose.MigrationResult
 			err error
@@ -111,7 +112,12 @@ func migrateDown(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, cmd, "--yes [--to VERSION]",
 		"Roll back the last applied migration, or every migration above --to (--to 0 rolls back all).\n"+
 			"Rolling back drops outboxkit's tables: 00002 the inbox and its dead letters, 00001 the outbox\n"+
-			"with any events not yet published. Asks for --yes.")
+			"with any events not yet published. Asks for --yes.\n\n"+
+			"WAL mode: below 00006 the publication outboxkit is dropped, and a slot that depends on it can\n"+
+			"never decode past a transaction that changes a table (before PostgreSQL 18); below 00005 parked\n"+
+			"rows lose their mark; below 00003 writers can no longer emit (outbox_emit, outbox.Emit) and the\n"+
+			"relay cannot stream. So down refuses to go below 00006 while the slot named in\n"+
+			"outbox_wal_settings exists: drop the slot first (after checking it holds nothing undelivered).")
 	var to versionFlag
 	fs.Var(&to, "to", "roll back every migration above this `VERSION`")
 	yes := fs.Bool("yes", false, "confirm that the tables the rolled-back migrations created are to be dropped, with their rows")
@@ -121,7 +127,20 @@ func migrateDown(ctx context.Context, e *env, args []string) error {
 	if !*yes {
 		return usagef(cmd, "this drops outboxkit's tables and the events and inbox rows in them; add --yes to confirm")
 	}
-	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+	return withProvider(ctx, e, cmd, func(p *goose.Provider, db *sql.DB) error {
+		target := to.v
+		if !to.set {
+			v, err := p.GetDBVersion(ctx)
+			if err != nil {
+				return fmt.Errorf("read database version: %w", err)
+			}
+			target = v - 1
+		}
+		if target < walPublicationVersion {
+			if err := refuseWhileSlot(ctx, db); err != nil {
+				return err
+			}
+		}
 		var (
 			res []*goose.MigrationResult
 			err error
@@ -143,6 +162,29 @@ func migrateDown(ctx context.Context, e *env, args []string) error {
 		}
 		return printVersion(ctx, e, p, len(res) == 0)
 	})
+}
+
+// walPublicationVersion is the migration that creates WAL mode's
+// publication (00006_outbox_wal_publication.sql).
+const walPublicationVersion = 6
+
+// refuseWhileSlot returns an error when the WAL mode slot named in
+// outbox_wal_settings exists: rolling back below walPublicationVersion
+// drops the publication it depends on (before PostgreSQL 18 it could then
+// never decode past a transaction that changes a table), and below 00003
+// the table naming it.
+func refuseWhileSlot(ctx context.Context, db *sql.DB) error {
+	var slot sql.NullString
+	err := db.QueryRowContext(ctx, `SELECT r.slot_name::text FROM pg_replication_slots r
+WHERE r.slot_name = (SELECT s.slot_name FROM outbox_wal_settings s)`).Scan(&slot)
+	switch {
+	case errors.Is(err, sql.ErrNoRows), isUndefinedTable(err): // no slot, or below 00003 already
+		return nil
+	case err != nil:
+		return fmt.Errorf("migrate down: look for the WAL mode slot: %w", err)
+	}
+	return fmt.Errorf("migrate down: refusing to go below version %d while WAL mode slot %q exists (it depends on the publication 00006 drops); drop the slot first once it holds nothing undelivered (SELECT pg_drop_replication_slot('%s'))",
+		walPublicationVersion, slot.String, slot.String)
 }
 
 // printResults prints what was applied or rolled back, including the
@@ -192,7 +234,7 @@ func migrateStatus(ctx context.Context, e *env, args []string) error {
 	if err := noArgs(fs, args); err != nil {
 		return err
 	}
-	return withProvider(ctx, e, cmd, func(p *goose.Provider) error {
+	return withProvider(ctx, e, cmd, func(p *goose.Provider, db *sql.DB) error {
 		st, err := p.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("migrate status: %w", err)

@@ -393,3 +393,38 @@ func dirNames(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// TestMigrateDownRefusesBelowPublicationWhileSlotExists: while the WAL mode
+// slot exists, down stops above 00006, whose down drops the publication
+// the slot depends on; once the slot is dropped it goes on.
+func TestMigrateDownRefusesBelowPublicationWhileSlotExists(t *testing.T) {
+	t.Parallel()
+	ldb := testenv.NewLogicalDB(t)
+	ldb.CreateSlot(t)
+	env := []string{"DATABASE_URL=" + ldb.URL}
+	r := cli(t, env, "migrate", "down", "--yes", "--to", "5")
+	if r.code == 0 || !strings.Contains(r.stderr, "refusing to go below version 6") || !strings.Contains(r.stderr, ldb.Slot) || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+		t.Fatalf("down --to 5 with the slot: exit %d, stderr %q; want one line refusing, naming the slot", r.code, r.stderr)
+	}
+	pub := func() bool {
+		var ok bool
+		if err := ldb.Pool.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'outboxkit')").Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !pub() {
+		t.Fatal("the refused down dropped the publication")
+	}
+	cli(t, env, "migrate", "down", "--yes", "--to", "6").must(t)
+	if _, err := ldb.Pool.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", ldb.Slot); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, env, "migrate", "down", "--yes", "--to", "5").must(t)
+	if pub() {
+		t.Fatal("down to 5 without a slot kept the publication")
+	}
+	if r := cli(t, nil, "migrate", "down", "--help"); !strings.Contains(r.stdout+r.stderr, "below 00006") {
+		t.Fatalf("migrate down --help does not warn about 00006:\n%s%s", r.stdout, r.stderr)
+	}
+}

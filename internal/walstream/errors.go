@@ -24,6 +24,13 @@ var (
 	// ErrStandbySlotMissing: synchronized_standby_slots names a slot this
 	// server lacks, so logical decoding would wait for it for ever.
 	ErrStandbySlotMissing = errors.New("walstream: synchronized_standby_slots names a missing slot")
+	// ErrSettingsMismatch: the configured slot or publication is not the
+	// one outbox_wal_settings names, which writers check before emitting.
+	ErrSettingsMismatch = errors.New("walstream: configuration disagrees with outbox_wal_settings")
+	// ErrSlotUnusable: a slot of the configured name exists but cannot
+	// carry WAL mode's events (another database's, another plugin's, a
+	// physical or temporary slot).
+	ErrSlotUnusable = errors.New("walstream: replication slot unusable for WAL mode")
 	// ErrClosed: Next was called after Close.
 	ErrClosed = errors.New("walstream: stream closed")
 )
@@ -163,3 +170,51 @@ func (e *StandbySlotMissingError) Error() string {
 
 // Is reports whether target is [ErrStandbySlotMissing].
 func (e *StandbySlotMissingError) Is(target error) bool { return target == ErrStandbySlotMissing }
+
+// SettingsMismatchError says a name the stream was given is not the one
+// the database's outbox_wal_settings names: writers check that slot (and
+// that publication) before they emit, so streaming another would leave
+// their events unread. Retrying cannot fix it.
+type SettingsMismatchError struct {
+	// Setting is what disagrees: "slot" or "publication".
+	Setting string
+	// Configured is the name the stream was given; Named the one
+	// outbox_wal_settings holds (column slot_name or publication_name).
+	Configured, Named string
+}
+
+// Error names both and the fix, on one line.
+func (e *SettingsMismatchError) Error() string {
+	return fmt.Sprintf("walstream: the %s is %q but outbox_wal_settings names %q, the one writers check before emitting; make them agree (UPDATE outbox_wal_settings SET %s_name = ..., or configure %q)",
+		e.Setting, e.Configured, e.Named, e.Setting, e.Named)
+}
+
+// Is reports whether target is [ErrSettingsMismatch].
+func (e *SettingsMismatchError) Is(target error) bool { return target == ErrSettingsMismatch }
+
+// SlotUnusableError says a slot of the configured name exists but is not
+// a permanent pgoutput slot of this database: a slot of another database
+// (slot names are cluster-wide), another plugin's, a physical or a
+// temporary one. The stream never drops a slot; pick another name.
+type SlotUnusableError struct {
+	// Slot is the replication slot's name.
+	Slot string
+	// Database and Plugin are the slot's ("" for a physical slot);
+	// Current is the stream's database.
+	Database, Plugin, Current string
+	// Temporary says the slot is temporary.
+	Temporary bool
+}
+
+// Error says what the slot is and what is needed, on one line.
+func (e *SlotUnusableError) Error() string {
+	kind := "permanent"
+	if e.Temporary {
+		kind = "temporary"
+	}
+	return fmt.Sprintf("walstream: replication slot %q is a %s slot of database %q with plugin %q; WAL mode needs a permanent pgoutput slot of database %q: set another slot name in outbox_wal_settings and the relay",
+		e.Slot, kind, e.Database, e.Plugin, e.Current)
+}
+
+// Is reports whether target is [ErrSlotUnusable].
+func (e *SlotUnusableError) Is(target error) bool { return target == ErrSlotUnusable }

@@ -37,6 +37,15 @@ type Tx struct {
 	CommitTime time.Time
 	// Events are its events, in the order they were emitted.
 	Events []Event
+	// More says the transaction goes on in the next Tx delivered: a
+	// transaction whose messages exceed [Config.PieceBytes] is delivered
+	// in pieces, in order, so that it is never held whole in memory. A
+	// piece with More set has CommitLSN and EndLSN zero; the last piece
+	// (More false, possibly with no events) carries them, and only its
+	// EndLSN is acknowledged, once every piece's events are published.
+	// The transaction is committed already when its first piece arrives
+	// (pgoutput sends a transaction only after its commit).
+	More bool
 }
 
 // Event is one decoded message.
@@ -82,9 +91,14 @@ type Config struct {
 	// a client that stops answering loses the slot after this long, so
 	// another instance can take it over. Defaults to 10 s.
 	SenderTimeout time.Duration
-	// Buffer is how many decoded transactions may wait for Next. Defaults
-	// to 16.
+	// Buffer is how many decoded transactions (or pieces of one) may wait
+	// for Next. Defaults to 16.
 	Buffer int
+	// PieceBytes bounds the message bytes of one [Tx] delivered: a larger
+	// transaction is delivered in pieces ([Tx.More]), so the stream holds
+	// at most Buffer pieces, not a whole transaction of any size. Defaults
+	// to 4 MiB.
+	PieceBytes int
 	// Logger receives the stream's logs. Defaults to a quiet logger.
 	Logger *slog.Logger
 	// EstablishedSince, when set, says the slot existed on this database
@@ -118,6 +132,9 @@ func (c Config) withDefaults() Config {
 	if c.Buffer <= 0 {
 		c.Buffer = 16
 	}
+	if c.PieceBytes <= 0 {
+		c.PieceBytes = 4 << 20
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,10 +155,19 @@ func (c Config) validate() error {
 }
 
 // ackEntry is a transaction handed out (or about to be), in commit order.
+// A transaction being delivered in pieces has end openEnd until its last
+// piece, which keeps pending sorted by end.
 type ackEntry struct {
 	end   LSN
 	acked bool
 }
+
+// openEnd is the end of a transaction whose last piece is still to come.
+const openEnd = LSN(1<<64 - 1)
+
+// collapseMin is how many acknowledged entries pending may hold behind an
+// unacknowledged one before runs of them are collapsed (Ack).
+const collapseMin = 64
 
 // Stream delivers committed transactions of events from a replication
 // slot. Create it with [Open]; Close it when done.
@@ -157,7 +183,10 @@ type Stream struct {
 
 	mu        sync.Mutex
 	pending   []ackEntry // handed-out transactions not yet confirmed, in commit order
+	acked     int        // entries of pending acknowledged
 	confirmed LSN
+
+	openBytes int // message bytes of the open transaction not yet delivered
 
 	createdSlot, createdPublication bool // by prepare
 	version                         int  // server_version_num, read by prepare
@@ -167,7 +196,8 @@ type Stream struct {
 // Open connects, checks the server and the slot, creates the publication
 // and the slot when missing, and starts streaming from the slot's confirmed
 // position. It returns a *[WALLevelError], *[SlotInUseError],
-// *[SlotLostError] or *[PrivilegeError] when those are the cause.
+// *[SlotLostError], *[PrivilegeError], *[SettingsMismatchError] or
+// *[SlotUnusableError] when those are the cause.
 func Open(ctx context.Context, cfg Config) (*Stream, error) {
 	s, err := connect(ctx, cfg)
 	if err != nil {
@@ -301,7 +331,12 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		return nil, err
 	}
 
-	rows, err = s.query(ctx, "SELECT slot_name FROM outbox_wal_settings")
+	// publication_name came with migration 00010; before it, writers
+	// did not check the publication.
+	rows, err = s.query(ctx, "SELECT slot_name, publication_name FROM outbox_wal_settings")
+	if sqlstate(err) == "42703" {
+		rows, err = s.query(ctx, "SELECT slot_name, '"+s.cfg.Publication+"' FROM outbox_wal_settings")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
 	}
@@ -315,7 +350,10 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		}
 		s.cfg.Slot = configured
 	case s.cfg.Slot != configured:
-		return nil, fmt.Errorf("walstream: Slot is %q but outbox_wal_settings names %q, the slot writers check before emitting; make them agree", s.cfg.Slot, configured)
+		return nil, &SettingsMismatchError{Setting: "slot", Configured: s.cfg.Slot, Named: configured}
+	}
+	if named := rows[0][1]; named != s.cfg.Publication {
+		return nil, &SettingsMismatchError{Setting: "publication", Configured: s.cfg.Publication, Named: named}
 	}
 
 	rows, err = s.query(ctx, "SELECT 1 FROM pg_publication WHERE pubname = '"+s.cfg.Publication+"'")
@@ -367,9 +405,8 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	switch {
 	case slot.walStatus == "lost":
 		return nil, &SlotLostError{Slot: s.cfg.Slot}
-	case slot.plugin != "pgoutput" || slot.database != slot.current:
-		return nil, fmt.Errorf("walstream: replication slot %s belongs to database %q with plugin %q; WAL mode needs a pgoutput slot of database %q (pick another slot name)",
-			s.cfg.Slot, slot.database, slot.plugin, slot.current)
+	case slot.plugin != "pgoutput" || slot.database != slot.current || slot.temporary:
+		return nil, &SlotUnusableError{Slot: s.cfg.Slot, Database: slot.database, Plugin: slot.plugin, Current: slot.current, Temporary: slot.temporary}
 	case s.version >= 170000 && !slot.failover:
 		// A slot made before 17, or by hand: without failover a standby
 		// never synchronizes it, and a failover loses it.
@@ -388,6 +425,7 @@ type slotRow struct {
 	plugin, database, current, walStatus string
 	confirmed                            LSN
 	failover                             bool // PostgreSQL 17+
+	temporary                            bool
 }
 
 // createSlot creates the permanent pgoutput slot, with failover on
@@ -441,7 +479,7 @@ func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
 		failover = "failover"
 	}
 	rows, err := s.query(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), current_database(),
-		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'), `+failover+`
+		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'), `+failover+`, temporary
 		FROM pg_replication_slots WHERE slot_name = '`+s.cfg.Slot+"'")
 	if err != nil {
 		return nil, fmt.Errorf("walstream: read replication slot %s: %w", s.cfg.Slot, err)
@@ -454,7 +492,7 @@ func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walstream: replication slot %s: %w", s.cfg.Slot, err)
 	}
-	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn), failover: r[5] == "t"}, nil
+	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn), failover: r[5] == "t", temporary: r[6] == "t"}, nil
 }
 
 // query runs sql with the simple protocol (a walsender accepts no other)
@@ -526,8 +564,9 @@ func (s *Stream) Ack(end LSN) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// pending is in commit order, so in order of end positions.
-	if i, ok := slices.BinarySearchFunc(s.pending, end, func(e ackEntry, end LSN) int { return cmp.Compare(e.end, end) }); ok {
+	if i, ok := slices.BinarySearchFunc(s.pending, end, func(e ackEntry, end LSN) int { return cmp.Compare(e.end, end) }); ok && !s.pending[i].acked {
 		s.pending[i].acked = true
+		s.acked++
 	}
 	s.advanceLocked()
 }
@@ -539,9 +578,37 @@ func (s *Stream) advanceLocked() {
 		s.confirmed = s.pending[n].end
 		n++
 	}
+	s.acked -= n
 	// Reslicing keeps this O(1) per transaction; append reallocates the
 	// array, dropping the confirmed front, when it fills.
 	s.pending = s.pending[n:]
+	if s.acked >= collapseMin && 2*s.acked > len(s.pending) {
+		s.collapseLocked()
+	}
+}
+
+// collapseLocked keeps only the last entry of each run of acknowledged
+// entries in pending: behind a transaction that stays unacknowledged (an
+// event held back), the confirmed position needs no more, since it moves
+// over the whole run at once when that transaction is acknowledged. So
+// pending holds at most one acknowledged entry per unacknowledged one,
+// whatever number of transactions are published behind a stuck one.
+// Entries are moved about once each, as runs grow to half of pending.
+func (s *Stream) collapseLocked() {
+	out := s.pending[:0]
+	for i, e := range s.pending {
+		if e.acked && i+1 < len(s.pending) && s.pending[i+1].acked {
+			continue
+		}
+		out = append(out, e)
+	}
+	s.acked = 0
+	for _, e := range out {
+		if e.acked {
+			s.acked++
+		}
+	}
+	s.pending = out
 }
 
 // Confirmed returns the position the stream confirms to the server: the
@@ -598,7 +665,8 @@ func (s *Stream) loop() error {
 	defer stopRead()
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	var deadline time.Time
-	var open *Tx // between BEGIN and COMMIT
+	var open *Tx   // between BEGIN and COMMIT
+	split := false // pieces of open were delivered
 	for {
 		if now := time.Now(); !now.Before(nextStatus) {
 			if err := s.sendStatus(false); err != nil {
@@ -678,12 +746,24 @@ func (s *Stream) loop() error {
 			}
 			open = tx
 		}
-		if open != nil && open.EndLSN != 0 {
+		switch {
+		case open != nil && open.EndLSN != 0:
 			done := open
 			open = nil
-			if err := s.deliver(done, &nextStatus); err != nil {
+			if err := s.deliver(done, split, &nextStatus); err != nil {
 				return err
 			}
+			split = false
+		case open != nil && s.openBytes >= s.cfg.PieceBytes:
+			// Hand out what is decoded so far, and go on decoding the
+			// transaction into a new piece.
+			piece := open
+			piece.More = true
+			open = &Tx{Xid: piece.Xid, CommitTime: piece.CommitTime}
+			if err := s.deliver(piece, split, &nextStatus); err != nil {
+				return err
+			}
+			split = true
 		}
 	}
 }
@@ -700,6 +780,7 @@ func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 		if open != nil {
 			return nil, fmt.Errorf("walstream: BEGIN of xid %d inside xid %d", m.Xid, open.Xid)
 		}
+		s.openBytes = 0
 		return &Tx{Xid: m.Xid, CommitTime: m.CommitTime}, nil
 	case *pglogrepl.CommitMessage:
 		if open == nil {
@@ -726,6 +807,9 @@ func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 			ev.Message = msg
 		}
 		open.Events = append(open.Events, ev)
+		// Decoded, an event costs about its content and a few small
+		// allocations.
+		s.openBytes += len(m.Content) + 128
 		return open, nil
 	case *pglogrepl.StreamStartMessageV2, *pglogrepl.StreamStopMessageV2, *pglogrepl.StreamCommitMessageV2, *pglogrepl.StreamAbortMessageV2:
 		return nil, fmt.Errorf("walstream: unexpected streamed transaction message %T (streaming was not requested)", m)
@@ -735,13 +819,28 @@ func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 
 // deliver records tx as pending (acknowledged already when it has no
 // events) and hands it to Next, sending status updates while it waits so
-// the server does not take a slow consumer for a dead one.
-func (s *Stream) deliver(tx *Tx, nextStatus *time.Time) error {
+// the server does not take a slow consumer for a dead one. A piece of a
+// transaction ([Tx.More]) is recorded once, when split is false (its
+// first piece); the last piece sets the transaction's end.
+func (s *Stream) deliver(tx *Tx, split bool, nextStatus *time.Time) error {
+	s.openBytes = 0
 	s.mu.Lock()
-	s.pending = append(s.pending, ackEntry{end: tx.EndLSN, acked: len(tx.Events) == 0})
-	s.advanceLocked()
+	switch {
+	case split && !tx.More:
+		s.pending[len(s.pending)-1].end = tx.EndLSN
+	case split:
+	case tx.More:
+		s.pending = append(s.pending, ackEntry{end: openEnd})
+	default:
+		e := ackEntry{end: tx.EndLSN, acked: len(tx.Events) == 0}
+		if e.acked {
+			s.acked++
+		}
+		s.pending = append(s.pending, e)
+		s.advanceLocked()
+	}
 	s.mu.Unlock()
-	if len(tx.Events) == 0 {
+	if len(tx.Events) == 0 && !split {
 		return nil
 	}
 	for {

@@ -311,9 +311,20 @@ func TestWALLevelReplicaRefused(t *testing.T) {
 	}
 }
 
-func TestHundredThousandEventTransactionDeliveredWhole(t *testing.T) {
+// TestHundredThousandEventTransactionDeliveredInPieces: a transaction
+// larger than PieceBytes arrives in pieces, in order, the last one alone
+// carrying its end; the confirmed position passes it only once that end
+// is acknowledged.
+func TestHundredThousandEventTransactionDeliveredInPieces(t *testing.T) {
 	db := testenv.NewLogicalDB(t)
-	s := open(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const pieceBytes = 1 << 20
+	s, err := walstream.Open(ctx, walstream.Config{ConnString: db.URL, PieceBytes: pieceBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
 	const n = 100_000
 	evs := make([]outbox.Event, n)
 	for i := range evs {
@@ -321,18 +332,71 @@ func TestHundredThousandEventTransactionDeliveredWhole(t *testing.T) {
 	}
 	emitTx(t, db, evs...)
 	emitTx(t, db, ev("after", "E"))
-	tx := next(t, s)
-	if len(tx.Events) != n {
-		t.Fatalf("transaction delivered with %d events, want %d", len(tx.Events), n)
+	var got []walstream.Event
+	pieces := 0
+	var last *walstream.Tx
+	for last == nil || last.More {
+		tx := next(t, s)
+		pieces++
+		if tx.More && (tx.EndLSN != 0 || tx.CommitLSN != 0) {
+			t.Fatalf("piece %d has More set and end %s, commit %s; want zero until the last piece", pieces, tx.EndLSN, tx.CommitLSN)
+		}
+		got = append(got, tx.Events...)
+		last = tx
 	}
-	for i, e := range tx.Events {
+	if pieces < 5 {
+		t.Fatalf("a transaction of about %d MiB came in %d pieces of at most %d bytes; want several", n*170>>20, pieces, pieceBytes)
+	}
+	if len(got) != n {
+		t.Fatalf("transaction delivered with %d events, want %d", len(got), n)
+	}
+	for i, e := range got {
 		if e.Err != nil || e.Message.AggregateID != fmt.Sprint(i) || e.Message.ID != evs[i].ID {
 			t.Fatalf("event %d: %+v (err %v), want aggregate %d id %s", i, e.Message, e.Err, i, evs[i].ID)
 		}
 	}
-	s.Ack(tx.EndLSN)
-	if after := next(t, s); len(after.Events) != 1 || after.Events[0].Message.AggregateID != "after" {
+	after := next(t, s)
+	if len(after.Events) != 1 || after.Events[0].Message.AggregateID != "after" {
 		t.Fatalf("next transaction %+v", after)
+	}
+	s.Ack(after.EndLSN)
+	if c := s.Confirmed(); c >= last.EndLSN {
+		t.Fatalf("confirmed %s with the split transaction (ending at %s) unacknowledged", c, last.EndLSN)
+	}
+	s.Ack(last.EndLSN)
+	if c := s.Confirmed(); c != after.EndLSN {
+		t.Fatalf("confirmed %s after acknowledging both, want %s", c, after.EndLSN)
+	}
+	t.Logf("%d events in %d pieces", n, pieces)
+}
+
+// TestAcknowledgedBehindStuckTransactionCollapse: behind a transaction
+// never acknowledged, the acknowledged ones after it are not kept one by
+// one; once it is acknowledged the position moves past them all.
+func TestAcknowledgedBehindStuckTransactionCollapse(t *testing.T) {
+	db := testenv.NewLogicalDB(t)
+	s := open(t, db)
+	const n = 500
+	for i := range n {
+		emitTx(t, db, ev(fmt.Sprint(i), "E"))
+	}
+	stuck := next(t, s)
+	var end walstream.LSN
+	for range n - 1 {
+		tx := next(t, s)
+		s.Ack(tx.EndLSN)
+		end = tx.EndLSN
+	}
+	// Runs are collapsed once 64 acknowledged entries are kept.
+	if l := walstream.PendingLen(s); l > 66 {
+		t.Fatalf("the stream keeps %d transactions for %d acknowledged behind one stuck; want at most 66", l, n-1)
+	}
+	if c := s.Confirmed(); c >= stuck.EndLSN {
+		t.Fatalf("confirmed %s, past the stuck transaction ending at %s", c, stuck.EndLSN)
+	}
+	s.Ack(stuck.EndLSN)
+	if c := s.Confirmed(); c != end {
+		t.Fatalf("confirmed %s once the stuck transaction is acknowledged, want the last one's end %s", c, end)
 	}
 }
 
@@ -352,6 +416,9 @@ func TestSlotOlderThanItsPublication(t *testing.T) {
 		return outbox.Emit(ctx, tx, ev("1", "Placed"))
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, "UPDATE outbox_wal_settings SET publication_name = 'okt_late'"); err != nil {
 		t.Fatal(err)
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
