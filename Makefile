@@ -131,7 +131,8 @@ fault-tests:
 ## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
 ## pair per test on 127.0.0.1:5440/5441, PG_VERSION 17 by default) that stop the primary and promote the standby; run alone
 failover-tests: services
-	OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run Failover ./...
+	@OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -v -timeout 20m -run Failover ./... \
+	  | grep -E '^(--- |\s+[a-z_]+_test\.go:[0-9]+: |PASS|FAIL|ok|panic)' | grep -v ' level=' ; exit $${PIPESTATUS[0]}
 
 PG_HA_MODE ?= sync
 

@@ -135,7 +135,10 @@ type Config struct {
 	// never leaves on Kafka an event whose transaction the new primary
 	// lacks (a phantom). Set it when the database fails over to
 	// asynchronous standbys; with synchronous replication a committed
-	// transaction is on the standby already. The relay's role needs
+	// transaction is on the standby already. Writers must commit with
+	// synchronous_commit on or higher (the default): with off, a commit is
+	// visible before it is on the primary's disk, and even a restart
+	// without a failover can undo an event already published. The relay's role needs
 	// pg_read_all_stats (pg_monitor) to see the positions. While too few
 	// of them stream, nothing is published: after a failover, name the new
 	// primary's standbys. Table mode only; in WAL mode set

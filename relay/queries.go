@@ -206,11 +206,14 @@ const setLockSessionOld = `SELECT set_config('application_name', $1, false),
        set_config('tcp_keepalives_interval', greatest($3::int / 3, 1)::text, false),
        set_config('tcp_keepalives_count', '3', false)`
 
-// walInsertPosition is the primary's WAL insert position, queued after a
-// read's statements when Config.Standbys is set: every row the read saw
-// committed before it (a commit record is inserted before the transaction
-// becomes visible).
-const walInsertPosition = `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`
+// walFlushPosition is the primary's WAL flush position, queued after a
+// read's statements when Config.Standbys is set. A transaction committed
+// with synchronous_commit on (or higher) becomes visible only after its
+// commit record is flushed, so every row the read saw committed at or
+// before it. The insert position would bound them too, but on a quiet
+// server it can stay ahead of anything flushed (and so of anything a
+// standby can have) until the next commit.
+const walFlushPosition = `SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint`
 
 // standbyFlushes returns, for each standby name in $1 in order, whether a
 // WAL sender of that application_name is connected, whether the role may

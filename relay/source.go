@@ -101,7 +101,7 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 		b.Queue(readShard, s, perShard, shardBytes)
 	}
 	if t.standbys != nil {
-		b.Queue(walInsertPosition)
+		b.Queue(walFlushPosition)
 	}
 	br := t.pool.SendBatch(ctx, b)
 	defer br.Close()
@@ -139,7 +139,7 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	var lsn int64
 	if t.standbys != nil {
 		if err := br.QueryRow().Scan(&lsn); err != nil {
-			return nil, 0, false, fmt.Errorf("read the WAL insert position: %w", err)
+			return nil, 0, false, fmt.Errorf("read the WAL flush position: %w", err)
 		}
 	}
 	if err := br.Close(); err != nil {

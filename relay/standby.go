@@ -23,8 +23,8 @@ var ErrStandbyPositions = errors.New("relay: Standbys is set, but the role canno
 // Config.Standbys have flushed the WAL that holds their commits, so that a
 // failover to one of them never leaves on Kafka an event whose transaction
 // the new primary lacks (docs/design.md §2.12). A read takes the primary's
-// WAL insert position after its rows; every row it saw committed before
-// that position. The standbys' flush positions are looked up only when a
+// WAL flush position after its rows; every row it saw committed before
+// that position (writers commit with synchronous_commit on). The standbys' flush positions are looked up only when a
 // read is past the last ones seen, once for all lanes.
 type standbyGate struct {
 	pool  *pgxpool.Pool
