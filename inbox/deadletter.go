@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,12 +27,14 @@ type DeadLetter struct {
 	Topic     string
 	Partition int
 	Offset    int64
-	// Key, Value and Headers are the record's. Header names and values that
-	// were not valid UTF-8, or held NUL characters, are stored with those
-	// bytes replaced by U+FFFD.
+	// Key, Value and Headers are the record's, stored losslessly: headers
+	// keep their bytes and order, a repeated name included. (Dead letters
+	// recorded by versions before the change to []Header have their
+	// headers in name order, one per name, with invalid UTF-8 replaced by
+	// U+FFFD.)
 	Key     []byte
 	Value   []byte
-	Headers map[string]string
+	Headers []Header
 	// Error is the last failure.
 	Error string
 	// Attempts is how many times the handler was tried; 0 for a record
@@ -65,8 +65,13 @@ var ErrAlreadyRedriven = errors.New("inbox: dead letter already re-driven")
 
 func scanDeadLetter(row pgx.Row) (DeadLetter, error) {
 	var d DeadLetter
+	var headers []byte
 	err := row.Scan(&d.ID, &d.Group, &d.MessageID, &d.Topic, &d.Partition, &d.Offset,
-		&d.Key, &d.Value, &d.Headers, &d.Error, &d.Attempts, &d.CreatedAt, &d.RedrivenAt)
+		&d.Key, &d.Value, &headers, &d.Error, &d.Attempts, &d.CreatedAt, &d.RedrivenAt)
+	if err != nil {
+		return d, err
+	}
+	d.Headers, err = decodeHeaders(headers)
 	return d, err
 }
 
@@ -106,8 +111,8 @@ type Record struct {
 	Topic string
 	Key   []byte
 	Value []byte // nil is a tombstone
-	// Headers are the record's headers, sent in name order.
-	Headers map[string]string
+	// Headers are the record's headers, sent in this order.
+	Headers []Header
 }
 
 // Publisher publishes records for [Redrive]; [NewRedriveWriter] returns the
@@ -150,10 +155,25 @@ type redriveWriter struct{ w *kafka.Writer }
 
 func (r *redriveWriter) Publish(ctx context.Context, rec Record) error {
 	m := kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
-	for _, k := range slices.Sorted(maps.Keys(rec.Headers)) {
-		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(rec.Headers[k])})
+	if len(rec.Headers) > 0 {
+		m.Headers = make([]kafka.Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			m.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
 	}
 	return r.w.WriteMessages(ctx, m)
+}
+
+// withHeader returns a copy of hs without the headers named key, and one
+// with value appended.
+func withHeader(hs []Header, key, value string) []Header {
+	out := make([]Header, 0, len(hs)+1)
+	for _, h := range hs {
+		if h.Key != key {
+			out = append(out, h)
+		}
+	}
+	return append(out, Header{Key: key, Value: []byte(value)})
 }
 
 func (r *redriveWriter) Close() error { return r.w.Close() }
@@ -203,14 +223,14 @@ func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) e
 		if _, err := tx.Exec(ctx, markRedriven, id); err != nil {
 			return fmt.Errorf("inbox: redrive %d: mark re-driven: %w", id, err)
 		}
-		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: maps.Clone(d.Headers)}
-		if rec.Headers == nil {
-			rec.Headers = map[string]string{}
-		}
 		// The stored ID is the one the inbox row was deleted under; a
 		// record that had no usable id header gets it as its id.
-		rec.Headers[HeaderID] = d.MessageID
-		rec.Headers[HeaderRedriveGroup] = d.Group
+		hs := d.Headers
+		if v, _ := (Message{Headers: hs}).Header(HeaderID); v == "" {
+			hs = withHeader(hs, HeaderID, d.MessageID)
+		}
+		hs = withHeader(hs, HeaderRedriveGroup, d.Group)
+		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: hs}
 		if err := pub.Publish(ctx, rec); err != nil {
 			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)
 		}

@@ -65,9 +65,20 @@
 // again after a capped exponential backoff. After Config.MaxAttempts failed
 // attempts the message goes to the inbox_dead_letters table, with its key,
 // value, headers and last error, in the same transaction as its inbox row,
-// and the partition moves on. A record that cannot be stored as it is (a
-// header that is not valid UTF-8) goes there at once. Operators list dead
-// letters with [ListDeadLetters] and re-publish one with [Redrive].
+// and the partition moves on. A record without a usable message ID
+// (Config.MessageID failed, or the id header is not valid UTF-8) goes there
+// at once. Headers are stored losslessly, binary values, order and
+// repeated names included. Operators list dead letters with
+// [ListDeadLetters] and re-publish one with [Redrive].
+//
+// # Headers
+//
+// [Message].Headers holds the record's headers as Kafka has them: a slice
+// of [Header] in the record's order, a repeated name repeated, values as
+// bytes. [Message.Header] returns the last value of a name as text,
+// [Message.HeaderBytes] as bytes. Binary values (Java producers, tracing
+// libraries) reach the handler unchanged; only the message ID has to be
+// text.
 //
 // Redrive publishes the record again to its topic, which every group of
 // the topic reads, marked for the group that failed it with the

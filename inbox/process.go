@@ -82,7 +82,7 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 	ours := 0
 	for i, m := range batch {
 		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
-		if g, ok := items[i].msg.Headers[HeaderRedriveGroup]; ok && g != p.c.cfg.GroupID {
+		if g, ok := items[i].msg.Header(HeaderRedriveGroup); ok && g != p.c.cfg.GroupID {
 			items[i].elsewhere = true
 			p.log.DebugContext(p.base, "skipped a message re-driven for another group",
 				"message_id", items[i].msg.ID, "offset", items[i].msg.Offset, "redrive_group", g)
@@ -225,7 +225,7 @@ func (p *partitionWorker) tryDeadLetter(it *item, cause error, attempts int) err
 }
 
 func (p *partitionWorker) insertDeadLetter(ctx context.Context, tx pgx.Tx, it *item, cause error, attempts int) error {
-	h, err := headersJSON(it.msg.Headers)
+	h, err := encodeHeaders(it.msg.Headers)
 	if err != nil {
 		return err
 	}
