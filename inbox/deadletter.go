@@ -12,6 +12,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 // DeadLetter is a message whose handler failed for good, or that could not
@@ -54,7 +55,13 @@ type DeadLetter struct {
 // like any message. The handler sees the header in [Message].Headers.
 // Programs with their own consumer loop ([Claim]) must skip these records
 // themselves.
-const HeaderRedriveGroup = "outboxkit-redrive-group"
+//
+// The name is reserved: [outbox.Write], [outbox.Emit] and the SQL function
+// outbox_emit refuse an event that sets it, and the relay leaves it out of
+// a row written with plain SQL. Records from other producers that carry it
+// are skipped like re-driven ones and counted in
+// outboxkit_inbox_skipped_redrives_total.
+const HeaderRedriveGroup = record.HeaderRedriveGroup
 
 // ErrDeadLetterNotFound is returned for a dead-letter ID that does not exist.
 var ErrDeadLetterNotFound = errors.New("inbox: dead letter not found")

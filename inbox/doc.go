@@ -183,7 +183,9 @@
 // topic: outboxkit_inbox_messages_processed_total,
 // outboxkit_inbox_duplicates_total, outboxkit_inbox_retries_total,
 // outboxkit_inbox_database_retries_total, outboxkit_inbox_dead_letters_total,
-// outboxkit_inbox_handler_duration_seconds, and outboxkit_inbox_lag per
+// outboxkit_inbox_handler_duration_seconds,
+// outboxkit_inbox_skipped_redrives_total (records re-driven for another
+// group, skipped), and outboxkit_inbox_lag per
 // partition; plus outboxkit_inbox_offset_commit_errors_total,
 // outboxkit_inbox_generations_total and
 // outboxkit_inbox_expired_deleted_total per group.

@@ -84,6 +84,7 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
 		if g, ok := items[i].msg.Header(HeaderRedriveGroup); ok && g != p.c.cfg.GroupID {
 			items[i].elsewhere = true
+			p.tm.skippedRedrives.Inc()
 			p.log.DebugContext(p.base, "skipped a message re-driven for another group",
 				"message_id", items[i].msg.ID, "offset", items[i].msg.Offset, "redrive_group", g)
 			continue

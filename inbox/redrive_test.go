@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/broker"
@@ -145,4 +146,36 @@ func (b *bundle) endOffset(t *testing.T) int64 {
 		t.Fatalf("list offsets: %+v", po)
 	}
 	return po[0].LastOffset
+}
+
+// A record whose outboxkit-redrive-group header names another group is
+// skipped without being applied, claimed or dead-lettered, and counted.
+// Outbox writers refuse the header, so such a record comes from a re-drive
+// of that group, or from a producer outside outboxkit.
+func TestSkippedRedrivesAreCounted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	reg := prometheus.NewRegistry()
+	cfg := b.config()
+	cfg.Registerer = reg
+	run(t, b.consumer(t, cfg, applyHandler("c1")))
+	b.produce(t,
+		record("s-1", "k", "v", inbox.HeaderRedriveGroup, "another-group"),
+		record("s-2", "k", "v", inbox.HeaderRedriveGroup, b.group),
+		record("s-3", "k", "v"),
+	)
+	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-3'`) == 1 },
+		func() string { return "s-3 was not applied" })
+	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-1'`); n != 0 {
+		t.Errorf("s-1, marked for another group, applied %d times", n)
+	}
+	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-2'`); n != 1 {
+		t.Errorf("s-2, marked for this group, applied %d times, want once", n)
+	}
+	if n := b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 's-1'`); n != 0 {
+		t.Errorf("s-1 claimed in the inbox (%d rows)", n)
+	}
+	if got := metric(t, reg, "outboxkit_inbox_skipped_redrives_total"); got != 1 {
+		t.Errorf("outboxkit_inbox_skipped_redrives_total = %v, want 1", got)
+	}
 }
