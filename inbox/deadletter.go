@@ -63,6 +63,15 @@ type DeadLetter struct {
 // outboxkit_inbox_skipped_redrives_total.
 const HeaderRedriveGroup = record.HeaderRedriveGroup
 
+// HeaderRedriveID ("outboxkit-redrive-id") is the Kafka header [Redrive]
+// sets, next to [HeaderRedriveGroup], to the message ID under which the
+// group recorded the original. A [Consumer] of that group takes it as the
+// copy's [Message].ID instead of calling Config.MessageID, so a copy
+// published twice, or published again after a Redrive whose commit failed,
+// is recognized as the message it re-drives. The name is reserved like
+// HeaderRedriveGroup.
+const HeaderRedriveID = record.HeaderRedriveID
+
 // ErrDeadLetterNotFound is returned for a dead-letter ID that does not exist.
 var ErrDeadLetterNotFound = errors.New("inbox: dead letter not found")
 
@@ -204,12 +213,15 @@ func (r *redriveWriter) Close() error { return r.w.Close() }
 // cannot apply an old event over newer state must check that itself (a
 // version or sequence number in the event).
 //
-// The record keeps its id header, so the group recognizes a copy published
-// twice; a record that had no usable id header is given one with its stored
-// message ID. (A consumer with its own Config.MessageID identifies the copy
-// by what that function returns.) If publishing fails nothing changes; if the commit fails after
-// publishing, the group drops the copy as a duplicate and Redrive can simply
-// be called again. It returns an error matching [ErrDeadLetterNotFound] or
+// The record keeps the producer's headers as they were, id included, and
+// carries the stored message ID in the [HeaderRedriveID] header: the group
+// takes that as the copy's ID whatever its Config.MessageID (even
+// [IDFromPosition], under which the copy's new position would make it a new
+// message), so every copy is the same message to it. If publishing fails
+// nothing changes. If the commit fails after publishing, the inbox row
+// deletion rolls back with it and the group drops that copy as a
+// duplicate, so Redrive can simply be called again; a copy published twice
+// (a retried produce) is applied once. It returns an error matching [ErrDeadLetterNotFound] or
 // [ErrAlreadyRedriven] when there is nothing to re-drive. If the message fails
 // again it returns to the dead-letter table, pending.
 func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) error {
@@ -230,13 +242,11 @@ func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) e
 		if _, err := tx.Exec(ctx, markRedriven, id); err != nil {
 			return fmt.Errorf("inbox: redrive %d: mark re-driven: %w", id, err)
 		}
-		// The stored ID is the one the inbox row was deleted under; a
-		// record that had no usable id header gets it as its id.
-		hs := d.Headers
-		if v, _ := (Message{Headers: hs}).Header(HeaderID); v == "" {
-			hs = withHeader(hs, HeaderID, d.MessageID)
-		}
-		hs = withHeader(hs, HeaderRedriveGroup, d.Group)
+		// The producer's headers go out as they were; the copy names its
+		// group and the ID the inbox row was deleted under, which the group
+		// takes as the copy's ID whatever its Config.MessageID.
+		hs := withHeader(d.Headers, HeaderRedriveGroup, d.Group)
+		hs = withHeader(hs, HeaderRedriveID, d.MessageID)
 		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: hs}
 		if err := pub.Publish(ctx, rec); err != nil {
 			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)

@@ -89,7 +89,12 @@
 // partition, after every event of that key published since the original:
 // that one message is applied out of its key's order, after newer events.
 // A handler that must not apply an old event over newer state has to tell
-// by a version or sequence number in the event.
+// by a version or sequence number in the event. The copy keeps the
+// producer's headers as they were and carries the original's message ID in
+// the [HeaderRedriveID] header, which its group takes as the copy's ID
+// whatever Config.MessageID says: a copy published twice, or again after a
+// Redrive whose commit failed, is applied once, even under
+// [IDFromPosition].
 //
 // The database failing is not the message failing. A transaction that fails
 // on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,

@@ -123,7 +123,7 @@ func TestBinaryAndRepeatedHeadersSurviveDeadLetterAndRedrive(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'h-1'`) == 1 },
 		func() string { return "re-driven h-1 was not applied" })
 	all := seen.get("h-1")
-	if copyHs := all[len(all)-1]; !sameHeaders(copyHs, want, inbox.HeaderRedriveGroup, inbox.HeaderID) {
+	if copyHs := all[len(all)-1]; !sameHeaders(copyHs, want, inbox.HeaderRedriveGroup, inbox.HeaderRedriveID) {
 		t.Errorf("re-driven copy's headers %q, want %q followed by the re-drive headers", copyHs, want)
 	}
 }
@@ -159,7 +159,7 @@ RETURNING id`, b.group, b.topic).Scan(&id)
 	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'old-1'`) == 1 },
 		func() string { return "re-driven old-1 was not applied" })
 	want := []inbox.Header{{Key: "id", Value: []byte("old-1")}, {Key: "tenant", Value: []byte("acme")}}
-	if got := seen.get("old-1"); len(got) != 1 || !sameHeaders(got[0], want, inbox.HeaderRedriveGroup, inbox.HeaderID) {
+	if got := seen.get("old-1"); len(got) != 1 || !sameHeaders(got[0], want, inbox.HeaderRedriveGroup, inbox.HeaderRedriveID) {
 		t.Errorf("re-driven old-format dead letter delivered with headers %q, want %q and the re-drive headers", got, want)
 	}
 }

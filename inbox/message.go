@@ -118,13 +118,15 @@ func positionID(topic string, partition int, offset int64) string {
 	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
 }
 
-// decode turns a Kafka record into a Message whose ID is messageID's. The
+// decode turns a Kafka record into a Message whose ID is messageID's, or,
+// for a copy that Redrive published for group, the ID its HeaderRedriveID
+// header carries (the original's, whatever messageID would say). The
 // second result is not nil when the record cannot be handled (no usable ID:
 // messageID failed, or returned an ID that is empty, not valid UTF-8, holds
 // a NUL or is too long); such a message goes to the dead-letter table
 // without reaching the handler, under its position ID. Header names and
 // values are passed on as they are, binary ones included.
-func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, error) {
+func decode(m kafka.Message, messageID func(Message) (string, error), group string) (Message, error) {
 	msg := Message{
 		Topic:     m.Topic,
 		Partition: m.Partition,
@@ -140,7 +142,17 @@ func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, 
 		}
 	}
 	var bad error
-	id, err := callMessageID(messageID, msg)
+	var id string
+	var err error
+	if g, ok := msg.Header(HeaderRedriveGroup); ok && g == group {
+		if id, ok = msg.Header(HeaderRedriveID); !ok {
+			// A copy re-driven by a version without the header: its id
+			// header was set to the stored message ID.
+			id, err = callMessageID(messageID, msg)
+		}
+	} else {
+		id, err = callMessageID(messageID, msg)
+	}
 	var idErr error
 	switch {
 	case err != nil:

@@ -26,10 +26,14 @@ func TestDecode(t *testing.T) {
 		{"binary value", rec(h("id", "x"), h("tenant", "\xff")), "x", ""},
 		{"NUL in name", rec(h("te\x00nant", "a")), "orders/3/42", ""},
 		{"invalid id", rec(h("id", "\xfe")), "orders/3/42", `value of header "id" is not valid UTF-8`},
+		{"re-drive copy for this group", rec(h("id", "p"), h(HeaderRedriveGroup, "billing"), h(HeaderRedriveID, "orig")), "orig", ""},
+		{"re-drive copy for another group", rec(h("id", "p"), h(HeaderRedriveGroup, "shipping"), h(HeaderRedriveID, "orig")), "p", ""},
+		{"re-drive copy without its ID header", rec(h("id", "p"), h(HeaderRedriveGroup, "billing")), "p", ""},
+		{"re-drive ID not text", rec(h(HeaderRedriveGroup, "billing"), h(HeaderRedriveID, "\xff")), "orders/3/42", "message ID is not valid UTF-8"},
 		{"oversized id", rec(h("id", strings.Repeat("x", 2000))), "orders/3/42", "message ID is 2000 bytes"},
 	}
 	for _, tc := range cases {
-		msg, bad := decode(tc.in, IDFromHeader)
+		msg, bad := decode(tc.in, IDFromHeader, "billing")
 		if msg.ID != tc.wantID {
 			t.Errorf("%s: ID = %q, want %q", tc.name, msg.ID, tc.wantID)
 		}
@@ -66,7 +70,7 @@ func TestDecodeWithMessageID(t *testing.T) {
 		{"panic", func(Message) (string, error) { panic("boom") }, "orders/3/42", "message ID: panic: boom"},
 	}
 	for _, tc := range cases {
-		msg, bad := decode(in, tc.f)
+		msg, bad := decode(in, tc.f, "billing")
 		if msg.ID != tc.wantID {
 			t.Errorf("%s: ID = %q, want %q", tc.name, msg.ID, tc.wantID)
 		}
@@ -126,5 +130,22 @@ func TestHeadersColumnRoundTrip(t *testing.T) {
 	}
 	if hs, err := decodeHeaders(nil); err != nil || hs != nil {
 		t.Errorf("NULL column: got %v, %v", hs, err)
+	}
+}
+
+// A re-driven copy is the original message to its group whatever the
+// group's MessageID: with IDFromPosition its new position would make it a
+// new one.
+func TestDecodeRedriveCopyWithPositionIDs(t *testing.T) {
+	copyRec := kafka.Message{Topic: "orders", Partition: 3, Offset: 99, Headers: []kafka.Header{
+		{Key: "id", Value: []byte("producer-id")},
+		{Key: HeaderRedriveGroup, Value: []byte("billing")},
+		{Key: HeaderRedriveID, Value: []byte("orders/3/42")},
+	}}
+	if msg, bad := decode(copyRec, IDFromPosition, "billing"); bad != nil || msg.ID != "orders/3/42" {
+		t.Errorf("copy for billing: ID %q (%v), want the original's orders/3/42", msg.ID, bad)
+	}
+	if msg, _ := decode(copyRec, IDFromPosition, "shipping"); msg.ID != "orders/3/99" {
+		t.Errorf("copy seen by another group: ID %q, want its own position", msg.ID)
 	}
 }

@@ -81,7 +81,7 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 	items := make([]item, len(batch))
 	ours := 0
 	for i, m := range batch {
-		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
+		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID, p.c.cfg.GroupID)
 		if g, ok := items[i].msg.Header(HeaderRedriveGroup); ok && g != p.c.cfg.GroupID {
 			items[i].elsewhere = true
 			p.tm.skippedRedrives.Inc()
