@@ -26,7 +26,9 @@ const maxIDBytes = 1024
 // Handler applies one message. It runs inside the transaction that records
 // the message in the inbox: do the message's database work through tx, and
 // return an error to roll back both (the message is then retried). tx is
-// committed by the consumer after Handler returns; do not commit it. When a
+// committed by the consumer after Handler returns: its Commit and Rollback
+// return [ErrTxOwnedByInbox] and do nothing (tx.Begin still opens a nested
+// transaction, a savepoint, to commit or roll back part of the work). When a
 // partition has a backlog, tx also holds the work of the messages before
 // this one in the partition (see Config.BatchSize); an error rolls those
 // back too, and they are re-applied one per transaction.

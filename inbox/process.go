@@ -506,7 +506,7 @@ func (p *partitionWorker) callHandler(tx *txn, msg Message) error {
 				done <- &panicError{value: v, stack: debug.Stack()}
 			}
 		}()
-		done <- p.handle(hctx, tx.Tx, msg)
+		done <- p.handle(hctx, handlerTx{tx.Tx}, msg)
 	}()
 
 	graceDur := min(maxHungGrace, p.c.cfg.HandlerTimeout)
