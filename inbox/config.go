@@ -108,7 +108,12 @@ type Config struct {
 	// is still running after twice HandlerTimeout (HandlerTimeout plus one
 	// second at most) is abandoned: its connection leaves the pool and its
 	// database session is terminated, which rolls back its transaction, and
-	// the attempt counts as failed.
+	// the attempt counts as failed. Every inbox transaction also sets
+	// statement_timeout and lock_timeout to HandlerTimeout (SET LOCAL, in
+	// the round trip of its BEGIN), so a statement the client gave up on
+	// (a claim blocked on a lock, a slow handler query) ends on the server
+	// as well, and frees its locks, even when the cancel request pgx sends
+	// on closing the connection does not arrive.
 	// Defaults to 30s.
 	HandlerTimeout time.Duration
 	// IdleInTransactionTimeout is set, with SET LOCAL in the statement that

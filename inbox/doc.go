@@ -105,6 +105,13 @@
 // HandlerTimeout counts as failed even though its cancelled statement
 // reports 57014.
 //
+// Every inbox transaction sets statement_timeout and lock_timeout to
+// HandlerTimeout for itself, in the round trip of its BEGIN: a statement
+// the consumer gave up on (a claim blocked on another transaction's lock)
+// ends on the server too and frees its locks, even when the cancel request
+// pgx sends as it closes the connection does not arrive, so retries do not
+// pile up backends behind the lock.
+//
 // A handler that ignores its context is abandoned twice HandlerTimeout
 // after it started (HandlerTimeout plus at most one second): its connection
 // is taken out of the pool, so a hung handler holds no pool slot, and its
