@@ -51,7 +51,9 @@ func TestHandlerCannotCommitTheInboxTransaction(t *testing.T) {
 		return nil // carry on as if the commit had worked
 	}))
 	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
-		func() string { return fmt.Sprintf("want %d applied, have %d", n, b.count(t, `SELECT count(*) FROM applied`)) })
+		func() string {
+			return fmt.Sprintf("want %d applied, have %d", n, b.count(t, `SELECT count(*) FROM applied`))
+		})
 	time.Sleep(300 * time.Millisecond)
 	if got := b.count(t, `SELECT count(DISTINCT message_id) FROM applied WHERE consumer = 'c1'`); got != n {
 		t.Errorf("distinct messages applied: %d, want %d", got, n)

@@ -187,7 +187,9 @@ type publisherFunc struct {
 	publish func(ctx context.Context, rec inbox.Record) error
 }
 
-func (p publisherFunc) Publish(ctx context.Context, rec inbox.Record) error { return p.publish(ctx, rec) }
+func (p publisherFunc) Publish(ctx context.Context, rec inbox.Record) error {
+	return p.publish(ctx, rec)
+}
 
 // positionIDScenario runs a consumer whose MessageID is IDFromPosition and
 // whose handler refuses p-1 until fixed is called; it returns once p-1 is
