@@ -51,6 +51,22 @@ type Consumer struct {
 	// skipInbox runs the same pipeline without claiming messages, for the
 	// benchmark's baseline only.
 	skipInbox bool
+
+	// fatal is closed, once, when a partition worker found the database
+	// unable to serve the inbox at all (fatalErr, an ErrInboxTables): Run
+	// then stops and returns fatalErr.
+	fatal     chan struct{}
+	fatalOnce sync.Once
+	fatalErr  error
+}
+
+// fail stops Run with err, which retrying cannot fix; the first call wins.
+func (c *Consumer) fail(ctx context.Context, err error) {
+	c.fatalOnce.Do(func() {
+		c.log.ErrorContext(ctx, "stopping: the database cannot serve the inbox", "error", err)
+		c.fatalErr = err
+		close(c.fatal)
+	})
 }
 
 // NewConsumer returns a Consumer of cfg.Topics in group cfg.GroupID that
@@ -90,6 +106,7 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 		metrics: m,
 
 		txOptions: txOptions(cfg),
+		fatal:     make(chan struct{}),
 	}, nil
 }
 
@@ -100,12 +117,25 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 //
 // When ctx ends, Run lets in-flight transactions finish (or roll back),
 // commits the offsets of every processed message, leaves the group and
-// returns nil. It returns an error only when it cannot start. A Consumer
-// runs once.
+// returns nil. It returns an error when it cannot start, and, after the
+// same orderly stop, an error matching [ErrInboxTables] when the inbox's
+// own statements find its tables missing or not usable by the role
+// (retrying cannot fix that; other database errors are retried). A
+// Consumer runs once.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("inbox: Run called twice")
 	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.fatal:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	// brokers is the bootstrap list in the order the group asks it; each
 	// failure to join moves the first broker to the end (see joinFailed).
 	brokers := slices.Clone(c.cfg.Kafka.Brokers)
@@ -158,8 +188,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	retired.Wait()
 	bg.Wait()
-	c.log.InfoContext(context.WithoutCancel(ctx), "consumer stopped")
-	return nil
+	c.log.InfoContext(context.WithoutCancel(parent), "consumer stopped")
+	select {
+	case <-c.fatal:
+		return c.fatalErr
+	default:
+		return nil
+	}
 }
 
 // newGroup returns a ConsumerGroup that bootstraps through brokers, in

@@ -105,6 +105,15 @@
 // HandlerTimeout counts as failed even though its cancelled statement
 // reports 57014.
 //
+// A database that cannot serve the inbox at all is not transient either:
+// when the inbox's own statements (the position read, a claim, a dead
+// letter) find its tables missing (42P01) or the role without the
+// privilege (42501), [Consumer.Run] stops in order and returns an error
+// matching [ErrInboxTables] that names the statement and the server's
+// message. [NewConsumer] refuses what it can tell up front: a GroupID or
+// topic that is not text PostgreSQL can store, and timeouts over the
+// server's limit.
+//
 // Every inbox transaction sets statement_timeout and lock_timeout to
 // HandlerTimeout for itself, in the round trip of its BEGIN: a statement
 // the consumer gave up on (a claim blocked on another transaction's lock)

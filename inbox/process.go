@@ -181,6 +181,10 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 		if p.lostPosition(&failure{err: err}) {
 			return false
 		}
+		if setupDBError(err) {
+			p.c.fail(p.base, fmt.Errorf("%w: record a dead letter: %w", ErrInboxTables, err))
+			return false
+		}
 		d := p.c.backoff(waits)
 		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {
@@ -313,6 +317,11 @@ func (p *partitionWorker) apply(items []item) *failure {
 	if errors.As(err, &lost) {
 		return &failure{err: err, index: -1}
 	}
+	if setupDBError(err) {
+		// Not transient, and not the message's fault: stop the consumer.
+		p.c.fail(p.base, fmt.Errorf("%w: claim: %w", ErrInboxTables, err))
+		return &failure{err: err, index: -1, stopped: true}
+	}
 	if err != nil {
 		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, transient: true}
 	}
@@ -344,6 +353,10 @@ func (p *partitionWorker) apply(items []item) *failure {
 			ctx, cancel := p.opContext()
 			err := p.insertDeadLetter(ctx, tx, it, it.bad, 0)
 			cancel()
+			if setupDBError(err) {
+				p.c.fail(p.base, fmt.Errorf("%w: %w", ErrInboxTables, err))
+				return &failure{err: err, index: -1, stopped: true}
+			}
 			if err != nil {
 				return &failure{err: err, index: i}
 			}

@@ -45,3 +45,26 @@ func transientDBError(err error) bool {
 	var connectErr *pgconn.ConnectError
 	return errors.As(err, &connectErr) || pgconn.SafeToRetry(err)
 }
+
+// ErrInboxTables is matched (errors.Is) by the error [Consumer.Run] returns
+// when one of the inbox's own statements finds its tables missing
+// (SQLSTATE 42P01 undefined_table: migrations not applied, or a search_path
+// that does not reach them) or not usable by the consumer's role (42501
+// insufficient_privilege). Retrying cannot fix either, so Run stops instead
+// of retrying them as transient, and the error names the statement and the
+// server's message.
+var ErrInboxTables = errors.New("inbox: the inbox tables are missing or this role may not use them (apply the migrations, check search_path and grants)")
+
+// setupDBError reports whether err, from one of the inbox's own statements
+// (never a handler's), says the database is not set up for the inbox: see
+// ErrInboxTables.
+func setupDBError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42P01", "42501":
+			return true
+		}
+	}
+	return false
+}
