@@ -52,9 +52,9 @@ type Consumer struct {
 	// benchmark's baseline only.
 	skipInbox bool
 
-	// fatal is closed, once, when a partition worker found the database
-	// unable to serve the inbox at all (fatalErr, an ErrInboxTables): Run
-	// then stops and returns fatalErr.
+	// fatal is closed, once, on an error that retrying cannot fix
+	// (fatalErr: ErrInboxTables from a partition worker, ErrJoinRefused
+	// from a join): Run then stops and returns fatalErr.
 	fatal     chan struct{}
 	fatalOnce sync.Once
 	fatalErr  error
@@ -63,7 +63,7 @@ type Consumer struct {
 // fail stops Run with err, which retrying cannot fix; the first call wins.
 func (c *Consumer) fail(ctx context.Context, err error) {
 	c.fatalOnce.Do(func() {
-		c.log.ErrorContext(ctx, "stopping: the database cannot serve the inbox", "error", err)
+		c.log.ErrorContext(ctx, "stopping: retrying cannot fix this", "error", err)
 		c.fatalErr = err
 		close(c.fatal)
 	})
@@ -118,10 +118,11 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 // When ctx ends, Run lets in-flight transactions finish (or roll back),
 // commits the offsets of every processed message, leaves the group and
 // returns nil. It returns an error when it cannot start, and, after the
-// same orderly stop, an error matching [ErrInboxTables] when the inbox's
-// own statements find its tables missing or not usable by the role
-// (retrying cannot fix that; other database errors are retried). A
-// Consumer runs once.
+// same orderly stop, errors that retrying cannot fix (other failures are
+// retried): one matching [ErrInboxTables] when the inbox's own statements
+// find its tables missing or not usable by the role, one matching
+// [ErrJoinRefused] when Kafka refuses the consumer's credentials or ACLs
+// as it joins the group. A Consumer runs once.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("inbox: Run called twice")
@@ -160,6 +161,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		gen, err := group.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				break
+			}
+			if joinRefused(err) {
+				c.fail(ctx, fmt.Errorf("%w: %w", ErrJoinRefused, err))
 				break
 			}
 			if errors.Is(err, kafka.RebalanceInProgress) {

@@ -112,7 +112,9 @@
 // matching [ErrInboxTables] that names the statement and the server's
 // message. [NewConsumer] refuses what it can tell up front: a GroupID or
 // topic that is not text PostgreSQL can store, and timeouts over the
-// server's limit.
+// server's limit. Likewise Run returns an error matching [ErrJoinRefused]
+// when Kafka refuses the consumer as it joins the group: SASL
+// authentication failed, or ACLs that do not allow the group or topics.
 //
 // Every inbox transaction sets statement_timeout and lock_timeout to
 // HandlerTimeout for itself, in the round trip of its BEGIN: a statement

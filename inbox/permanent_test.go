@@ -9,7 +9,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
@@ -94,5 +96,44 @@ GRANT USAGE ON SCHEMA public TO `+role+`; GRANT SELECT ON inbox, inbox_positions
 	}
 	if n := b.count(t, `SELECT count(*) FROM inbox_dead_letters`); n != 0 {
 		t.Errorf("%d dead letters: a database that refuses the inbox is not the message's fault", n)
+	}
+}
+
+// Kafka refusing the consumer as it joins (a wrong SASL password, or ACLs
+// that do not allow the group) makes Run return ErrJoinRefused instead of
+// retrying for ever. The test brokers have neither SASL nor ACLs, so this
+// runs against an in-process broker that has both.
+func TestRunReturnsJoinRefused(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("PLAIN", "admin", "admin-secret"), kfake.User("PLAIN", "reader", "reader-secret"),
+		kfake.SeedTopics(1, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	for _, tc := range []struct{ name, user, password, want string }{
+		{"wrong password", "admin", "not-the-password", "SASL"},
+		{"no ACL for the group", "reader", "reader-secret", "Authorization"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := inbox.NewConsumer(db.Pool, inbox.Config{
+				Kafka: broker.Config{Brokers: cluster.ListenAddrs(), AllowPlaintextSASL: true,
+					SASL: broker.SASL{Mechanism: broker.PLAIN, Username: tc.user, Password: tc.password}},
+				GroupID: testenv.Unique("refused"), Topics: []string{"orders"},
+				JoinGroupBackoff: 100 * time.Millisecond, Logger: testLogger(t),
+			}, applyHandler("c1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = runUntilError(t, c)
+			if !errors.Is(err, inbox.ErrJoinRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Run returned %v, want an ErrJoinRefused error mentioning %s", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), tc.password) {
+				t.Errorf("Run's error quotes the password: %v", err)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/segmentio/kafka-go"
 )
 
 // transientDBError reports whether err is the database failing rather than
@@ -63,6 +64,28 @@ func setupDBError(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "42P01", "42501":
+			return true
+		}
+	}
+	return false
+}
+
+// ErrJoinRefused is matched (errors.Is) by the error [Consumer.Run]
+// returns when the Kafka cluster refuses the consumer for good as it joins
+// the group: its SASL credentials or mechanism are rejected, or its ACLs
+// do not allow the group, the topics or the cluster operation. Run stops
+// instead of retrying what only an operator can fix; the error carries
+// Kafka's.
+var ErrJoinRefused = errors.New("inbox: the Kafka cluster refused this consumer (authentication or authorization)")
+
+// joinRefused reports whether err, from joining the group, is Kafka
+// refusing the client's credentials or permissions.
+func joinRefused(err error) bool {
+	for _, code := range []kafka.Error{
+		kafka.SASLAuthenticationFailed, kafka.UnsupportedSASLMechanism,
+		kafka.GroupAuthorizationFailed, kafka.TopicAuthorizationFailed, kafka.ClusterAuthorizationFailed,
+	} {
+		if errors.Is(err, code) {
 			return true
 		}
 	}
