@@ -110,11 +110,11 @@ type Config struct {
 	// second at most) is abandoned: its connection leaves the pool and its
 	// database session is terminated, which rolls back its transaction, and
 	// the attempt counts as failed. Every inbox transaction also sets
-	// statement_timeout and lock_timeout to HandlerTimeout (SET LOCAL, in
-	// the round trip of its BEGIN), so a statement the client gave up on
-	// (a claim blocked on a lock, a slow handler query) ends on the server
-	// as well, and frees its locks, even when the cancel request pgx sends
-	// on closing the connection does not arrive.
+	// statement_timeout and lock_timeout (SET LOCAL, in the round trip of
+	// its BEGIN) to HandlerTimeout plus the grace (at most 1s), so a statement the client gave up on (a claim blocked on a
+	// lock, a slow handler query) ends on the server as well, and frees its
+	// locks, even when the cancel request pgx sends on closing the
+	// connection does not arrive.
 	// Defaults to 30s.
 	HandlerTimeout time.Duration
 	// IdleInTransactionTimeout is set, with SET LOCAL in the statement that
@@ -364,8 +364,8 @@ func (c Config) validate() error {
 	}
 	// Both go to the server as milliseconds with every BEGIN (txOptions);
 	// a value over its limit would make every transaction fail.
-	if c.HandlerTimeout > maxServerTimeout {
-		return invalid("HandlerTimeout", "must be at most %s (PostgreSQL's limit for statement_timeout), got %s", maxServerTimeout, c.HandlerTimeout)
+	if serverTimeout(c.HandlerTimeout) > maxServerTimeout {
+		return invalid("HandlerTimeout", "must be at most %s (PostgreSQL's limit for statement_timeout, less the 1s the server waits after it), got %s", maxServerTimeout-maxHungGrace, c.HandlerTimeout)
 	}
 	if c.IdleInTransactionTimeout > maxServerTimeout {
 		return invalid("IdleInTransactionTimeout", "must be at most %s (PostgreSQL's limit for idle_in_transaction_session_timeout), got %s", maxServerTimeout, c.IdleInTransactionTimeout)

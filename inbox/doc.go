@@ -117,7 +117,8 @@
 // authentication failed, or ACLs that do not allow the group or topics.
 //
 // Every inbox transaction sets statement_timeout and lock_timeout to
-// HandlerTimeout for itself, in the round trip of its BEGIN: a statement
+// HandlerTimeout plus the grace (at most 1s) for itself, in the round trip
+// of its BEGIN: a statement
 // the consumer gave up on (a claim blocked on another transaction's lock)
 // ends on the server too and frees its locks, even when the cancel request
 // pgx sends as it closes the connection does not arrive, so retries do not

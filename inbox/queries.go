@@ -80,7 +80,8 @@ const terminateBackend = `SELECT pg_terminate_backend($1)`
 
 // beginWithTimeouts begins an inbox transaction and, for that transaction
 // only (SET LOCAL), has the server cancel any statement, or any lock wait,
-// that runs longer than HandlerTimeout (%[1]d milliseconds). pgx closes
+// that runs longer than %[1]d milliseconds (serverTimeout: HandlerTimeout
+// and the grace after it). pgx closes
 // the socket when a statement's context ends instead of cancelling it, and
 // the server notices a closed socket only when the statement finishes: a
 // claim blocked on a lock would go on waiting, holding the locks it took,

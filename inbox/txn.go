@@ -30,15 +30,26 @@ type txn struct {
 
 // txOptions begins every inbox transaction, setting the server-side bounds
 // in the same round trip (pgx sends a statement without arguments as one
-// simple query): statement_timeout and lock_timeout at HandlerTimeout, so
-// no statement outlives the client's deadline on the server, and the idle
-// bound of Config.IdleInTransactionTimeout.
+// simple query): statement_timeout and lock_timeout (serverTimeout), so no
+// statement runs on long after the client's deadline, and the idle bound
+// of Config.IdleInTransactionTimeout.
 func txOptions(cfg Config) pgx.TxOptions {
-	q := fmt.Sprintf(beginWithTimeouts, ceilMillis(cfg.HandlerTimeout))
+	q := fmt.Sprintf(beginWithTimeouts, ceilMillis(serverTimeout(cfg.HandlerTimeout)))
 	if cfg.IdleInTransactionTimeout > 0 {
 		q += fmt.Sprintf(setIdleTimeout, ceilMillis(cfg.IdleInTransactionTimeout))
 	}
 	return pgx.TxOptions{BeginQuery: q}
+}
+
+// serverTimeout is the statement_timeout and lock_timeout of an inbox
+// transaction: HandlerTimeout plus the grace before a hung handler is
+// abandoned. The client's deadline must come first: a handler whose
+// statement the server cancelled before the handler's context ended would
+// report 57014, a transient error, and its attempt would not count. On a
+// loaded machine the client's timer fires late, so the server waits for
+// the grace as well.
+func serverTimeout(handlerTimeout time.Duration) time.Duration {
+	return handlerTimeout + min(maxHungGrace, handlerTimeout)
 }
 
 // ceilMillis is d in whole milliseconds, rounded up: a server timeout of 0
