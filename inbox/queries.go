@@ -81,13 +81,12 @@ const terminateBackend = `SELECT pg_terminate_backend($1)`
 // beginWithTimeouts begins an inbox transaction and, for that transaction
 // only (SET LOCAL), has the server cancel any statement, or any lock wait,
 // that runs longer than %[1]d milliseconds (serverTimeout: HandlerTimeout
-// and the grace after it). pgx closes
-// the socket when a statement's context ends instead of cancelling it, and
-// the server notices a closed socket only when the statement finishes: a
-// claim blocked on a lock would go on waiting, holding the locks it took,
-// while the retry queues behind it on another backend. With the timeouts
-// the server ends the statement when the client gives up. One simple query,
-// so one round trip.
+// and the grace after it). When a statement's context ends, pgx closes the
+// socket and sends a cancel request over a new connection, best effort;
+// the server notices a closed socket only when the statement finishes, so
+// when the cancel is lost (a network cut, a proxy) a claim blocked on a
+// lock would go on waiting, holding the locks it took, while each retry
+// queues another backend behind it. One simple query, so one round trip.
 const beginWithTimeouts = `BEGIN; SET LOCAL statement_timeout = %[1]d; SET LOCAL lock_timeout = %[1]d`
 
 // setIdleTimeout, appended to beginWithTimeouts, has the server end the
