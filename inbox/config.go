@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 // StartOffset is where a partition without a committed offset starts.
@@ -108,7 +109,12 @@ type Config struct {
 	// is still running after twice HandlerTimeout (HandlerTimeout plus one
 	// second at most) is abandoned: its connection leaves the pool and its
 	// database session is terminated, which rolls back its transaction, and
-	// the attempt counts as failed.
+	// the attempt counts as failed. Every inbox transaction also sets
+	// statement_timeout and lock_timeout (SET LOCAL, in the round trip of
+	// its BEGIN) to HandlerTimeout plus the grace (at most 1s), so a statement the client gave up on (a claim blocked on a
+	// lock, a slow handler query) ends on the server as well, and frees its
+	// locks, even when the cancel request pgx sends on closing the
+	// connection does not arrive.
 	// Defaults to 30s.
 	HandlerTimeout time.Duration
 	// IdleInTransactionTimeout is set, with SET LOCAL in the statement that
@@ -235,6 +241,10 @@ const (
 	DefaultMaxWait = 500 * time.Millisecond
 
 	maxBatchSize = 10000
+	// maxServerTimeout is the largest statement_timeout, lock_timeout and
+	// idle_in_transaction_session_timeout PostgreSQL accepts: INT_MAX
+	// milliseconds.
+	maxServerTimeout = (1<<31 - 1) * time.Millisecond
 	// minIdleInTransactionMargin is how much IdleInTransactionTimeout must
 	// exceed HandlerTimeout: the grace before a hung handler is abandoned
 	// (at most 1s), the idle time the inbox allows itself before a
@@ -305,12 +315,20 @@ func (c Config) validate() error {
 	if c.GroupID == "" {
 		return invalid("GroupID", "is empty")
 	}
+	// The group is stored as text with every claim: a value PostgreSQL
+	// cannot store would fail every transaction, for ever.
+	if reason := record.CheckText(c.GroupID); reason != "" {
+		return invalid("GroupID", "%s", reason)
+	}
 	if len(c.Topics) == 0 {
 		return invalid("Topics", "is empty")
 	}
 	for i, t := range c.Topics {
 		if t == "" {
 			return invalid("Topics", "has an empty name at index %d", i)
+		}
+		if reason := record.CheckText(t); reason != "" {
+			return invalid("Topics", "name at index %d %s", i, reason)
 		}
 	}
 	if c.StartOffset != StartFirst && c.StartOffset != StartLast {
@@ -343,6 +361,14 @@ func (c Config) validate() error {
 		if d.v < 0 {
 			return invalid(d.name, "must not be negative, got %s", d.v)
 		}
+	}
+	// Both go to the server as milliseconds with every BEGIN (txOptions);
+	// a value over its limit would make every transaction fail.
+	if serverTimeout(c.HandlerTimeout) > maxServerTimeout {
+		return invalid("HandlerTimeout", "must be at most %s (PostgreSQL's limit for statement_timeout, less the 1s the server waits after it), got %s", maxServerTimeout-maxHungGrace, c.HandlerTimeout)
+	}
+	if c.IdleInTransactionTimeout > maxServerTimeout {
+		return invalid("IdleInTransactionTimeout", "must be at most %s (PostgreSQL's limit for idle_in_transaction_session_timeout), got %s", maxServerTimeout, c.IdleInTransactionTimeout)
 	}
 	if c.RetryBackoffMax < c.RetryBackoffMin {
 		return &ConfigError{Field: "RetryBackoffMax", Reason: fmt.Sprintf("must not be below RetryBackoffMin (%s), got %s", c.RetryBackoffMin, c.RetryBackoffMax), Related: []string{"RetryBackoffMin"}}

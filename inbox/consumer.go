@@ -51,6 +51,22 @@ type Consumer struct {
 	// skipInbox runs the same pipeline without claiming messages, for the
 	// benchmark's baseline only.
 	skipInbox bool
+
+	// fatal is closed, once, on an error that retrying cannot fix
+	// (fatalErr: ErrInboxTables from a partition worker, ErrJoinRefused
+	// from a join): Run then stops and returns fatalErr.
+	fatal     chan struct{}
+	fatalOnce sync.Once
+	fatalErr  error
+}
+
+// fail stops Run with err, which retrying cannot fix; the first call wins.
+func (c *Consumer) fail(ctx context.Context, err error) {
+	c.fatalOnce.Do(func() {
+		c.log.ErrorContext(ctx, "stopping: retrying cannot fix this", "error", err)
+		c.fatalErr = err
+		close(c.fatal)
+	})
 }
 
 // NewConsumer returns a Consumer of cfg.Topics in group cfg.GroupID that
@@ -90,6 +106,7 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 		metrics: m,
 
 		txOptions: txOptions(cfg),
+		fatal:     make(chan struct{}),
 	}, nil
 }
 
@@ -100,12 +117,26 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 //
 // When ctx ends, Run lets in-flight transactions finish (or roll back),
 // commits the offsets of every processed message, leaves the group and
-// returns nil. It returns an error only when it cannot start. A Consumer
-// runs once.
+// returns nil. It returns an error when it cannot start, and, after the
+// same orderly stop, errors that retrying cannot fix (other failures are
+// retried): one matching [ErrInboxTables] when the inbox's own statements
+// find its tables missing or not usable by the role, one matching
+// [ErrJoinRefused] when Kafka refuses the consumer's credentials or ACLs
+// as it joins the group. A Consumer runs once.
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("inbox: Run called twice")
 	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.fatal:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	// brokers is the bootstrap list in the order the group asks it; each
 	// failure to join moves the first broker to the end (see joinFailed).
 	brokers := slices.Clone(c.cfg.Kafka.Brokers)
@@ -130,6 +161,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		gen, err := group.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				break
+			}
+			if joinRefused(err) {
+				c.fail(ctx, fmt.Errorf("%w: %w", ErrJoinRefused, err))
 				break
 			}
 			if errors.Is(err, kafka.RebalanceInProgress) {
@@ -158,8 +193,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	retired.Wait()
 	bg.Wait()
-	c.log.InfoContext(context.WithoutCancel(ctx), "consumer stopped")
-	return nil
+	c.log.InfoContext(context.WithoutCancel(parent), "consumer stopped")
+	select {
+	case <-c.fatal:
+		return c.fatalErr
+	default:
+		return nil
+	}
 }
 
 // newGroup returns a ConsumerGroup that bootstraps through brokers, in

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
+	"github.com/outboxkit/outboxkit/internal/record"
 )
 
 // DeadLetter is a message whose handler failed for good, or that could not
@@ -29,12 +28,14 @@ type DeadLetter struct {
 	Topic     string
 	Partition int
 	Offset    int64
-	// Key, Value and Headers are the record's. Header names and values that
-	// were not valid UTF-8, or held NUL characters, are stored with those
-	// bytes replaced by U+FFFD.
+	// Key, Value and Headers are the record's, stored losslessly: headers
+	// keep their bytes and order, a repeated name included. (Dead letters
+	// recorded by versions before the change to []Header have their
+	// headers in name order, one per name, with invalid UTF-8 replaced by
+	// U+FFFD.)
 	Key     []byte
 	Value   []byte
-	Headers map[string]string
+	Headers []Header
 	// Error is the last failure.
 	Error string
 	// Attempts is how many times the handler was tried; 0 for a record
@@ -54,7 +55,22 @@ type DeadLetter struct {
 // like any message. The handler sees the header in [Message].Headers.
 // Programs with their own consumer loop ([Claim]) must skip these records
 // themselves.
-const HeaderRedriveGroup = "outboxkit-redrive-group"
+//
+// The name is reserved: [outbox.Write], [outbox.Emit] and the SQL function
+// outbox_emit refuse an event that sets it, and the relay leaves it out of
+// a row written with plain SQL. Records from other producers that carry it
+// are skipped like re-driven ones and counted in
+// outboxkit_inbox_skipped_redrives_total.
+const HeaderRedriveGroup = record.HeaderRedriveGroup
+
+// HeaderRedriveID ("outboxkit-redrive-id") is the Kafka header [Redrive]
+// sets, next to [HeaderRedriveGroup], to the message ID under which the
+// group recorded the original. A [Consumer] of that group takes it as the
+// copy's [Message].ID instead of calling Config.MessageID, so a copy
+// published twice, or published again after a Redrive whose commit failed,
+// is recognized as the message it re-drives. The name is reserved like
+// HeaderRedriveGroup.
+const HeaderRedriveID = record.HeaderRedriveID
 
 // ErrDeadLetterNotFound is returned for a dead-letter ID that does not exist.
 var ErrDeadLetterNotFound = errors.New("inbox: dead letter not found")
@@ -65,8 +81,13 @@ var ErrAlreadyRedriven = errors.New("inbox: dead letter already re-driven")
 
 func scanDeadLetter(row pgx.Row) (DeadLetter, error) {
 	var d DeadLetter
+	var headers []byte
 	err := row.Scan(&d.ID, &d.Group, &d.MessageID, &d.Topic, &d.Partition, &d.Offset,
-		&d.Key, &d.Value, &d.Headers, &d.Error, &d.Attempts, &d.CreatedAt, &d.RedrivenAt)
+		&d.Key, &d.Value, &headers, &d.Error, &d.Attempts, &d.CreatedAt, &d.RedrivenAt)
+	if err != nil {
+		return d, err
+	}
+	d.Headers, err = decodeHeaders(headers)
 	return d, err
 }
 
@@ -106,8 +127,8 @@ type Record struct {
 	Topic string
 	Key   []byte
 	Value []byte // nil is a tombstone
-	// Headers are the record's headers, sent in name order.
-	Headers map[string]string
+	// Headers are the record's headers, sent in this order.
+	Headers []Header
 }
 
 // Publisher publishes records for [Redrive]; [NewRedriveWriter] returns the
@@ -150,10 +171,25 @@ type redriveWriter struct{ w *kafka.Writer }
 
 func (r *redriveWriter) Publish(ctx context.Context, rec Record) error {
 	m := kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
-	for _, k := range slices.Sorted(maps.Keys(rec.Headers)) {
-		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(rec.Headers[k])})
+	if len(rec.Headers) > 0 {
+		m.Headers = make([]kafka.Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			m.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
 	}
 	return r.w.WriteMessages(ctx, m)
+}
+
+// withHeader returns a copy of hs without the headers named key, and one
+// with value appended.
+func withHeader(hs []Header, key, value string) []Header {
+	out := make([]Header, 0, len(hs)+1)
+	for _, h := range hs {
+		if h.Key != key {
+			out = append(out, h)
+		}
+	}
+	return append(out, Header{Key: key, Value: []byte(value)})
 }
 
 func (r *redriveWriter) Close() error { return r.w.Close() }
@@ -177,12 +213,15 @@ func (r *redriveWriter) Close() error { return r.w.Close() }
 // cannot apply an old event over newer state must check that itself (a
 // version or sequence number in the event).
 //
-// The record keeps its id header, so the group recognizes a copy published
-// twice; a record that had no usable id header is given one with its stored
-// message ID. (A consumer with its own Config.MessageID identifies the copy
-// by what that function returns.) If publishing fails nothing changes; if the commit fails after
-// publishing, the group drops the copy as a duplicate and Redrive can simply
-// be called again. It returns an error matching [ErrDeadLetterNotFound] or
+// The record keeps the producer's headers as they were, id included, and
+// carries the stored message ID in the [HeaderRedriveID] header: the group
+// takes that as the copy's ID whatever its Config.MessageID (even
+// [IDFromPosition], under which the copy's new position would make it a new
+// message), so every copy is the same message to it. If publishing fails
+// nothing changes. If the commit fails after publishing, the inbox row
+// deletion rolls back with it and the group drops that copy as a
+// duplicate, so Redrive can simply be called again; a copy published twice
+// (a retried produce) is applied once. It returns an error matching [ErrDeadLetterNotFound] or
 // [ErrAlreadyRedriven] when there is nothing to re-drive. If the message fails
 // again it returns to the dead-letter table, pending.
 func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) error {
@@ -203,14 +242,12 @@ func Redrive(ctx context.Context, pool *pgxpool.Pool, pub Publisher, id int64) e
 		if _, err := tx.Exec(ctx, markRedriven, id); err != nil {
 			return fmt.Errorf("inbox: redrive %d: mark re-driven: %w", id, err)
 		}
-		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: maps.Clone(d.Headers)}
-		if rec.Headers == nil {
-			rec.Headers = map[string]string{}
-		}
-		// The stored ID is the one the inbox row was deleted under; a
-		// record that had no usable id header gets it as its id.
-		rec.Headers[HeaderID] = d.MessageID
-		rec.Headers[HeaderRedriveGroup] = d.Group
+		// The producer's headers go out as they were; the copy names its
+		// group and the ID the inbox row was deleted under, which the group
+		// takes as the copy's ID whatever its Config.MessageID.
+		hs := withHeader(d.Headers, HeaderRedriveGroup, d.Group)
+		hs = withHeader(hs, HeaderRedriveID, d.MessageID)
+		rec := Record{Topic: d.Topic, Key: d.Key, Value: d.Value, Headers: hs}
 		if err := pub.Publish(ctx, rec); err != nil {
 			return fmt.Errorf("inbox: redrive %d: publish to %s: %w", id, d.Topic, err)
 		}

@@ -65,9 +65,20 @@
 // again after a capped exponential backoff. After Config.MaxAttempts failed
 // attempts the message goes to the inbox_dead_letters table, with its key,
 // value, headers and last error, in the same transaction as its inbox row,
-// and the partition moves on. A record that cannot be stored as it is (a
-// header that is not valid UTF-8) goes there at once. Operators list dead
-// letters with [ListDeadLetters] and re-publish one with [Redrive].
+// and the partition moves on. A record without a usable message ID
+// (Config.MessageID failed, or the id header is not valid UTF-8) goes there
+// at once. Headers are stored losslessly, binary values, order and
+// repeated names included. Operators list dead letters with
+// [ListDeadLetters] and re-publish one with [Redrive].
+//
+// # Headers
+//
+// [Message].Headers holds the record's headers as Kafka has them: a slice
+// of [Header] in the record's order, a repeated name repeated, values as
+// bytes. [Message.Header] returns the last value of a name as text,
+// [Message.HeaderBytes] as bytes. Binary values (Java producers, tracing
+// libraries) reach the handler unchanged; only the message ID has to be
+// text.
 //
 // Redrive publishes the record again to its topic, which every group of
 // the topic reads, marked for the group that failed it with the
@@ -78,7 +89,12 @@
 // partition, after every event of that key published since the original:
 // that one message is applied out of its key's order, after newer events.
 // A handler that must not apply an old event over newer state has to tell
-// by a version or sequence number in the event.
+// by a version or sequence number in the event. The copy keeps the
+// producer's headers as they were and carries the original's message ID in
+// the [HeaderRedriveID] header, which its group takes as the copy's ID
+// whatever Config.MessageID says: a copy published twice, or again after a
+// Redrive whose commit failed, is applied once, even under
+// [IDFromPosition].
 //
 // The database failing is not the message failing. A transaction that fails
 // on a transient database error (SQLSTATE class 08 or 53, 40001, 40P01,
@@ -88,6 +104,25 @@
 // outboxkit_inbox_database_retries_total. A handler that outlives
 // HandlerTimeout counts as failed even though its cancelled statement
 // reports 57014.
+//
+// A database that cannot serve the inbox at all is not transient either:
+// when the inbox's own statements (the position read, a claim, a dead
+// letter) find its tables missing (42P01) or the role without the
+// privilege (42501), [Consumer.Run] stops in order and returns an error
+// matching [ErrInboxTables] that names the statement and the server's
+// message. [NewConsumer] refuses what it can tell up front: a GroupID or
+// topic that is not text PostgreSQL can store, and timeouts over the
+// server's limit. Likewise Run returns an error matching [ErrJoinRefused]
+// when Kafka refuses the consumer as it joins the group: SASL
+// authentication failed, or ACLs that do not allow the group or topics.
+//
+// Every inbox transaction sets statement_timeout and lock_timeout to
+// HandlerTimeout plus the grace (at most 1s) for itself, in the round trip
+// of its BEGIN: a statement
+// the consumer gave up on (a claim blocked on another transaction's lock)
+// ends on the server too and frees its locks, even when the cancel request
+// pgx sends as it closes the connection does not arrive, so retries do not
+// pile up backends behind the lock.
 //
 // A handler that ignores its context is abandoned twice HandlerTimeout
 // after it started (HandlerTimeout plus at most one second): its connection
@@ -172,7 +207,9 @@
 // topic: outboxkit_inbox_messages_processed_total,
 // outboxkit_inbox_duplicates_total, outboxkit_inbox_retries_total,
 // outboxkit_inbox_database_retries_total, outboxkit_inbox_dead_letters_total,
-// outboxkit_inbox_handler_duration_seconds, and outboxkit_inbox_lag per
+// outboxkit_inbox_handler_duration_seconds,
+// outboxkit_inbox_skipped_redrives_total (records re-driven for another
+// group, skipped), and outboxkit_inbox_lag per
 // partition; plus outboxkit_inbox_offset_commit_errors_total,
 // outboxkit_inbox_generations_total and
 // outboxkit_inbox_expired_deleted_total per group.

@@ -114,3 +114,30 @@ ON CONFLICT (order_id) DO UPDATE SET total = order_totals.total + EXCLUDED.total
 	fmt.Println("order 42 total:", total)
 	// Output: order 42 total: 15
 }
+
+// Headers come as Kafka has them: in order, a repeated name repeated,
+// values as bytes. Header returns the last value of a name as text.
+func ExampleMessage_Header() {
+	msg := inbox.Message{Headers: []inbox.Header{
+		{Key: "tag", Value: []byte("a")},
+		{Key: "trace-bin", Value: []byte{0x0a, 0xff}},
+		{Key: "tag", Value: []byte("b")},
+	}}
+	tag, _ := msg.Header("tag")
+	fmt.Println("last tag:", tag)
+	for _, h := range msg.Headers {
+		if h.Key == "tag" {
+			fmt.Println("tag:", string(h.Value))
+		}
+	}
+	bin, _ := msg.HeaderBytes("trace-bin")
+	fmt.Printf("trace-bin: % x\n", bin)
+	_, ok := msg.Header("missing")
+	fmt.Println("missing:", ok)
+	// Output:
+	// last tag: b
+	// tag: a
+	// tag: b
+	// trace-bin: 0a ff
+	// missing: false
+}

@@ -75,7 +75,7 @@ func (b *bundle) config() inbox.Config {
 func applyHandler(consumer string) inbox.Handler {
 	return func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
 		var seq *int
-		if s, ok := msg.Headers["seq"]; ok {
+		if s, ok := msg.Header("seq"); ok {
 			var n int
 			if _, err := fmt.Sscan(s, &n); err != nil {
 				return err
@@ -233,3 +233,9 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 var errPoison = errors.New("poison message")
+
+// header returns the last value of the header named key in hs, as text.
+func header(hs []inbox.Header, key string) string {
+	v, _ := inbox.Message{Headers: hs}.Header(key)
+	return v
+}

@@ -146,7 +146,12 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 			c.Kafka.SASL = broker.SASL{Mechanism: broker.PLAIN, Username: "u"}
 		}, "inbox: Kafka.SASL.Mechanism is PLAIN without TLS"},
 		{"no group", func(c *inbox.Config) { c.GroupID = "" }, "inbox: GroupID is empty"},
+		{"NUL in group", func(c *inbox.Config) { c.GroupID = "bil\x00ling" }, "inbox: GroupID contains a NUL character"},
+		{"group not UTF-8", func(c *inbox.Config) { c.GroupID = "bil\xffling" }, "inbox: GroupID is not valid UTF-8"},
 		{"no topics", func(c *inbox.Config) { c.Topics = nil }, "inbox: Topics is empty"},
+		{"topic not UTF-8", func(c *inbox.Config) { c.Topics = []string{"t", "\xff"} }, "inbox: Topics name at index 1 is not valid UTF-8"},
+		{"handler timeout over the server's limit", func(c *inbox.Config) { c.HandlerTimeout = 30 * 24 * time.Hour }, "inbox: HandlerTimeout must be at most 596h31m22.647s"},
+		{"idle timeout over the server's limit", func(c *inbox.Config) { c.IdleInTransactionTimeout = 30 * 24 * time.Hour }, "inbox: IdleInTransactionTimeout must be at most 596h31m23.647s"},
 		{"batch too big", func(c *inbox.Config) { c.BatchSize = 20000 }, "inbox: BatchSize must be between 1 and 10000, got 20000"},
 		{"negative attempts", func(c *inbox.Config) { c.MaxAttempts = -1 }, "inbox: MaxAttempts must be at least 1, got -1"},
 		{"negative timeout", func(c *inbox.Config) { c.HandlerTimeout = -time.Second }, "inbox: HandlerTimeout must not be negative"},

@@ -2,7 +2,6 @@ package inbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,7 +26,9 @@ const maxIDBytes = 1024
 // Handler applies one message. It runs inside the transaction that records
 // the message in the inbox: do the message's database work through tx, and
 // return an error to roll back both (the message is then retried). tx is
-// committed by the consumer after Handler returns; do not commit it. When a
+// committed by the consumer after Handler returns: its Commit and Rollback
+// return [ErrTxOwnedByInbox] and do nothing (tx.Begin still opens a nested
+// transaction, a savepoint, to commit or roll back part of the work). When a
 // partition has a backlog, tx also holds the work of the messages before
 // this one in the partition (see Config.BatchSize); an error rolls those
 // back too, and they are re-applied one per transaction.
@@ -55,19 +56,53 @@ type Message struct {
 	Key []byte
 	// Value is the record value; nil for a tombstone.
 	Value []byte
-	// Headers are the record headers; when a name repeats, the last value
-	// wins.
-	Headers map[string]string
+	// Headers are the record headers as Kafka has them: in the record's
+	// order, a repeated name repeated, values as bytes (binary values
+	// included; only the message ID has to be text). [Message.Header] and
+	// [Message.HeaderBytes] look one up by name.
+	Headers []Header
 	// Time is the record timestamp.
 	Time time.Time
 }
 
-// IDFromHeader is the default Config.MessageID: the value of the id header
-// when the record has a non-empty one, otherwise [IDFromPosition]. It
-// suits records published by the relay, or by any producer whose id header
-// is a unique event ID.
+// Header is one Kafka record header. Kafka header values are bytes: Java
+// producers and tracing libraries send binary ones, and a name may appear
+// more than once in a record.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Header returns the value of the last header named key, as text, and
+// whether the record has one. The value is the header's bytes as they are,
+// which need not be valid UTF-8; use [Message.HeaderBytes] for binary
+// values and range over Headers for a name that repeats.
+func (m Message) Header(key string) (string, bool) {
+	v, ok := m.HeaderBytes(key)
+	return string(v), ok
+}
+
+// HeaderBytes returns the value of the last header named key and whether
+// the record has one. The slice is the message's own.
+func (m Message) HeaderBytes(key string) ([]byte, bool) {
+	for i := len(m.Headers) - 1; i >= 0; i-- {
+		if m.Headers[i].Key == key {
+			return m.Headers[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// IDFromHeader is the default Config.MessageID: the value of the (last) id
+// header when the record has a non-empty one, otherwise [IDFromPosition].
+// It suits records published by the relay, or by any producer whose id
+// header is a unique event ID. An id header that is not valid UTF-8 is an
+// error: the record goes to the dead-letter table.
 func IDFromHeader(msg Message) (string, error) {
-	if id := msg.Headers[HeaderID]; id != "" {
+	if id, _ := msg.Header(HeaderID); id != "" {
+		if reason := record.CheckText(id); reason != "" {
+			return "", fmt.Errorf("value of header %q %s", HeaderID, reason)
+		}
 		return id, nil
 	}
 	return IDFromPosition(msg)
@@ -85,34 +120,41 @@ func positionID(topic string, partition int, offset int64) string {
 	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
 }
 
-// decode turns a Kafka record into a Message whose ID is messageID's. The
-// second result is not nil when the record cannot be handled (a header that
-// is not valid UTF-8 or holds a NUL, or no usable ID); such a message goes
-// to the dead-letter table without reaching the handler, under its
-// position ID when it has no usable one.
-func decode(m kafka.Message, messageID func(Message) (string, error)) (Message, error) {
+// decode turns a Kafka record into a Message whose ID is messageID's, or,
+// for a copy that Redrive published for group, the ID its HeaderRedriveID
+// header carries (the original's, whatever messageID would say). The
+// second result is not nil when the record cannot be handled (no usable ID:
+// messageID failed, or returned an ID that is empty, not valid UTF-8, holds
+// a NUL or is too long); such a message goes to the dead-letter table
+// without reaching the handler, under its position ID. Header names and
+// values are passed on as they are, binary ones included.
+func decode(m kafka.Message, messageID func(Message) (string, error), group string) (Message, error) {
 	msg := Message{
 		Topic:     m.Topic,
 		Partition: m.Partition,
 		Offset:    m.Offset,
 		Key:       m.Key,
 		Value:     m.Value,
-		Headers:   make(map[string]string, len(m.Headers)),
 		Time:      m.Time,
 	}
-	var bad error
-	for _, h := range m.Headers {
-		v := string(h.Value)
-		if bad == nil {
-			if reason := record.CheckText(h.Key); reason != "" {
-				bad = fmt.Errorf("header name %q %s", h.Key, reason)
-			} else if reason := record.CheckText(v); reason != "" {
-				bad = fmt.Errorf("value of header %q %s", h.Key, reason)
-			}
+	if len(m.Headers) > 0 {
+		msg.Headers = make([]Header, len(m.Headers))
+		for i, h := range m.Headers {
+			msg.Headers[i] = Header{Key: h.Key, Value: h.Value}
 		}
-		msg.Headers[h.Key] = v
 	}
-	id, err := callMessageID(messageID, msg)
+	var bad error
+	var id string
+	var err error
+	if g, ok := msg.Header(HeaderRedriveGroup); ok && g == group {
+		if id, ok = msg.Header(HeaderRedriveID); !ok {
+			// A copy re-driven by a version without the header: its id
+			// header was set to the stored message ID.
+			id, err = callMessageID(messageID, msg)
+		}
+	} else {
+		id, err = callMessageID(messageID, msg)
+	}
 	var idErr error
 	switch {
 	case err != nil:
@@ -151,23 +193,6 @@ func sanitize(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
-
-// headersJSON encodes headers for a jsonb column, sanitized; nil when there
-// are none.
-func headersJSON(h map[string]string) (any, error) {
-	if len(h) == 0 {
-		return nil, nil
-	}
-	clean := make(map[string]string, len(h))
-	for k, v := range h {
-		clean[sanitize(k)] = sanitize(v)
-	}
-	b, err := json.Marshal(clean)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
 }
 
 // DBTX is what the inbox's lower-level functions need from a database

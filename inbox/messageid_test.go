@@ -39,7 +39,7 @@ func TestMessageIDFromForeignProducer(t *testing.T) {
 	errNoEventID := errors.New("no event-id header")
 	cfg := b.config()
 	cfg.MessageID = func(msg inbox.Message) (string, error) {
-		if id := msg.Headers["event-id"]; id != "" {
+		if id, _ := msg.Header("event-id"); id != "" {
 			return id, nil
 		}
 		return "", errNoEventID
@@ -71,7 +71,7 @@ func TestMessageIDFromForeignProducer(t *testing.T) {
 	}
 	d := dls[0]
 	wantID := fmt.Sprintf("%s/0/3", b.topic)
-	if d.MessageID != wantID || d.Attempts != 0 || !strings.Contains(d.Error, "message ID: no event-id header") || d.Headers["seq"] != "3" {
+	if d.MessageID != wantID || d.Attempts != 0 || !strings.Contains(d.Error, "message ID: no event-id header") || header(d.Headers, "seq") != "3" {
 		t.Errorf("dead letter = ID %q, %d attempts, error %q, headers %v; want ID %q, 0 attempts and an error naming the message ID",
 			d.MessageID, d.Attempts, d.Error, d.Headers, wantID)
 	}

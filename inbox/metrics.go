@@ -21,6 +21,7 @@ type metrics struct {
 	generations   *prometheus.CounterVec
 	expiredDelete *prometheus.CounterVec
 	rewinds       *prometheus.CounterVec
+	skipped       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -66,6 +67,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_inbox_position_rewinds_total",
 			Help: "Times a partition was read again from the database's inbox position because the database was behind what this consumer or Kafka had committed: it lost commits (a failover to a standby that lagged, a restore from backup).",
 		}, []string{"group", "topic"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outboxkit_inbox_skipped_redrives_total",
+			Help: "Records skipped because their outboxkit-redrive-group header names another consumer group: re-driven dead letters of that group (or records a producer marked so; outbox writers refuse the header).",
+		}, []string{"group", "topic"}),
 		expiredDelete: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_inbox_expired_deleted_total",
 			Help: "Inbox rows deleted by retention.",
@@ -82,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		return c, err
 	}
-	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.dbRetries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete, &m.rewinds} {
+	for _, pc := range []**prometheus.CounterVec{&m.processed, &m.duplicates, &m.retries, &m.dbRetries, &m.deadLetters, &m.commitErrors, &m.generations, &m.expiredDelete, &m.rewinds, &m.skipped} {
 		c, err := register(*pc)
 		if err != nil {
 			return nil, err
@@ -106,7 +111,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // partition so the hot path does no label lookups.
 type topicMetrics struct {
 	processed, duplicates, retries, deadLetters prometheus.Counter
-	databaseRetries                             prometheus.Counter
+	databaseRetries, skippedRedrives            prometheus.Counter
 	handlerTime                                 prometheus.Observer
 	lag                                         prometheus.Gauge
 }
@@ -118,6 +123,7 @@ func (m *metrics) bind(group, topic string, partition int) topicMetrics {
 		retries:         m.retries.WithLabelValues(group, topic),
 		databaseRetries: m.dbRetries.WithLabelValues(group, topic),
 		deadLetters:     m.deadLetters.WithLabelValues(group, topic),
+		skippedRedrives: m.skipped.WithLabelValues(group, topic),
 		handlerTime:     m.handlerTime.WithLabelValues(group, topic),
 		lag:             m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)),
 	}

@@ -95,6 +95,10 @@ func (p *partitionWorker) startOffset(pa kafka.PartitionAssignment) (start int64
 			}
 			return db, true
 		}
+		if setupDBError(err) {
+			p.c.fail(p.base, fmt.Errorf("%w: %w", ErrInboxTables, err))
+			return 0, false
+		}
 		d := p.c.backoff(waits)
 		p.tm.databaseRetries.Inc()
 		p.log.WarnContext(p.base, "reading the inbox position failed; retrying", "error", err, "backoff", d)

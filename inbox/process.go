@@ -81,9 +81,10 @@ func (p *partitionWorker) process(batch []kafka.Message) int {
 	items := make([]item, len(batch))
 	ours := 0
 	for i, m := range batch {
-		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID)
-		if g, ok := items[i].msg.Headers[HeaderRedriveGroup]; ok && g != p.c.cfg.GroupID {
+		items[i].msg, items[i].bad = decode(m, p.c.cfg.MessageID, p.c.cfg.GroupID)
+		if g, ok := items[i].msg.Header(HeaderRedriveGroup); ok && g != p.c.cfg.GroupID {
 			items[i].elsewhere = true
+			p.tm.skippedRedrives.Inc()
 			p.log.DebugContext(p.base, "skipped a message re-driven for another group",
 				"message_id", items[i].msg.ID, "offset", items[i].msg.Offset, "redrive_group", g)
 			continue
@@ -180,6 +181,10 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 		if p.lostPosition(&failure{err: err}) {
 			return false
 		}
+		if setupDBError(err) {
+			p.c.fail(p.base, fmt.Errorf("%w: record a dead letter: %w", ErrInboxTables, err))
+			return false
+		}
 		d := p.c.backoff(waits)
 		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {
@@ -225,7 +230,7 @@ func (p *partitionWorker) tryDeadLetter(it *item, cause error, attempts int) err
 }
 
 func (p *partitionWorker) insertDeadLetter(ctx context.Context, tx pgx.Tx, it *item, cause error, attempts int) error {
-	h, err := headersJSON(it.msg.Headers)
+	h, err := encodeHeaders(it.msg.Headers)
 	if err != nil {
 		return err
 	}
@@ -312,6 +317,11 @@ func (p *partitionWorker) apply(items []item) *failure {
 	if errors.As(err, &lost) {
 		return &failure{err: err, index: -1}
 	}
+	if setupDBError(err) {
+		// Not transient, and not the message's fault: stop the consumer.
+		p.c.fail(p.base, fmt.Errorf("%w: claim: %w", ErrInboxTables, err))
+		return &failure{err: err, index: -1, stopped: true}
+	}
 	if err != nil {
 		return &failure{err: fmt.Errorf("claim: %w", err), index: -1, transient: true}
 	}
@@ -343,6 +353,10 @@ func (p *partitionWorker) apply(items []item) *failure {
 			ctx, cancel := p.opContext()
 			err := p.insertDeadLetter(ctx, tx, it, it.bad, 0)
 			cancel()
+			if setupDBError(err) {
+				p.c.fail(p.base, fmt.Errorf("%w: %w", ErrInboxTables, err))
+				return &failure{err: err, index: -1, stopped: true}
+			}
 			if err != nil {
 				return &failure{err: err, index: i}
 			}
@@ -505,7 +519,7 @@ func (p *partitionWorker) callHandler(tx *txn, msg Message) error {
 				done <- &panicError{value: v, stack: debug.Stack()}
 			}
 		}()
-		done <- p.handle(hctx, tx.Tx, msg)
+		done <- p.handle(hctx, handlerTx{tx.Tx}, msg)
 	}()
 
 	graceDur := min(maxHungGrace, p.c.cfg.HandlerTimeout)

@@ -78,11 +78,22 @@ WHERE ctid = ANY (ARRAY(
 // deadline, which rolls back its transaction and releases its locks.
 const terminateBackend = `SELECT pg_terminate_backend($1)`
 
-// beginWithIdleTimeout begins an inbox transaction and, for that transaction
-// only (SET LOCAL), has the server end the session once it sits idle for %d
-// milliseconds: a paused or cut-off consumer then releases its inbox claims
-// (package doc, "Quiet faults"). One simple query, so one round trip.
-const beginWithIdleTimeout = `BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d`
+// beginWithTimeouts begins an inbox transaction and, for that transaction
+// only (SET LOCAL), has the server cancel any statement, or any lock wait,
+// that runs longer than %[1]d milliseconds (serverTimeout: HandlerTimeout
+// and the grace after it). When a statement's context ends, pgx closes the
+// socket and sends a cancel request over a new connection, best effort;
+// the server notices a closed socket only when the statement finishes, so
+// when the cancel is lost (a network cut, a proxy) a claim blocked on a
+// lock would go on waiting, holding the locks it took, while each retry
+// queues another backend behind it. One simple query, so one round trip.
+const beginWithTimeouts = `BEGIN; SET LOCAL statement_timeout = %[1]d; SET LOCAL lock_timeout = %[1]d`
+
+// setIdleTimeout, appended to beginWithTimeouts, has the server end the
+// session once its transaction sits idle for %d milliseconds: a paused or
+// cut-off consumer then releases its inbox claims (package doc, "Quiet
+// faults").
+const setIdleTimeout = `; SET LOCAL idle_in_transaction_session_timeout = %d`
 
 // keepaliveQuery resets the server's idle-in-transaction timer during a
 // batch of slow handlers.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/broker"
@@ -145,4 +147,171 @@ func (b *bundle) endOffset(t *testing.T) int64 {
 		t.Fatalf("list offsets: %+v", po)
 	}
 	return po[0].LastOffset
+}
+
+// A record whose outboxkit-redrive-group header names another group is
+// skipped without being applied, claimed or dead-lettered, and counted.
+// Outbox writers refuse the header, so such a record comes from a re-drive
+// of that group, or from a producer outside outboxkit.
+func TestSkippedRedrivesAreCounted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	reg := prometheus.NewRegistry()
+	cfg := b.config()
+	cfg.Registerer = reg
+	run(t, b.consumer(t, cfg, applyHandler("c1")))
+	b.produce(t,
+		record("s-1", "k", "v", inbox.HeaderRedriveGroup, "another-group"),
+		record("s-2", "k", "v", inbox.HeaderRedriveGroup, b.group),
+		record("s-3", "k", "v"),
+	)
+	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-3'`) == 1 },
+		func() string { return "s-3 was not applied" })
+	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-1'`); n != 0 {
+		t.Errorf("s-1, marked for another group, applied %d times", n)
+	}
+	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-2'`); n != 1 {
+		t.Errorf("s-2, marked for this group, applied %d times, want once", n)
+	}
+	if n := b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 's-1'`); n != 0 {
+		t.Errorf("s-1 claimed in the inbox (%d rows)", n)
+	}
+	if got := metric(t, reg, "outboxkit_inbox_skipped_redrives_total"); got != 1 {
+		t.Errorf("outboxkit_inbox_skipped_redrives_total = %v, want 1", got)
+	}
+}
+
+// publisherFunc adapts a function to inbox.Publisher, around a real one.
+type publisherFunc struct {
+	inbox.Publisher
+	publish func(ctx context.Context, rec inbox.Record) error
+}
+
+func (p publisherFunc) Publish(ctx context.Context, rec inbox.Record) error {
+	return p.publish(ctx, rec)
+}
+
+// positionIDScenario runs a consumer whose MessageID is IDFromPosition and
+// whose handler refuses p-1 until fixed is called; it returns once p-1 is
+// dead-lettered, with the dead letter and a function that counts p-1's
+// applications (under any ID: the applied key is the producer's).
+func positionIDScenario(t *testing.T, b *bundle) (d inbox.DeadLetter, fixed func(), applications func() int, seen *deliveries) {
+	t.Helper()
+	var broken atomic.Bool
+	broken.Store(true)
+	seen = &deliveries{}
+	cfg := b.config()
+	cfg.MessageID = inbox.IDFromPosition
+	cfg.MaxAttempts = 2
+	apply := applyHandler("c1")
+	run(t, b.consumer(t, cfg, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		seen.add(msg)
+		if string(msg.Key) == "p-1" && broken.Load() {
+			return errors.New("downstream refuses p-1")
+		}
+		return apply(ctx, tx, msg)
+	}))
+	b.produce(t, record("producer-1", "p-1", "v"))
+	ctx := context.Background()
+	var dls []inbox.DeadLetter
+	waitFor(t, 30*time.Second, func() bool {
+		var err error
+		dls, err = inbox.ListDeadLetters(ctx, b.db.Pool, b.group, 10)
+		return err == nil && len(dls) == 1
+	}, func() string { return fmt.Sprintf("want p-1 dead-lettered, dead letters: %+v", dls) })
+	return dls[0], func() { broken.Store(false) },
+		func() int { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'p-1'`) }, seen
+}
+
+// With MessageID IDFromPosition, a Redrive whose commit fails after the
+// publish (its session is terminated between the two), called again as
+// documented, applies the message once: both copies carry the original's
+// ID, and the first finds the inbox row that the failed commit kept. The
+// copies keep the producer's id header.
+func TestRedriveAgainAfterFailedCommitAppliesOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	d, fixed, applications, seen := positionIDScenario(t, b)
+	fixed()
+
+	pcfg, err := pgxpool.ParseConfig(b.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "redrive-victim"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	w, err := inbox.NewRedriveWriter(broker.Config{Brokers: b.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// Publish, then end the Redrive's session before it commits.
+	failing := publisherFunc{Publisher: w, publish: func(ctx context.Context, rec inbox.Record) error {
+		if err := w.Publish(ctx, rec); err != nil {
+			return err
+		}
+		_, err := b.db.Pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = 'redrive-victim'`)
+		return err
+	}}
+	if err := inbox.Redrive(ctx, pool, failing, d.ID); err == nil {
+		t.Fatal("Redrive succeeded though its session was terminated before the commit")
+	}
+	// The copy is consumed, and dropped: its inbox row is still there.
+	waitFor(t, 30*time.Second, func() bool { return len(seen.get(d.MessageID)) >= 2 || b.endOffset(t) == 2 },
+		func() string { return "the copy was not published" })
+	if err := inbox.Redrive(ctx, pool, w, d.ID); err != nil {
+		t.Fatalf("Redrive again: %v", err)
+	}
+	waitFor(t, 30*time.Second, func() bool { return applications() >= 1 }, func() string { return "p-1 was not applied" })
+	// x-2 after both copies shows the consumer got past them.
+	b.produce(t, record("producer-2", "x-2", "v"))
+	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
+		func() string { return "x-2 was not applied" })
+	if n := applications(); n != 1 {
+		t.Errorf("p-1 applied %d times after a failed and a successful Redrive, want once", n)
+	}
+	if n := b.count(t, `SELECT count(*) FROM applied WHERE key = 'p-1' AND message_id = $1`, d.MessageID); n != 1 {
+		t.Errorf("p-1 not applied under its original ID %s", d.MessageID)
+	}
+	for _, hs := range seen.get(d.MessageID) {
+		if id := header(hs, "id"); id != "producer-1" {
+			t.Errorf("a delivery of p-1 has id header %q, want the producer's producer-1", id)
+		}
+	}
+}
+
+// With MessageID IDFromPosition, a re-driven copy published twice (a
+// retried produce) is applied once.
+func TestRedriveCopyPublishedTwiceAppliesOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	ctx := context.Background()
+	d, fixed, applications, _ := positionIDScenario(t, b)
+	fixed()
+	w, err := inbox.NewRedriveWriter(broker.Config{Brokers: b.brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	twice := publisherFunc{Publisher: w, publish: func(ctx context.Context, rec inbox.Record) error {
+		if err := w.Publish(ctx, rec); err != nil {
+			return err
+		}
+		return w.Publish(ctx, rec)
+	}}
+	if err := inbox.Redrive(ctx, b.db.Pool, twice, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.produce(t, record("producer-2", "x-2", "v"))
+	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
+		func() string { return "x-2 was not applied" })
+	if n := applications(); n != 1 {
+		t.Errorf("p-1 applied %d times from two copies of one re-drive, want once", n)
+	}
 }

@@ -38,7 +38,7 @@ func (p *partitionWorker) handle(ctx context.Context, tx pgx.Tx, msg Message) (e
 			semconv.MessagingMessageID(msg.ID),
 		),
 	}
-	parent := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier(msg.Headers)))
+	parent := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), headerCarrier(msg.Headers)))
 	if parent.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	} else {

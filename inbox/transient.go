@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/segmentio/kafka-go"
 )
 
 // transientDBError reports whether err is the database failing rather than
@@ -44,4 +45,49 @@ func transientDBError(err error) bool {
 	// No server answer at all: a dial, TLS or I/O failure of the connection.
 	var connectErr *pgconn.ConnectError
 	return errors.As(err, &connectErr) || pgconn.SafeToRetry(err)
+}
+
+// ErrInboxTables is matched (errors.Is) by the error [Consumer.Run] returns
+// when one of the inbox's own statements finds its tables missing
+// (SQLSTATE 42P01 undefined_table: migrations not applied, or a search_path
+// that does not reach them) or not usable by the consumer's role (42501
+// insufficient_privilege). Retrying cannot fix either, so Run stops instead
+// of retrying them as transient, and the error names the statement and the
+// server's message.
+var ErrInboxTables = errors.New("inbox: the inbox tables are missing or this role may not use them (apply the migrations, check search_path and grants)")
+
+// setupDBError reports whether err, from one of the inbox's own statements
+// (never a handler's), says the database is not set up for the inbox: see
+// ErrInboxTables.
+func setupDBError(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42P01", "42501":
+			return true
+		}
+	}
+	return false
+}
+
+// ErrJoinRefused is matched (errors.Is) by the error [Consumer.Run]
+// returns when the Kafka cluster refuses the consumer for good as it joins
+// the group: its SASL credentials or mechanism are rejected, or its ACLs
+// do not allow the group, the topics or the cluster operation. Run stops
+// instead of retrying what only an operator can fix; the error carries
+// Kafka's.
+var ErrJoinRefused = errors.New("inbox: the Kafka cluster refused this consumer (authentication or authorization)")
+
+// joinRefused reports whether err, from joining the group, is Kafka
+// refusing the client's credentials or permissions.
+func joinRefused(err error) bool {
+	for _, code := range []kafka.Error{
+		kafka.SASLAuthenticationFailed, kafka.UnsupportedSASLMechanism,
+		kafka.GroupAuthorizationFailed, kafka.TopicAuthorizationFailed, kafka.ClusterAuthorizationFailed,
+	} {
+		if errors.Is(err, code) {
+			return true
+		}
+	}
+	return false
 }

@@ -28,15 +28,34 @@ type txn struct {
 	last time.Time
 }
 
-// txOptions begins every inbox transaction, setting the server-side idle
-// bound of Config.IdleInTransactionTimeout in the same round trip (pgx sends
-// a statement without arguments as one simple query).
+// txOptions begins every inbox transaction, setting the server-side bounds
+// in the same round trip (pgx sends a statement without arguments as one
+// simple query): statement_timeout and lock_timeout (serverTimeout), so no
+// statement runs on long after the client's deadline, and the idle bound
+// of Config.IdleInTransactionTimeout.
 func txOptions(cfg Config) pgx.TxOptions {
-	if cfg.IdleInTransactionTimeout <= 0 {
-		return pgx.TxOptions{}
+	q := fmt.Sprintf(beginWithTimeouts, ceilMillis(serverTimeout(cfg.HandlerTimeout)))
+	if cfg.IdleInTransactionTimeout > 0 {
+		q += fmt.Sprintf(setIdleTimeout, ceilMillis(cfg.IdleInTransactionTimeout))
 	}
-	ms := (cfg.IdleInTransactionTimeout + time.Millisecond - 1) / time.Millisecond
-	return pgx.TxOptions{BeginQuery: fmt.Sprintf(beginWithIdleTimeout, ms)}
+	return pgx.TxOptions{BeginQuery: q}
+}
+
+// serverTimeout is the statement_timeout and lock_timeout of an inbox
+// transaction: HandlerTimeout plus the grace before a hung handler is
+// abandoned. The client's deadline must come first: a handler whose
+// statement the server cancelled before the handler's context ended would
+// report 57014, a transient error, and its attempt would not count. On a
+// loaded machine the client's timer fires late, so the server waits for
+// the grace as well.
+func serverTimeout(handlerTimeout time.Duration) time.Duration {
+	return handlerTimeout + min(maxHungGrace, handlerTimeout)
+}
+
+// ceilMillis is d in whole milliseconds, rounded up: a server timeout of 0
+// would mean none.
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // begin acquires a connection, waiting as long as ctx allows, and begins a

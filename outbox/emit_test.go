@@ -181,6 +181,8 @@ func TestOutboxEmitValidationNamesTheArgument(t *testing.T) {
 		{"headers array", "headers", "t", "order", "1", "E", `["a"]`, nil},
 		{"header number", "headers", "t", "order", "1", "E", `{"n": 1}`, nil},
 		{"header reserved", "headers", "t", "order", "1", "E", `{"id": "x"}`, nil},
+		{"header re-drive group", "headers", "t", "order", "1", "E", `{"outboxkit-redrive-group": "billing"}`, nil},
+		{"header re-drive id", "headers", "t", "order", "1", "E", `{"outboxkit-redrive-id": "x"}`, nil},
 		{"header empty name", "headers", "t", "order", "1", "E", `{"": "x"}`, nil},
 	} {
 		_, err := db.Pool.Exec(ctx, "SELECT outbox_emit($1, $2, $3, $4, $5, $6::jsonb)", c.topic, c.aggType, c.aggID, c.evType, c.payload, c.header)

@@ -38,7 +38,10 @@ var (
 const DefaultMaxPayloadBytes = 1 << 20
 
 // Header names the relay sets on every Kafka record (docs/design.md §1.3):
-// "id", "event_type" and "aggregate_type". Events may not use them.
+// "id", "event_type" and "aggregate_type". Events may not use them, nor
+// the headers the inbox sets on a re-driven record
+// ("outboxkit-redrive-group", "outboxkit-redrive-id"; see
+// inbox.HeaderRedriveGroup).
 const (
 	HeaderID            = record.HeaderID
 	HeaderEventType     = record.HeaderEventType
@@ -292,7 +295,7 @@ func validate(i int, e *Event, lim limits, trace map[string]string) (map[string]
 			return nil, bad("Headers", "has an empty name")
 		}
 		if record.Reserved(k) {
-			return nil, bad("Headers", fmt.Sprintf("uses %q, a name the relay sets", k))
+			return nil, bad("Headers", fmt.Sprintf("uses %q, a name outboxkit sets", k))
 		}
 		if reason := record.CheckText(k); reason != "" {
 			return nil, bad("Headers", fmt.Sprintf("name %q %s", k, reason))

@@ -163,6 +163,8 @@ func TestWriteRejectsInvalidEventsAndInsertsNothing(t *testing.T) {
 		{"NUL in aggregate type", func(e *outbox.Event) { e.AggregateType = "a\x00b" }, "AggregateType", outbox.Writer{}},
 		{"empty header name", func(e *outbox.Event) { e.Headers = map[string]string{"": "x"} }, "Headers", outbox.Writer{}},
 		{"reserved header", func(e *outbox.Event) { e.Headers = map[string]string{"id": "x"} }, "Headers", outbox.Writer{}},
+		{"re-drive group header", func(e *outbox.Event) { e.Headers = map[string]string{"outboxkit-redrive-group": "billing"} }, "Headers", outbox.Writer{}},
+		{"re-drive id header", func(e *outbox.Event) { e.Headers = map[string]string{"outboxkit-redrive-id": "x"} }, "Headers", outbox.Writer{}},
 		{"invalid UTF-8 header value", func(e *outbox.Event) { e.Headers = map[string]string{"k": "\xff\xfe"} }, "Headers", outbox.Writer{}},
 		{"NUL in header value", func(e *outbox.Event) { e.Headers = map[string]string{"k": "a\x00"} }, "Headers", outbox.Writer{}},
 		{"payload over default limit", func(e *outbox.Event) { e.Payload = make([]byte, outbox.DefaultMaxPayloadBytes+1) }, "Payload", outbox.Writer{}},

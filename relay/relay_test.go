@@ -28,8 +28,14 @@ func TestPublishesRecordContract(t *testing.T) {
 VALUES ($1, 'order', 'order-43', 'OrderDeleted', NULL, NULL) RETURNING id`, b.topic).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
+	// A plain-SQL row may not set a header outboxkit sets: the inbox's
+	// re-drive marker would make every other consumer group skip the event.
+	if _, err := b.db.Pool.Exec(ctx, `INSERT INTO outbox (topic, aggregate_type, aggregate_id, event_type, payload, headers)
+VALUES ($1, 'order', 'order-44', 'OrderPaid', '{}', '{"outboxkit-redrive-group": "billing", "outboxkit-redrive-id": "x", "tenant": "acme"}')`, b.topic); err != nil {
+		t.Fatal(err)
+	}
 	b.startRelay(relay.Config{})
-	msgs := testenv.ReadTopic(t, b.topic, 2, 60*time.Second)
+	msgs := testenv.ReadTopic(t, b.topic, 3, 60*time.Second)
 	byKey := map[string]kafka.Message{}
 	for _, m := range msgs {
 		byKey[string(m.Key)] = m
@@ -57,6 +63,10 @@ VALUES ($1, 'order', 'order-43', 'OrderDeleted', NULL, NULL) RETURNING id`, b.to
 	tomb := byKey["order-43"]
 	if tomb.Value != nil || header(tomb, "id") != id || header(tomb, "event_type") != "OrderDeleted" {
 		t.Errorf("tombstone: value %v, id %q (want %q), event_type %q", tomb.Value, header(tomb, "id"), id, header(tomb, "event_type"))
+	}
+	paid := byKey["order-44"]
+	if header(paid, "tenant") != "acme" || header(paid, "outboxkit-redrive-group") != "" || header(paid, "outboxkit-redrive-id") != "" {
+		t.Errorf("plain-SQL row with re-drive headers: published headers %v, want tenant alone of its own", paid.Headers)
 	}
 	b.waitDrained(10 * time.Second)
 }

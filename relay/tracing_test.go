@@ -76,8 +76,9 @@ func (b *traced) consume(failFirst bool) func() []handled {
 		JoinGroupBackoff: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond, BatchSize: 1,
 		Logger: testLogger(b.t), TracerProvider: b.tp,
 	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		eventType, _ := msg.Header(outbox.HeaderEventType)
 		mu.Lock()
-		seen = append(seen, handled{msg.Headers[outbox.HeaderEventType], trace.SpanContextFromContext(ctx)})
+		seen = append(seen, handled{eventType, trace.SpanContextFromContext(ctx)})
 		mu.Unlock()
 		if calls.Add(1) == 1 && failFirst {
 			return errors.New("first attempt fails (test)")

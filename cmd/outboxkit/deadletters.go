@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
@@ -31,18 +32,39 @@ func init() {
 // deadLetterJSON is one entry of `deadletters list --json`. The value is
 // left out (it may hold personal data); its size says whether it is there.
 type deadLetterJSON struct {
-	ID         int64             `json:"id"`
-	Group      string            `json:"group"`
-	MessageID  string            `json:"message_id"`
-	Topic      string            `json:"topic"`
-	Partition  int               `json:"partition"`
-	Offset     int64             `json:"offset"`
-	Key        string            `json:"key"`
-	ValueBytes int               `json:"value_bytes"`
-	Headers    map[string]string `json:"headers"`
-	Error      string            `json:"error"`
-	Attempts   int               `json:"attempts"`
-	CreatedAt  time.Time         `json:"created_at"`
+	ID         int64        `json:"id"`
+	Group      string       `json:"group"`
+	MessageID  string       `json:"message_id"`
+	Topic      string       `json:"topic"`
+	Partition  int          `json:"partition"`
+	Offset     int64        `json:"offset"`
+	Key        string       `json:"key"`
+	ValueBytes int          `json:"value_bytes"`
+	Headers    []headerJSON `json:"headers"`
+	Error      string       `json:"error"`
+	Attempts   int          `json:"attempts"`
+	CreatedAt  time.Time    `json:"created_at"`
+}
+
+// headerJSON is one header of a dead letter, in the record's order: its
+// value as text when it is valid UTF-8, otherwise base64 in value_base64.
+type headerJSON struct {
+	Key         string  `json:"key"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 []byte  `json:"value_base64,omitempty"`
+}
+
+func headersJSON(hs []inbox.Header) []headerJSON {
+	out := make([]headerJSON, len(hs))
+	for i, h := range hs {
+		out[i].Key = h.Key
+		if v := string(h.Value); utf8.ValidString(v) {
+			out[i].Value = &v
+		} else {
+			out[i].ValueBase64 = h.Value
+		}
+	}
+	return out
 }
 
 func deadLettersList(ctx context.Context, e *env, args []string) error {
@@ -70,7 +92,7 @@ func deadLettersList(ctx context.Context, e *env, args []string) error {
 	for i, d := range dls {
 		out[i] = deadLetterJSON{
 			ID: d.ID, Group: d.Group, MessageID: d.MessageID, Topic: d.Topic, Partition: d.Partition, Offset: d.Offset,
-			Key: string(d.Key), ValueBytes: len(d.Value), Headers: d.Headers, Error: d.Error, Attempts: d.Attempts,
+			Key: string(d.Key), ValueBytes: len(d.Value), Headers: headersJSON(d.Headers), Error: d.Error, Attempts: d.Attempts,
 			CreatedAt: d.CreatedAt.UTC(),
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
@@ -25,7 +26,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("deadletters list --json: %v\n%s", err, r.stdout)
 	}
 	if len(list) != 1 || list[0].ID != id || list[0].Group != "shipping" || list[0].Key != "order-9" ||
-		list[0].ValueBytes != 7 || list[0].Attempts != 5 || list[0].Headers["event_type"] != "E" || list[0].Offset != 17 {
+		list[0].ValueBytes != 7 || list[0].Attempts != 5 || !hasHeader(list[0].Headers, "event_type", "E") || list[0].Offset != 17 {
 		t.Fatalf("deadletters list --group shipping: %+v, want the one shipping dead letter", list)
 	}
 	if strings.Contains(r.stdout, `{"n":1}`) || strings.Contains(r.stdout, "eyJuIjoxfQ") {
@@ -83,5 +84,26 @@ func TestKafkaFromEnv(t *testing.T) {
 	_, err = kafkaFromEnv(env("KAFKA_TLS_CA_FILE", "/ca.pem"), brokers)
 	if err == nil || err.Error() != "KAFKA_TLS_CA_FILE: is set but KAFKA_TLS is off" {
 		t.Fatalf("CA file without TLS: got %v", err)
+	}
+}
+
+func hasHeader(hs []headerJSON, key, value string) bool {
+	for _, h := range hs {
+		if h.Key == key && h.Value != nil && *h.Value == value {
+			return true
+		}
+	}
+	return false
+}
+
+func TestHeadersJSONKeepsBinaryValues(t *testing.T) {
+	t.Parallel()
+	got, err := json.Marshal(headersJSON([]inbox.Header{{Key: "tag", Value: []byte("a")}, {Key: "bin", Value: []byte{0xff, 0}}, {Key: "tag", Value: []byte("b")}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"key":"tag","value":"a"},{"key":"bin","value_base64":"/wA="},{"key":"tag","value":"b"}]`
+	if string(got) != want {
+		t.Errorf("headers JSON = %s, want %s", got, want)
 	}
 }

@@ -88,7 +88,7 @@ func Handler(consumer, topic string) inbox.Handler {
 		topic = Topic
 	}
 	return func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
-		eventType := msg.Headers[outbox.HeaderEventType]
+		eventType, _ := msg.Header(outbox.HeaderEventType)
 		react, ok := reactions[eventType]
 		if !ok {
 			return nil // not an event shipping cares about

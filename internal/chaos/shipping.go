@@ -38,7 +38,7 @@ var shipmentStatus = map[string]string{
 // transaction. consumer names the process in shipping_log, for diagnostics.
 func applyHandler(consumer string) inbox.Handler {
 	return func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
-		eventType := msg.Headers[record.HeaderEventType]
+		eventType, _ := msg.Header(record.HeaderEventType)
 		status, ok := shipmentStatus[eventType]
 		if !ok {
 			return nil

@@ -27,14 +27,25 @@ const (
 	// HeaderTracestate carries the vendor part of the writer's W3C trace
 	// context.
 	HeaderTracestate = "tracestate"
+	// HeaderRedriveGroup marks a record the inbox re-drove from its
+	// dead-letter table: the consumer group it is for. Every other inbox
+	// group skips such a record.
+	HeaderRedriveGroup = "outboxkit-redrive-group"
+	// HeaderRedriveID carries, on a re-driven record, the message ID the
+	// group recorded the original under, so the group recognizes every
+	// copy as that message.
+	HeaderRedriveID = "outboxkit-redrive-id"
 )
 
-// Reserved reports whether name is one of the headers the relay sets on
-// every record (id, event_type, aggregate_type): a writer may not use it,
-// and a row written by hand cannot override it.
+// Reserved reports whether name is one of the headers outboxkit sets: the
+// relay's on every record (id, event_type, aggregate_type) and the inbox's
+// on a re-driven record (outboxkit-redrive-group, outboxkit-redrive-id).
+// A writer may not use it, and a row written by hand cannot set it: an
+// event carrying outboxkit-redrive-group would be skipped by every inbox
+// group but the one it names.
 func Reserved(name string) bool {
 	switch name {
-	case HeaderID, HeaderEventType, HeaderAggregateType:
+	case HeaderID, HeaderEventType, HeaderAggregateType, HeaderRedriveGroup, HeaderRedriveID:
 		return true
 	}
 	return false

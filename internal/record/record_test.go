@@ -17,6 +17,7 @@ func TestUserHeaders(t *testing.T) {
 	}{
 		{"sorted by name", `{"b": "2", "a": "1"}`, []string{"a=1", "b=2"}},
 		{"reserved names left out", `{"id": "x", "event_type": "y", "aggregate_type": "z", "tenant": "acme", "traceparent": "00-1-2-01"}`, []string{"tenant=acme", "traceparent=00-1-2-01"}},
+		{"re-drive names left out", `{"outboxkit-redrive-group": "g", "outboxkit-redrive-id": "m", "tenant": "acme"}`, []string{"tenant=acme"}},
 		{"values that are not strings keep their JSON text", `{"n": 1, "o": {"k": true}, "s": "v"}`, []string{`n=1`, `o={"k": true}`, "s=v"}},
 		{"not an object gives none", `["a"]`, nil},
 		{"empty object", `{}`, nil},
