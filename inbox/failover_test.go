@@ -13,6 +13,18 @@ import (
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
+// haSetup is setup on the primary and standby pair: a fresh database with
+// the applied table, a topic of 3 partitions and a group.
+func haSetup(t *testing.T, ha *testenv.HA, prefix string) *bundle {
+	t.Helper()
+	b := &bundle{db: ha.NewDB(t), brokers: testenv.Brokers(t), topic: testenv.CreateTopic(t, prefix, 3),
+		group: testenv.Unique(prefix), log: testLogger(t)}
+	if _, err := b.db.Pool.Exec(context.Background(), appliedTable); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestFailoverInboxReappliesLostCommits runs three consumers against a
 // PostgreSQL primary with an asynchronous standby (`make failover-tests`)
 // while a producer keeps writing. The standby's WAL receiver is paused, so
@@ -24,17 +36,8 @@ import (
 // database that survived.
 func TestFailoverInboxReappliesLostCommits(t *testing.T) {
 	ha := testenv.RequireHA(t, "async")
-	b := &bundle{
-		db:      ha.NewDB(t),
-		brokers: testenv.Brokers(t),
-		topic:   testenv.CreateTopic(t, "inbox-failover", 3),
-		group:   testenv.Unique("inbox-failover"),
-		log:     testLogger(t),
-	}
+	b := haSetup(t, ha, "inbox-failover")
 	ctx := context.Background()
-	if _, err := b.db.Pool.Exec(ctx, appliedTable); err != nil {
-		t.Fatal(err)
-	}
 	reg := prometheus.NewRegistry()
 	for i := range 3 {
 		cfg := b.config()
@@ -108,16 +111,7 @@ func TestFailoverInboxReappliesLostCommits(t *testing.T) {
 // skipped.
 func TestFailoverInboxRestoreFromBackup(t *testing.T) {
 	ha := testenv.RequireHA(t, "async")
-	b := &bundle{
-		db:      ha.NewDB(t),
-		brokers: testenv.Brokers(t),
-		topic:   testenv.CreateTopic(t, "inbox-restore", 3),
-		group:   testenv.Unique("inbox-restore"),
-		log:     testLogger(t),
-	}
-	if _, err := b.db.Pool.Exec(context.Background(), appliedTable); err != nil {
-		t.Fatal(err)
-	}
+	b := haSetup(t, ha, "inbox-restore")
 	produce := func(from, to int) []string {
 		var ids []string
 		var msgs []kafka.Message
