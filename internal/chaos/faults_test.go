@@ -64,9 +64,10 @@ func TestChoose(t *testing.T) {
 	}
 }
 
-// The CI profile (single broker, no namespaces, not on the cluster) draws
-// the pause faults but neither network nor leader faults; the cluster
-// profile with a namespaced relay draws every kind but the single broker's.
+// The CI profile (single broker, no namespaces, not on the cluster, no
+// PostgreSQL pair) draws the pause faults but neither network, leader nor
+// failover faults; the cluster profile with a namespaced relay draws every
+// kind but the single broker's and the failover.
 func TestEnabledKinds(t *testing.T) {
 	ci := &injector{broker: &brokerControl{}}
 	on, off := enabledKinds(faultKinds, ci.whyOff)
@@ -76,14 +77,14 @@ func TestEnabledKinds(t *testing.T) {
 			t.Errorf("CI profile: %s not enabled (enabled: %s)", k, names)
 		}
 	}
-	if len(off) != 3 {
-		t.Errorf("CI profile: off = %v, want the two network kinds and the leader kill", off)
+	if len(off) != 4 {
+		t.Errorf("CI profile: off = %v, want the two network kinds, the leader kill and the PostgreSQL failover", off)
 	}
 
 	cluster := &injector{cluster: &clusterControl{}, netnsRelays: 1}
 	on, off = enabledKinds(faultKinds, cluster.whyOff)
-	if len(on) != len(faultKinds)-2 || len(off) != 2 || !strings.HasPrefix(off[0], faultBrokerRestart) {
-		t.Errorf("cluster profile: on %s; off %v; want all but the two single-broker kinds", kindNames(on), off)
+	if len(on) != len(faultKinds)-3 || len(off) != 3 || !strings.HasPrefix(off[0], faultBrokerRestart) {
+		t.Errorf("cluster profile: on %s; off %v; want all but the two single-broker kinds and the PostgreSQL failover", kindNames(on), off)
 	}
 }
 
