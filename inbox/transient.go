@@ -32,9 +32,13 @@ import (
 func transientDBError(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		case "08", "53":
-			return true
+		// A server always sends a five-character code; an error built
+		// elsewhere (a proxy, a test) may carry none.
+		if len(pgErr.Code) >= 2 {
+			switch pgErr.Code[:2] {
+			case "08", "53":
+				return true
+			}
 		}
 		switch pgErr.Code {
 		case "40001", "40P01", "25006", "25P03", "55P03", "57014", "57P01", "57P02", "57P03":
