@@ -32,6 +32,7 @@ import (
 	"fmt"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 )
 
 // FS holds the goose-annotated SQL migrations, in version order by file name.
@@ -63,14 +64,23 @@ func NewProvider(db *sql.DB, opts ...goose.ProviderOption) (*goose.Provider, err
 }
 
 // Up applies every pending migration to db and returns the first error.
-// Running it again when the schema is current does nothing. On a database
+// Running it again when the schema is current does nothing. It holds goose's
+// session lock while it migrates (waiting up to 5 minutes for it), so
+// several processes may call it at once. On a database
 // migrated before outboxkit kept its own version table it applies nothing
 // and returns a *[LegacyLayoutError] (see [Adopt]).
 func Up(ctx context.Context, db *sql.DB) error {
 	if err := CheckLayout(ctx, db); err != nil {
 		return err
 	}
-	p, err := NewProvider(db)
+	// goose's session lock (a PostgreSQL advisory lock, the one `outboxkit
+	// migrate` takes too): pods that all migrate at start-up take turns,
+	// and the later ones find nothing to do.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	p, err := NewProvider(db, goose.WithSessionLocker(locker))
 	if err != nil {
 		return err
 	}

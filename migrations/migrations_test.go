@@ -3,6 +3,7 @@ package migrations_test
 import (
 	"context"
 	"database/sql"
+	"io/fs"
 	"os"
 	"testing"
 
@@ -123,5 +124,47 @@ func TestDirectoryWorksAsPlainGooseDir(t *testing.T) {
 	}
 	if _, err := p.DownTo(ctx, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Pods that all call Up at start-up take turns on goose's session lock:
+// each returns nil and the schema ends at the latest version, applied once.
+func TestUpConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.EmptyDB(t)
+	const pods = 4
+	errs := make(chan error, pods)
+	for range pods {
+		go func() {
+			db, err := sql.Open("pgx", url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer db.Close()
+			errs <- migrations.Up(ctx, db)
+		}()
+	}
+	for range pods {
+		if err := <-errs; err != nil {
+			t.Errorf("a concurrent Up: %v", err)
+		}
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var applied, latest int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE version_id > 0), max(version_id) FROM `+migrations.VersionTable).Scan(&applied, &latest); err != nil {
+		t.Fatal(err)
+	}
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != int64(len(files)) {
+		t.Fatalf("%s records %d applied migrations (latest %d), want each of the %d applied once", migrations.VersionTable, applied, latest, len(files))
 	}
 }
