@@ -90,6 +90,10 @@ func exportMigrations(dir string, first int64, now time.Time) ([]exportedFile, e
 		return nil, err
 	}
 	var highest int64
+	// Sequential versions are zero-padded like goose create -s does (5
+	// digits) or like the padded files already in dir, so names sort in
+	// version order beside the service's 00001_... files.
+	width := 5
 	have := map[string]string{} // "outbox.sql" -> its file name in dir
 	for _, ent := range entries {
 		m := gooseFile.FindStringSubmatch(ent.Name())
@@ -101,6 +105,9 @@ func exportMigrations(dir string, first int64, now time.Time) ([]exportedFile, e
 			return nil, fmt.Errorf("%s: version %s out of range", ent.Name(), m[1])
 		}
 		highest = max(highest, v)
+		if strings.HasPrefix(m[1], "0") {
+			width = max(width, len(m[1]))
+		}
 		if _, name, ok := strings.Cut(ent.Name(), exportMarker); ok {
 			have[name] = ent.Name()
 		}
@@ -125,7 +132,11 @@ func exportMigrations(dir string, first int64, now time.Time) ([]exportedFile, e
 			return nil, fmt.Errorf("version %d for %s is not above %d, the highest version in %s; pass a higher --version", v, src, highest, dir)
 		}
 		next++
-		out = append(out, exportedFile{source: src, path: filepath.Join(dir, fmt.Sprintf("%d%s%s", v, exportMarker, name)), wrote: true})
+		version := strconv.FormatInt(v, 10)
+		if first != 0 {
+			version = fmt.Sprintf("%0*d", width, v)
+		}
+		out = append(out, exportedFile{source: src, path: filepath.Join(dir, version+exportMarker+name), wrote: true})
 	}
 	// Every name is checked above before anything is written; O_EXCL still
 	// refuses a file that appeared since.

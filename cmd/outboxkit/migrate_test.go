@@ -367,6 +367,14 @@ func TestMigrateExport(t *testing.T) {
 		t.Fatalf("export --version 2 over versions 1..2: exit %d, stderr %q, files %v; want refused", r.code, r.stderr, dirNames(t, other))
 	}
 
+	// Sequential versions are padded like the service's 00001_ files, so
+	// the names sort in version order.
+	padded := testenv.ServiceMigrationsDir(t)
+	cli(t, nil, "migrate", "export", "--dir", padded, "--version", "3").must(t)
+	if names := dirNames(t, padded); !slices.IsSorted(names) || names[2] != "00003_outboxkit_outbox.sql" || len(names) != total {
+		t.Fatalf("export --version 3 next to 00001_users.sql: %v, want 00003_outboxkit_outbox.sql first and the names in version order", names)
+	}
+
 	// By default the versions are goose timestamps of now.
 	cli(t, nil, "migrate", "export", "--dir", other).must(t)
 	names := dirNames(t, other)
