@@ -64,7 +64,8 @@ const forgetMessage = `DELETE FROM inbox WHERE consumer_group = $1 AND message_i
 const markRedriven = `UPDATE inbox_dead_letters SET redriven_at = now() WHERE id = $1`
 
 // deleteExpired deletes up to $3 inbox rows of group $1 older than $2
-// seconds. The inner select walks inbox_processed_at_idx; deleting by ctid
+// seconds. The inner select walks inbox_group_processed_at_idx (migration
+// 00012) over the group's old rows only; deleting by ctid
 // keeps each statement short, and SKIP LOCKED keeps concurrent cleaners (one
 // per consumer instance) and re-drives from waiting on each other.
 const deleteExpired = `DELETE FROM inbox
