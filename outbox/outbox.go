@@ -37,6 +37,12 @@ var (
 // payload) must also fit in [DefaultMaxRecordBytes], a little more than that.
 const DefaultMaxPayloadBytes = 1 << 20
 
+// MaxNameBytes bounds an event's AggregateType, AggregateID and EventType.
+// The aggregate is a key of the indexes behind parking and WAL mode's
+// look-ups, whose entries PostgreSQL caps at about 2.7 kB: a longer
+// aggregate could be written but never parked.
+const MaxNameBytes = 1024
+
 // Header names the relay sets on every Kafka record (docs/design.md §1.3):
 // "id", "event_type" and "aggregate_type". Events may not use them, nor
 // the headers the inbox sets on a re-driven record
@@ -274,6 +280,9 @@ func validate(i int, e *Event, lim limits, trace map[string]string) (map[string]
 	for field, s := range map[string]string{"AggregateType": e.AggregateType, "AggregateID": e.AggregateID, "EventType": e.EventType} {
 		if reason := record.CheckText(s); reason != "" {
 			return nil, bad(field, reason)
+		}
+		if len(s) > MaxNameBytes {
+			return nil, bad(field, fmt.Sprintf("is %d bytes, over the limit of %d", len(s), MaxNameBytes))
 		}
 	}
 	if len(e.Payload) > lim.payload {

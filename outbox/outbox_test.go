@@ -160,6 +160,8 @@ func TestWriteRejectsInvalidEventsAndInsertsNothing(t *testing.T) {
 		{"topic too long", func(e *outbox.Event) { e.Topic = strings.Repeat("t", 250) }, "Topic", outbox.Writer{}},
 		{"empty aggregate id", func(e *outbox.Event) { e.AggregateID = "" }, "AggregateID", outbox.Writer{}},
 		{"empty event type", func(e *outbox.Event) { e.EventType = "" }, "EventType", outbox.Writer{}},
+		{"aggregate id too long", func(e *outbox.Event) { e.AggregateID = strings.Repeat("a", outbox.MaxNameBytes+1) }, "AggregateID", outbox.Writer{}},
+		{"aggregate type too long", func(e *outbox.Event) { e.AggregateType = strings.Repeat("a", outbox.MaxNameBytes+1) }, "AggregateType", outbox.Writer{}},
 		{"NUL in aggregate type", func(e *outbox.Event) { e.AggregateType = "a\x00b" }, "AggregateType", outbox.Writer{}},
 		{"empty header name", func(e *outbox.Event) { e.Headers = map[string]string{"": "x"} }, "Headers", outbox.Writer{}},
 		{"reserved header", func(e *outbox.Event) { e.Headers = map[string]string{"id": "x"} }, "Headers", outbox.Writer{}},
