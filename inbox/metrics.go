@@ -22,6 +22,7 @@ type metrics struct {
 	expiredDelete *prometheus.CounterVec
 	rewinds       *prometheus.CounterVec
 	skipped       *prometheus.CounterVec
+	stuck         *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outboxkit_inbox_position_rewinds_total",
 			Help: "Times a partition was read again from the database's inbox position because the database was behind what this consumer or Kafka had committed: it lost commits (a failover to a standby that lagged, a restore from backup).",
 		}, []string{"group", "topic"}),
+		stuck: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "outboxkit_inbox_stuck_seconds",
+			Help: "How long the partition's worker has been retrying the message at its head (a failing handler, or transient database errors, which are retried without limit) without settling it; 0 while messages settle.",
+		}, []string{"group", "topic", "partition"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outboxkit_inbox_skipped_redrives_total",
 			Help: "Records skipped because their outboxkit-redrive-group header names another consumer group: re-driven dead letters of that group (or records a producer marked so; outbox writers refuse the header).",
@@ -99,11 +104,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.handlerTime = h.(*prometheus.HistogramVec)
-	g, err := register(m.lag)
-	if err != nil {
-		return nil, err
+	for _, gv := range []**prometheus.GaugeVec{&m.lag, &m.stuck} {
+		g, err := register(*gv)
+		if err != nil {
+			return nil, err
+		}
+		*gv = g.(*prometheus.GaugeVec)
 	}
-	m.lag = g.(*prometheus.GaugeVec)
 	return m, nil
 }
 
@@ -113,7 +120,7 @@ type topicMetrics struct {
 	processed, duplicates, retries, deadLetters prometheus.Counter
 	databaseRetries, skippedRedrives            prometheus.Counter
 	handlerTime                                 prometheus.Observer
-	lag                                         prometheus.Gauge
+	lag, stuck                                  prometheus.Gauge
 }
 
 func (m *metrics) bind(group, topic string, partition int) topicMetrics {
@@ -126,10 +133,13 @@ func (m *metrics) bind(group, topic string, partition int) topicMetrics {
 		skippedRedrives: m.skipped.WithLabelValues(group, topic),
 		handlerTime:     m.handlerTime.WithLabelValues(group, topic),
 		lag:             m.lag.WithLabelValues(group, topic, strconv.Itoa(partition)),
+		stuck:           m.stuck.WithLabelValues(group, topic, strconv.Itoa(partition)),
 	}
 }
 
-// unbindLag drops the lag series of a partition this consumer no longer owns.
+// unbindLag drops the per-partition series (lag, stuck) of a partition
+// this consumer no longer owns.
 func (m *metrics) unbindLag(group, topic string, partition int) {
 	m.lag.DeleteLabelValues(group, topic, strconv.Itoa(partition))
+	m.stuck.DeleteLabelValues(group, topic, strconv.Itoa(partition))
 }

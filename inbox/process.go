@@ -133,6 +133,8 @@ func (p *partitionWorker) processOne(it *item) bool {
 	}
 	attempts, waits := 0, 0
 	one := []item{*it}
+	start := time.Now()
+	defer p.tm.stuck.Set(0)
 	for {
 		f := p.apply(one)
 		if f == nil {
@@ -141,6 +143,9 @@ func (p *partitionWorker) processOne(it *item) bool {
 		if f.stopped || p.lostPosition(f) {
 			return false
 		}
+		// Transient failures are retried without limit: the gauge (and its
+		// alert) is what shows a partition that makes no progress.
+		p.tm.stuck.Set(time.Since(start).Seconds())
 		if f.transient {
 			if p.stop.Err() != nil {
 				return false // the generation ended; the next owner takes over
@@ -173,11 +178,14 @@ func (p *partitionWorker) processOne(it *item) bool {
 // inbox row, so the partition moves on. It returns false when the generation
 // ended before the database accepted it.
 func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
+	start := time.Now()
+	defer p.tm.stuck.Set(0)
 	for waits := 1; ; waits++ {
 		err := p.tryDeadLetter(it, cause, attempts)
 		if err == nil {
 			return true
 		}
+		p.tm.stuck.Set(time.Since(start).Seconds())
 		if p.lostPosition(&failure{err: err}) {
 			return false
 		}

@@ -156,3 +156,38 @@ func TestHandlerTimeoutStillCountsAsAttempt(t *testing.T) {
 		t.Errorf("handler calls %d, want 2 (MaxAttempts)", got)
 	}
 }
+
+// Transient database errors are retried without limit, so a partition can
+// stop making progress without a dead letter: outboxkit_inbox_stuck_seconds
+// shows how long its head message has been retried (the InboxPartitionStuck
+// alert watches it), and drops to 0 once the message is settled.
+func TestStuckPartitionIsVisible(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1)
+	b.produce(t, record("m-1", "k", "v"))
+	var failing atomic.Bool
+	failing.Store(true)
+	apply := applyHandler("c1")
+	h := func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
+		if failing.Load() {
+			_, err := tx.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'too many connections' USING ERRCODE = '53300'; END $$`)
+			return err
+		}
+		return apply(ctx, tx, msg)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := b.config()
+	cfg.Registerer = reg
+	run(t, b.consumer(t, cfg, h))
+	waitFor(t, 30*time.Second, func() bool { return metric(t, reg, "outboxkit_inbox_stuck_seconds") >= 1 },
+		func() string {
+			return fmt.Sprintf("outboxkit_inbox_stuck_seconds = %v after a second of transient errors, want at least 1", metric(t, reg, "outboxkit_inbox_stuck_seconds"))
+		})
+	failing.Store(false)
+	waitFor(t, 30*time.Second, func() bool {
+		return b.count(t, `SELECT count(*) FROM applied`) == 1 && metric(t, reg, "outboxkit_inbox_stuck_seconds") == 0
+	}, func() string {
+		return fmt.Sprintf("applied %d, outboxkit_inbox_stuck_seconds %v; want the message applied and the gauge back to 0",
+			b.count(t, `SELECT count(*) FROM applied`), metric(t, reg, "outboxkit_inbox_stuck_seconds"))
+	})
+}
