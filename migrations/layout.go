@@ -74,9 +74,14 @@ func (l *layout) presentTables() []string {
 
 // tableExists reports whether name resolves through the search_path, where
 // goose creates its unqualified tables.
+// tableExists reports whether the current schema (the first of the
+// search_path that exists, where goose creates its version table and the
+// migrations their tables) holds table name. A table of the same name in a
+// schema later on the search_path (another service's outbox in public, say)
+// does not count: goose would not see it either.
 func tableExists(ctx context.Context, q queryer, name string) (bool, error) {
 	var ok bool
-	err := q.QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", pgx.Identifier{name}.Sanitize()).Scan(&ok)
+	err := q.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)", name).Scan(&ok)
 	return ok, err
 }
 

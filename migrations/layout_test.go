@@ -177,3 +177,36 @@ func TestNewProviderOptionsApplyAfterTheDefault(t *testing.T) {
 	wantTables(t, db, "after Up with another table name", true, "my_outboxkit_versions")
 	wantTables(t, db, "after Up with another table name", false, migrations.VersionTable)
 }
+
+// Layout detection looks at the current schema only, as goose does: a
+// service whose search_path is "orders, public" migrates its own outbox into
+// orders although public holds another outbox, of the old layout, and
+// public's tables do not make orders look like an old layout.
+func TestLayoutLooksAtCurrentSchemaOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.EmptyDB(t)
+	public := openDB(t, url)
+	// public holds an outbox of the old layout (versions in goose_db_version).
+	if _, err := legacyProvider(t, public).UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := public.Exec(`CREATE SCHEMA orders`); err != nil {
+		t.Fatal(err)
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	orders := openDB(t, url+sep+"search_path=orders,public")
+	if err := migrations.CheckLayout(ctx, orders); err != nil {
+		t.Fatalf("CheckLayout with search_path orders, public and outboxkit's tables in public only: %v, want nil", err)
+	}
+	if err := migrations.Up(ctx, orders); err != nil {
+		t.Fatalf("Up into orders: %v", err)
+	}
+	var n int
+	if err := public.QueryRow(`SELECT count(*) FROM pg_tables WHERE schemaname = 'orders' AND tablename IN ('outbox', 'inbox', 'outboxkit_db_version')`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("tables in orders after Up: %d (%v), want outbox, inbox and the version table", n, err)
+	}
+}
