@@ -128,7 +128,10 @@ type walSource struct {
 	// is not taken.
 	tableClear bool
 	clearAt    time.Time
-	gen        int
+	// lookAfter holds the next background look back after one failed, so
+	// a database that is down is not asked again in a tight loop.
+	lookAfter time.Time
+	gen       int
 
 	maxEvents, maxBytes int // take no transaction beyond these
 }
@@ -237,7 +240,7 @@ func (w *walSource) fill(ctx context.Context, first *walstream.Tx) error {
 // admit appends fresh events to pending, or writes them to the outbox
 // table behind their aggregate's parked or unpublished events there.
 func (w *walSource) admit(ctx context.Context, fresh []event) error {
-	none, err := w.clear(ctx)
+	none, err := w.tableIsClear(ctx)
 	if err != nil {
 		return err
 	}
@@ -308,14 +311,14 @@ func (w *walSource) admit(ctx context.Context, fresh []event) error {
 	return nil
 }
 
-// clear reports whether no aggregate can be diverted: the outbox table held
+// tableIsClear reports whether no aggregate can be diverted: the outbox table held
 // no row and none was parked when last looked at, and this source has
 // written none since. Rows get there only from a streaming relay (this one,
 // or one before it, which the first look sees) and from table mode
 // writers, whose events have no order with emitted ones anyway
 // (docs/design.md §2.11). A look older than two seconds (the background
 // one failed or lags) is taken again here.
-func (w *walSource) clear(ctx context.Context) (bool, error) {
+func (w *walSource) tableIsClear(ctx context.Context) (bool, error) {
 	if !w.clearAt.IsZero() && time.Since(w.clearAt) < 2*time.Second {
 		return w.tableClear, nil
 	}
@@ -355,7 +358,11 @@ func (w *walSource) lookClear(ctx context.Context, out chan<- clearLook) {
 // tookLook takes a background look's result, unless this source wrote into
 // the table since it started.
 func (w *walSource) tookLook(l clearLook) {
-	if l.err == nil && l.gen == w.gen && l.at.After(w.clearAt) {
+	if l.err != nil {
+		w.lookAfter = time.Now().Add(time.Second)
+		return
+	}
+	if l.gen == w.gen && l.at.After(w.clearAt) {
 		w.tableClear, w.clearAt = l.clear, l.at
 	}
 }
@@ -729,13 +736,13 @@ func (r *Relay) walSession(ctx context.Context) error {
 		}
 	}()
 	// The look at the outbox table that admit needs is taken in the
-	// background, so the stream never waits on it (walSource.clear).
+	// background, so the stream never waits on it (walSource.tableIsClear).
 	looks := make(chan clearLook, 1)
 	looking := false
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
-		if !looking && !src.clearAt.IsZero() && time.Since(src.clearAt) >= time.Second {
+		if !looking && !src.clearAt.IsZero() && time.Since(src.clearAt) >= time.Second && time.Now().After(src.lookAfter) {
 			looking = true
 			src.lookClear(ctx, looks)
 		}
