@@ -132,7 +132,7 @@ fault-tests:
 ## pair per test on 127.0.0.1:5440/5441, PG_VERSION 17 by default) that stop the primary and promote the standby; run alone
 failover-tests: services
 	@OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -v -timeout 20m -run Failover ./... \
-	  | grep -E '^(--- |\s+[a-z_]+_test\.go:[0-9]+: |PASS|FAIL|ok|panic)' | grep -v ' level=' ; exit $${PIPESTATUS[0]}
+	  | grep -E '^(--- |\s+[a-z_]+_test\.go:[0-9]+: |FAIL|ok .*s$$|panic)' | grep -v ' level=' ; exit $${PIPESTATUS[0]}
 
 PG_HA_MODE ?= sync
 
