@@ -126,6 +126,18 @@ test-pg-versions: services
 fault-tests:
 	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart|SlotInvalidated' ./...
 
+.PHONY: image image-test
+
+## image: the container image (deploy/container/Containerfile): outbox-relay and outboxkit built static from HEAD, on scratch,
+## user 65532; built with podman (installed when missing), no registry needed, nothing pushed (scripts/image.sh)
+image:
+	@scripts/image.sh
+
+## image-test: build the image, then check its user, entrypoint and version label, and that its binaries are static and print
+## that version (extracted with podman create + export and run on the host: scripts/image-test.sh)
+image-test:
+	@scripts/image-test.sh
+
 .PHONY: test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
 
 ## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
