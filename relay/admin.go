@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -29,10 +28,6 @@ type Parked struct {
 	// Waiting counts the aggregate's events held back, the failed one included.
 	Waiting int64
 }
-
-// ErrNotParked is returned by RetryParked and SkipParked for an aggregate
-// that is not parked.
-var ErrNotParked = errors.New("relay: aggregate is not parked")
 
 // ListParked returns the parked aggregates, oldest first.
 func ListParked(ctx context.Context, db outbox.DBTX) ([]Parked, error) {

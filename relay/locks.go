@@ -15,14 +15,6 @@ import (
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
-// ErrUnstableSession is returned by [Relay.Run] when the statements of the
-// relay's lock connection do not all run in one server session, as behind
-// PgBouncer in transaction (or statement) pooling mode. The relay's shard
-// ownership rests on session advisory locks, which such a pooler hands to
-// whichever client next borrows the server connection; the relay refuses to
-// run rather than publish shards it does not really own.
-var ErrUnstableSession = errors.New("relay: the database session is not stable (statements ran on different server backends), as behind PgBouncer in transaction pooling mode; session advisory locks need a direct connection or a session-pooled one (PgBouncer pool_mode=session)")
-
 // lockSpace is the namespace of one outbox table's advisory locks: the
 // table's oid. See the comment at the top of queries.go for the derivation
 // and why shard and member locks of distinct tables never collide.
@@ -109,23 +101,6 @@ func checkSession(ctx context.Context, conn *pgx.Conn, space lockSpace, member u
 		return 0, ErrUnstableSession
 	}
 	return pid, nil
-}
-
-// SequenceCacheError is returned by [Relay.Run] when the sequence behind the
-// outbox's seq column caches values (CACHE greater than 1). Each session
-// then takes seq values from a block of its own, so a later transaction of
-// an aggregate can get a lower seq than an earlier one, and the relay, which
-// publishes each shard in seq order, would publish them out of order.
-type SequenceCacheError struct {
-	// Sequence is the sequence's name, as PostgreSQL prints it.
-	Sequence string
-	// Cache is its CACHE setting.
-	Cache int64
-}
-
-// Error says what is wrong and how to fix it, in one line.
-func (e *SequenceCacheError) Error() string {
-	return fmt.Sprintf("relay: sequence %s of outbox.seq has CACHE %d, which lets a later event of an aggregate take a lower seq and be published before an earlier one; run ALTER SEQUENCE %s CACHE 1", e.Sequence, e.Cache, e.Sequence)
 }
 
 // checkSequence refuses an outbox whose seq sequence caches values.

@@ -53,32 +53,6 @@ type Publisher interface {
 	Close() error
 }
 
-// PublishError reports the outcome of each record of a partly failed
-// [Publisher.Publish] call.
-type PublishError struct {
-	// Errs has one entry per record in call order: nil when the record was
-	// acknowledged, the reason otherwise.
-	Errs []error
-}
-
-// Error counts the records not acknowledged and gives the first reason.
-func (e *PublishError) Error() string {
-	failed, first := 0, error(nil)
-	for _, err := range e.Errs {
-		if err != nil {
-			failed++
-			if first == nil {
-				first = err
-			}
-		}
-	}
-	return fmt.Sprintf("relay: %d of %d records not acknowledged; first: %v", failed, len(e.Errs), first)
-}
-
-// ErrUnknownTopic is returned for records whose topic the cluster does not
-// have (and will not create).
-var ErrUnknownTopic = errors.New("topic does not exist")
-
 // kafkaPublisher is the kafka-go Publisher: for each call it groups records
 // by topic and partition (murmur2 of the key, like the Java client) and sends
 // each group as one Produce request with acks=all, all groups in parallel.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -19,70 +18,6 @@ import (
 	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 )
-
-// WAL mode errors that retrying cannot fix; [Relay.Run] returns them (the
-// relay binary exits with code 2 on the first).
-var (
-	// ErrWALLevel: the server's wal_level is not logical, so emitted
-	// events cannot be decoded.
-	ErrWALLevel = walstream.ErrWALLevel
-	// ErrSlotLost: the replication slot was invalidated; the events it had
-	// not delivered are gone. The relay never recreates it by itself.
-	ErrSlotLost = walstream.ErrSlotLost
-	// ErrReplicationPrivilege: the role lacks the REPLICATION attribute (or
-	// CREATE on the database, to create the publication).
-	ErrReplicationPrivilege = walstream.ErrPrivilege
-	// ErrPublicationMissing: the slot was created before the publication
-	// and cannot be decoded past the transactions in between.
-	ErrPublicationMissing = walstream.ErrPublicationMissing
-	// ErrSlotMissing: the slot was in use on this database before and is
-	// gone from the server (a failover to a standby without it, a restore,
-	// a dropped slot). The relay does not create a new one, which would
-	// skip what the old one had not delivered: `outboxkit wal setup` does,
-	// on purpose.
-	ErrSlotMissing = walstream.ErrSlotMissing
-	// ErrStandbySlotMissing: synchronized_standby_slots names a slot the
-	// server lacks (a promoted standby that kept its old primary's
-	// setting), so decoding would wait for ever. Run does not return it:
-	// it logs it and tries again every WAL.RetryInterval, since failover
-	// tooling usually clears the setting moments after the promotion.
-	ErrStandbySlotMissing = walstream.ErrStandbySlotMissing
-	// ErrWALSettingsMismatch: WAL.Slot or WAL.Publication is not the one
-	// outbox_wal_settings names (slot_name, publication_name), which
-	// writers check before emitting.
-	ErrWALSettingsMismatch = walstream.ErrSettingsMismatch
-	// ErrSlotUnusable: a slot of the configured name exists but is not a
-	// permanent pgoutput slot of this database (slot names are
-	// cluster-wide: another database's, say).
-	ErrSlotUnusable = walstream.ErrSlotUnusable
-)
-
-// ErrSharedWALPrefix is matched (with errors.Is) by the
-// *[SharedWALPrefixError] Run returns when another outbox of the same
-// database (another schema's outbox_wal_settings) is in WAL mode too.
-var ErrSharedWALPrefix = errors.New("relay: another outbox of this database is in WAL mode")
-
-// SharedWALPrefixError says another schema of the database holds an
-// outbox in WAL mode. Logical decoding messages are database-wide and
-// every outbox emits with the prefix outboxkit, so each relay would
-// stream, and publish, the other's events too: WAL mode serves one outbox
-// per database. Keep the other outbox in table mode, or move it to a
-// database of its own.
-type SharedWALPrefixError struct {
-	// Schema is this relay's outbox schema; Others the schemas whose
-	// outbox is in WAL mode (outbox_wal_settings.slot_established_at set).
-	Schema string
-	Others []string
-}
-
-// Error names the schemas and the fix, on one line.
-func (e *SharedWALPrefixError) Error() string {
-	return fmt.Sprintf("relay: the outbox in schema %q and the one in %s are both in WAL mode in one database; logical messages are database-wide with one prefix, so each relay would publish the other's events: WAL mode serves one outbox per database (keep the others in table mode, or in a database of their own)",
-		e.Schema, strings.Join(e.Others, ", "))
-}
-
-// Is reports whether target is [ErrSharedWALPrefix].
-func (e *SharedWALPrefixError) Is(target error) bool { return target == ErrSharedWALPrefix }
 
 // walTx is a transaction received from the slot: it is acknowledged to
 // the stream once all its pieces arrived (walstream.Tx.More) and none of
