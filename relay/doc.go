@@ -69,9 +69,9 @@
 //
 //	step                                        file(s)                    design
 //	Run: table mode sessions, backoff           relay.go                   §2.8
-//	lock session: connection, member lock,      session.go, locks.go,      §2.2
-//	  lease, rebalance                          lease.go, ownership.go
-//	shards: the owned set, one lane per shard   ownership.go               §2.1, §2.2
+//	lock session: connection, member lock,      session.go                 §2.2
+//	  lease, rebalance
+//	shards: the owned set, one lane per shard   shards.go                  §2.1, §2.2
 //	poller: wakes the lanes of pending shards   poll.go                    §2.4
 //	lane: read, pick, publish, ack, repeat      lane.go                    §2.3
 //	source: what a lane reads from              source.go (table)          §2.10
