@@ -80,7 +80,8 @@
 //	event, and its Kafka record                 record.go                  §1.3
 //	pick what to send                           pick.go                    §2.5
 //	publish, outcome per aggregate              publish.go                 §2.5, §2.6
-//	Publisher seam, kafka-go publisher          publisher.go               §2.5, §3.7
+//	Publisher seam; the kafka-go publisher      publisher.go;              §2.5, §3.7
+//	                                            kafkapublisher.go
 //	trace span of a publish call                tracing.go                 (Tracing, below)
 //	ack: delete exactly what was acknowledged   source.go (tableSource)    §2.6
 //	parking: holds, refusing topics, park,      holds.go, topics.go,       §2.7
