@@ -77,7 +77,7 @@
 //	source: what a lane reads from              source.go (table)          §2.10
 //	  the table: read by shard                  source.go                  §2.3
 //	  standbys: hold a read until they have it  standby.go                 §2.12
-//	event, and its Kafka record                 record.go                  §1.3
+//	event, and its Kafka record                 event.go, record.go        §1.3
 //	pick what to send                           pick.go                    §2.5
 //	publish, outcome per aggregate              publish.go                 §2.5, §2.6
 //	Publisher seam; the kafka-go publisher      publisher.go;              §2.5, §3.7
