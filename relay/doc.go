@@ -87,7 +87,8 @@
 //	parking: holds, refusing topics, park,      holds.go, topics.go,       §2.7
 //	  list/retry/skip                           source.go, admin.go
 //	stats and metrics                           stats.go, metrics.go       §2.9
-//	WAL mode: source, stream, topic pauses      wal.go, pauses.go          §2.11
+//	WAL mode: the source (pending transactions) wal_source.go              §2.11
+//	  its stream loop, topic pauses             wal_stream.go, pauses.go
 //	SQL statements                              queries.go, queries_wal.go
 //	Config, exported errors                     config.go, errors.go       §1.4
 //
