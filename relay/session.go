@@ -99,7 +99,7 @@ func (r *Relay) session(ctx context.Context) (err error) {
 			// Release the shards now rather than when the server notices the
 			// closed connection, so other instances take over at once.
 			uctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = conn.Exec(uctx, "SELECT pg_advisory_unlock_all()")
+			_, _ = conn.Exec(uctx, unlockAll)
 			cancel()
 		}
 	}()
@@ -137,13 +137,13 @@ func (r *Relay) connect(ctx context.Context, appName string) (_ *lockSession, er
 	}()
 
 	var standby bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+	if err := conn.QueryRow(ctx, inRecovery).Scan(&standby); err != nil {
 		return nil, fmt.Errorf("relay: check the server: %w", err)
 	}
 	if standby {
 		return nil, ErrStandbyDatabase
 	}
-	if _, err := conn.Exec(ctx, "SELECT o.parked FROM outbox o, outbox_parked LIMIT 0"); err != nil {
+	if _, err := conn.Exec(ctx, checkTables); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
 			return nil, ErrNoOutboxTable
