@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,22 +29,9 @@ type Parked struct {
 	Waiting int64
 }
 
-// ErrNotParked is returned by RetryParked and SkipParked for an aggregate
-// that is not parked.
-var ErrNotParked = errors.New("relay: aggregate is not parked")
-
 // ListParked returns the parked aggregates, oldest first.
 func ListParked(ctx context.Context, db outbox.DBTX) ([]Parked, error) {
-	// Waiting counts the marked rows by outbox_parked_rows_idx, and the rows
-	// written since the aggregate was parked, not marked yet, by
-	// outbox_pending_idx over the aggregate's shard.
-	rows, err := db.Query(ctx, `SELECT p.aggregate_type, p.aggregate_id, p.seq, p.event_id, p.topic, p.error, p.attempts, p.parked_at,
-       (SELECT count(*) FROM outbox o
-        WHERE o.parked AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
-     + (SELECT count(*) FROM outbox o
-        WHERE o.shard = (hashtext(p.aggregate_id) & 63)::smallint AND NOT o.parked
-          AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
-FROM outbox_parked p ORDER BY p.parked_at, p.aggregate_type, p.aggregate_id`)
+	rows, err := db.Query(ctx, listParked)
 	if err != nil {
 		return nil, fmt.Errorf("relay: list parked: %w", err)
 	}
@@ -73,8 +59,8 @@ type beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// release takes the aggregates chosen by where (a condition on
-// outbox_parked, with args) out of outbox_parked and clears the parked mark
+// release takes the aggregates chosen by stmt (releaseAggregate,
+// releaseTopic or releaseAll, with args) out of outbox_parked and clears the parked mark
 // on their events, in one transaction (a savepoint when db is a pgx.Tx).
 // then, when not nil, runs in the same transaction before the marks are
 // cleared.
@@ -85,7 +71,7 @@ type beginner interface {
 // needs READ COMMITTED, where each statement takes a new snapshot; under a
 // stricter isolation the UPDATE could miss a mark and leave an event parked
 // with no outbox_parked row to release it, so release refuses it.
-func release(ctx context.Context, db outbox.DBTX, op, where string, then func(pgx.Tx, []released) error, args ...any) ([]released, error) {
+func release(ctx context.Context, db outbox.DBTX, op, stmt string, then func(pgx.Tx, []released) error, args ...any) ([]released, error) {
 	b, ok := db.(beginner)
 	if !ok {
 		return nil, fmt.Errorf("relay: %s: %T cannot begin a transaction", op, db)
@@ -93,13 +79,13 @@ func release(ctx context.Context, db outbox.DBTX, op, where string, then func(pg
 	var out []released
 	err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
 		var iso string
-		if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation')`).Scan(&iso); err != nil {
+		if err := tx.QueryRow(ctx, transactionIsolation).Scan(&iso); err != nil {
 			return err
 		}
 		if iso != "read committed" {
 			return fmt.Errorf("needs a READ COMMITTED transaction, not %s", strings.ToUpper(iso))
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM outbox_parked WHERE `+where+` RETURNING aggregate_type, aggregate_id, seq, event_id`, args...)
+		rows, err := tx.Query(ctx, stmt, args...)
 		if err != nil {
 			return err
 		}
@@ -120,10 +106,7 @@ func release(ctx context.Context, db outbox.DBTX, op, where string, then func(pg
 		for i, rel := range out {
 			types[i], ids[i] = rel.typ, rel.id
 		}
-		// outbox_parked_rows_idx, one probe per aggregate.
-		_, err = tx.Exec(ctx, `UPDATE outbox o SET parked = false
-FROM unnest($1::text[], $2::text[]) AS r(aggregate_type, aggregate_id)
-WHERE o.parked AND o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id`, types, ids)
+		_, err = tx.Exec(ctx, unmarkParked, types, ids)
 		return err
 	})
 	if err != nil {
@@ -139,7 +122,7 @@ WHERE o.parked AND o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.ag
 // It runs in a transaction of its own, or in a savepoint when db is a
 // pgx.Tx, which must then be READ COMMITTED (the default).
 func RetryParked(ctx context.Context, db outbox.DBTX, aggregateType, aggregateID string) error {
-	rel, err := release(ctx, db, "retry parked", `aggregate_type = $1 AND aggregate_id = $2`, nil, aggregateType, aggregateID)
+	rel, err := release(ctx, db, "retry parked", releaseAggregate, nil, aggregateType, aggregateID)
 	if err != nil {
 		return err
 	}
@@ -153,14 +136,14 @@ func RetryParked(ctx context.Context, db outbox.DBTX, aggregateType, aggregateID
 // topic, as [RetryParked] does each, and returns how many it released (0
 // when none was parked on topic).
 func RetryParkedTopic(ctx context.Context, db outbox.DBTX, topic string) (int, error) {
-	rel, err := release(ctx, db, "retry parked topic", `topic = $1`, nil, topic)
+	rel, err := release(ctx, db, "retry parked topic", releaseTopic, nil, topic)
 	return len(rel), err
 }
 
 // RetryAllParked releases every parked aggregate, as [RetryParked] does
 // each, and returns how many it released (0 when none was parked).
 func RetryAllParked(ctx context.Context, db outbox.DBTX) (int, error) {
-	rel, err := release(ctx, db, "retry all parked", `true`, nil)
+	rel, err := release(ctx, db, "retry all parked", releaseAll, nil)
 	return len(rel), err
 }
 
@@ -171,8 +154,8 @@ func RetryAllParked(ctx context.Context, db outbox.DBTX) (int, error) {
 //
 // Like [RetryParked], it runs in a transaction or savepoint of its own.
 func SkipParked(ctx context.Context, db outbox.DBTX, aggregateType, aggregateID string) (uuid.UUID, error) {
-	rel, err := release(ctx, db, "skip parked", `aggregate_type = $1 AND aggregate_id = $2`, func(tx pgx.Tx, rel []released) error {
-		_, err := tx.Exec(ctx, `DELETE FROM outbox WHERE seq = $1`, rel[0].seq)
+	rel, err := release(ctx, db, "skip parked", releaseAggregate, func(tx pgx.Tx, rel []released) error {
+		_, err := tx.Exec(ctx, deleteSkipped, rel[0].seq)
 		return err
 	}, aggregateType, aggregateID)
 	if err != nil {

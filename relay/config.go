@@ -199,29 +199,6 @@ type WALConfig struct {
 	RetryInterval time.Duration
 }
 
-// ErrInvalidConfig is matched (with errors.Is) by every [*ConfigError].
-var ErrInvalidConfig = errors.New("relay: invalid config")
-
-// ConfigError says which [Config] field is out of range and why; [New]
-// returns one per invalid field, joined.
-type ConfigError struct {
-	// Field is the Config field at fault, with the path to it for nested
-	// fields: "BatchSize", "Kafka.SASL.Username".
-	Field string
-	// Reason says what is wrong, without the field name.
-	Reason string
-	// Related lists the other fields Reason names, spelled as in Field, so
-	// a program can name them its own way (the relay binary names
-	// environment variables) by replacing each one in Reason.
-	Related []string
-}
-
-// Error returns "relay: <Field> <Reason>".
-func (e *ConfigError) Error() string { return "relay: " + e.Field + " " + e.Reason }
-
-// Is reports whether target is [ErrInvalidConfig].
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-
 // Defaults.
 const (
 	DefaultBatchSize         = 1000

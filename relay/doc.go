@@ -62,6 +62,36 @@
 // [*ConfigError] values naming the field. Relays in one process may share a
 // Prometheus registerer (see Config.Registerer).
 //
+// # Reading the code
+//
+// Follow one event from the outbox table to Kafka; each step names its
+// file and the section of docs/design.md that explains it.
+//
+//	step                                        file(s)                    design
+//	Run: table mode sessions, backoff           relay.go                   §2.8
+//	lock session: connection, member lock,      session.go                 §2.2
+//	  lease, rebalance
+//	shards: the owned set, one lane per shard   shards.go                  §2.1, §2.2
+//	poller: wakes the lanes of pending shards   poll.go                    §2.4
+//	lane: read, pick, publish, ack, repeat      lane.go                    §2.3
+//	source: what a lane reads from              source.go (table)          §2.10
+//	  the table: read by shard                  source.go                  §2.3
+//	  standbys: hold a read until they have it  standby.go                 §2.12
+//	event, and its Kafka record                 event.go, record.go        §1.3
+//	pick what to send                           pick.go                    §2.5
+//	publish, outcome per aggregate              publish.go                 §2.5, §2.6
+//	Publisher seam; the kafka-go publisher      publisher.go;              §2.5, §3.7
+//	                                            kafkapublisher.go
+//	trace span of a publish call                tracing.go                 (Tracing, below)
+//	ack: delete exactly what was acknowledged   source.go (tableSource)    §2.6
+//	parking: holds, refusing topics, park,      holds.go, topics.go,       §2.7
+//	  list/retry/skip                           source.go, admin.go
+//	stats and metrics                           stats.go, metrics.go       §2.9
+//	WAL mode: the source (pending transactions) wal_source.go              §2.11
+//	  its stream loop, topic pauses             wal_stream.go, pauses.go
+//	SQL statements                              queries.go, queries_wal.go
+//	Config, exported errors                     config.go, errors.go       §1.4
+//
 // # Connections
 //
 // The lock connection is taken from the pool (and kept out of it), so the

@@ -42,5 +42,3 @@ func (r *Relay) pollLoop(ctx context.Context, owned func() []int16, wake func(sh
 		}
 	}
 }
-
-// event is one outbox row read for publishing.

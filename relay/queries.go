@@ -30,6 +30,17 @@ const outboxOID = `SELECT 'outbox'::regclass::oid`
 // is hashtext(aggregate_id) & 63 (migration 00001).
 const NumShards = 64
 
+// shardOfPrefix and shardOfSuffix wrap an aggregate ID expression in the
+// shard column's own definition, (hashtext(aggregate_id) & 63)::smallint in
+// migration 00001, so a statement given an aggregate ID names its shard and
+// is served by an index on shard: shardOfPrefix + "$2" + shardOfSuffix.
+// They must stay identical to the column's expression
+// (TestShardExpressionIsTheColumns).
+const (
+	shardOfPrefix = `(hashtext(`
+	shardOfSuffix = `) & 63)::smallint`
+)
+
 // readShard returns the pending events of one shard in seq order: at most
 // $2 rows, and no more rows than fit in $3 bytes of key, payload and headers
 // (the first row always comes, whatever its size), so a backlog of large
@@ -117,7 +128,7 @@ const parkAggregate = `WITH p AS (
     RETURNING 1
 )
 UPDATE outbox SET parked = true
-WHERE shard = (hashtext($2) & 63)::smallint AND NOT parked
+WHERE shard = ` + shardOfPrefix + `$2` + shardOfSuffix + ` AND NOT parked
   AND aggregate_type = $1 AND aggregate_id = $2
   AND EXISTS (SELECT 1 FROM p)`
 
@@ -225,3 +236,57 @@ const standbyFlushes = `SELECT EXISTS (SELECT 1 FROM pg_stat_replication r WHERE
        (SELECT max(r.flush_lsn - '0/0'::pg_lsn) FROM pg_stat_replication r WHERE r.application_name = u.n)::bigint
 FROM unnest($1::text[]) WITH ORDINALITY AS u(n, i)
 ORDER BY u.i`
+
+// Checks of the lock session (session.go), on the lock connection.
+
+// inRecovery says whether the server is a standby, where a session does
+// not start (ErrStandbyDatabase).
+const inRecovery = `SELECT pg_is_in_recovery()`
+
+// checkTables reads no row: it fails with undefined_table when outbox or
+// outbox_parked is missing (ErrNoOutboxTable) and with undefined_column
+// before migration 00005 (ErrOutdatedSchema).
+const checkTables = `SELECT o.parked FROM outbox o, outbox_parked LIMIT 0`
+
+// unlockAll releases every advisory lock of the session when it stops
+// gracefully, so other instances take the shards at once.
+const unlockAll = `SELECT pg_advisory_unlock_all()`
+
+// Operators' statements (admin.go).
+
+// listParked lists the parked aggregates, oldest first (outbox_parked is
+// read whole and sorted). Waiting counts the marked rows by
+// outbox_parked_rows_idx, and the rows written since the aggregate was
+// parked, not marked yet, by outbox_pending_idx over the aggregate's shard.
+const listParked = `SELECT p.aggregate_type, p.aggregate_id, p.seq, p.event_id, p.topic, p.error, p.attempts, p.parked_at,
+       (SELECT count(*) FROM outbox o
+        WHERE o.parked AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
+     + (SELECT count(*) FROM outbox o
+        WHERE o.shard = ` + shardOfPrefix + `p.aggregate_id` + shardOfSuffix + ` AND NOT o.parked
+          AND o.aggregate_type = p.aggregate_type AND o.aggregate_id = p.aggregate_id)
+FROM outbox_parked p ORDER BY p.parked_at, p.aggregate_type, p.aggregate_id`
+
+// transactionIsolation is the isolation level of the transaction that
+// releases aggregates, which must be READ COMMITTED.
+const transactionIsolation = `SELECT current_setting('transaction_isolation')`
+
+// releaseAggregate, releaseTopic and releaseAll take aggregates out of
+// outbox_parked: one ($1 type, $2 id; outbox_parked's primary key), those
+// whose failed event is for topic $1, and all of them (outbox_parked is
+// scanned: it holds one row per parked aggregate).
+const (
+	releaseAggregate = `DELETE FROM outbox_parked WHERE aggregate_type = $1 AND aggregate_id = $2` + releaseReturning
+	releaseTopic     = `DELETE FROM outbox_parked WHERE topic = $1` + releaseReturning
+	releaseAll       = `DELETE FROM outbox_parked WHERE true` + releaseReturning
+	releaseReturning = ` RETURNING aggregate_type, aggregate_id, seq, event_id`
+)
+
+// unmarkParked clears the parked mark on the events of the released
+// aggregates ($1 types, $2 ids, pairwise): outbox_parked_rows_idx, one
+// probe per aggregate.
+const unmarkParked = `UPDATE outbox o SET parked = false
+FROM unnest($1::text[], $2::text[]) AS r(aggregate_type, aggregate_id)
+WHERE o.parked AND o.aggregate_type = r.aggregate_type AND o.aggregate_id = r.aggregate_id`
+
+// deleteSkipped deletes the skipped event by its seq (the primary key).
+const deleteSkipped = `DELETE FROM outbox WHERE seq = $1`

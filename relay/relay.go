@@ -13,22 +13,6 @@ import (
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
-// ErrNoOutboxTable is returned by [Relay.Run] when the database has no outbox
-// table: apply the migrations first.
-var ErrNoOutboxTable = errors.New("relay: table outbox or outbox_parked does not exist; apply the migrations (outboxkit migrate up, or goose -dir migrations -table outboxkit_db_version postgres \"$DATABASE_URL\" up)")
-
-// ErrStandbyDatabase is why a session does not start on a standby (a
-// server in recovery): it could read the outbox but never delete what it
-// published, so it would publish the same events again and again. The
-// relay retries, since a standby may be promoted; point DATABASE_URL at
-// the primary, or name every node with target_session_attrs=read-write
-// (README, PostgreSQL with a standby).
-var ErrStandbyDatabase = errors.New("relay: the database is a standby (read-only); point DATABASE_URL at the primary, or name every node with target_session_attrs=read-write")
-
-// ErrOutdatedSchema is returned by [Relay.Run] when the outbox tables exist
-// but lack what this relay needs from a later migration.
-var ErrOutdatedSchema = errors.New("relay: the outbox tables are from an older outboxkit (outbox.parked is missing); apply the migrations (outboxkit migrate up, or goose -dir migrations -table outboxkit_db_version postgres \"$DATABASE_URL\" up)")
-
 // Relay publishes outbox events to Kafka. Create it with [New] and start it
 // with [Relay.Run]; several instances, in one process or many, share the work.
 type Relay struct {

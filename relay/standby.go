@@ -13,12 +13,6 @@ import (
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
-// ErrStandbyPositions is returned by Run when Config.Standbys is set and
-// the relay's role cannot read the standbys' positions in
-// pg_stat_replication (PostgreSQL shows them only to superusers and
-// members of pg_read_all_stats): GRANT pg_monitor TO the relay's role.
-var ErrStandbyPositions = errors.New("relay: Standbys is set, but the role cannot read the standbys' positions in pg_stat_replication")
-
 // standbyGate holds events back until the standbys named in
 // Config.Standbys have flushed the WAL that holds their commits, so that a
 // failover to one of them never leaves on Kafka an event whose transaction

@@ -1,14 +1,8 @@
 package relay
 
 import (
-	"context"
-	"fmt"
-	"math/rand/v2"
 	"sort"
 	"sync"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // shardHandle tracks one owned shard while its lock is held.
@@ -123,62 +117,4 @@ func (s *shardSet) take(shards []int32) {
 		s.handles[int(shard)] = h
 		l.add(h)
 	}
-}
-
-// rebalance checks the lock connection, unlocks shards their lanes have let
-// go, and moves this instance's share toward ceil(64 / live instances).
-func (r *Relay) rebalance(ctx context.Context, ls *lockSession, shards *shardSet) error {
-	conn := ls.conn
-	qctx, cancel := context.WithTimeout(ctx, 3*r.cfg.RebalanceInterval+2*time.Second)
-	defer cancel()
-	var members int64
-	var pid int32
-	sent := time.Now()
-	if err := conn.QueryRow(qctx, countMembers, uint32(ls.space)).Scan(&members, &pid); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("relay: lock connection lost: %w", err)
-	}
-	if pid != ls.pid {
-		// A pgx connection never changes backend by itself: a pooler moved
-		// the session, and with it the locks.
-		return ErrUnstableSession
-	}
-	ls.lease.confirm(sent)
-	if members < 1 {
-		members = 1
-	}
-	target := int((NumShards + members - 1) / members)
-
-	finished := shards.finished()
-	// Shed the surplus: ask the lanes to let go now, unlock on a later round
-	// once they have.
-	active := shards.shed(target)
-	for _, shard := range finished {
-		if _, err := conn.Exec(qctx, unlockShard, ls.space.shardKey(), shard); err != nil {
-			return fmt.Errorf("relay: unlock shard %d: %w", shard, err)
-		}
-		r.log.DebugContext(ctx, "released shard", "shard", shard)
-	}
-
-	if want := target - active; want > 0 {
-		candidates := shards.candidates(rand.IntN(NumShards))
-		rows, err := conn.Query(qctx, tryLockShards, ls.space.shardKey(), candidates, want)
-		if err != nil {
-			return fmt.Errorf("relay: lock shards: %w", err)
-		}
-		got, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-		if err != nil {
-			return fmt.Errorf("relay: lock shards: %w", err)
-		}
-		if len(got) > 0 {
-			shards.take(got)
-			active += len(got)
-			r.log.InfoContext(ctx, "took shards", "count", len(got), "owned", active, "members", members)
-		}
-	}
-	r.shardCount.Store(int32(active))
-	r.m.shardsOwned.Set(float64(active))
-	return nil
 }
