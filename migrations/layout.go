@@ -25,6 +25,50 @@ var legacyMigrations = []struct {
 	{2, []string{"inbox", "inbox_dead_letters"}},
 }
 
+// laterMigrations tells, for each migration after legacyMigrations, whether
+// the current schema holds what it made: a database migrated with goose's
+// default version table by mistake (the goose CLI without -table) can have
+// any of them, and Adopt records them too, so that Up does not apply them a
+// second time. Each probe is one boolean SQL expression. 00006 creates a
+// publication only when the role may, and does nothing the second time, so
+// it counts as applied once 00005 is; 00009 and 00011 only redefine
+// functions, and are told by what the new bodies say.
+var laterMigrations = []struct {
+	version int64
+	probe   string
+}{
+	{3, `EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'outbox_wal_settings')`},
+	{4, `EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'outbox_wal_undecodable')`},
+	{5, `EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'outbox' AND column_name = 'parked')`},
+	{6, `true`},
+	{7, `EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'inbox_positions')`},
+	{8, `EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'outbox_wal_settings' AND column_name = 'slot_established_at')`},
+	{9, `EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+	     WHERE n.nspname = current_schema() AND p.proname = 'outbox_wal_emit' AND p.prosrc LIKE '%.outbox_wal_require_slot()%')`},
+	{10, `EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'outbox_wal_settings' AND column_name = 'publication_name')`},
+	{11, `EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+	     WHERE n.nspname = current_schema() AND p.proname = 'outbox_emit' AND p.prosrc LIKE '%outboxkit-redrive-id%')`},
+	{12, `EXISTS (SELECT 1 FROM pg_catalog.pg_indexes WHERE schemaname = current_schema() AND indexname = 'inbox_group_processed_at_idx')`},
+}
+
+// laterApplied returns the versions of laterMigrations that db holds, in
+// order, stopping at the first it does not: goose applies in order, so a
+// later one without an earlier one is not outboxkit's doing.
+func laterApplied(ctx context.Context, q queryer) ([]int64, error) {
+	var out []int64
+	for _, m := range laterMigrations {
+		var ok bool
+		if err := q.QueryRowContext(ctx, "SELECT "+m.probe).Scan(&ok); err != nil {
+			return nil, fmt.Errorf("probe version %d: %w", m.version, err)
+		}
+		if !ok {
+			break
+		}
+		out = append(out, m.version)
+	}
+	return out, nil
+}
+
 // ErrLegacyLayout is matched (errors.Is) by every *[LegacyLayoutError].
 var ErrLegacyLayout = errors.New("migrations: outboxkit tables not recorded in " + VersionTable)
 
@@ -72,8 +116,6 @@ func (l *layout) presentTables() []string {
 	return out
 }
 
-// tableExists reports whether name resolves through the search_path, where
-// goose creates its unqualified tables.
 // tableExists reports whether the current schema (the first of the
 // search_path that exists, where goose creates its version table and the
 // migrations their tables) holds table name. A table of the same name in a
@@ -166,7 +208,8 @@ type AdoptResult struct {
 // Adopt brings a database migrated before outboxkit kept its own version
 // table (tables present, versions in goose_db_version) to the current
 // layout: it creates [VersionTable] and records there the versions whose
-// tables exist. It changes no table and applies no migration, and it leaves
+// tables exist, and the later migrations whose work is there too (a database
+// migrated with goose's default table past version 2). It changes no table and applies no migration, and it leaves
 // goose_db_version as it is (see [AdoptResult].LegacyRows). Running it again,
 // or on a database already tracked or without outboxkit's tables, does
 // nothing. A migration whose tables exist only in part is an error: fix it
@@ -203,6 +246,13 @@ func Adopt(ctx context.Context, db *sql.DB) (*AdoptResult, error) {
 	}
 	if len(versions) == 0 {
 		return res, nil
+	}
+	if len(versions) == len(legacyMigrations) {
+		later, err := laterApplied(ctx, tx)
+		if err != nil {
+			return nil, fmt.Errorf("migrations: adopt: %w", err)
+		}
+		versions = append(versions, later...)
 	}
 	store, err := database.NewStore(database.DialectPostgres, VersionTable)
 	if err != nil {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"io/fs"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -208,5 +211,72 @@ func TestLayoutLooksAtCurrentSchemaOnly(t *testing.T) {
 	var n int
 	if err := public.QueryRow(`SELECT count(*) FROM pg_tables WHERE schemaname = 'orders' AND tablename IN ('outbox', 'inbox', 'outboxkit_db_version')`).Scan(&n); err != nil || n != 3 {
 		t.Fatalf("tables in orders after Up: %d (%v), want outbox, inbox and the version table", n, err)
+	}
+}
+
+// A database migrated with goose's default version table past version 2
+// (the goose CLI run without -table) is adopted whole: Adopt records every
+// version whose work is there, and Up then applies only the rest, whether
+// the old history stopped at 7 or went to the end.
+func TestAdoptKnowsEveryVersion(t *testing.T) {
+	t.Parallel()
+	for _, upTo := range []int64{7, 0} { // 0: every migration
+		name := fmt.Sprintf("legacy history up to %d", upTo)
+		if upTo == 0 {
+			name = "legacy history of every migration"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			_, url := testenv.EmptyDB(t)
+			db := openDB(t, url)
+			legacy := legacyProvider(t, db)
+			if upTo == 0 {
+				upTo = latestKit(t, legacy)
+			}
+			if _, err := legacy.UpTo(ctx, upTo); err != nil {
+				t.Fatal(err)
+			}
+			res, err := migrations.Adopt(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Recorded) != int(upTo) || res.Recorded[len(res.Recorded)-1] != upTo {
+				t.Fatalf("Adopt after a legacy history up to %d recorded %v, want 1..%d", upTo, res.Recorded, upTo)
+			}
+			if err := migrations.Up(ctx, db); err != nil {
+				t.Fatalf("Up after Adopt: %v", err)
+			}
+			kit, err := migrations.NewProvider(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pending, err := kit.HasPending(ctx); err != nil || pending || dbVersion(t, kit) != latestKit(t, kit) {
+				t.Fatalf("after Adopt and Up: pending %v (err %v), version %d; want %d", pending, err, dbVersion(t, kit), latestKit(t, kit))
+			}
+		})
+	}
+}
+
+// Every migration after the first two has a probe in laterMigrations, so
+// Adopt keeps knowing every version as migrations are added.
+func TestLaterMigrationsCoverEveryFile(t *testing.T) {
+	t.Parallel()
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probed := map[int64]bool{}
+	for _, v := range migrations.LaterMigrationVersions() {
+		probed[v] = true
+	}
+	for _, f := range files {
+		v, err := strconv.ParseInt(f[:5], 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if v > 2 && !probed[v] {
+			t.Errorf("migration %s has no probe in laterMigrations (layout.go): Adopt would not record it", f)
+		}
 	}
 }
