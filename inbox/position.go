@@ -125,8 +125,15 @@ func (p *partitionWorker) readPosition() (int64, bool, error) {
 // savePosition records next as the partition's position in tx and checks
 // what the database held before (see partPosition.check).
 func (p *partitionWorker) savePosition(ctx context.Context, tx pgx.Tx, next int64) error {
+	return p.checkSaved(tx.QueryRow(ctx, savePosition, p.c.cfg.GroupID, p.pos.topic, p.pos.partition, next))
+}
+
+// checkSaved reads what a savePosition statement returned (the position
+// the database held before it) and checks it: an *errPositionLost when the
+// database went back.
+func (p *partitionWorker) checkSaved(row pgx.Row) error {
 	var prev *int64
-	if err := tx.QueryRow(ctx, savePosition, p.c.cfg.GroupID, p.pos.topic, p.pos.partition, next).Scan(&prev); err != nil {
+	if err := row.Scan(&prev); err != nil {
 		return fmt.Errorf("save position: %w", err)
 	}
 	return p.pos.check(prev)

@@ -261,27 +261,6 @@ func (p *partitionWorker) deadLettered(it *item, cause error, attempts int) {
 		"offset", it.msg.Offset, "attempts", attempts, "error", cause)
 }
 
-// claimMany claims ids (sorted, without repeats) and returns those that were new.
-func (p *partitionWorker) claimMany(ctx context.Context, tx pgx.Tx, ids []string) (map[string]bool, error) {
-	firsts := make(map[string]bool, len(ids))
-	if p.c.skipInbox {
-		for _, id := range ids {
-			firsts[id] = true
-		}
-		return firsts, nil
-	}
-	rows, err := tx.Query(ctx, claimMany, p.c.cfg.GroupID, ids)
-	if err != nil {
-		return nil, err
-	}
-	var id string
-	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
-		firsts[id] = true
-		return nil
-	})
-	return firsts, err
-}
-
 func (p *partitionWorker) claim(ctx context.Context, tx pgx.Tx, id string) (bool, error) {
 	if p.c.skipInbox {
 		return true, nil
@@ -432,8 +411,12 @@ func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, er
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	firsts := make(map[string]bool, len(ids))
 	if p.c.skipInbox {
-		return p.claimMany(ctx, tx, ids)
+		for _, id := range ids {
+			firsts[id] = true
+		}
+		return firsts, nil
 	}
 	group := p.c.cfg.GroupID
 	b := &pgx.Batch{}
@@ -445,7 +428,6 @@ func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, er
 	b.Queue(savePosition, group, p.pos.topic, p.pos.partition, items[len(items)-1].msg.Offset+1)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
-	firsts := make(map[string]bool, len(ids))
 	if len(ids) == 1 {
 		tag, err := br.Exec()
 		if err != nil {
@@ -465,14 +447,13 @@ func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, er
 			return nil, err
 		}
 	}
-	var prev *int64
-	if err := br.QueryRow().Scan(&prev); err != nil {
-		return nil, fmt.Errorf("save position: %w", err)
+	if err := p.checkSaved(br.QueryRow()); err != nil {
+		return nil, err
 	}
 	if err := br.Close(); err != nil {
 		return nil, err
 	}
-	return firsts, p.pos.check(prev)
+	return firsts, nil
 }
 
 // opContext bounds one of the inbox's own statements.
