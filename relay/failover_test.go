@@ -74,11 +74,10 @@ func (f *failoverBed) newPool() *pgxpool.Pool {
 	return pool
 }
 
-// startRelay runs a relay on a pool of its own until the returned stop.
+// startRelay runs a relay on a pool of its own until the returned stop
+// (bed.startRelayOn), with timings short enough for a failover test.
 func (f *failoverBed) startRelay(cfg relay.Config) (stop func()) {
 	f.t.Helper()
-	cfg.Brokers = f.brokers
-	cfg.Logger = testLogger(f.t)
 	cfg.RebalanceInterval = 200 * time.Millisecond
 	cfg.LockTimeout = 3 * time.Second
 	cfg.RetryBackoffMax = 500 * time.Millisecond
@@ -86,23 +85,8 @@ func (f *failoverBed) startRelay(cfg relay.Config) (stop func()) {
 		cfg.Source = relay.SourceWAL
 		cfg.WAL.SenderTimeout = 3 * time.Second
 	}
-	r, err := relay.New(f.newPool(), cfg)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				f.t.Errorf("relay.Run returned %v", err)
-			}
-		})
-	}
-	f.t.Cleanup(stop)
+	b := &bed{t: f.t, db: f.db, topic: f.topic, brokers: f.brokers, wal: f.wal}
+	_, stop = b.startRelayOn(f.newPool(), cfg)
 	return stop
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -94,17 +95,12 @@ type standbyPositions struct {
 
 // flushed is the position that need of the standbys flushed.
 func (p standbyPositions) flushed(need int) uint64 {
-	sorted := append([]uint64(nil), p.flushes...)
-	// The need-th highest: descending insertion sort of a handful.
-	for i := 1; i < len(sorted); i++ {
-		for j := i; j > 0 && sorted[j] > sorted[j-1]; j-- {
-			sorted[j], sorted[j-1] = sorted[j-1], sorted[j]
-		}
-	}
-	if need < 1 || need > len(sorted) {
+	if need < 1 || need > len(p.flushes) {
 		return 0
 	}
-	return sorted[need-1]
+	sorted := slices.Clone(p.flushes)
+	slices.Sort(sorted)
+	return sorted[len(sorted)-need]
 }
 
 func (p standbyPositions) String() string {

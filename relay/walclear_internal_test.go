@@ -23,3 +23,17 @@ func TestWALFailedLookIsNotRetriedAtOnce(t *testing.T) {
 		t.Fatal("a good look after a failed one was not taken")
 	}
 }
+
+// flushed is the position the need-th most advanced standby flushed; 0
+// when need asks for more standbys than are named.
+func TestStandbyPositionsFlushed(t *testing.T) {
+	p := standbyPositions{names: []string{"a", "b", "c"}, flushes: []uint64{5, 9, 1}}
+	for need, want := range map[int]uint64{1: 9, 2: 5, 3: 1, 4: 0, 0: 0} {
+		if got := p.flushed(need); got != want {
+			t.Errorf("flushed(%d) = %d, want %d", need, got, want)
+		}
+	}
+	if p.flushes[0] != 5 || p.flushes[1] != 9 {
+		t.Errorf("flushed reordered its receiver: %v", p.flushes)
+	}
+}
