@@ -6,7 +6,7 @@ GO ?= go
 # Tests, benchmarks and the chaos run use the real broker `make services`
 # starts; the demo uses KAFKA_BROKERS only when you set it, and otherwise
 # an in-process broker.
-test fault-tests test-pg-versions failover-tests bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal chaos-pg-failover chaos-pg-failover-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
+test fault-tests test-pg-versions failover-tests chaos-skew bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal chaos-pg-failover chaos-pg-failover-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 .PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
 
@@ -225,6 +225,17 @@ chaos-pg-failover: services
 chaos-pg-failover-wal: services
 	$(GO) run ./internal/chaos -pg-ha sync -wal -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
 	  -min pg-failover=5 -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+
+# The last release: chaos-skew runs it beside the current code. A commit, so a clone without tags works too.
+PREVIOUS_RELEASE ?= 5e3c4d7b12c79edc970f93a2462692ecb2f009f8 # v0.1.0
+.PHONY: chaos-skew
+
+## chaos-skew: two releases side by side (docs/design.md §7): every second relay and consumer runs PREVIOUS_RELEASE (v0.1.0),
+## built from its commit, the others the current code, on the current migrations, one database and one group, under chaos-short's
+## faults for 60 s of load; nothing lost, applied twice or reordered
+chaos-skew: services
+	$(GO) run ./internal/chaos -previous $(PREVIOUS_RELEASE) -duration 60s -fault-every 2s -seed $(SEED) -min-faults 12 -min-kinds 4 \
+	  -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 .PHONY: bench-peers bench-peers-quick postgres-logical
 

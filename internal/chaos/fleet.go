@@ -35,6 +35,10 @@ type member struct {
 	// that each fault ends as it was planned.
 	quiet string
 
+	// previous says the member runs the binaries of the release named by
+	// -previous instead of the current code's.
+	previous bool
+
 	cmd      *exec.Cmd     // the running process; nil when down
 	done     chan struct{} // closed when cmd has exited
 	expected bool          // cmd is being stopped on purpose
@@ -48,6 +52,9 @@ func (m *member) appName() string { return "chaos-" + m.name }
 type fleetConfig struct {
 	relayBin string // the cmd/outbox-relay binary built for this run
 	selfBin  string // this binary, re-executed as a consumer
+	// previous, when set, holds the binaries of an earlier release: every
+	// second member of each role runs them.
+	previous *binaries
 	dbURL    func(appName string) string
 	brokers  string
 	topic    string
@@ -83,7 +90,8 @@ func (f *fleet) add(role string) (*member, error) { return f.addIn(role, nil) }
 func (f *fleet) addIn(role string, ns *netns) (*member, error) {
 	f.mu.Lock()
 	f.next[role]++
-	m := &member{name: fmt.Sprintf("%s-%d", role, f.next[role]), role: role, want: true, netns: ns}
+	n := f.next[role]
+	m := &member{name: fmt.Sprintf("%s-%d", role, n), role: role, want: true, netns: ns, previous: f.cfg.previous != nil && n%2 == 0}
 	f.members = append(f.members, m)
 	f.mu.Unlock()
 	return m, f.start(m)
@@ -108,14 +116,18 @@ func baseEnv() []string {
 // command builds the process for m.
 func (f *fleet) command(m *member) *exec.Cmd {
 	env := append(baseEnv(), "DATABASE_URL="+f.cfg.dbURL(m.appName()), "KAFKA_BROKERS="+f.cfg.brokers)
+	relayBin, selfBin := f.cfg.relayBin, f.cfg.selfBin
+	if m.previous {
+		relayBin, selfBin = f.cfg.previous.relay, f.cfg.previous.consumer
+	}
 	var cmd *exec.Cmd
 	switch m.role {
 	case roleRelay:
-		cmd = exec.Command(f.cfg.relayBin)
+		cmd = exec.Command(relayBin)
 		if m.netns != nil {
 			// ip netns exec enters the namespace and execs the relay, so
 			// the pid is the relay's own and signals reach it directly.
-			cmd = m.netns.command(f.cfg.relayBin)
+			cmd = m.netns.command(relayBin)
 		}
 		env = append(env,
 			"RELAY_HTTP_ADDR=127.0.0.1:0",
@@ -125,7 +137,7 @@ func (f *fleet) command(m *member) *exec.Cmd {
 		)
 		env = append(env, f.cfg.relayEnv...)
 	default:
-		cmd = exec.Command(f.cfg.selfBin)
+		cmd = exec.Command(selfBin)
 		env = append(env,
 			envRole+"=consumer",
 			envName+"="+m.name,
@@ -152,7 +164,11 @@ func (f *fleet) start(m *member) error {
 	cmd := f.command(m)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	m.starts++
-	fmt.Fprintf(logFile, "==== chaos: start %d of %s at %s\n", m.starts, m.name, time.Now().Format(time.RFC3339Nano))
+	version := "the current code"
+	if m.previous {
+		version = f.cfg.previous.ref
+	}
+	fmt.Fprintf(logFile, "==== chaos: start %d of %s (%s) at %s\n", m.starts, m.name, version, time.Now().Format(time.RFC3339Nano))
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return fmt.Errorf("start %s: %w", m.name, err)

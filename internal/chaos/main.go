@@ -137,6 +137,7 @@ type chaosRun struct {
 	dir      string // the relay binary and the processes' logs
 	relayBin string
 	selfBin  string
+	prevBins *binaries // -previous: the release's relay and consumer
 	dbName   string
 	slot     string        // -wal: the run's replication slot
 	pool     *pgxpool.Pool // the writers'
@@ -230,6 +231,7 @@ type options struct {
 	wal          bool
 	pgHA         string
 	min          string
+	previous     string
 }
 
 func parseFlags() options {
@@ -258,6 +260,8 @@ func parseFlags() options {
 	flag.BoolVar(&o.wal, "wal", false, "WAL mode: the writers emit with outbox.Emit, the relays stream a replication slot (RELAY_SOURCE=wal); the run's database is on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL, `make postgres-logical`)")
 	flag.StringVar(&o.pgHA, "pg-ha", "", "sync or async: run on a PostgreSQL primary and streaming standby (scripts/services.sh pg-ha-up, PG_VERSION, default 17) brought up for the run and down after it, and enable the pg-failover fault")
 	flag.StringVar(&o.min, "min", "", "kind=n,...: fail when fewer than n faults of a kind were injected")
+	flag.StringVar(&o.previous, "previous", "", "a release of this repository (git tag or commit): every second relay and consumer runs the relay binary and consumer built from it, "+
+		"beside the current code's, on the current migrations (the version-skew policy of docs/design.md)")
 	flag.Parse()
 	return o
 }

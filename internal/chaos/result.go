@@ -45,6 +45,9 @@ func (r result) table() string {
 	}
 	b.WriteString("\n==== chaos run result ====\n")
 	row("seed", strconv.FormatUint(r.o.seed, 10), "")
+	if r.o.previous != "" {
+		row("previous release", r.o.previous, "relay-2, consumer-2 and every second one after ran it")
+	}
 	row("events written", n(r.written), "commits the writers saw succeed")
 	row("  steady load", n(r.load), "orderLoad")
 	row("  hot orders", n(r.hot), "a few orders changed by several goroutines")

@@ -13,7 +13,7 @@ import (
 func (r *chaosRun) startFleet() error {
 	o := r.o
 	r.fleet = newFleet(fleetConfig{
-		relayBin: r.relayBin, selfBin: r.selfBin, dbURL: r.dbURL, brokers: r.brokersEnv,
+		relayBin: r.relayBin, selfBin: r.selfBin, previous: r.prevBins, dbURL: r.dbURL, brokers: r.brokersEnv,
 		topic: r.topic, group: r.group, logDir: r.dir, logf: r.logf,
 	})
 	if o.wal {

@@ -160,6 +160,13 @@ func (r *chaosRun) setup(ctx context.Context) error {
 	if r.selfBin, err = os.Executable(); err != nil {
 		return failf(1, "%v", err)
 	}
+	if o.previous != "" {
+		r.logf("building the relay and the consumer of %s", o.previous)
+		if r.prevBins, err = buildPrevious(ctx, r.root, o.previous, filepath.Join(r.dir, "previous")); err != nil {
+			return failf(1, "%v", err)
+		}
+		r.logf("every second relay and consumer runs %s (%.12s)", o.previous, r.prevBins.commit)
+	}
 
 	r.dbName = fmt.Sprintf("chaos_%d", o.seed)
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 2*time.Minute)
