@@ -8,7 +8,13 @@ GO ?= go
 # an in-process broker.
 test fault-tests test-pg-versions failover-tests chaos-skew bench-outbox bench-relay bench-relay-quick bench-inbox chaos chaos-short chaos-short-wal chaos-pg-failover chaos-pg-failover-wal: export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
+.PHONY: help test services services-down check golangci-lint goose-cli alerts-test fault-tests bench-outbox bench-inbox demo
+.DEFAULT_GOAL := help
+
+## help: this list (the default goal): every target with what it does
+help:
+	@awk '/^## [a-z0-9-]+:/ { sub(/^## /, ""); split($$0, a, ": "); printf "  %-22s %s\n", a[1], substr($$0, length(a[1]) + 3); next } \
+	  /^## / { sub(/^## /, ""); printf "  %-22s %s\n", "", $$0 }' $(firstword $(MAKEFILE_LIST))
 
 ## demo: orders -> relay -> shipping end to end, with a live progress line and a verification summary
 demo:
@@ -81,23 +87,11 @@ alerts-test:
 	  $$promtool check rules deploy/prometheus/outboxkit-alerts.yml && \
 	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
 
-## test: everything, against the real services
-## (each phase is timed; the times are printed at the end, or up to the phase that failed)
+## test: everything, against the real services (scripts/test.sh): setup, then go-test beside failover-tests, then the chaos runs
+## beside cluster-tests, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
+## failed; OUTBOXKIT_TEST_SERIAL=1 runs the phases one after another
 test:
-	@times=; total=$$SECONDS; \
-	  phase() { local name=$$1 t=$$SECONDS; shift; echo "make test: --- $$name"; \
-	    if "$$@"; then times="$$times$$(printf '  %-16s %5ds' "$$name" $$((SECONDS - t)))"$$'\n'; \
-	    else printf 'make test: phase times:\n%s  %-16s %5ds FAILED\n' "$$times" "$$name" $$((SECONDS - t)); return 1; fi; }; \
-	  phase services $(MAKE) --no-print-directory services && \
-	  phase check $(MAKE) --no-print-directory check && \
-	  phase tools $(MAKE) --no-print-directory goose-cli alerts-test && \
-	  phase go-test env OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./... && \
-	  phase fault-tests $(MAKE) --no-print-directory fault-tests && \
-	  phase failover-tests $(MAKE) --no-print-directory failover-tests && \
-	  phase cluster-tests $(MAKE) --no-print-directory cluster-tests && \
-	  phase chaos-short $(MAKE) --no-print-directory chaos-short && \
-	  phase chaos-short-wal $(MAKE) --no-print-directory chaos-short-wal && \
-	  printf 'make test: phase times:\n%s  %-16s %5ds\n' "$$times" total $$((SECONDS - total))
+	@GO=$(GO) MAKE=$(MAKE) GOOSE=$(GOOSE) scripts/test.sh
 
 PG_VERSIONS ?= 14 16 17 18
 # The conformance subset test-pg-versions runs on each version: the outbox
@@ -122,9 +116,13 @@ test-pg-versions: services
 	done; \
 	echo "test-pg-versions: summary"; printf "%s" "$$summary"; exit $$fail
 
+# test-pkgs: the packages (./dir) whose test files declare a Test function matching $(1), so that a target runs only those
+test-pkgs = $(shell grep -rlE --include='*_test.go' 'func Test[A-Za-z0-9_]*($(1))' . | xargs -r -n1 dirname | sort -u)
+FAULT_RUN := BrokerRestart|PostgresRestart|SlotInvalidated
+
 ## fault-tests: tests that restart the shared broker or PostgreSQL, or change a server-wide setting; run alone, one package at a time
 fault-tests:
-	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run 'BrokerRestart|PostgresRestart|SlotInvalidated' ./...
+	OUTBOXKIT_BROKER_CONTROL=1 $(GO) test -race -count=1 -p 1 -timeout 20m -run '$(FAULT_RUN)' $(call test-pkgs,$(FAULT_RUN))
 
 .PHONY: image image-test
 
@@ -141,10 +139,19 @@ image-test:
 .PHONY: test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
 
 ## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
-## pair per test on 127.0.0.1:5440/5441, PG_VERSION 17 by default) that stop the primary and promote the standby; run alone
+## pair per test, PG_VERSION 17 by default) that stop the primary and promote the standby; the packages run at once, each on
+## its own pair (127.0.0.1:5440/5441, 5450/5451, ...) and state directory; tests within a package run one after another
 failover-tests: services
-	@OUTBOXKIT_PG_HA=1 $(GO) test -race -count=1 -p 1 -v -timeout 20m -run Failover ./... \
-	  | grep -E '^(--- |\s+[a-z_]+_test\.go:[0-9]+: |FAIL|ok .*s$$|panic)' | grep -v ' level=' ; exit $${PIPESTATUS[0]}
+	@scripts/services.sh pg-fetch
+	@out=$$(mktemp -d); i=0; pids=; \
+	  for p in $(call test-pkgs,Failover); do \
+	    OUTBOXKIT_PG_HA=1 OUTBOXKIT_STATE=$(HOME)/.cache/outboxkit/run-failover-$$i \
+	      OUTBOXKIT_HA_PRIMARY_PORT=$$((5440 + 10 * i)) OUTBOXKIT_HA_STANDBY_PORT=$$((5441 + 10 * i)) \
+	      $(GO) test -race -count=1 -p 1 -v -timeout 20m -run Failover $$p >$$out/$$i.log 2>&1 & pids="$$pids $$!"; i=$$((i + 1)); \
+	  done; \
+	  rc=0; for pid in $$pids; do wait $$pid || rc=1; done; \
+	  cat $$out/*.log | grep -E '^(--- |\s+[a-z_]+_test\.go:[0-9]+: |FAIL|ok .*s$$|panic)' | grep -v ' level='; \
+	  rm -rf $$out; exit $$rc
 
 PG_HA_MODE ?= sync
 

