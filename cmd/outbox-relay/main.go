@@ -26,18 +26,15 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/outboxkit/outboxkit/internal/reach"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -104,7 +101,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cc := cfg.pool.ConnConfig
 	log.Info("outbox relay starting",
 		"http_addr", ln.Addr().String(),
-		"db_hosts", dbHosts(cc.Host, cc.Port, cc.Fallbacks), "db_name", cc.Database, "db_user", cc.User,
+		"db_hosts", reach.Hosts(&cc.Config), "db_name", cc.Database, "db_user", cc.User,
 		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
 		"kafka_client_id", cmp.Or(cfg.Kafka.ClientID, relay.DefaultClientID), "source", cmp.Or(cfg.Relay.Source, relay.SourceTable),
 		"batch_size", cmp.Or(cfg.Relay.BatchSize, relay.DefaultBatchSize), "db_max_conns", cfg.DBMaxConns)
@@ -153,17 +150,4 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// dbHosts lists every host:port of the database URL, so a multi-host URL
-// (a primary and its standbys) shows whole in the start line.
-func dbHosts(host string, port uint16, fallbacks []*pgconn.FallbackConfig) string {
-	hosts := []string{net.JoinHostPort(host, strconv.Itoa(int(port)))}
-	for _, f := range fallbacks {
-		hp := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))
-		if !slices.Contains(hosts, hp) {
-			hosts = append(hosts, hp)
-		}
-	}
-	return strings.Join(hosts, ",")
 }

@@ -24,7 +24,6 @@ import (
 func waitReachable(ctx context.Context, cfg *config, pool *pgxpool.Pool, log *slog.Logger) error {
 	tctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	cc := cfg.pool.ConnConfig
 	err := retry(tctx, log, "PostgreSQL", func(ctx context.Context) error {
 		err := pool.Ping(ctx)
 		var pgErr *pgconn.PgError
@@ -37,7 +36,7 @@ func waitReachable(ctx context.Context, cfg *config, pool *pgxpool.Pool, log *sl
 		return nil
 	}
 	if err != nil {
-		return reach.PostgreSQL(err, dbHosts(cc.Host, cc.Port, cc.Fallbacks), "DATABASE_URL")
+		return reach.PostgreSQL(err, &cfg.pool.ConnConfig.Config, "DATABASE_URL")
 	}
 	err = retry(tctx, log, "Kafka", func(ctx context.Context) error {
 		var (

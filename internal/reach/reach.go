@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -49,10 +51,10 @@ func (e *Error) Error() string {
 // Unwrap returns the driver's error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// PostgreSQL describes err, returned by a connection attempt to addr, as an
-// [*Error]. setting names where addr comes from.
-func PostgreSQL(err error, addr, setting string) *Error {
-	e := &Error{Service: "PostgreSQL", Addr: addr, Setting: setting, Err: err}
+// PostgreSQL describes err, returned by a connection attempt with cfg, as
+// an [*Error]. setting names where cfg comes from, such as DATABASE_URL.
+func PostgreSQL(err error, cfg *pgconn.Config, setting string) *Error {
+	e := &Error{Service: "PostgreSQL", Addr: Hosts(cfg), Setting: setting, Err: err}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		e.Answered = true
@@ -63,10 +65,34 @@ func PostgreSQL(err error, addr, setting string) *Error {
 	return e
 }
 
+// Hosts lists every host:port of cfg, its fallbacks included (a URL that
+// names a primary and its standbys), each once.
+func Hosts(cfg *pgconn.Config) string {
+	hosts := []string{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	for _, f := range cfg.Fallbacks {
+		if hp := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); !slices.Contains(hosts, hp) {
+			hosts = append(hosts, hp)
+		}
+	}
+	return strings.Join(hosts, ",")
+}
+
 // Kafka describes err, returned by a connection attempt to the brokers
 // addr, as an [*Error]. setting names where addr comes from.
 func Kafka(err error, addr, setting string) *Error {
 	return &Error{Service: "Kafka", Addr: addr, Setting: setting, Cause: Cause(err), Err: err}
+}
+
+// Unreachable reports whether err is a failure to reach a server at all
+// (a dial that failed: refused, unreachable, a name not found, a timeout),
+// rather than an answer from it.
+func Unreachable(err error) bool {
+	var (
+		dnsErr *net.DNSError
+		opErr  *net.OpError
+	)
+	return errors.As(err, &dnsErr) || (errors.As(err, &opErr) && opErr.Op == "dial") ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
 // Cause says in a few words why a connection failed: "connection
