@@ -40,8 +40,8 @@ type variable struct {
 // variables is every variable the binary reads, in the order -h lists
 // them and parseConfig checks them.
 var variables = []variable{
-	{name: "DATABASE_URL", def: "required", help: "PostgreSQL URL or keyword/value string; TLS via sslmode",
-		required: "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require", //nolint:gosec // G101: an example, not a credential
+	{name: "DATABASE_URL", def: "required", help: "PostgreSQL URL or keyword/value string; TLS via sslmode", //nolint:gosec // G101: the example URL below, not a credential
+		required: "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require",
 		set:      text(func(c *config) *string { return &c.DatabaseURL })},
 	{name: "DATABASE_URL_FILE", fileOf: "DATABASE_URL", help: "file holding DATABASE_URL, instead of it"},
 	{name: "KAFKA_BROKERS", def: "required", help: "comma-separated bootstrap brokers, host:port,host:port",
