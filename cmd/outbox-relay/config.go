@@ -87,9 +87,9 @@ func isUnknown(name string) bool {
 	return false
 }
 
-// readFileVars replaces each X_FILE variable (a row with fileOf) in vars by X, holding the
-// file's content without one trailing line ending (\n or \r\n), which
-// the tools that write secret files tend to add. It returns the variables
+// readFileVars replaces each X_FILE variable (a row with fileOf) in vars
+// by X, holding the file's content without one trailing line ending (\n
+// or \r\n), which the tools that write secret files tend to add. It returns the variables
 // read from files, X to X_FILE, so that errors name the variable that was
 // set.
 func readFileVars(vars map[string]string) (map[string]string, error) {

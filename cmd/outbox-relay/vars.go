@@ -216,7 +216,7 @@ func oneOf(p func(*config) *string, choices ...string) func(*config, string) err
 // printUsage writes the -h text: the usage line and every variable with
 // its default and meaning.
 func printUsage(w io.Writer) {
-	fmt.Fprint(w, `Usage: outbox-relay [-version]
+	fmt.Fprint(w, `Usage: outbox-relay [-h | -version]
        outbox-relay version
 
 Publishes the outbox table's events to Kafka. Configuration comes from these
