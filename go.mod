@@ -3,7 +3,6 @@ module github.com/outboxkit/outboxkit
 go 1.26.0
 
 require (
-	github.com/caarlos0/env/v11 v11.3.1
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
 	github.com/jackc/pgx/v5 v5.9.1

@@ -1,85 +1,46 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"reflect"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/kafkasettings"
+	"github.com/outboxkit/outboxkit/internal/suggest"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
-// config is the relay binary's configuration, read from the environment.
-// Field names of tuning and kafkaSettings match relay.Config and
-// kafkasettings.Settings, so the typed errors those packages return, which
-// name fields, can be translated back to variables (see varNames and
-// relayVars).
+// config is the relay binary's configuration, read from the environment
+// by the table of variables (vars.go).
 type config struct {
-	DatabaseURL string   `env:"DATABASE_URL,required,notEmpty"`
-	Brokers     []string `env:"KAFKA_BROKERS,required,notEmpty" envSeparator:","`
-	HTTPAddr    string   `env:"RELAY_HTTP_ADDR" envDefault:"127.0.0.1:9090"`
-	DBMaxConns  int      `env:"RELAY_DB_MAX_CONNS" envDefault:"16"`
-	LogLevel    string   `env:"RELAY_LOG_LEVEL" envDefault:"info"`
-	LogFormat   string   `env:"RELAY_LOG_FORMAT" envDefault:"json"`
-	// Source is relay.Config.Source; the WAL fields are relay.WALConfig's.
-	Source         string `env:"RELAY_SOURCE" envDefault:"table"`
-	WALSlot        string `env:"RELAY_WAL_SLOT"`
-	WALPublication string `env:"RELAY_WAL_PUBLICATION"`
-	// Standbys and StandbysRequired are relay.Config's (0: all of them).
-	Standbys         []string `env:"RELAY_STANDBYS" envSeparator:","`
-	StandbysRequired int      `env:"RELAY_STANDBYS_REQUIRED"`
+	DatabaseURL  string
+	Brokers      []string
+	HTTPAddr     string
+	DBMaxConns   int
+	LogLevel     string
+	LogFormat    string
+	StartTimeout time.Duration
 
-	Tuning tuning
-	Kafka  kafkaSettings
+	// Relay holds the relay.Config fields the variables set. A field whose
+	// variable is unset stays zero, which relay.New replaces by its default.
+	Relay relay.Config
+	// Kafka holds the KAFKA_* TLS and SASL variables.
+	Kafka kafkasettings.Settings
 
 	// Derived by parseConfig.
 	pool  *pgxpool.Config
 	kafka broker.Config
 	level slog.Level
-}
-
-// tuning mirrors the tuning fields of relay.Config, field for field; the
-// defaults are relay's (TestDefaultsMatchRelay keeps them in step).
-type tuning struct {
-	BatchSize         int           `env:"OUTBOX_BATCH_SIZE" envDefault:"1000"`
-	MaxBatchBytes     int           `env:"OUTBOX_MAX_BATCH_BYTES" envDefault:"921600"`
-	Lanes             int           `env:"RELAY_LANES" envDefault:"4"`
-	MinPollInterval   time.Duration `env:"RELAY_MIN_POLL_INTERVAL" envDefault:"2ms"`
-	MaxPollInterval   time.Duration `env:"RELAY_MAX_POLL_INTERVAL" envDefault:"100ms"`
-	RebalanceInterval time.Duration `env:"RELAY_REBALANCE_INTERVAL" envDefault:"1s"`
-	LockTimeout       time.Duration `env:"RELAY_LOCK_TIMEOUT" envDefault:"10s"`
-	PublishTimeout    time.Duration `env:"RELAY_PUBLISH_TIMEOUT" envDefault:"10s"`
-	ShutdownTimeout   time.Duration `env:"RELAY_SHUTDOWN_TIMEOUT" envDefault:"5s"`
-	RetryBackoffMin   time.Duration `env:"RELAY_RETRY_BACKOFF_MIN" envDefault:"50ms"`
-	RetryBackoffMax   time.Duration `env:"RELAY_RETRY_BACKOFF_MAX" envDefault:"5s"`
-	ParkAfter         time.Duration `env:"RELAY_PARK_AFTER" envDefault:"15s"`
-}
-
-// kafkaSettings has the fields of kafkasettings.Settings, in the same order
-// and with the same types, so one converts to the other.
-type kafkaSettings struct {
-	TLS                bool   `env:"KAFKA_TLS" envDefault:"false"`
-	CAFile             string `env:"KAFKA_TLS_CA_FILE"`
-	CertFile           string `env:"KAFKA_TLS_CERT_FILE"`
-	KeyFile            string `env:"KAFKA_TLS_KEY_FILE"`
-	InsecureSkipVerify bool   `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY" envDefault:"false"`
-	SASLMechanism      string `env:"KAFKA_SASL_MECHANISM"`
-	Username           string `env:"KAFKA_SASL_USERNAME"`
-	Password           string `env:"KAFKA_SASL_PASSWORD"`
-	AllowPlaintextSASL bool   `env:"KAFKA_SASL_ALLOW_PLAINTEXT" envDefault:"false"`
-	ClientID           string `env:"KAFKA_CLIENT_ID" envDefault:"outboxkit-relay"`
 }
 
 // configError is a configuration problem with one variable. Its text is
@@ -95,46 +56,8 @@ func bad(name, format string, args ...any) error {
 	return &configError{Var: name, Msg: fmt.Sprintf(format, args...)}
 }
 
-// varNames maps each field name of config (and of its nested structs) to
-// its environment variable, and "Brokers" to KAFKA_BROKERS.
-var varNames = func() map[string]string {
-	names := map[string]string{}
-	var walk func(reflect.Type)
-	walk = func(t reflect.Type) {
-		for f := range t.Fields() {
-			if !f.IsExported() {
-				continue
-			}
-			if tag, ok := f.Tag.Lookup("env"); ok {
-				names[f.Name] = strings.Split(tag, ",")[0]
-			} else if f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
-			}
-		}
-	}
-	walk(reflect.TypeFor[config]())
-	return names
-}()
-
-// fileVars maps each secret's variable to the one that names a file holding
-// it, the convention of container platforms (a mounted Kubernetes or Docker
-// secret).
-var fileVars = map[string]string{ //nolint:gosec // G101: variable names, not credentials
-	"DATABASE_URL":        "DATABASE_URL_FILE",
-	"KAFKA_SASL_PASSWORD": "KAFKA_SASL_PASSWORD_FILE",
-}
-
-// knownVars is the set of variables the binary reads.
-var knownVars = func() map[string]bool {
-	known := map[string]bool{}
-	for _, v := range varNames {
-		known[v] = true
-	}
-	for _, v := range fileVars {
-		known[v] = true
-	}
-	return known
-}()
+// isVariable reports whether the binary reads name.
+func isVariable(name string) bool { return variableNamed(name) != nil }
 
 // ownPrefixes are the prefixes of the variables the binary reads. A
 // variable with one of them that the binary does not read is a typo until
@@ -153,7 +76,7 @@ var serviceLink = regexp.MustCompile(`^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A
 // isUnknown reports whether name looks like one of the binary's variables
 // but is none.
 func isUnknown(name string) bool {
-	if knownVars[name] {
+	if isVariable(name) {
 		return false
 	}
 	for _, p := range ownPrefixes {
@@ -164,14 +87,18 @@ func isUnknown(name string) bool {
 	return false
 }
 
-// readFileVars replaces each X_FILE of fileVars in vars by X, holding the
-// file's content without one trailing line ending (\n or \r\n), which
-// the tools that write secret files tend to add. It returns the variables
+// readFileVars replaces each X_FILE variable (a row with fileOf) in vars
+// by X, holding the file's content without one trailing line ending (\n
+// or \r\n), which the tools that write secret files tend to add. It returns the variables
 // read from files, X to X_FILE, so that errors name the variable that was
 // set.
 func readFileVars(vars map[string]string) (map[string]string, error) {
 	from := map[string]string{}
-	for name, fileVar := range fileVars {
+	for _, fv := range variables {
+		name, fileVar := fv.fileOf, fv.name
+		if name == "" {
+			continue
+		}
 		path, ok := vars[fileVar]
 		if !ok {
 			continue
@@ -198,33 +125,6 @@ func readFileVars(vars map[string]string) (map[string]string, error) {
 	return from, nil
 }
 
-// parsers give errors that quote the value and say what was expected.
-var parsers = map[reflect.Type]env.ParserFunc{
-	reflect.TypeFor[time.Duration](): func(v string) (any, error) {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return nil, fmt.Errorf("invalid duration %q (want a number with a unit, e.g. 250ms or 5s)", v)
-		}
-		return d, nil
-	},
-	reflect.TypeFor[int](): func(v string) (any, error) {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return nil, fmt.Errorf("invalid integer %q", v)
-		}
-		return n, nil
-	},
-	reflect.TypeFor[bool](): func(v string) (any, error) {
-		switch strings.ToLower(v) {
-		case "true", "1", "yes", "on":
-			return true, nil
-		case "false", "0", "no", "off":
-			return false, nil
-		}
-		return nil, fmt.Errorf("invalid boolean %q (want true or false)", v)
-	},
-}
-
 // parseConfig reads the configuration from environ ("KEY=value" entries,
 // as os.Environ returns) and checks it. Its error, a *configError, names
 // the first variable at fault.
@@ -244,7 +144,7 @@ func parseConfig(environ []string) (config, error) {
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		msg := "unknown variable"
-		if s := suggest(unknown[0]); s != "" {
+		if s := suggestVariable(unknown[0]); s != "" {
 			msg += " (did you mean " + s + "?)"
 		}
 		return config{}, bad(unknown[0], "%s", msg)
@@ -263,8 +163,8 @@ func parseConfig(environ []string) (config, error) {
 		return err
 	}
 	var cfg config
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars, FuncMap: parsers}); err != nil {
-		return config{}, named(translateEnvError(err))
+	if err := cfg.set(vars); err != nil {
+		return config{}, named(err)
 	}
 	if err := cfg.check(); err != nil {
 		return config{}, named(err)
@@ -272,36 +172,37 @@ func parseConfig(environ []string) (config, error) {
 	return cfg, nil
 }
 
-// translateEnvError turns the first error of caarlos0/env into a
-// configError naming the variable.
-func translateEnvError(err error) error {
-	var agg env.AggregateError
-	if errors.As(err, &agg) && len(agg.Errors) > 0 {
-		err = agg.Errors[0]
+// set applies each variable of the table to cfg: its value, or the
+// binary's own default when it is unset or empty. Variables whose default
+// is relay's leave their field zero.
+func (cfg *config) set(vars map[string]string) error {
+	for _, v := range variables {
+		if v.fileOf != "" {
+			continue // readFileVars has read it into v.fileOf
+		}
+		val, ok := vars[v.name]
+		if v.required != "" {
+			if !ok {
+				return bad(v.name, "not set (%s)", v.required)
+			}
+			if val == "" {
+				return bad(v.name, "is empty (%s)", v.required)
+			}
+		}
+		if val == "" {
+			if !v.apply {
+				continue
+			}
+			val = v.def
+		}
+		if err := v.set(cfg, val); err != nil {
+			return bad(v.name, "%v", err)
+		}
 	}
-	var (
-		notSet   env.VarIsNotSetError
-		empty    env.EmptyVarError
-		parseErr env.ParseError
-	)
-	switch {
-	case errors.As(err, &notSet):
-		return bad(notSet.Key, "not set (%s)", required[notSet.Key])
-	case errors.As(err, &empty):
-		return bad(empty.Key, "is empty (%s)", required[empty.Key])
-	case errors.As(err, &parseErr):
-		return bad(varNames[parseErr.Name], "%v", parseErr.Err)
-	}
-	return err
+	return nil
 }
 
-// required explains the variables that have no default.
-var required = map[string]string{ //nolint:gosec // G101: an example URL in help text, not a credential
-	"DATABASE_URL":  "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require",
-	"KAFKA_BROKERS": "comma-separated Kafka bootstrap addresses, e.g. kafka1:9092,kafka2:9092",
-}
-
-// check validates what caarlos0/env cannot, and derives the pool config,
+// check validates what one variable alone cannot, and derives the pool config,
 // the Kafka transport and the log level.
 func (cfg *config) check() error {
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
@@ -332,40 +233,9 @@ func (cfg *config) check() error {
 		pc.ConnConfig.RuntimeParams["application_name"] = "outbox-relay"
 	}
 
-	switch cfg.Source = strings.ToLower(cfg.Source); relay.Source(cfg.Source) {
-	case relay.SourceTable, relay.SourceWAL:
-	default:
-		return bad("RELAY_SOURCE", "must be table or wal, got %q", cfg.Source)
-	}
+	cfg.level = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[cfg.LogLevel]
 
-	switch cfg.LogLevel = strings.ToLower(cfg.LogLevel); cfg.LogLevel {
-	case "debug":
-		cfg.level = slog.LevelDebug
-	case "info":
-		cfg.level = slog.LevelInfo
-	case "warn":
-		cfg.level = slog.LevelWarn
-	case "error":
-		cfg.level = slog.LevelError
-	default:
-		return bad("RELAY_LOG_LEVEL", "must be debug, info, warn or error, got %q", cfg.LogLevel)
-	}
-	switch cfg.LogFormat = strings.ToLower(cfg.LogFormat); cfg.LogFormat {
-	case "json", "text":
-	default:
-		return bad("RELAY_LOG_FORMAT", "must be json or text, got %q", cfg.LogFormat)
-	}
-	// relay.Config treats zero as "use the default": an explicit zero is a
-	// mistake, not a request for the default. Ranges are relay's to check.
-	tv := reflect.ValueOf(cfg.Tuning)
-	for i := range tv.NumField() {
-		if f := tv.Field(i); f.Int() <= 0 {
-			name := tv.Type().Field(i).Name
-			return bad(varNames[name], "must be positive, got %v", f.Interface())
-		}
-	}
-
-	cfg.kafka, err = kafkasettings.Settings(cfg.Kafka).Config(cfg.Brokers)
+	cfg.kafka, err = cfg.Kafka.Config(cfg.Brokers)
 	if err != nil {
 		return translateSettingsError(err)
 	}
@@ -379,54 +249,17 @@ func (cfg *config) check() error {
 const shutdownGrace = 4 * time.Second
 
 // hardDeadline bounds the whole stop, from the signal to the exit.
-func (cfg *config) hardDeadline() time.Duration { return cfg.Tuning.ShutdownTimeout + shutdownGrace }
-
-// relayConfig maps cfg onto relay.Config (Logger and Registerer are the
-// caller's).
-func (cfg *config) relayConfig() relay.Config {
-	t := cfg.Tuning
-	return relay.Config{
-		Kafka:             cfg.kafka,
-		BatchSize:         t.BatchSize,
-		MaxBatchBytes:     t.MaxBatchBytes,
-		Lanes:             t.Lanes,
-		MinPollInterval:   t.MinPollInterval,
-		MaxPollInterval:   t.MaxPollInterval,
-		RebalanceInterval: t.RebalanceInterval,
-		LockTimeout:       t.LockTimeout,
-		PublishTimeout:    t.PublishTimeout,
-		ShutdownTimeout:   t.ShutdownTimeout,
-		RetryBackoffMin:   t.RetryBackoffMin,
-		RetryBackoffMax:   t.RetryBackoffMax,
-		ParkAfter:         t.ParkAfter,
-		Source:            relay.Source(cfg.Source),
-		WAL:               relay.WALConfig{Slot: cfg.WALSlot, Publication: cfg.WALPublication},
-		Standbys:          cfg.Standbys,
-		StandbysRequired:  cfg.StandbysRequired,
-	}
+func (cfg *config) hardDeadline() time.Duration {
+	return cmp.Or(cfg.Relay.ShutdownTimeout, relay.DefaultShutdownTimeout) + shutdownGrace
 }
 
-// relayVars maps the relay.Config field paths that have a variable to it:
-// the tuning fields, and the Kafka fields the variables set.
-var relayVars = func() map[string]string {
-	vars := map[string]string{
-		"Brokers":                  "KAFKA_BROKERS",
-		"Kafka.Brokers":            "KAFKA_BROKERS",
-		"Kafka.ClientID":           varNames["ClientID"],
-		"Kafka.TLS":                varNames["TLS"],
-		"Kafka.SASL.Mechanism":     varNames["SASLMechanism"],
-		"Kafka.SASL.Username":      varNames["Username"],
-		"Kafka.SASL.Password":      varNames["Password"],
-		"Kafka.AllowPlaintextSASL": varNames["AllowPlaintextSASL"],
-		"Source":                   "RELAY_SOURCE",
-		"Standbys":                 "RELAY_STANDBYS",
-		"StandbysRequired":         "RELAY_STANDBYS_REQUIRED",
-	}
-	for f := range reflect.TypeFor[tuning]().Fields() {
-		vars[f.Name] = varNames[f.Name]
-	}
-	return vars
-}()
+// relayConfig returns the relay.Config of cfg (Logger and Registerer are
+// the caller's).
+func (cfg *config) relayConfig() relay.Config {
+	rc := cfg.Relay
+	rc.Kafka = cfg.kafka
+	return rc
+}
 
 // withVars returns reason with each related field, which reason names,
 // replaced by its variable in vars.
@@ -448,14 +281,14 @@ func withVars(reason string, related []string, vars map[string]string) string {
 // kafkasettings.FieldError.
 func translateSettingsError(err error) error {
 	var fe *kafkasettings.FieldError
-	if !errors.As(err, &fe) || varNames[fe.Field] == "" {
+	if !errors.As(err, &fe) || fieldVars[fe.Field] == "" {
 		return err
 	}
-	msg := withVars(fe.Reason, fe.Related, varNames)
+	msg := withVars(fe.Reason, fe.Related, fieldVars)
 	if fe.Err != nil {
 		msg += ": " + fe.Err.Error()
 	}
-	return &configError{Var: varNames[fe.Field], Msg: msg}
+	return &configError{Var: fieldVars[fe.Field], Msg: msg}
 }
 
 // translateRelayError turns the first relay.ConfigError that relay.New
@@ -463,29 +296,27 @@ func translateSettingsError(err error) error {
 // Errors about fields without a variable come back unchanged.
 func translateRelayError(err error) error {
 	var ce *relay.ConfigError
-	if !errors.As(err, &ce) || relayVars[ce.Field] == "" {
+	if !errors.As(err, &ce) || fieldVars[ce.Field] == "" {
 		return err
 	}
-	return &configError{Var: relayVars[ce.Field], Msg: withVars(ce.Reason, ce.Related, relayVars)}
+	return &configError{Var: fieldVars[ce.Field], Msg: withVars(ce.Reason, ce.Related, fieldVars)}
 }
 
 // suggest returns the known variable an unknown one was most likely meant
 // to be, or "".
-func suggest(name string) string {
+func suggestVariable(name string) string {
 	suffix := func(s string) string {
 		_, rest, _ := strings.Cut(s, "_")
 		return rest
 	}
-	best, bestDist := "", 4
-	for known := range knownVars {
-		if suffix(known) == suffix(name) && tunable(known) && tunable(name) {
-			return known // right name, wrong prefix
+	names := make([]string, 0, len(variables))
+	for _, v := range variables {
+		if suffix(v.name) == suffix(name) && tunable(v.name) && tunable(name) {
+			return v.name // right name, wrong prefix
 		}
-		if d := levenshtein(name, known); d < bestDist || (d == bestDist && known < best) {
-			best, bestDist = known, d
-		}
+		names = append(names, v.name)
 	}
-	return best
+	return suggest.Closest(name, names, 3)
 }
 
 // tunable reports whether name has one of the prefixes the relay's own
@@ -493,24 +324,4 @@ func suggest(name string) string {
 // RELAY_LANES.
 func tunable(name string) bool {
 	return strings.HasPrefix(name, "OUTBOX_") || strings.HasPrefix(name, "RELAY_")
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

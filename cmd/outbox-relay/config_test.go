@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,7 +52,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"RELAY_LOG_LEVEL", cfg.level, slog.LevelInfo},
 		{"RELAY_LOG_FORMAT", cfg.LogFormat, "json"},
 		{"hard deadline", cfg.hardDeadline(), 9 * time.Second},
-		{"KAFKA_CLIENT_ID", cfg.kafka.ClientID, "outboxkit-relay"},
+		{"KAFKA_CLIENT_ID (unset: relay's default)", cfg.kafka.ClientID, ""},
 		{"KAFKA_TLS", cfg.kafka.TLS == nil, true},
 		{"KAFKA_SASL_MECHANISM", cfg.kafka.SASL.Mechanism, broker.Mechanism("")},
 		{"KAFKA_SASL_ALLOW_PLAINTEXT", cfg.kafka.AllowPlaintextSASL, false},
@@ -65,34 +66,66 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
-// TestDefaultsMatchRelay keeps the envDefault tags equal to relay's
-// documented defaults.
-func TestDefaultsMatchRelay(t *testing.T) {
+// TestDefaultsAreRelays: unset tuning variables leave their relay.Config
+// fields zero, for relay.New to apply its own defaults, and -h prints
+// those defaults, read from relay.
+func TestDefaultsAreRelays(t *testing.T) {
 	t.Parallel()
 	cfg, err := parseConfig(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := relay.Config{
-		BatchSize:         relay.DefaultBatchSize,
-		MaxBatchBytes:     relay.DefaultMaxBatchBytes,
-		Lanes:             relay.DefaultLanes,
-		MinPollInterval:   relay.DefaultMinPollInterval,
-		MaxPollInterval:   relay.DefaultMaxPollInterval,
-		RebalanceInterval: relay.DefaultRebalanceInterval,
-		LockTimeout:       relay.DefaultLockTimeout,
-		PublishTimeout:    relay.DefaultPublishTimeout,
-		ShutdownTimeout:   relay.DefaultShutdownTimeout,
-		RetryBackoffMin:   relay.DefaultRetryBackoffMin,
-		RetryBackoffMax:   relay.DefaultRetryBackoffMax,
-		ParkAfter:         relay.DefaultParkAfter,
-		Source:            relay.SourceTable,
-	}
 	got := cfg.relayConfig()
 	got.Kafka = broker.Config{}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("defaults differ from relay's:\n got %+v\nwant %+v", got, want)
+	if !reflect.DeepEqual(got, relay.Config{}) {
+		t.Errorf("relayConfig without tuning variables = %+v, want every field zero (relay's defaults)", got)
 	}
+	if hd := cfg.hardDeadline(); hd != relay.DefaultShutdownTimeout+shutdownGrace {
+		t.Errorf("hard deadline %s, want relay's default shutdown timeout + %s", hd, shutdownGrace)
+	}
+
+	var help strings.Builder
+	printUsage(&help)
+	for name, want := range map[string]string{
+		"OUTBOX_BATCH_SIZE":        strconv.Itoa(relay.DefaultBatchSize),
+		"OUTBOX_MAX_BATCH_BYTES":   strconv.Itoa(relay.DefaultMaxBatchBytes),
+		"RELAY_LANES":              strconv.Itoa(relay.DefaultLanes),
+		"RELAY_MIN_POLL_INTERVAL":  relay.DefaultMinPollInterval.String(),
+		"RELAY_MAX_POLL_INTERVAL":  relay.DefaultMaxPollInterval.String(),
+		"RELAY_REBALANCE_INTERVAL": relay.DefaultRebalanceInterval.String(),
+		"RELAY_LOCK_TIMEOUT":       relay.DefaultLockTimeout.String(),
+		"RELAY_PUBLISH_TIMEOUT":    relay.DefaultPublishTimeout.String(),
+		"RELAY_SHUTDOWN_TIMEOUT":   relay.DefaultShutdownTimeout.String(),
+		"RELAY_RETRY_BACKOFF_MIN":  relay.DefaultRetryBackoffMin.String(),
+		"RELAY_RETRY_BACKOFF_MAX":  relay.DefaultRetryBackoffMax.String(),
+		"RELAY_PARK_AFTER":         relay.DefaultParkAfter.String(),
+		"RELAY_SOURCE":             string(relay.SourceTable),
+		"KAFKA_CLIENT_ID":          relay.DefaultClientID,
+	} {
+		if !regexp.MustCompile(`(?m)^` + name + ` +` + regexp.QuoteMeta(want) + ` `).MatchString(help.String()) {
+			t.Errorf("-h does not show %s with relay's default %s:\n%s", name, want, help.String())
+		}
+	}
+}
+
+// tuningVars returns the variable of each tuning field of relay.Config
+// (an int or a duration with a default), by field name.
+func tuningVars(t *testing.T) map[string]reflect.StructField {
+	t.Helper()
+	notTuning := map[string]bool{"StandbysRequired": true} // RELAY_STANDBYS_REQUIRED: 0 means all of them
+	vars := map[string]reflect.StructField{}
+	for f := range reflect.TypeFor[relay.Config]().Fields() {
+		if !f.IsExported() || notTuning[f.Name] || (f.Type != reflect.TypeFor[time.Duration]() && f.Type != reflect.TypeFor[int]()) {
+			continue
+		}
+		name := fieldVars[f.Name]
+		if name == "" {
+			t.Errorf("relay.Config.%s (%s) has no OUTBOX_/RELAY_ variable in cmd/outbox-relay", f.Name, f.Type)
+			continue
+		}
+		vars[name] = f
+	}
+	return vars
 }
 
 // TestEveryRelayFieldHasAVariable fails when relay.Config grows a tuning
@@ -100,33 +133,19 @@ func TestDefaultsMatchRelay(t *testing.T) {
 // every variable to a distinct value and finds it in relay.Config.
 func TestEveryRelayFieldHasAVariable(t *testing.T) {
 	t.Parallel()
-	notTuning := map[string]bool{"Brokers": true, "Kafka": true, "Publisher": true, "Logger": true, "Registerer": true, "TracerProvider": true,
-		"Source": true, "WAL": true, "Standbys": true, "StandbysRequired": true} // RELAY_SOURCE, RELAY_WAL_* and RELAY_STANDBYS*, mapped by hand
-	tuningType := reflect.TypeFor[tuning]()
 	env := environ()
 	want := map[string]any{}
 	i := 0
-	for f := range reflect.TypeFor[relay.Config]().Fields() {
-		if notTuning[f.Name] || !f.IsExported() {
-			continue
-		}
-		tf, ok := tuningType.FieldByName(f.Name)
-		if !ok || tf.Type != f.Type {
-			t.Errorf("relay.Config.%s (%s) has no OUTBOX_/RELAY_ variable in cmd/outbox-relay", f.Name, f.Type)
-			continue
-		}
+	for name, f := range tuningVars(t) {
 		i++
-		name := varNames[f.Name]
 		switch f.Type {
 		case reflect.TypeFor[time.Duration]():
 			d := time.Duration(i)*time.Second + 7*time.Millisecond
 			env = append(env, name+"="+d.String())
 			want[f.Name] = d
-		case reflect.TypeFor[int]():
+		default:
 			env = append(env, name+"="+strconv.Itoa(5000+i))
 			want[f.Name] = 5000 + i
-		default:
-			t.Fatalf("relay.Config.%s: unexpected type %s", f.Name, f.Type)
 		}
 	}
 	cfg, err := parseConfig(env)
@@ -136,7 +155,7 @@ func TestEveryRelayFieldHasAVariable(t *testing.T) {
 	got := reflect.ValueOf(cfg.relayConfig())
 	for field, w := range want {
 		if g := got.FieldByName(field).Interface(); g != w {
-			t.Errorf("relay.Config.%s = %v, want %v from %s", field, g, w, varNames[field])
+			t.Errorf("relay.Config.%s = %v, want %v from %s", field, g, w, fieldVars[field])
 		}
 	}
 	if rc := cfg.relayConfig(); !reflect.DeepEqual(rc.Kafka, cfg.kafka) || !reflect.DeepEqual(rc.Kafka.Brokers, cfg.Brokers) {
@@ -193,8 +212,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	// Every tuning knob: not a number, and zero (which relay would silently
 	// replace by its default).
-	for f := range reflect.TypeFor[tuning]().Fields() {
-		name := varNames[f.Name]
+	for name, f := range tuningVars(t) {
 		if f.Type == reflect.TypeFor[time.Duration]() {
 			tests = append(tests,
 				errCase{name + " invalid", environ(name + "=soon"), name, `invalid duration "soon"`},
@@ -265,7 +283,7 @@ func TestRelayValidationNamesVariable(t *testing.T) {
 				t.Fatalf("translated error %q, want variable %s and a message containing %q", err, tt.wantVar, tt.wantMsg)
 			}
 			for _, word := range strings.FieldsFunc(err.Error(), func(r rune) bool { return r == ' ' || r == '(' || r == ')' || r == ',' }) {
-				if relayVars[word] != "" {
+				if fieldVars[word] != "" {
 					t.Errorf("translated error %q still names the Go field %s", err, word)
 				}
 			}

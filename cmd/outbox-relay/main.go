@@ -1,22 +1,24 @@
 // Command outbox-relay publishes the outbox table's events to Kafka. It is a
 // thin shell around [relay.Relay]: configuration from the environment
-// (see README.md), Prometheus metrics and health checks over HTTP, JSON logs,
+// (see -h), Prometheus metrics and health checks over HTTP, JSON logs,
 // and a graceful stop on SIGTERM or SIGINT.
 //
-// Its only flag is -version, which prints the module version and the VCS
-// commit the binary was built from, and exits.
+// Its only flags are -h, which lists the environment variables with their
+// defaults, and -version (also --version and a "version" argument), which
+// prints the module version and the VCS commit the binary was built from.
 //
-// Exit codes: 0 after a graceful stop, 1 on a runtime error (such as a
-// database without the migrations, or in WAL mode an invalidated
+// Exit codes: 0 after a graceful stop, 1 on a runtime error (such as
+// PostgreSQL or Kafka out of reach at start, a database without the
+// migrations, or in WAL mode an invalidated
 // replication slot), 2 on bad or missing configuration, including in WAL
 // mode (RELAY_SOURCE=wal) a server whose wal_level is not logical and a
 // role without the REPLICATION attribute.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,19 +26,15 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/outboxkit/outboxkit/internal/buildinfo"
+	"github.com/outboxkit/outboxkit/internal/reach"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -47,31 +45,11 @@ func main() {
 // run is the whole program; it returns the exit code.
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "outbox-relay: %v\n", err)
+		fmt.Fprintf(stderr, "outbox-relay: %s\n", oneLine(err.Error()))
 		return code
 	}
-	fs := flag.NewFlagSet("outbox-relay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: outbox-relay [-version]\n\n"+
-			"Publishes the outbox table's events to Kafka. Configuration comes from the\n"+
-			"environment: DATABASE_URL, KAFKA_BROKERS, RELAY_HTTP_ADDR and the OUTBOX_*,\n"+
-			"RELAY_* and KAFKA_* variables of cmd/outbox-relay/README.md.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	version := fs.Bool("version", false, "print the module version and VCS commit, and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2 // the flag package printed the error and the usage
-	}
-	if fs.NArg() > 0 {
-		return fail(2, fmt.Errorf("unexpected argument %q: configuration comes from the environment (run with -h)", fs.Arg(0)))
-	}
-	if *version {
-		fmt.Fprint(stdout, buildinfo.Text("outbox-relay"))
-		return 0
+	if code, done := parseArgs(args, stdout, stderr); done {
+		return code
 	}
 
 	cfg, err := parseConfig(environ)
@@ -123,9 +101,17 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	cc := cfg.pool.ConnConfig
 	log.Info("outbox relay starting",
 		"http_addr", ln.Addr().String(),
-		"db_hosts", dbHosts(cc.Host, cc.Port, cc.Fallbacks), "db_name", cc.Database, "db_user", cc.User,
+		"db_hosts", reach.Hosts(&cc.Config), "db_name", cc.Database, "db_user", cc.User,
 		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
-		"kafka_client_id", cfg.Kafka.ClientID, "source", cfg.Source, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns)
+		"kafka_client_id", cmp.Or(cfg.Kafka.ClientID, relay.DefaultClientID), "source", cmp.Or(cfg.Relay.Source, relay.SourceTable),
+		"batch_size", cmp.Or(cfg.Relay.BatchSize, relay.DefaultBatchSize), "db_max_conns", cfg.DBMaxConns)
+
+	// Run would retry an unreachable database or broker for ever: at start,
+	// a wrong address or a service that is down ends the process instead,
+	// with one line saying which.
+	if err := waitReachable(ctx, &cfg, pool, log); err != nil {
+		return fail(1, err)
+	}
 
 	done := make(chan error, 1)
 	running.Store(true)
@@ -159,22 +145,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.level}
+	opts := &slog.HandlerOptions{Level: cfg.level, ReplaceAttr: durationText}
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// dbHosts lists every host:port of the database URL, so a multi-host URL
-// (a primary and its standbys) shows whole in the start line.
-func dbHosts(host string, port uint16, fallbacks []*pgconn.FallbackConfig) string {
-	hosts := []string{net.JoinHostPort(host, strconv.Itoa(int(port)))}
-	for _, f := range fallbacks {
-		hp := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port)))
-		if !slices.Contains(hosts, hp) {
-			hosts = append(hosts, hp)
-		}
-	}
-	return strings.Join(hosts, ",")
 }

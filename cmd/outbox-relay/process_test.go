@@ -238,8 +238,12 @@ func TestProcessPublishesAndStops(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// Logs: JSON lines with snake_case keys, no credentials.
+	// Logs: JSON lines with snake_case keys, no credentials, durations
+	// as text.
 	logs := p.stderr.String()
+	if !strings.Contains(logs, `"hard_deadline":"9s"`) {
+		t.Errorf("logs lack the stop's deadline as \"hard_deadline\":\"9s\"")
+	}
 	if strings.Contains(logs, "postgres:postgres@") || strings.Contains(logs, db.URL) {
 		t.Errorf("logs contain the database URL with its password")
 	}
@@ -348,49 +352,115 @@ func metricValue(body, name string) string {
 	return ""
 }
 
-// TestProcessVersion: -version prints the version text and exits 0 with no
-// configuration at all; the binary takes no other argument.
+// runBinary runs the binary with args and exactly env, and returns its exit
+// code and output.
+func runBinary(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(binary, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// TestProcessVersion: -version, --version and version print the same
+// version text and exit 0 with no configuration at all.
 func TestProcessVersion(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(binary, "-version")
-	cmd.Env = []string{} // no DATABASE_URL, no KAFKA_BROKERS
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("outbox-relay -version: %v, want exit 0\nstderr: %s", err, stderr.String())
+	var first string
+	for _, arg := range []string{"-version", "--version", "version"} {
+		code, stdout, stderr := runBinary(t, []string{}, arg) // no DATABASE_URL, no KAFKA_BROKERS
+		if code != 0 || stderr != "" {
+			t.Fatalf("outbox-relay %s: exit %d, stderr %q; want 0 and nothing", arg, code, stderr)
+		}
+		lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+		if len(lines) != 4 || !regexp.MustCompile(`^outbox-relay (v\d+\.\d+\.\d+\S*|\(devel\))$`).MatchString(lines[0]) ||
+			lines[1] != "module github.com/outboxkit/outboxkit" || !strings.HasPrefix(lines[2], "commit ") || !strings.HasPrefix(lines[3], "go go1.") {
+			t.Fatalf("outbox-relay %s printed %q; want a version line, the module path, the commit and the Go version", arg, stdout)
+		}
+		if first == "" {
+			first = stdout
+		} else if stdout != first {
+			t.Errorf("outbox-relay %s printed %q, -version %q", arg, stdout, first)
+		}
 	}
-	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
-	if len(lines) != 4 || !regexp.MustCompile(`^outbox-relay (v\d+\.\d+\.\d+\S*|\(devel\))$`).MatchString(lines[0]) ||
-		lines[1] != "module github.com/outboxkit/outboxkit" || !strings.HasPrefix(lines[2], "commit ") || !strings.HasPrefix(lines[3], "go go1.") {
-		t.Fatalf("outbox-relay -version printed %q; want a version line, the module path, the commit and the Go version", stdout.String())
-	}
-	if stderr.Len() != 0 {
-		t.Errorf("outbox-relay -version wrote to stderr: %q", stderr.String())
-	}
+}
 
+// TestProcessUsage: -h lists the variables on stdout; a wrong flag or
+// argument gets one line on stderr and exit code 2, not the usage.
+func TestProcessUsage(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"-h", "--help", "help"} {
+		code, stdout, stderr := runBinary(t, nil, arg)
+		if code != 0 || stderr != "" {
+			t.Errorf("outbox-relay %s: exit %d, stderr %q; want 0 and nothing", arg, code, stderr)
+		}
+		for _, want := range []string{"Usage: outbox-relay", "DATABASE_URL ", "KAFKA_BROKERS ", "RELAY_HTTP_ADDR  ", "127.0.0.1:9090", "-version"} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("outbox-relay %s lacks %q:\n%s", arg, want, stdout)
+			}
+		}
+	}
 	for _, tt := range []struct {
 		args []string
-		code int
-		want string // on stderr
+		want string
 	}{
-		{[]string{"-h"}, 0, "Usage: outbox-relay [-version]"},
-		{[]string{"-verbose"}, 2, "flag provided but not defined: -verbose"},
-		{[]string{"run"}, 2, `outbox-relay: unexpected argument "run"`},
+		{[]string{"-verbose"}, "outbox-relay: unknown flag -verbose (run 'outbox-relay -h')\n"},
+		{[]string{"--verbose=1"}, "outbox-relay: unknown flag -verbose (run 'outbox-relay -h')\n"},
+		{[]string{"-version=maybe"}, "outbox-relay: invalid boolean value \"maybe\" for -version: parse error (run 'outbox-relay -h')\n"},
+		{[]string{"run"}, "outbox-relay: unexpected argument \"run\": configuration comes from the environment (run 'outbox-relay -h')\n"},
 	} {
-		var stderr bytes.Buffer
-		cmd := exec.Command(binary, tt.args...)
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		code := 0
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			code = exit.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
+		code, stdout, stderr := runBinary(t, nil, tt.args...)
+		if code != 2 || stderr != tt.want || stdout != "" {
+			t.Errorf("outbox-relay %v: exit %d, stderr %q, stdout %q; want exit 2 and exactly %q", tt.args, code, stderr, stdout, tt.want)
 		}
-		if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
-			t.Errorf("outbox-relay %v: exit %d, stderr %q; want exit %d and %q", tt.args, code, stderr.String(), tt.code, tt.want)
-		}
+	}
+}
+
+// TestProcessUnreachable: a relay whose database or broker is out of reach
+// at start retries for RELAY_START_TIMEOUT, logging the waits as
+// durations people read, then exits 1 with one line that says what it
+// could not reach and where to look, without the driver's details or the
+// password.
+func TestProcessUnreachable(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDB(t)
+	brokers := strings.Join(testenv.Brokers(t), ",")
+	for _, tt := range []struct {
+		name, dbURL, brokers, want string
+	}{
+		{"PostgreSQL", "postgres://u:secret@127.0.0.1:1/db", brokers,
+			"outbox-relay: cannot reach PostgreSQL at 127.0.0.1:1: connection refused (is PostgreSQL running at 127.0.0.1:1? check DATABASE_URL)"},
+		{"Kafka", db.URL, "127.0.0.1:1",
+			"outbox-relay: cannot reach Kafka at 127.0.0.1:1: connection refused (is Kafka running at 127.0.0.1:1? check KAFKA_BROKERS)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, "DATABASE_URL="+tt.dbURL, "KAFKA_BROKERS="+tt.brokers, "RELAY_HTTP_ADDR="+testenv.FreeAddr(t), "RELAY_START_TIMEOUT=1s")
+			if code := p.wait(20 * time.Second); code != 1 {
+				t.Fatalf("exit code %d, want 1", code)
+			}
+			lines := strings.Split(strings.TrimSpace(p.stderr.String()), "\n")
+			if last := lines[len(lines)-1]; last != tt.want {
+				t.Errorf("last stderr line = %q, want %q", last, tt.want)
+			}
+			logs := p.stderr.String()
+			for _, bad := range []string{"internal/", "kafkaclient", "secret", "dial tcp"} {
+				if strings.Contains(logs, bad) {
+					t.Errorf("stderr has %q:\n%s", bad, logs)
+				}
+			}
+			if !strings.Contains(logs, `"retry_in":"100ms"`) {
+				t.Errorf("stderr lacks a wait logged as \"retry_in\":\"100ms\":\n%s", logs)
+			}
+		})
 	}
 }
 

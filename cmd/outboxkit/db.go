@@ -18,9 +18,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
+
+	"github.com/outboxkit/outboxkit/internal/reach"
 )
 
 const connectTimeout = 10 * time.Second
+
+// databaseSetting is where the database URL comes from, for the hint of a
+// failed connection.
+const databaseSetting = "--database-url or DATABASE_URL"
 
 // errNoTables explains a missing outboxkit table.
 var errNoTables = errors.New("the outboxkit tables do not exist in this database; apply the migrations first: outboxkit migrate up")
@@ -50,7 +56,7 @@ func connect(ctx context.Context, e *env, cmd string) (*pgx.Conn, error) {
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, reach.PostgreSQL(err, &cfg.Config, databaseSetting)
 	}
 	return conn, nil
 }
@@ -75,7 +81,7 @@ func connectPool(ctx context.Context, e *env, cmd string) (*pgxpool.Pool, error)
 	defer cancel()
 	if err := pool.Ping(cctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, reach.PostgreSQL(err, &cfg.ConnConfig.Config, databaseSetting)
 	}
 	return pool, nil
 }
@@ -86,7 +92,8 @@ func openSQL(ctx context.Context, e *env, cmd string) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := pgx.ParseConfig(url); err != nil {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
 		return nil, usagef(cmd, "--database-url: %v", err)
 	}
 	db, err := sql.Open("pgx", url)
@@ -97,7 +104,7 @@ func openSQL(ctx context.Context, e *env, cmd string) (*sql.DB, error) {
 	defer cancel()
 	if err := db.PingContext(cctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, reach.PostgreSQL(err, &cfg.Config, databaseSetting)
 	}
 	return db, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/kafkasettings"
+	"github.com/outboxkit/outboxkit/internal/reach"
 )
 
 func init() {
@@ -161,9 +162,12 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 	for _, id := range ids {
 		if err := inbox.Redrive(ctx, pool, w, id); err != nil {
 			failed++
-			if errors.Is(err, inbox.ErrDeadLetterNotFound) || errors.Is(err, inbox.ErrAlreadyRedriven) {
+			switch {
+			case errors.Is(err, inbox.ErrDeadLetterNotFound) || errors.Is(err, inbox.ErrAlreadyRedriven):
 				fmt.Fprintf(e.stderr, "dead letter %d: %s\n", id, printable(err.Error()))
-			} else {
+			case reach.Unreachable(err):
+				fmt.Fprintf(e.stderr, "dead letter %d: %s\n", id, printable(reach.Kafka(err, strings.Join(addrs, ","), "--kafka-brokers or KAFKA_BROKERS").Error()))
+			default:
 				fmt.Fprintf(e.stderr, "dead letter %d: %s\n", id, printable(missingTables(err).Error()))
 			}
 			continue

@@ -18,7 +18,7 @@ func TestDeadLetters(t *testing.T) {
 	topic := testenv.CreateTopic(t, "cli-dead", 1)
 	env := []string{"DATABASE_URL=" + db.URL, "KAFKA_BROKERS=" + strings.Join(testenv.Brokers(t), ",")}
 	id := insertDeadLetter(t, db, "shipping", "msg-1", topic, "order-9")
-	insertDeadLetter(t, db, "billing", "msg-2", topic, "order-10")
+	id2 := insertDeadLetter(t, db, "billing", "msg-2", topic, "order-10")
 
 	var list []deadLetterJSON
 	r := cli(t, env, "deadletters", "list", "--group", "shipping", "--json").must(t)
@@ -35,6 +35,15 @@ func TestDeadLetters(t *testing.T) {
 	r = cli(t, env, "deadletters", "list").must(t)
 	if !strings.Contains(r.stdout, "shipping") || !strings.Contains(r.stdout, "billing") || !strings.HasPrefix(r.stdout, "ID  ") {
 		t.Errorf("deadletters list:\n%s\nwant a table with both groups", r.stdout)
+	}
+
+	// A broker out of reach: one line per dead letter saying so, with a
+	// hint, and the dead letter stays.
+	r = cli(t, []string{"DATABASE_URL=" + db.URL, "KAFKA_BROKERS=127.0.0.1:1"}, "deadletters", "redrive", strconv.FormatInt(id2, 10))
+	if want := "dead letter " + strconv.FormatInt(id2, 10) + ": cannot reach Kafka at 127.0.0.1:1: connection refused " +
+		"(is Kafka running at 127.0.0.1:1? check --kafka-brokers or KAFKA_BROKERS)\n" +
+		"outboxkit: deadletters redrive: 1 of 1 dead letters not re-driven\n"; r.code != 1 || r.stderr != want {
+		t.Errorf("redrive with the broker out of reach: exit %d, stderr %q; want 1 and %q", r.code, r.stderr, want)
 	}
 
 	r = cli(t, env, "deadletters", "redrive", strconv.FormatInt(id, 10)).must(t)

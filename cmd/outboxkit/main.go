@@ -1,11 +1,13 @@
 // Command outboxkit operates an outboxkit database: it applies the
 // migrations, shows the state of the outbox and the relays, and lists,
 // retries or skips parked aggregates and dead letters. `outboxkit version`
-// prints the module version and the VCS commit it was built from.
+// (or --version, -version) prints the module version and the VCS commit it
+// was built from.
 //
 //	outboxkit [--database-url URL] <command> [flags] [args]
 //
-// Exit codes: 0 on success, 1 on a runtime error, 2 on a usage error. Run
+// Exit codes: 0 on success, 1 on a runtime error, 2 on a usage error (one
+// line on stderr, with a "did you mean" for a mistyped command). Run
 // `outboxkit help` or `outboxkit <command> --help` for details.
 package main
 
@@ -20,6 +22,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/outboxkit/outboxkit/internal/suggest"
 )
 
 func main() {
@@ -56,11 +60,19 @@ type env struct {
 	databaseURL    string
 }
 
-// usageError is a mistake in the command line: the program prints it with a
-// pointer to --help and exits 2.
+// usageError is a mistake in the command line: the program prints it on
+// one line with a pointer to the help and exits 2.
 type usageError struct {
 	cmd string // "outboxkit parked skip"
 	msg string
+}
+
+// helpHint is how to get help on cmd, for the end of a usage error.
+func helpHint(cmd string) string {
+	if cmd == "outboxkit" {
+		return "outboxkit help"
+	}
+	return cmd + " --help"
 }
 
 func (e *usageError) Error() string { return e.msg }
@@ -81,7 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err == nil, errors.Is(err, errHelpShown):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", ue.cmd, printable(ue.msg), ue.cmd)
+		fmt.Fprintf(stderr, "%s: %s (run '%s')\n", ue.cmd, printable(ue.msg), helpHint(ue.cmd))
 		return 2
 	default:
 		// Errors carry server and broker texts, and names an operator typed:
@@ -93,28 +105,52 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func dispatch(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "outboxkit", "[--database-url URL] <command> [flags] [args]", globalHelp())
+	version := fs.Bool("version", false, "print the module version and VCS commit, and exit (as the version command)")
 	if _, err := parseFlags(fs, args, true); err != nil {
 		return err
 	}
 	rest := fs.Args()
+	if *version {
+		return commands["version"].run(ctx, e, rest)
+	}
 	if len(rest) == 0 {
 		return usagef("outboxkit", "no command given")
 	}
 	name := rest[0]
 	if name == "help" {
-		if len(rest) > 1 {
-			if _, ok := commands[rest[1]]; ok {
-				return commands[rest[1]].run(ctx, e, []string{"--help"})
+		switch len(rest) {
+		case 1:
+			fmt.Fprint(e.stdout, usageText(fs))
+			return errHelpShown
+		case 2:
+			c, err := lookup("outboxkit", "command", rest[1], commands, commandNames())
+			if err != nil {
+				return err
 			}
+			return c.run(ctx, e, []string{"--help"})
+		default:
+			return usagef("outboxkit", "help takes one command, got %d arguments", len(rest)-1)
 		}
-		fmt.Fprint(e.stdout, usageText(fs))
-		return errHelpShown
 	}
-	c, ok := commands[name]
-	if !ok {
-		return usagef("outboxkit", "unknown command %q (want one of: %s)", name, strings.Join(commandNames(), ", "))
+	c, err := lookup("outboxkit", "command", name, commands, commandNames())
+	if err != nil {
+		return err
 	}
 	return c.run(ctx, e, rest[1:])
+}
+
+// lookup returns the entry of m named name, or a usage error of cmd saying
+// that no kind of that name exists, with a guess among names (m's keys, in
+// the order to list them) at what was meant.
+func lookup[T any](cmd, kind, name string, m map[string]T, names []string) (T, error) {
+	if v, ok := m[name]; ok {
+		return v, nil
+	}
+	var zero T
+	if guess := suggest.Closest(name, names, 2); guess != "" {
+		return zero, usagef(cmd, "unknown %s %q, did you mean %q?", kind, name, guess)
+	}
+	return zero, usagef(cmd, "unknown %s %q, want one of: %s", kind, name, strings.Join(names, ", "))
 }
 
 func commandNames() []string {
@@ -192,6 +228,9 @@ func parseFlags(fs *flagSet, args []string, stopAtFirst bool) ([]string, error) 
 				fmt.Fprint(fs.e.stdout, usageText(fs))
 				return nil, errHelpShown
 			}
+			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+				return nil, usagef(fs.Name(), "unknown flag %s", name)
+			}
 			return nil, usagef(fs.Name(), "%v", err)
 		}
 		args = fs.Args()
@@ -218,9 +257,9 @@ func subcommands(ctx context.Context, e *env, cmd, summary string, args []string
 		fmt.Fprintf(e.stdout, "Usage: %s <%s> [flags] [args]\n\n%s\n\nRun '%s <subcommand> --help' for its flags.\n", cmd, strings.Join(order, "|"), summary, cmd)
 		return errHelpShown
 	}
-	sub, ok := subs[args[0]]
-	if !ok {
-		return usagef(cmd, "unknown subcommand %q (want %s)", args[0], strings.Join(order, ", "))
+	sub, err := lookup(cmd, "subcommand", args[0], subs, order)
+	if err != nil {
+		return err
 	}
 	return sub(ctx, e, args[1:])
 }

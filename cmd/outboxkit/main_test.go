@@ -50,8 +50,14 @@ func TestUsageErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"no command", nil, nil, "outboxkit: no command given"},
-		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
-		{"unknown global flag", nil, []string{"--verbose", "status"}, "flag provided but not defined: -verbose"},
+		{"unknown command", nil, []string{"frobnicate"}, `outboxkit: unknown command "frobnicate", want one of: deadletters, migrate, parked, status, version, wal (run 'outboxkit help')`},
+		{"mistyped command", nil, []string{"migrat", "up"}, `outboxkit: unknown command "migrat", did you mean "migrate"? (run 'outboxkit help')`},
+		{"command prefix", nil, []string{"dead"}, `did you mean "deadletters"?`},
+		{"help on an unknown command", nil, []string{"help", "bogus"}, `outboxkit: unknown command "bogus"`},
+		{"help on a mistyped command", nil, []string{"help", "stauts"}, `did you mean "status"?`},
+		{"help on two commands", nil, []string{"help", "status", "wal"}, "help takes one command, got 2 arguments"},
+		{"unknown global flag", nil, []string{"--verbose", "status"}, "outboxkit: unknown flag -verbose (run 'outboxkit help')"},
+		{"mistyped subcommand", withDB, []string{"migrate", "upp"}, `outboxkit migrate: unknown subcommand "upp", did you mean "up"? (run 'outboxkit migrate --help')`},
 		{"migrate without subcommand", withDB, []string{"migrate"}, "outboxkit migrate: no subcommand given (want up, down, status, adopt, export)"},
 		{"migrate export without --dir", nil, []string{"migrate", "export"}, "--dir is required"},
 		{"migrate export --version 0", nil, []string{"migrate", "export", "--dir", ".", "--version", "0"}, "--version must be at least 1"},
@@ -61,7 +67,7 @@ func TestUsageErrors(t *testing.T) {
 		{"migrate up extra argument", withDB, []string{"migrate", "up", "now"}, `unexpected argument "now"`},
 		{"status without database", nil, []string{"status"}, "outboxkit status: no database: set --database-url or DATABASE_URL"},
 		{"status extra argument", withDB, []string{"status", "all"}, `unexpected argument "all"`},
-		{"status unknown flag", withDB, []string{"status", "--yaml"}, "flag provided but not defined: -yaml"},
+		{"status unknown flag", withDB, []string{"status", "--yaml"}, "outboxkit status: unknown flag -yaml (run 'outboxkit status --help')"},
 		{"parked without subcommand", withDB, []string{"parked"}, "no subcommand given (want list, retry, skip)"},
 		{"parked retry one argument", withDB, []string{"parked", "retry", "order"}, "want 2 arguments, <aggregate_type> <aggregate_id>, got 1"},
 		{"parked skip three arguments", withDB, []string{"parked", "skip", "--yes", "a", "b", "c"}, "want 2 arguments"},
@@ -79,8 +85,8 @@ func TestUsageErrors(t *testing.T) {
 			if r.code != 2 {
 				t.Fatalf("exit code %d, want 2\nstderr: %s", r.code, r.stderr)
 			}
-			if !strings.Contains(r.stderr, tt.wantErr) || !strings.Contains(r.stderr, "--help' for usage.") {
-				t.Fatalf("stderr = %q, want it to contain %q and a pointer to --help", r.stderr, tt.wantErr)
+			if !strings.Contains(r.stderr, tt.wantErr) || !strings.Contains(r.stderr, " (run 'outboxkit ") || strings.Count(r.stderr, "\n") != 1 {
+				t.Fatalf("stderr = %q, want one line containing %q and a pointer to the help", r.stderr, tt.wantErr)
 			}
 			if r.stdout != "" {
 				t.Errorf("stdout = %q, want nothing on a usage error", r.stdout)
@@ -126,32 +132,58 @@ func TestHelp(t *testing.T) {
 }
 
 // TestBinaryExitCodes builds the real binary once, to check that main
-// passes run's exit code on.
+// passes run's exit code on, and that it answers the version and usage
+// mistakes as cmd/outbox-relay does.
 func TestBinaryExitCodes(t *testing.T) {
 	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "outboxkit")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, tt := range []struct {
-		args []string
-		code int
-	}{
-		{[]string{"--help"}, 0},
-		{[]string{"nope"}, 2},
-		{[]string{"--database-url", "postgres://postgres@127.0.0.1:1/x?connect_timeout=1", "status"}, 1},
-	} {
-		cmd := exec.Command(bin, tt.args...)
+	run := func(args ...string) (code int, stdout, stderr string) {
+		var out, errOut bytes.Buffer
+		cmd := exec.Command(bin, args...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		cmd.Stdout, cmd.Stderr = &out, &errOut
 		err := cmd.Run()
-		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if code != tt.code {
-			t.Errorf("outboxkit %v: exit code %d, want %d", tt.args, code, tt.code)
+		return code, out.String(), errOut.String()
+	}
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stderr string // exactly, when set
+	}{
+		{[]string{"--help"}, 0, ""},
+		{[]string{"nope"}, 2, "outboxkit: unknown command \"nope\", want one of: deadletters, migrate, parked, status, version, wal (run 'outboxkit help')\n"},
+		{[]string{"migrat"}, 2, "outboxkit: unknown command \"migrat\", did you mean \"migrate\"? (run 'outboxkit help')\n"},
+		{[]string{"help", "bogus"}, 2, "outboxkit: unknown command \"bogus\", want one of: deadletters, migrate, parked, status, version, wal (run 'outboxkit help')\n"},
+		{[]string{"-x"}, 2, "outboxkit: unknown flag -x (run 'outboxkit help')\n"},
+		{[]string{"status", "-x"}, 2, "outboxkit status: unknown flag -x (run 'outboxkit status --help')\n"},
+		{[]string{"--database-url", "postgres://postgres:secret@127.0.0.1:1/x?connect_timeout=1", "status"}, 1,
+			"outboxkit: cannot reach PostgreSQL at 127.0.0.1:1: connection refused (is PostgreSQL running at 127.0.0.1:1? check --database-url or DATABASE_URL)\n"},
+	} {
+		code, _, stderr := run(tt.args...)
+		if code != tt.code || (tt.stderr != "" && stderr != tt.stderr) {
+			t.Errorf("outboxkit %v: exit code %d, stderr %q; want %d and %q", tt.args, code, stderr, tt.code, tt.stderr)
+		}
+	}
+
+	// The version, three ways, alike.
+	var first string
+	for _, arg := range []string{"version", "--version", "-version"} {
+		code, stdout, stderr := run(arg)
+		if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "outboxkit ") || strings.Count(stdout, "\n") != 4 {
+			t.Errorf("outboxkit %s: exit %d, stdout %q, stderr %q; want 0 and the four lines of the version", arg, code, stdout, stderr)
+		}
+		if first == "" {
+			first = stdout
+		} else if stdout != first {
+			t.Errorf("outboxkit %s printed %q, version %q", arg, stdout, first)
 		}
 	}
 }
