@@ -247,7 +247,9 @@ func TestDeliverRefusesBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	rec := record(func(tb outboxtest.TB) { _, _ = outboxtest.Deliver(ctx, tb, conn, "shipping", shipping, orderPlaced("evt-1")) })
+	rec := record(func(tb outboxtest.TB) {
+		_, _ = outboxtest.Deliver(ctx, tb, conn, "shipping", shipping, orderPlaced("evt-1"))
+	})
 	if !rec.failed || !strings.Contains(rec.msg, "apply the outboxkit migrations") {
 		t.Errorf("Deliver without migrations: failed %v with %q, want a failure pointing at the migrations", rec.failed, rec.msg)
 	}
