@@ -31,11 +31,11 @@ var (
 type Outcome int
 
 const (
-	// Applied: the message was new to the group; the handler ran and its
-	// transaction, claim included, committed.
+	// Applied means the message was new to the group: the handler ran and
+	// its transaction, claim included, committed.
 	Applied Outcome = iota + 1
-	// Duplicate: the group had claimed the message before; the handler did
-	// not run, as a Consumer drops a redelivery.
+	// Duplicate means the group had claimed the message before: the handler
+	// did not run, as a Consumer drops a redelivery.
 	Duplicate
 )
 
