@@ -6,52 +6,19 @@ import (
 	"log"
 	"os"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/outboxkit/outboxkit/inbox"
-	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
-
-// exampleDatabaseURL and exampleBrokers point the examples at a fresh
-// migrated database and at the test run's Kafka (KAFKA_BROKERS, or an
-// in-process broker); a program would use its own configuration.
-var (
-	exampleDatabaseURL string
-	exampleBrokers     []string
-)
-
-func TestMain(m *testing.M) {
-	// A quiet-fault subprocess in a network namespace reaches the services
-	// only through its forwarders, which must run before anything connects.
-	if err := testenv.StartForwards(); err != nil {
-		panic(err)
-	}
-	var cleanup func()
-	exampleDatabaseURL, cleanup = testenv.MigratedDBForMain()
-	stopKafka := func() {}
-	if env := os.Getenv("KAFKA_BROKERS"); env != "" {
-		exampleBrokers = strings.Split(env, ",")
-	} else {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			panic(err)
-		}
-		exampleBrokers, stopKafka = c.ListenAddrs(), c.Close
-	}
-	code := m.Run()
-	stopKafka()
-	cleanup()
-	os.Exit(code)
-}
 
 func ExampleConsumer() {
+	// DATABASE_URL names a database with the outboxkit migrations applied,
+	// KAFKA_BROKERS the Kafka cluster.
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, exampleDatabaseURL)
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -59,17 +26,26 @@ func ExampleConsumer() {
 	if _, err := pool.Exec(ctx, `CREATE TABLE order_totals (order_id text PRIMARY KEY, total int NOT NULL)`); err != nil {
 		log.Fatal(err)
 	}
-	topic := testenv.Unique("example-orders")
-	if err := testenv.CreateTopicNamed(exampleBrokers, topic, 1); err != nil {
+	brokers := strings.Split(os.Getenv("KAFKA_BROKERS"), ",")
+	suffix := time.Now().UnixNano()
+	topic := fmt.Sprintf("example-orders-%d", suffix)
+	admin := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	res, err := admin.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}},
+	})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
 		log.Fatal(err)
 	}
 
 	// Order 42 gets +10 and +5; the first event is delivered twice, as a
 	// relay retry would; the last event marks the end of the example.
-	w := testenv.NewWriter(exampleBrokers, "")
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	event := func(id, amount string) kafka.Message {
-		return kafka.Message{Topic: topic, Key: []byte("42"), Value: []byte(amount),
+		return kafka.Message{Key: []byte("42"), Value: []byte(amount),
 			Headers: []kafka.Header{{Key: "id", Value: []byte(id)}}}
 	}
 	err = w.WriteMessages(ctx, event("evt-1", "10"), event("evt-2", "5"), event("evt-1", "10"), event("evt-3", "0"))
@@ -79,8 +55,8 @@ func ExampleConsumer() {
 
 	done := make(chan struct{})
 	c, err := inbox.NewConsumer(pool, inbox.Config{
-		Brokers: exampleBrokers,
-		GroupID: testenv.Unique("example-billing"),
+		Brokers: brokers,
+		GroupID: fmt.Sprintf("example-billing-%d", suffix),
 		Topics:  []string{topic},
 	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
 		// Not idempotent on its own: the inbox makes it run once per event.

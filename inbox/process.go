@@ -411,46 +411,18 @@ func (p *partitionWorker) claimItems(tx *txn, items []item) (map[string]bool, er
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	firsts := make(map[string]bool, len(ids))
 	if p.c.skipInbox {
+		firsts := make(map[string]bool, len(ids))
 		for _, id := range ids {
 			firsts[id] = true
 		}
 		return firsts, nil
 	}
-	group := p.c.cfg.GroupID
-	b := &pgx.Batch{}
-	if len(ids) == 1 {
-		b.Queue(claimOne, group, ids[0])
-	} else {
-		b.Queue(claimMany, group, ids)
-	}
-	b.Queue(savePosition, group, p.pos.topic, p.pos.partition, items[len(items)-1].msg.Offset+1)
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	if len(ids) == 1 {
-		tag, err := br.Exec()
-		if err != nil {
-			return nil, err
-		}
-		firsts[ids[0]] = tag.RowsAffected() == 1
-	} else {
-		rows, err := br.Query()
-		if err != nil {
-			return nil, err
-		}
-		var id string
-		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-			firsts[id] = true
-			return nil
-		}); err != nil {
-			return nil, err
-		}
-	}
-	if err := p.checkSaved(br.QueryRow()); err != nil {
+	firsts, prev, err := claimBatch(ctx, tx, p.c.cfg.GroupID, p.pos.topic, p.pos.partition, ids, items[len(items)-1].msg.Offset+1)
+	if err != nil {
 		return nil, err
 	}
-	if err := br.Close(); err != nil {
+	if err := p.pos.check(prev); err != nil {
 		return nil, err
 	}
 	return firsts, nil

@@ -6,27 +6,14 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
-	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/migrations"
 )
 
-// exampleDatabaseURL points the examples at a fresh database; a program would
-// use its own DATABASE_URL.
-var exampleDatabaseURL string
-
-func TestMain(m *testing.M) {
-	var cleanup func()
-	exampleDatabaseURL, cleanup = testenv.EmptyDBForMain()
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
-
 func ExampleUp() {
-	db, err := sql.Open("pgx", exampleDatabaseURL)
+	// Up applies what DATABASE_URL's database lacks, and nothing twice.
+	db, err := sql.Open("pgx", os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}

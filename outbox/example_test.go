@@ -4,20 +4,18 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 
 func ExampleWrite() {
-	// A migrated database; a service uses its own DATABASE_URL.
-	dbURL, cleanup := testenv.MigratedDBForMain()
-	defer cleanup()
+	// DATABASE_URL names a database with the outboxkit migrations applied.
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}

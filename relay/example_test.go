@@ -4,34 +4,36 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
-// exampleEnv gives the example a migrated database, the brokers and a topic;
-// a service has its own DATABASE_URL and KAFKA_BROKERS.
-func exampleEnv() (dbURL string, brokers []string, topic string, cleanup func()) {
-	dbURL, cleanup = testenv.MigratedDBForMain()
-	brokers = testenv.BrokersForMain()
-	topic = testenv.Unique("orders")
-	if err := testenv.CreateTopicNamed(brokers, topic, 3); err != nil {
-		log.Fatal(err)
-	}
-	return dbURL, brokers, topic, cleanup
-}
-
 func Example() {
-	dbURL, brokers, topic, cleanup := exampleEnv()
-	defer cleanup()
+	// DATABASE_URL names a database with the outboxkit migrations applied,
+	// KAFKA_BROKERS the Kafka cluster.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	brokers := strings.Split(os.Getenv("KAFKA_BROKERS"), ",")
+	topic := fmt.Sprintf("example-orders-%d", time.Now().UnixNano())
+	admin := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	res, err := admin.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}},
+	})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
 
-	pool, err := pgxpool.New(ctx, dbURL)
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,11 +56,15 @@ func Example() {
 	done := make(chan error)
 	go func() { done <- r.Run(ctx) }()
 
-	msgs, err := testenv.ReadTopicFrom(brokers, topic, 1, 30*time.Second)
+	// A consumer reads the record.
+	rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, MaxWait: 100 * time.Millisecond})
+	defer rd.Close()
+	readCtx, stopReading := context.WithTimeout(ctx, 30*time.Second)
+	defer stopReading()
+	m, err := rd.ReadMessage(readCtx)
 	if err != nil {
 		log.Fatal(err)
 	}
-	m := msgs[0]
 	fmt.Printf("key=%s value=%s\n", m.Key, m.Value)
 	for _, h := range m.Headers {
 		if h.Key == "event_type" || h.Key == "aggregate_type" {

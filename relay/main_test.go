@@ -20,12 +20,17 @@ import (
 // TestMain doubles as a relay process for the tests that kill relays: with
 // OUTBOXKIT_RELAY_CHILD set, the test binary runs one relay against
 // DATABASE_URL and KAFKA_BROKERS until SIGTERM, like cmd/outbox-relay;
-// OUTBOXKIT_RELAY_SOURCE=wal runs it in WAL mode.
+// OUTBOXKIT_RELAY_SOURCE=wal runs it in WAL mode. Otherwise the examples,
+// which use only the public API, get a migrated database in DATABASE_URL
+// and the test run's brokers in KAFKA_BROKERS, as a service would have.
 func TestMain(m *testing.M) {
 	if os.Getenv("OUTBOXKIT_RELAY_CHILD") != "" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	cleanup := testenv.ForExamples(true)
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 func runChild() int {

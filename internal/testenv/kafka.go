@@ -24,8 +24,14 @@ var (
 	fakeErr     error
 )
 
-// RealKafka reports whether KAFKA_BROKERS names a real broker.
-func RealKafka() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+// RealKafka reports whether KAFKA_BROKERS names a real broker (as it did
+// before ForExamples set it).
+func RealKafka() bool {
+	if real, ok := pinnedRealKafka(); ok {
+		return real
+	}
+	return os.Getenv("KAFKA_BROKERS") != ""
+}
 
 // Brokers returns the broker addresses of this test run: KAFKA_BROKERS, or
 // an in-process kfake broker started on first use.

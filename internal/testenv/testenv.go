@@ -31,8 +31,14 @@ import (
 // DefaultDatabaseURL is used when DATABASE_URL is unset.
 const DefaultDatabaseURL = dbadmin.DefaultURL
 
-// AdminURL returns DATABASE_URL, or DefaultDatabaseURL when it is unset.
-func AdminURL() string { return dbadmin.AdminURL() }
+// AdminURL returns DATABASE_URL, or DefaultDatabaseURL when it is unset;
+// after ForExamples, what it returned before.
+func AdminURL() string {
+	if u, ok := pinnedAdminURL(); ok {
+		return u
+	}
+	return dbadmin.AdminURL()
+}
 
 // DB is a fresh database with every migration applied, dropped when the test
 // ends.
