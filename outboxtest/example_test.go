@@ -56,7 +56,9 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	if err := migrations.Up(ctx, stdlib.OpenDBFromPool(pool)); err != nil {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	if err := migrations.Up(ctx, db); err != nil {
 		log.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE orders (id text PRIMARY KEY, total int NOT NULL);

@@ -1,7 +1,6 @@
 package outboxtest_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
@@ -11,7 +10,5 @@ import (
 // database in DATABASE_URL, as a service's tests would have.
 func TestMain(m *testing.M) {
 	cleanup := testenv.ForExamples(false)
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testenv.VerifyNoLeaks(m, cleanup)
 }
