@@ -1,7 +1,8 @@
 // Command outbox-relay publishes the outbox table's events to Kafka. It is a
 // thin shell around [relay.Relay]: configuration from the environment
 // (see README.md), Prometheus metrics and health checks over HTTP, JSON logs,
-// and a graceful stop on SIGTERM or SIGINT.
+// spans exported over OTLP/HTTP when the OTEL_* variables ask for it (see
+// otel.go), and a graceful stop on SIGTERM or SIGINT.
 //
 // Its only flag is -version, which prints the module version and the VCS
 // commit the binary was built from, and exits.
@@ -56,7 +57,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(fs.Output(), "Usage: outbox-relay [-version]\n\n"+
 			"Publishes the outbox table's events to Kafka. Configuration comes from the\n"+
 			"environment: DATABASE_URL, KAFKA_BROKERS, RELAY_HTTP_ADDR and the OUTBOX_*,\n"+
-			"RELAY_* and KAFKA_* variables of cmd/outbox-relay/README.md.\n\nFlags:\n")
+			"RELAY_* and KAFKA_* variables of cmd/outbox-relay/README.md; the standard\n"+
+			"OTEL_* variables turn on span export over OTLP/HTTP.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	version := fs.Bool("version", false, "print the module version and VCS commit, and exit")
@@ -78,10 +80,27 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(2, err)
 	}
+	otlp, err := parseOTLP(environ)
+	if err != nil {
+		return fail(2, err)
+	}
 	log := newLogger(cfg, stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	tr, err := newTracing(ctx, otlp, log)
+	if err != nil {
+		return fail(2, err)
+	}
+	// Runs after the relay stopped, so its last spans are in the batch.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.Tuning.ShutdownTimeout)
+		defer cancel()
+		if err := tr.shutdown(sctx); err != nil {
+			log.Warn("tracing shutdown", "error", err)
+		}
+	}()
 
 	// The pool connects lazily: nothing touches the network before Run.
 	pool, err := pgxpool.NewWithConfig(ctx, cfg.pool)
@@ -98,6 +117,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	rcfg := cfg.relayConfig()
 	rcfg.Logger = log
 	rcfg.Registerer = reg
+	if tr.enabled() {
+		rcfg.TracerProvider = tr.provider
+	}
 	r, err := relay.New(pool, rcfg)
 	if err != nil {
 		return fail(2, translateRelayError(err))
@@ -125,7 +147,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		"http_addr", ln.Addr().String(),
 		"db_hosts", dbHosts(cc.Host, cc.Port, cc.Fallbacks), "db_name", cc.Database, "db_user", cc.User,
 		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
-		"kafka_client_id", cfg.Kafka.ClientID, "source", cfg.Source, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns)
+		"kafka_client_id", cfg.Kafka.ClientID, "source", cfg.Source, "batch_size", cfg.Tuning.BatchSize, "db_max_conns", cfg.DBMaxConns,
+		"trace_export", otlp.describe())
 
 	done := make(chan error, 1)
 	running.Store(true)
