@@ -1,7 +1,8 @@
-// Package prometheus_test checks the alerting rules in this folder against
-// the metrics the code registers, so renaming a metric breaks a test
-// rather than an alert in production. `make alerts-test` runs the rules
-// themselves through promtool.
+// Package prometheus_test checks the alerting rules in this folder and the
+// Grafana dashboard in deploy/grafana against the metrics the code
+// registers, so renaming a metric breaks a test rather than an alert or a
+// panel in production. `make alerts-test` runs the rules themselves
+// through promtool.
 package prometheus_test
 
 import (
