@@ -81,10 +81,11 @@ $(GOOSE):
 	GOBIN=$(dir $(GOOSE)) $(GO) install -tags 'no_clickhouse no_libsql no_mssql no_mysql no_sqlite3 no_vertica no_ydb' github.com/pressly/goose/v3/cmd/goose@$(GOOSE_VERSION)
 	mv $(dir $(GOOSE))goose $(GOOSE)
 
-## alerts-test: promtool checks and unit tests of the Prometheus alerting rules in deploy/prometheus (installs promtool if missing)
+## alerts-test: promtool checks and unit tests of the Prometheus alerting rules in deploy/prometheus, and a check of its example config (installs promtool if missing)
 alerts-test:
 	@promtool=$$(scripts/promtool.sh) && \
 	  $$promtool check rules deploy/prometheus/outboxkit-alerts.yml && \
+	  $$promtool check config deploy/prometheus/prometheus.example.yml && \
 	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
 
 ## test: everything, against the real services (scripts/test.sh): setup, then go-test beside failover-tests, then the chaos runs

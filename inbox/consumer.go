@@ -45,6 +45,8 @@ type Consumer struct {
 	log     *slog.Logger
 	metrics *metrics
 	running atomic.Bool
+	// health is what Live and Ready report (health.go).
+	health health
 	// txOptions begins every inbox transaction (see txOptions).
 	txOptions pgx.TxOptions
 
@@ -73,7 +75,8 @@ func (c *Consumer) fail(ctx context.Context, err error) {
 // applies messages with h through pool. It validates cfg and registers the
 // metrics; it does not connect to anything. Each partition the consumer
 // owns holds one pool connection while it applies a batch, so size the pool
-// for the partitions one instance may own, plus one for retention; a
+// for the partitions one instance may own, plus one for retention and one
+// for [Consumer.Ready]'s ping; a
 // smaller pool is slower, not stuck: partitions wait for a connection in
 // turn, and an abandoned handler's connection leaves the pool.
 func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
@@ -127,6 +130,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("inbox: Run called twice")
 	}
+	c.health.setRunning(true)
+	defer c.health.setRunning(false)
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -349,6 +354,7 @@ func (s *genState) committedAt(offsets map[string]map[int]int64) {
 // group last joined.
 func (c *Consumer) startGeneration(ctx context.Context, gen *kafka.Generation, brokers []string) {
 	c.metrics.generations.WithLabelValues(c.cfg.GroupID).Inc()
+	c.health.join(gen.ID)
 	st := newGenState()
 	var parts sync.WaitGroup
 	var owned []string
@@ -383,6 +389,7 @@ func (c *Consumer) commitLoop(genCtx context.Context, gen *kafka.Generation, st 
 	for {
 		select {
 		case <-genCtx.Done():
+			c.health.leave(gen.ID)
 			parts.Wait()
 			c.commit(gen, st, true)
 			return

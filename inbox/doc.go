@@ -201,6 +201,15 @@
 // Programs with their own Kafka consumer use [Claim] inside their
 // transaction and commit offsets after it commits.
 //
+// # Health
+//
+// [Consumer.Live] and [Consumer.Ready] tell a service's liveness and
+// readiness probes how the consumer is doing, with the meaning the
+// outbox-relay binary gives its own /healthz and /readyz: live while Run
+// runs, through database and broker outages that a restart would not fix;
+// ready while it is a member of its group's current generation and the
+// database answers. [Consumer.HealthHandler] serves both over HTTP.
+//
 // # Metrics
 //
 // With Config.Registerer set, the consumer exports, labelled by group and

@@ -474,6 +474,7 @@ func (p *partitionWorker) callHandler(tx *txn, msg Message) error {
 	defer cancel()
 	done := make(chan error, 1)
 	start := time.Now()
+	defer p.c.health.callStarted(p)()
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {

@@ -1,7 +1,8 @@
 // Command outbox-relay publishes the outbox table's events to Kafka. It is a
 // thin shell around [relay.Relay]: configuration from the environment
 // (see -h), Prometheus metrics and health checks over HTTP, JSON logs,
-// and a graceful stop on SIGTERM or SIGINT.
+// spans exported over OTLP/HTTP when the OTEL_* variables ask for it (see
+// otel.go), and a graceful stop on SIGTERM or SIGINT.
 //
 // Its only flags are -h, which lists the environment variables with their
 // defaults, and -version (also --version and a "version" argument), which
@@ -56,10 +57,27 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(2, err)
 	}
+	otlp, err := parseOTLP(environ)
+	if err != nil {
+		return fail(2, err)
+	}
 	log := newLogger(cfg, stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	tr, err := newTracing(ctx, otlp, log)
+	if err != nil {
+		return fail(2, err)
+	}
+	// Runs after the relay stopped, so its last spans are in the batch.
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cmp.Or(cfg.Relay.ShutdownTimeout, relay.DefaultShutdownTimeout))
+		defer cancel()
+		if err := tr.shutdown(sctx); err != nil {
+			log.Warn("tracing shutdown", "error", err)
+		}
+	}()
 
 	// The pool connects lazily: nothing touches the network before Run.
 	pool, err := pgxpool.NewWithConfig(ctx, cfg.pool)
@@ -76,6 +94,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	rcfg := cfg.relayConfig()
 	rcfg.Logger = log
 	rcfg.Registerer = reg
+	if tr.enabled() {
+		rcfg.TracerProvider = tr.provider
+	}
 	r, err := relay.New(pool, rcfg)
 	if err != nil {
 		return fail(2, translateRelayError(err))
@@ -104,7 +125,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		"db_hosts", reach.Hosts(&cc.Config), "db_name", cc.Database, "db_user", cc.User,
 		"kafka_brokers", cfg.Brokers, "kafka_tls", cfg.Kafka.TLS, "kafka_sasl_mechanism", cfg.Kafka.SASLMechanism,
 		"kafka_client_id", cmp.Or(cfg.Kafka.ClientID, relay.DefaultClientID), "source", cmp.Or(cfg.Relay.Source, relay.SourceTable),
-		"batch_size", cmp.Or(cfg.Relay.BatchSize, relay.DefaultBatchSize), "db_max_conns", cfg.DBMaxConns)
+		"batch_size", cmp.Or(cfg.Relay.BatchSize, relay.DefaultBatchSize), "db_max_conns", cfg.DBMaxConns,
+		"trace_export", otlp.describe())
 
 	// Run would retry an unreachable database or broker for ever: at start,
 	// a wrong address or a service that is down ends the process instead,

@@ -1,7 +1,8 @@
-// Package prometheus_test checks the alerting rules in this folder against
-// the metrics the code registers, so renaming a metric breaks a test
-// rather than an alert in production. `make alerts-test` runs the rules
-// themselves through promtool.
+// Package prometheus_test checks the alerting rules in this folder and the
+// Grafana dashboard in deploy/grafana against the metrics the code
+// registers, so renaming a metric breaks a test rather than an alert or a
+// panel in production. `make alerts-test` runs the rules themselves
+// through promtool.
 package prometheus_test
 
 import (
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	yaml "go.yaml.in/yaml/v2"
 
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -49,6 +51,48 @@ func TestRulesUseRegisteredMetrics(t *testing.T) {
 			t.Errorf("%s (used in %s) is not registered by relay or inbox; registered: %s",
 				name, strings.Join(files, ", "), strings.Join(sortedKeys(registered), " "))
 		}
+	}
+}
+
+// TestRulesNameNoJob: no rule selects or compares a job by name (the
+// scrape configuration names jobs), and the rules on `up`, which cannot
+// tell a relay by metric name, select the outboxkit="relay" label that
+// prometheus.example.yml shows how to set.
+func TestRulesNameNoJob(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("outboxkit-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+				Expr  string `yaml:"expr"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	jobMatcher := regexp.MustCompile(`\bjob\s*(=|!=|=~|!~)`)
+	upSelector := regexp.MustCompile(`\bup\b(\{[^}]*\})?`)
+	n := 0
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			n++
+			if jobMatcher.MatchString(r.Expr) {
+				t.Errorf("%s selects a job by name: %s", r.Alert, r.Expr)
+			}
+			for _, m := range upSelector.FindAllStringSubmatch(r.Expr, -1) {
+				if !strings.Contains(m[1], `outboxkit="relay"`) {
+					t.Errorf("%s selects %q without outboxkit=\"relay\": every target's up would match", r.Alert, m[0])
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("read %d rules from outboxkit-alerts.yml, want at least 10: is the YAML layout still right?", n)
 	}
 }
 
