@@ -43,17 +43,20 @@ cluster-tests:
 	    | grep -E '^(=== RUN|--- |\s+cluster_test|PASS|FAIL|ok)'; rc=$${PIPESTATUS[0]}; \
 	  scripts/services.sh cluster-down; exit $$rc
 
-## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers included; go.mod tidy;
-## no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
+## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers and deploy included; go.mod tidy
+## (the root's and deploy's); no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
 check: golangci-lint
 	@scripts/check-tracked.sh
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
+	@cd deploy && { $(GO) mod tidy -diff >/dev/null || { echo "deploy/go.mod or go.sum is not tidy: run go mod tidy in deploy"; $(GO) mod tidy -diff; exit 1; }; }
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd bench/peers && $(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
 	cd bench/peers && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+	cd deploy && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
 
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(HOME)/.cache/outboxkit/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -81,6 +84,17 @@ alerts-test:
 	  $$promtool check rules deploy/prometheus/outboxkit-alerts.yml && \
 	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
 
+.PHONY: prometheusrule deploy-test
+
+## prometheusrule: regenerate deploy/kubernetes/monitoring/prometheusrule.yaml from deploy/prometheus/outboxkit-alerts.yml
+prometheusrule:
+	cd deploy && $(GO) generate .
+
+## deploy-test: the deploy module's tests: the Kubernetes manifests decoded strictly and checked against the relay's
+## documented configuration, the PrometheusRule against the rules file, the rules against the registered metrics
+deploy-test:
+	cd deploy && $(GO) test -count=1 ./...
+
 ## test: everything, against the real services
 ## (each phase is timed; the times are printed at the end, or up to the phase that failed)
 test:
@@ -91,7 +105,7 @@ test:
 	  phase services $(MAKE) --no-print-directory services && \
 	  phase check $(MAKE) --no-print-directory check && \
 	  phase tools $(MAKE) --no-print-directory goose-cli alerts-test && \
-	  phase go-test env OUTBOXKIT_GOOSE=$(GOOSE) $(GO) test -race -count=1 -timeout 20m ./... && \
+	  phase go-test env OUTBOXKIT_GOOSE=$(GOOSE) sh -c '$(GO) test -race -count=1 -timeout 20m ./... && cd deploy && $(GO) test -count=1 ./...' && \
 	  phase fault-tests $(MAKE) --no-print-directory fault-tests && \
 	  phase failover-tests $(MAKE) --no-print-directory failover-tests && \
 	  phase cluster-tests $(MAKE) --no-print-directory cluster-tests && \
