@@ -49,17 +49,20 @@ cluster-tests:
 	    | grep -E '^(=== RUN|--- |\s+cluster_test|PASS|FAIL|ok)'; rc=$${PIPESTATUS[0]}; \
 	  scripts/services.sh cluster-down; exit $$rc
 
-## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers included; go.mod tidy;
-## no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
+## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers and deploy included; go.mod tidy
+## (the root's and deploy's); no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
 check: golangci-lint
 	@scripts/check-tracked.sh
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
+	@cd deploy && { $(GO) mod tidy -diff >/dev/null || { echo "deploy/go.mod or go.sum is not tidy: run go mod tidy in deploy"; $(GO) mod tidy -diff; exit 1; }; }
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd bench/peers && $(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
 	cd bench/peers && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
+	cd deploy && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
 
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(HOME)/.cache/outboxkit/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -87,6 +90,17 @@ alerts-test:
 	  $$promtool check rules deploy/prometheus/outboxkit-alerts.yml && \
 	  $$promtool check config deploy/prometheus/prometheus.example.yml && \
 	  $$promtool test rules deploy/prometheus/outboxkit-alerts.test.yml
+
+.PHONY: prometheusrule deploy-test
+
+## prometheusrule: regenerate deploy/kubernetes/monitoring/prometheusrule.yaml from deploy/prometheus/outboxkit-alerts.yml
+prometheusrule:
+	cd deploy && $(GO) generate .
+
+## deploy-test: the deploy module's tests: the Kubernetes manifests decoded strictly and checked against the relay's
+## documented configuration, the PrometheusRule against the rules file, the rules against the registered metrics
+deploy-test:
+	cd deploy && $(GO) test -count=1 ./...
 
 ## test: everything, against the real services (scripts/test.sh): setup, then go-test beside failover-tests, then the chaos runs
 ## beside cluster-tests, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
