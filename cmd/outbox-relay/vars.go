@@ -231,6 +231,11 @@ variable is refused as a typo. Durations use Go syntax (250ms, 5s, 1m).
 	}
 	_ = tw.Flush()
 	fmt.Fprint(w, `
+The standard OpenTelemetry variables turn on span export over OTLP/HTTP:
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+OTEL_SERVICE_NAME (outbox-relay), OTEL_RESOURCE_ATTRIBUTES; none set, or
+OTEL_TRACES_EXPORTER=none, exports nothing.
+
 Flags:
   -h, --help           print this text
   -version, --version  print the module version and VCS commit, and exit
