@@ -373,10 +373,10 @@ func TestFailoverWALMode(t *testing.T) {
 	f.startRelay(relay.Config{})
 	f.startRelay(relay.Config{})
 	ctx := context.Background()
-	waitFor(t, 30*time.Second, "the WAL mode slot on the primary", func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		var n int
 		return f.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical' AND failover`).Scan(&n) == nil && n == 1
-	})
+	}, func() string { return "the WAL mode slot on the primary" })
 	wctx, stopWriters := context.WithCancel(ctx)
 	writers := f.write(wctx, 4)
 	// The standby's copy is usable once the relay confirmed past a
@@ -386,12 +386,12 @@ func TestFailoverWALMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer standby.Close(ctx)
-	waitFor(t, 60*time.Second, "the slot synchronized to the standby, sync-ready", func() bool {
+	testenv.WaitFor(t, 60*time.Second, func() bool {
 		_, _ = f.db.Pool.Exec(ctx, `SELECT pg_log_standby_snapshot()`)
 		var ready bool
 		err := standby.QueryRow(ctx, `SELECT count(*) = 1 FROM pg_replication_slots WHERE synced AND NOT temporary AND slot_type = 'logical'`).Scan(&ready)
 		return err == nil && ready
-	})
+	}, func() string { return "the slot synchronized to the standby, sync-ready" })
 	time.Sleep(2 * time.Second)
 	took := f.ha.Failover(t)
 	first := f.firstAfter(time.Now(), 60*time.Second)
@@ -402,17 +402,6 @@ func TestFailoverWALMode(t *testing.T) {
 	t.Logf("WAL mode failover (promotion %s; first event written after it on Kafka %s after the promotion): %s", took.Round(time.Millisecond), first.Round(time.Millisecond), v)
 	if v.lost > 0 || v.phantoms > 0 || v.outOfOrder > 0 || v.committedLost > 0 {
 		t.Fatalf("WAL mode across a failover: %s; want nothing lost, no phantom, order kept", v)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -442,11 +431,11 @@ func TestFailoverWALStandbyChecks(t *testing.T) {
 		}
 	}
 	exec(f.ha.StandbyURL, `ALTER SYSTEM SET hot_standby_feedback = off`, `SELECT pg_reload_conf()`)
-	waitFor(t, 20*time.Second, "the standby's physical slot without an xmin", func() bool {
+	testenv.WaitFor(t, 20*time.Second, func() bool {
 		var n int
 		err := f.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'physical' AND active AND xmin IS NULL`).Scan(&n)
 		return err == nil && n == 1
-	})
+	}, func() string { return "the standby's physical slot without an xmin" })
 	exec(f.ha.PrimaryURL, `ALTER SYSTEM SET synchronized_standby_slots = 'outboxkit_standby, okt_gone'`, `SELECT pg_reload_conf()`)
 
 	logs := &testenv.Buffer{}
@@ -465,14 +454,14 @@ func TestFailoverWALStandbyChecks(t *testing.T) {
 			t.Errorf("relay.Run returned %v", err)
 		}
 	}()
-	waitFor(t, 20*time.Second, "the error line about synchronized_standby_slots", func() bool {
+	testenv.WaitFor(t, 20*time.Second, func() bool {
 		return strings.Contains(logs.String(), `synchronized_standby_slots names \"okt_gone\"`)
-	})
+	}, func() string { return "the error line about synchronized_standby_slots" })
 	if r.Streaming() {
 		t.Fatal("the relay streams although decoding would wait for a missing standby slot")
 	}
 	exec(f.ha.PrimaryURL, `ALTER SYSTEM SET synchronized_standby_slots = 'outboxkit_standby'`, `SELECT pg_reload_conf()`)
-	waitFor(t, 20*time.Second, "the relay streaming once the setting names existing slots", r.Streaming)
+	testenv.WaitFor(t, 20*time.Second, r.Streaming, func() string { return "the relay streaming once the setting names existing slots" })
 	if !strings.Contains(logs.String(), "sends no hot_standby_feedback") {
 		t.Fatalf("no warning about the standby's hot_standby_feedback; the relay's log:\n%s", logs.String())
 	}
