@@ -60,7 +60,7 @@ type tuning struct {
 	MaxPollInterval   time.Duration `env:"RELAY_MAX_POLL_INTERVAL" envDefault:"100ms"`
 	RebalanceInterval time.Duration `env:"RELAY_REBALANCE_INTERVAL" envDefault:"1s"`
 	LockTimeout       time.Duration `env:"RELAY_LOCK_TIMEOUT" envDefault:"10s"`
-	PublishTimeout    time.Duration `env:"RELAY_PUBLISH_TIMEOUT" envDefault:"10s"`
+	PublishTimeout    time.Duration `env:"RELAY_PUBLISH_TIMEOUT" envDefault:"30s"`
 	ShutdownTimeout   time.Duration `env:"RELAY_SHUTDOWN_TIMEOUT" envDefault:"5s"`
 	RetryBackoffMin   time.Duration `env:"RELAY_RETRY_BACKOFF_MIN" envDefault:"50ms"`
 	RetryBackoffMax   time.Duration `env:"RELAY_RETRY_BACKOFF_MAX" envDefault:"5s"`
