@@ -78,7 +78,13 @@ type Config struct {
 	LockTimeout time.Duration
 
 	// PublishTimeout bounds one publish call; a call that times out counts
-	// as not acknowledged and is sent again. Defaults to 10s.
+	// as not acknowledged and is sent again. The partition leaders get the
+	// same time, less a second, to gather acks=all: when a broker dies,
+	// every partition it replicates waits until the cluster drops it from
+	// the ISR (broker.session.timeout.ms, 9 s by default with KRaft), and a
+	// leader that gives up first still commits the records later, so each
+	// resend in that window is a duplicate. Keep it well above that time.
+	// Defaults to 30s, the Java producer's request.timeout.ms.
 	PublishTimeout time.Duration
 
 	// ShutdownTimeout bounds how long Run, once its context ends, waits for
@@ -208,7 +214,7 @@ const (
 	DefaultMaxPollInterval   = 100 * time.Millisecond
 	DefaultRebalanceInterval = time.Second
 	DefaultLockTimeout       = 10 * time.Second
-	DefaultPublishTimeout    = 10 * time.Second
+	DefaultPublishTimeout    = 30 * time.Second
 	DefaultShutdownTimeout   = 5 * time.Second
 	DefaultRetryBackoffMin   = 50 * time.Millisecond
 	DefaultRetryBackoffMax   = 5 * time.Second

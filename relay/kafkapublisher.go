@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	produceAPI "github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
@@ -236,18 +238,72 @@ func (p *kafkaPublisher) produce(ctx context.Context, k partitionKey, records []
 		}
 		recs[j] = kafka.Record{Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
 	}
-	res, err := p.client.Produce(ctx, &kafka.ProduceRequest{
-		Topic: k.topic, Partition: k.partition, RequiredAcks: kafka.RequireAll,
-		Records: kafka.NewRecordReader(recs...),
+	// kafka.Client.Produce would tell the leader to wait for the in-sync
+	// replicas 500 ms (half the context's time when the Client has a
+	// Timeout); the request is sent through the Transport so that the
+	// leader gets the call's time instead (ackTimeout).
+	m, err := p.client.Transport.RoundTrip(ctx, p.client.Addr, &produceAPI.Request{
+		Acks:    int16(kafka.RequireAll),
+		Timeout: int32(ackTimeout(ctx) / time.Millisecond),
+		Topics: []produceAPI.RequestTopic{{
+			Topic: k.topic,
+			Partitions: []produceAPI.RequestPartition{{
+				Partition: int32(k.partition),
+				RecordSet: protocol.RecordSet{Records: kafka.NewRecordReader(recs...)},
+			}},
+		}},
 	})
-	if err == nil && res.Error != nil {
-		err = res.Error
+	var res *kafka.ProduceResponse
+	if err == nil {
+		res, err = produceResponse(m)
 	}
 	if err != nil {
 		p.forget(k.topic)
 		return res, fmt.Errorf("produce to %s/%d: %w", k.topic, k.partition, err)
 	}
 	return res, nil
+}
+
+// produceResponse is what kafka.Client.Produce makes of the answer to a
+// one-partition request: the partition's error, and the records the
+// broker rejected it for.
+func produceResponse(m protocol.Message) (*kafka.ProduceResponse, error) {
+	r, ok := m.(*produceAPI.Response)
+	if !ok || len(r.Topics) == 0 || len(r.Topics[0].Partitions) == 0 {
+		return nil, fmt.Errorf("produce: the broker answered %T without the partition", m)
+	}
+	part := &r.Topics[0].Partitions[0]
+	res := &kafka.ProduceResponse{BaseOffset: part.BaseOffset}
+	if len(part.RecordErrors) > 0 {
+		res.RecordErrors = make(map[int]error, len(part.RecordErrors))
+		for _, re := range part.RecordErrors {
+			res.RecordErrors[int(re.BatchIndex)] = errors.New(re.BatchIndexErrorMessage)
+		}
+	}
+	if part.ErrorCode != 0 {
+		res.Error = kafka.Error(part.ErrorCode)
+		if part.ErrorMessage != "" {
+			res.Error = fmt.Errorf("%w: %s", kafka.Error(part.ErrorCode), part.ErrorMessage)
+		}
+		return res, res.Error
+	}
+	return res, nil
+}
+
+// ackTimeout is how long the leader may wait for the in-sync replicas
+// before it answers a Produce request: the time left of the call, less a
+// tenth (at most a second) for the answer to come back; 30 s without a
+// deadline. A leader that gives up sooner answers REQUEST_TIMED_OUT with
+// the records already in its log, which Kafka commits once a dead follower
+// leaves the ISR: every resend in that window would add a copy to a
+// partition whose leader never failed (docs/design.md §2.5).
+func ackTimeout(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 30 * time.Second
+	}
+	left := time.Until(d)
+	return max(left-min(left/10, time.Second), time.Millisecond)
 }
 
 // permanent reports whether Kafka will refuse a record however often it is

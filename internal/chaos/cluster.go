@@ -79,6 +79,7 @@ func (in *injector) leaderKill(kind string, down time.Duration) {
 		return
 	}
 	n := fmt.Sprint(node)
+	t0 := time.Now()
 	if out, err := in.cluster.services("cluster-kill", n); err != nil {
 		in.skip(kind, "scripts/services.sh cluster-kill %s: %v: %s", n, err, out)
 		return
@@ -86,8 +87,7 @@ func (in *injector) leaderKill(kind string, down time.Duration) {
 	in.mu.Lock()
 	in.brokerDown = true
 	in.mu.Unlock()
-	t0 := time.Now()
-	in.record(kind, "node %d (leader of %d of %d partitions) SIGKILL, down for %s", node, led, parts, down.Round(time.Millisecond))
+	in.recordAt(t0, kind, "node %d (leader of %d of %d partitions) SIGKILL, down for %s", node, led, parts, down.Round(time.Millisecond))
 	time.Sleep(down)
 	if err := in.cluster.startNode(n, in.logf); err != nil {
 		in.logf("cluster: could not start node %d again: %v", node, err)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -281,6 +282,7 @@ type injector struct {
 
 	mu         sync.Mutex
 	counts     map[string]int
+	injected   []injectedFault // in the order recorded
 	total      int
 	skipped    int
 	brokerOff  bool
@@ -380,10 +382,18 @@ func (in *injector) eligible(kind string) bool {
 	return false
 }
 
-// record counts one injected fault and logs it.
+// record counts one injected fault, which began now, and logs it.
 func (in *injector) record(kind, format string, args ...any) {
+	in.recordAt(time.Now(), kind, format, args...)
+}
+
+// recordAt counts one injected fault, which began at t0 (a fault whose
+// action takes seconds, such as a script that kills a broker, records the
+// time before it), and logs it.
+func (in *injector) recordAt(t0 time.Time, kind, format string, args ...any) {
 	in.mu.Lock()
 	in.counts[kind]++
+	in.injected = append(in.injected, injectedFault{kind: kind, at: t0})
 	in.total++
 	n := in.total
 	in.mu.Unlock()
@@ -556,7 +566,7 @@ func (in *injector) brokerFault(kind string, down time.Duration) {
 	in.mu.Lock()
 	in.brokerDown = true
 	in.mu.Unlock()
-	in.record(kind, "broker %s stopped with %s in %s, down for %s", in.broker.addr, sig, time.Since(t0).Round(time.Millisecond), down)
+	in.recordAt(t0, kind, "broker %s stopped with %s in %s, down for %s", in.broker.addr, sig, time.Since(t0).Round(time.Millisecond), down)
 	time.Sleep(down)
 	t1 := time.Now()
 	if err := in.broker.start(in.logf); err != nil {
@@ -579,6 +589,14 @@ func (in *injector) finish() error {
 	}
 	in.logf("broker: not answering; starting it")
 	return in.broker.start(in.logf)
+}
+
+// faultTimes returns the faults injected so far, each with the time it
+// began.
+func (in *injector) faultTimes() []injectedFault {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return slices.Clone(in.injected)
 }
 
 // state returns the counters and whether the broker is down now.

@@ -189,7 +189,7 @@ func (in *injector) pgFailover(kind string, alone, lag time.Duration) {
 		in.haOff(kind, "pg-ha-failover: %v: %s", err, out)
 		return
 	}
-	in.record(kind, "%s%s; the promoted node runs alone for %s", lastLine(out), lagNote, alone)
+	in.recordAt(t0, kind, "%s%s; the promoted node runs alone for %s", lastLine(out), lagNote, alone)
 	in.mu.Lock()
 	n := in.counts[kind]
 	in.mu.Unlock()

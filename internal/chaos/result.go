@@ -28,6 +28,7 @@ type result struct {
 	kafkaErr            error
 	brokerNote          string
 	failovers           []string // one line per pg-failover: what it cost
+	dups                duplicates
 	violations          []string
 }
 
@@ -98,6 +99,15 @@ func (r result) table() string {
 	}
 	for _, f := range r.failovers {
 		row("", "", f)
+	}
+	if r.kafkaErr == nil {
+		row("redeliveries by fault kind", "", fmt.Sprintf("produced within %s after a fault of the kind began; one may count for several kinds", redeliveryWindow))
+		for _, k := range append(kinds, other...) {
+			if r.counts[k] > 0 {
+				row("  "+k, strconv.Itoa(r.dups.byKind[k]), fmt.Sprintf("%d with no other kind in the window", r.dups.alone[k]))
+			}
+		}
+		row("  no fault in the window", strconv.Itoa(r.dups.none), "")
 	}
 	row("fault kinds", strconv.Itoa(len(r.counts)), fmt.Sprintf("at least %d, of %d enabled; broker faults %s", r.o.minKinds, len(r.kinds), r.brokerNote))
 	row("faults skipped", strconv.Itoa(r.skipped), "target gone, no session to terminate, no leader found")

@@ -39,6 +39,7 @@ func (r *chaosRun) verify(ctx context.Context) error {
 		loadTime: r.loadTime, drainTime: r.drainTime, total: time.Since(r.con.start),
 		faults: total, skipped: skipped, counts: counts, kinds: r.faults.kinds, required: r.required, unexpected: r.fleet.unexpectedExits(),
 		kafka: kafka, kafkaErr: kafkaErr, brokerNote: r.brokerNote, failovers: r.failoverNotes(kafka.redelivered),
+		dups: attributeDuplicates(kafka.redelivered, r.faults.faultTimes()),
 	}
 	res.violations = violations(o, rep, kafka, r.drained, total, len(counts))
 	if kafkaErr != nil {

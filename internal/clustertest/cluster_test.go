@@ -44,6 +44,41 @@ func TestClusterLeaderKilled(t *testing.T) {
 	b.finish()
 }
 
+// TestClusterPartitionLeaderKilled SIGKILLs the leader of one partition of
+// three, each led by another node, while events flow. Every partition
+// waits for the killed node (a replica of each) to leave its ISR before
+// acks=all can succeed, but only the killed leader's records were in flight
+// to a dead broker: the relay duplicates at most those, and the partitions
+// whose leader lived get no duplicate (docs/chaos.md, "Duplicates").
+func TestClusterPartitionLeaderKilled(t *testing.T) {
+	placement := [][]int{{1, 2, 3}, {2, 3, 1}, {3, 1, 2}}
+	b := setupPlaced(t, placement, relay.DefaultPublishTimeout)
+	b.flowing(300)
+	victim := rand.IntN(partitions)
+	if n, err := strconv.Atoi(os.Getenv("OUTBOXKIT_CLUSTER_LEADER")); err == nil && n >= 1 && n <= 3 {
+		victim = n - 1 // to replay a run that failed with that leader
+	}
+	killed := strconv.Itoa(placement[victim][0])
+	t.Logf("killing node %s, leader of partition %d only", killed, victim)
+	testenv.Cluster(t, "cluster-kill", killed)
+	b.progress(500, "after partition "+strconv.Itoa(victim)+"'s leader was killed")
+	testenv.Cluster(t, "cluster-start", killed)
+	b.progress(300, "after the killed broker came back")
+	r := b.finish()
+
+	dups := 0
+	for p, n := range r.dups {
+		dups += n
+		if p != victim && n > 0 {
+			t.Errorf("partition %d, whose leader was not killed, got %d duplicates; want 0", p, n)
+		}
+	}
+	if limit := r.written / 10; dups > limit {
+		t.Errorf("%d duplicates of %d events written, want at most %d (10%%): more than was in flight to partition %d", dups, r.written, limit, victim)
+	}
+	t.Logf("duplicates per partition %v (partition %d lost its leader), %d of %d events written", r.dups, victim, dups, r.written)
+}
+
 // TestClusterRollingRestart stops (SIGTERM) and starts each broker in turn,
 // as an upgrade does, while events flow.
 func TestClusterRollingRestart(t *testing.T) {
@@ -100,24 +135,33 @@ const appliedTable = `CREATE TABLE applied (
 
 func setup(t *testing.T) *bed { return setupLed(t, 1+rand.IntN(3)) }
 
-// setupLed is setup with every partition led by node lead.
+// setupLed is setup with every partition led by node lead, so killing or
+// pausing "the leader" hits every partition being written.
 func setupLed(t *testing.T, lead int) *bed {
+	if n, err := strconv.Atoi(os.Getenv("OUTBOXKIT_CLUSTER_LEADER")); err == nil && n >= 1 && n <= 3 {
+		lead = n // to replay a run that failed with that leader
+	}
+	replicas := []int{lead, 1 + lead%3, 1 + (lead+1)%3}
+	placement := make([][]int, partitions)
+	for p := range placement {
+		placement[p] = replicas
+	}
+	return setupPlaced(t, placement, 5*time.Second)
+}
+
+// setupPlaced is setup with partition p on the nodes placement[p], led by
+// the first, and the relay's PublishTimeout publishTimeout.
+func setupPlaced(t *testing.T, placement [][]int, publishTimeout time.Duration) *bed {
 	brokers := testenv.ClusterBrokers(t)
 	b := &bed{t: t, db: testenv.NewDB(t), brokers: brokers, topic: testenv.Unique("cluster"), start: time.Now()}
 	ctx := context.Background()
 	if _, err := b.db.Pool.Exec(ctx, appliedTable); err != nil {
 		t.Fatal(err)
 	}
-	// Every partition led by one node, so killing or pausing "the leader"
-	// hits every partition being written.
-	if n, err := strconv.Atoi(os.Getenv("OUTBOXKIT_CLUSTER_LEADER")); err == nil && n >= 1 && n <= 3 {
-		lead = n // to replay a run that failed with that leader
-	}
-	replicas := []int{lead, 1 + lead%3, 1 + (lead+1)%3}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := kafkatopic.CreateSpec(cctx, brokers, b.topic, kafkatopic.Spec{
-		Partitions: partitions, MinInsyncReplicas: 2, Replicas: replicas,
+		Partitions: partitions, MinInsyncReplicas: 2, Placement: placement,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +170,7 @@ func setupLed(t *testing.T, lead int) *bed {
 	b.relay, err = relay.New(b.db.Pool, relay.Config{
 		Brokers: brokers, BatchSize: 200, Logger: logger(t, "relay"),
 		RebalanceInterval: 200 * time.Millisecond, RetryBackoffMax: 500 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
+		PublishTimeout: publishTimeout,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +192,7 @@ func setupLed(t *testing.T, lead int) *bed {
 	b.written = make(chan map[string]int, 1)
 	go func() { b.written <- b.write(wctx) }()
 	t.Cleanup(stop)
-	t.Logf("topic %s: %d partitions on nodes %v (leader %d), RF 3, min ISR 2", b.topic, partitions, replicas, lead)
+	t.Logf("topic %s: %d partitions on nodes %v (the first of each its leader), RF 3, min ISR 2", b.topic, partitions, placement)
 	return b
 }
 
@@ -264,9 +308,16 @@ func (b *bed) leader() string {
 	return strconv.Itoa(md.Topics[0].Partitions[0].Leader.ID)
 }
 
+// result is what finish found: the events written, and the duplicates in
+// Kafka per partition (records of an event already on the topic).
+type result struct {
+	written int
+	dups    map[int]int
+}
+
 // finish stops the writers, waits until everything is published and
 // applied, and checks the guarantees.
-func (b *bed) finish() {
+func (b *bed) finish() result {
 	t := b.t
 	t.Helper()
 	b.stopWriters()
@@ -306,11 +357,12 @@ func (b *bed) finish() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen, next, dups := map[string]bool{}, map[string]int{}, 0
+	seen, next, dups, perPartition := map[string]bool{}, map[string]int{}, 0, map[int]int{}
 	for _, m := range msgs {
 		id := headerValue(m, "id")
 		if seen[id] {
 			dups++
+			perPartition[m.Partition]++
 			continue
 		}
 		seen[id] = true
@@ -353,7 +405,9 @@ func (b *bed) finish() {
 	if len(applied) != total || len(seen) != total {
 		t.Errorf("%d events written, %d distinct in Kafka, %d applied", total, len(seen), len(applied))
 	}
-	t.Logf("%d events, %d duplicates in Kafka, all applied once in order; %s", total, dups, time.Since(b.start).Round(100*time.Millisecond))
+	t.Logf("%d events, %d duplicates in Kafka (per partition %v), all applied once in order; %s",
+		total, dups, perPartition, time.Since(b.start).Round(100*time.Millisecond))
+	return result{written: total, dups: perPartition}
 }
 
 func headerValue(m kafka.Message, key string) string {

@@ -1,7 +1,8 @@
 // Package clustertest holds the end-to-end fault tests that run against the
 // three-node KRaft cluster of `scripts/services.sh cluster-up`: a relay
-// publishes and an inbox consumer applies while a broker is killed, every
-// broker is restarted in turn, or a broker is paused. The package has no
+// publishes and an inbox consumer applies while a broker is killed (the
+// leader of every partition, or of one partition of three), every broker is
+// restarted in turn, or a broker is paused. The package has no
 // code of its own; its tests run only in `make cluster-tests`
 // (OUTBOXKIT_CLUSTER=1 and KAFKA_CLUSTER_BROKERS), because they stop nodes.
 //

@@ -37,6 +37,11 @@ type Spec struct {
 	// every partition sets it); its length gives the replication factor.
 	// Defaults to the cluster's placement.
 	Replicas []int
+	// Placement, when set, places partition p on the node IDs Placement[p],
+	// the first its preferred leader, as Replicas does for every partition
+	// (a test that gives each partition another leader sets it); it
+	// overrides Replicas, and each list must have the same length.
+	Placement [][]int
 }
 
 // CreateSpec creates topic as spec says (an existing topic is fine) and
@@ -45,11 +50,20 @@ type Spec struct {
 func CreateSpec(ctx context.Context, brokers []string, topic string, spec Spec) error {
 	rf := max(spec.ReplicationFactor, 1)
 	cfg := kafka.TopicConfig{Topic: topic, NumPartitions: spec.Partitions, ReplicationFactor: rf}
-	if len(spec.Replicas) > 0 {
-		rf = len(spec.Replicas)
+	placement := spec.Placement
+	if len(placement) == 0 && len(spec.Replicas) > 0 {
+		for range spec.Partitions {
+			placement = append(placement, spec.Replicas)
+		}
+	}
+	if len(placement) > 0 {
+		if len(placement) != spec.Partitions {
+			return fmt.Errorf("create topic %s: a placement of %d partitions for %d", topic, len(placement), spec.Partitions)
+		}
+		rf = len(placement[0])
 		cfg.NumPartitions, cfg.ReplicationFactor = -1, -1
 		for p := 0; p < spec.Partitions; p++ {
-			cfg.ReplicaAssignments = append(cfg.ReplicaAssignments, kafka.ReplicaAssignment{Partition: p, Replicas: spec.Replicas})
+			cfg.ReplicaAssignments = append(cfg.ReplicaAssignments, kafka.ReplicaAssignment{Partition: p, Replicas: placement[p]})
 		}
 	}
 	if spec.MinInsyncReplicas > 0 {
