@@ -72,9 +72,13 @@ const (
 // caption is the lines every chart starts with: what it shows, then the
 // run it comes from (machine, date, commit, command).
 func caption(r benchseries.Report, what string) []string {
+	machine := r.Machine
+	if r.Load != "" {
+		machine += ", load average at start " + r.Load
+	}
 	lines := []string{
 		what,
-		fmt.Sprintf("machine: %s; %s; %s", r.Machine, r.Date, r.Commit),
+		fmt.Sprintf("machine: %s; %s; %s", machine, r.Date, r.Commit),
 		"command: " + r.Command,
 	}
 	if r.Note != "" {
@@ -159,7 +163,7 @@ func (ninesTicks) Ticks(lo, hi float64) []plot.Tick {
 	for _, t := range []struct {
 		x     float64
 		label string
-	}{{0, "p0"}, {nines(0.5, 0), "p50"}, {1, "p90"}, {2, "p99"}, {3, "p99.9"}, {4, "p99.99"}, {5, "p99.999"}} {
+	}{{nines(0.5, 0), "p50"}, {1, "p90"}, {2, "p99"}, {3, "p99.9"}, {4, "p99.99"}, {5, "p99.999"}} {
 		if t.x >= lo-1e-9 && t.x <= hi+1e-9 {
 			ts = append(ts, plot.Tick{Value: t.x, Label: t.label})
 		}
@@ -294,6 +298,7 @@ func costChart(r benchseries.Report) ([]byte, error) {
 			ymax = max(ymax, value(c))
 		}
 		p.Y.Max = ymax * 1.15
+		p.X.Min, p.X.Max = -0.6, float64(len(r.Cost))-0.4
 		return p, nil
 	}
 	cpu, err := tile("CPU per event", "µs of CPU per event delivered", func(c benchseries.Cost) float64 { return c.CPUMicrosPerEvent }, "%.1f")

@@ -103,7 +103,7 @@ func hexColor(i int) string {
 // comes from: machine, date, commit and command.
 func checkCaption(t *testing.T, doc svgDoc, what string) {
 	t.Helper()
-	for _, want := range []string{what, "machine: 2 CPUs (Test CPU Model)", "2026-12-07 12:00 UTC", "commit abc1234", "command: go run . -quick", "fixture data"} {
+	for _, want := range []string{what, "machine: 2 CPUs (Test CPU Model), load average at start 0.50 0.40 0.30", "2026-12-07 12:00 UTC", "commit abc1234", "command: go run . -quick", "fixture data"} {
 		if !doc.hasText(want) {
 			t.Errorf("no text %q in the chart; its texts: %q", want, doc.texts)
 		}

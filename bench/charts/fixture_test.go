@@ -11,6 +11,7 @@ func fixture() benchseries.Report {
 	r := benchseries.Report{
 		Tool:    "peers",
 		Machine: "2 CPUs (Test CPU Model)",
+		Load:    "0.50 0.40 0.30",
 		Date:    "2026-12-07 12:00 UTC",
 		Commit:  "commit abc1234",
 		Command: "go run . -quick",

@@ -78,7 +78,8 @@ type options struct {
 
 type bench struct {
 	opts     options
-	started  time.Time
+	started  time.Time // started, load and gitRev describe the run, for the header and the series
+	load     string
 	gitRev   string
 	gen      *workload.Gen
 	relayBin string
@@ -302,14 +303,14 @@ func (b *bench) describe(ctx context.Context) []string {
 	if out, err := exec.CommandContext(ctx, filepath.Join(o.javaHome, "bin", "java"), "-version").CombinedOutput(); err == nil {
 		javaVersion = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
 	}
-	b.started, b.gitRev = time.Now().UTC(), "?"
+	b.started, b.load, b.gitRev = time.Now().UTC(), machine.LoadAvg(), "?"
 	if out, err := exec.CommandContext(ctx, "git", "-C", o.repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		b.gitRev = strings.TrimSpace(string(out))
 	}
 	return []string{
 		"command:   " + commandLine(),
 		fmt.Sprintf("date:      %s", b.started.Format("2006-01-02 15:04 UTC")),
-		fmt.Sprintf("machine:   %s, %s/%s, %s; load average at start %s", machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), machine.LoadAvg()),
+		fmt.Sprintf("machine:   %s, %s/%s, %s; load average at start %s", machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), b.load),
 		fmt.Sprintf("services:  PostgreSQL %s (wal_level=%s, %s), Kafka at %s; one fresh database and one fresh topic (%d partitions) per run",
 			pgVersion, walLevel, dbadmin.Redact(o.dbURL), strings.Join(o.brokers, ","), o.partitions),
 		fmt.Sprintf("java:      %s", javaVersion),

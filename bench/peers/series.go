@@ -16,6 +16,7 @@ func (b *bench) series(results []runResult) benchseries.Report {
 	r := benchseries.Report{
 		Tool:    "peers",
 		Machine: machineCPUs(),
+		Load:    b.load,
 		Date:    b.started.Format("2006-01-02 15:04 UTC"),
 		Commit:  "commit " + b.gitRev,
 		Command: commandLine(),

@@ -28,7 +28,9 @@ type bench struct {
 	// kafkaPorts and pgPort tell the relay child's connections apart.
 	kafkaPorts map[int]bool
 	pgPort     int
-	started    time.Time // the run's start, for the header and the series
+	// started, load and commit describe the run, for the header and the series.
+	started      time.Time
+	load, commit string
 
 	// failures are correctness failures (lost events); the run goes on and
 	// exits non-zero at the end.

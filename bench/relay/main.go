@@ -258,7 +258,7 @@ func run() int {
 			}
 		}
 	}
-	b.started = time.Now().UTC()
+	b.started, b.load, b.commit = time.Now().UTC(), machine.LoadAvg(), codeVersion()
 	res.header = b.describe(ctx, brokers)
 	for _, line := range res.header {
 		fmt.Fprintln(os.Stderr, "bench: "+line)
@@ -380,13 +380,13 @@ func (b *bench) describe(ctx context.Context, brokers []string) []string {
 		"command:  " + commandLine(),
 		fmt.Sprintf("date:     %s", b.started.Format("2006-01-02 15:04 UTC")),
 		fmt.Sprintf("machine:  %s, %s/%s, %s, GOMAXPROCS %d, load average at start %s",
-			machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), machine.LoadAvg()),
+			machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), b.load),
 		fmt.Sprintf("services: PostgreSQL %s; Kafka at %s; one fresh topic per phase, %d partitions, replication factor 1",
 			pgVersion, strings.Join(brokers, ","), o.partitions),
 		fmt.Sprintf("events:   payload %d B, %d aggregates (keys), 1 user header + id, event_type, aggregate_type headers",
 			o.payloadBytes, o.aggregates),
 		fmt.Sprintf("relay:    its own process; relay.Config defaults except BatchSize %s; %d shards; pgxpool MaxConns %d; code %s",
-			batch, relay.NumShards, o.poolConns, codeVersion()),
+			batch, relay.NumShards, o.poolConns, b.commit),
 	}
 }
 

@@ -12,8 +12,9 @@ func (b *bench) series(res *results) benchseries.Report {
 	r := benchseries.Report{
 		Tool:    "relay",
 		Machine: machineCPUs(),
+		Load:    b.load,
 		Date:    b.started.Format("2006-01-02 15:04 UTC"),
-		Commit:  codeVersion(),
+		Commit:  b.commit,
 		Command: commandLine(),
 		Note:    "systems: the relay reading the outbox table (table) or its slot (WAL); the relay runs in its own process",
 	}

@@ -21,6 +21,9 @@ type Report struct {
 	Tool string `json:"tool"`
 	// Machine is the CPU count and model, as the benchmark's header prints it.
 	Machine string `json:"machine"`
+	// Load is the machine's load average (1, 5, 15 minutes) when the run
+	// started: a loaded machine gives figures not worth comparing.
+	Load string `json:"load"`
 	// Date is when the run started, in UTC.
 	Date string `json:"date"`
 	// Commit is the code measured.
