@@ -248,6 +248,8 @@ func drainChart(r benchseries.Report) ([]byte, error) {
 		last := d.Samples[len(d.Samples)-1]
 		p.Legend.Add(fmt.Sprintf("%s: %s in %.2f s", d.System, thousands(int(last.Delivered)), last.Seconds), line)
 	}
+	// Room above the lines for the legend, one row per system.
+	p.Y.Max *= 1 + 0.07*float64(len(r.Drain))
 	return render(caption(r, "Drain progress per system: events delivered over time, "+r.Tool+" benchmark"), []*plot.Plot{p})
 }
 
