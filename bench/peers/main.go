@@ -24,7 +24,10 @@
 // 100k events; peak RSS is VmHWM. Afterwards the whole topic is read back and
 // checked: lost events, per-aggregate reordering, duplicates. The order of
 // the systems alternates between repeats; the report gives the median and the
-// min-max of each figure.
+// min-max of each figure. With -series FILE it also writes the raw series of
+// the charts as JSON (internal/benchseries: latency curves per system and
+// rate, drain progress sampled every 100ms, CPU per event and peak RSS);
+// bench/charts draws them.
 package main
 
 import (

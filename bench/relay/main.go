@@ -45,6 +45,11 @@
 // relay child. After each phase the records on its topic (sum of end
 // offsets) are compared with the events written: duplicates are allowed,
 // losses make the program exit 1. Figures never fail the run.
+//
+// With -series FILE it also writes the raw series of the charts as JSON
+// (internal/benchseries: the latency curve of each mode and rate, the
+// drains' progress sampled every 100ms, the relay child's CPU per event and
+// peak RSS); bench/charts draws them.
 package main
 
 import (
