@@ -49,20 +49,24 @@ cluster-tests:
 	    | grep -E '^(=== RUN|--- |\s+cluster_test|PASS|FAIL|ok)'; rc=$${PIPESTATUS[0]}; \
 	  scripts/services.sh cluster-down; exit $$rc
 
-## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers and deploy included; go.mod tidy
-## (the root's and deploy's); no build output tracked (scripts/check-tracked.sh: no executable binary, no file over 1 MiB)
+## check: gofmt, go vet and golangci-lint (.golangci.yml) on every module, bench/peers, bench/charts and deploy included;
+## go.mod tidy (the root's, deploy's and bench/charts'); no build output tracked (scripts/check-tracked.sh: no executable
+## binary, no file over 1 MiB)
 check: golangci-lint
 	@scripts/check-tracked.sh
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	@cd deploy && { $(GO) mod tidy -diff >/dev/null || { echo "deploy/go.mod or go.sum is not tidy: run go mod tidy in deploy"; $(GO) mod tidy -diff; exit 1; }; }
+	@cd bench/charts && { $(GO) mod tidy -diff >/dev/null || { echo "bench/charts/go.mod or go.sum is not tidy: run go mod tidy in bench/charts"; $(GO) mod tidy -diff; exit 1; }; }
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd bench/peers && $(GO) vet ./...
 	cd deploy && $(GO) vet ./...
+	cd bench/charts && $(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
 	cd bench/peers && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 	cd deploy && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
+	cd bench/charts && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(HOME)/.cache/outboxkit/bin/golangci-lint-$(GOLANGCI_LINT_VERSION)
@@ -193,13 +197,21 @@ bench-inbox: services
 
 .PHONY: bench-relay bench-relay-quick
 
-## bench-relay: relay throughput vs a bare kafka-go ceiling, latency, drain rate, RSS (docs/benchmarks.md); BENCH_RELAY_FLAGS adds flags
-bench-relay: services
-	$(GO) run ./bench/relay -events 1000000 -small-backlog 10000 -steady-duration 20s -rates 1000,5000 -rate-duration 20s -partitions 12 $(BENCH_RELAY_FLAGS)
+# The benchmarks write their raw series (JSON) here, and bench/charts draws
+# the SVG charts docs/benchmarks.md shows from them.
+BENCH_CHARTS := docs/bench
+BENCH_CHARTS_RUN = cd bench/charts && $(GO) run . -o ../../$(BENCH_CHARTS)
 
-## bench-relay-quick: the same at tiny sizes (20k backlog, 5s phases), a smoke run
+## bench-relay: relay throughput vs a bare kafka-go ceiling, latency, drain rate, RSS (docs/benchmarks.md), then its charts
+## (docs/bench/relay-*.svg); BENCH_RELAY_FLAGS adds flags
+bench-relay: services
+	$(GO) run ./bench/relay -events 1000000 -small-backlog 10000 -steady-duration 20s -rates 1000,5000 -rate-duration 20s -partitions 12 -series $(BENCH_CHARTS)/relay.json $(BENCH_RELAY_FLAGS)
+	$(BENCH_CHARTS_RUN) ../../$(BENCH_CHARTS)/relay.json
+
+## bench-relay-quick: the same at tiny sizes (20k backlog, 5s phases), a smoke run; its charts replace the full run's
 bench-relay-quick: services
-	$(GO) run ./bench/relay -quick $(BENCH_RELAY_FLAGS)
+	$(GO) run ./bench/relay -quick -series $(BENCH_CHARTS)/relay.json $(BENCH_RELAY_FLAGS)
+	$(BENCH_CHARTS_RUN) ../../$(BENCH_CHARTS)/relay.json
 
 .PHONY: chaos chaos-short chaos-short-wal chaos-cluster chaos-pg-failover chaos-pg-failover-wal
 
@@ -275,8 +287,10 @@ bench-peers bench-peers-quick: export KAFKA_BROKERS ?= 127.0.0.1:9092
 ## cluster of `make postgres-logical` (127.0.0.1:5433) and the same Kafka; 20-30 minutes on 2 cores
 ## (docs/benchmarks.md, "Peers"); BENCH_PEERS_FLAGS adds flags (cd bench/peers && go run . -h)
 bench-peers: services postgres-logical $(PEERS_DEBEZIUM)/target/debezium-relay.jar
-	cd bench/peers && $(GO) run . -repeats 3 -phase 10s -backlog 100000 $(BENCH_PEERS_FLAGS)
+	cd bench/peers && $(GO) run . -repeats 3 -phase 10s -backlog 100000 -series ../../$(BENCH_CHARTS)/peers.json $(BENCH_PEERS_FLAGS)
+	$(BENCH_CHARTS_RUN) ../../$(BENCH_CHARTS)/peers.json
 
 ## bench-peers-quick: the same at tiny sizes (5k backlog, 5 s phases, 1 repeat), a smoke run
 bench-peers-quick: services postgres-logical $(PEERS_DEBEZIUM)/target/debezium-relay.jar
-	cd bench/peers && $(GO) run . -quick $(BENCH_PEERS_FLAGS)
+	cd bench/peers && $(GO) run . -quick -series ../../$(BENCH_CHARTS)/peers.json $(BENCH_PEERS_FLAGS)
+	$(BENCH_CHARTS_RUN) ../../$(BENCH_CHARTS)/peers.json

@@ -24,7 +24,10 @@
 // 100k events; peak RSS is VmHWM. Afterwards the whole topic is read back and
 // checked: lost events, per-aggregate reordering, duplicates. The order of
 // the systems alternates between repeats; the report gives the median and the
-// min-max of each figure.
+// min-max of each figure. With -series FILE it also writes the raw series of
+// the charts as JSON (internal/benchseries: latency curves per system and
+// rate, drain progress sampled every 100ms, CPU per event and peak RSS);
+// bench/charts draws them.
 package main
 
 import (
@@ -44,6 +47,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/machine"
 	"github.com/outboxkit/outboxkit/internal/uniq"
@@ -71,11 +75,15 @@ type options struct {
 	debeziumDir   string
 	javaHome      string
 	out           string
+	series        string
 	quick         bool
 }
 
 type bench struct {
 	opts     options
+	started  time.Time // started, load and gitRev describe the run, for the header and the series
+	load     string
+	gitRev   string
 	gen      *workload.Gen
 	relayBin string
 	binDir   string
@@ -121,6 +129,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&tunedRelay, "outboxkit-tuned-env", strings.Join(tunedRelayEnv, ","), "environment of outboxkit-tuned's relay (comma-separated NAME=value)")
 	fs.StringVar(&tunedDbz, "debezium-tuned-props", strings.Join(tunedDebezium, ","), "engine properties debezium-tuned adds (comma-separated key=value)")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
+	fs.StringVar(&o.series, "series", "", "also write the raw series (latency curves, drain progress, CPU and RSS per system) as JSON to `file`, for bench/charts")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -warmup 2s -phase 5s -backlog 5000 -repeats 1 (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -231,6 +240,13 @@ func mainRun() int {
 			fmt.Fprintf(os.Stderr, "peers: %v\n", err)
 		}
 	}
+	if opts.series != "" {
+		if err := benchseries.Write(opts.series, b.series(results)); err != nil {
+			fmt.Fprintf(os.Stderr, "peers: %v\n", err)
+			return 1
+		}
+		progress("wrote the raw series to %s", opts.series)
+	}
 	if failed || ctx.Err() != nil {
 		return 1
 	}
@@ -280,7 +296,6 @@ func (b *bench) deleteTopics() {
 // describe returns the report's header: command, machine, versions, sizes.
 func (b *bench) describe(ctx context.Context) []string {
 	o := b.opts
-	args := append([]string{"go run ."}, os.Args[1:]...)
 	pgVersion, walLevel := "?", "?"
 	if out, err := exec.CommandContext(ctx, "psql", o.dbURL, "-Atqc", "SELECT current_setting('wal_level') || ' ' || current_setting('server_version')").Output(); err == nil {
 		if lvl, ver, ok := strings.Cut(strings.TrimSpace(string(out)), " "); ok {
@@ -291,21 +306,31 @@ func (b *bench) describe(ctx context.Context) []string {
 	if out, err := exec.CommandContext(ctx, filepath.Join(o.javaHome, "bin", "java"), "-version").CombinedOutput(); err == nil {
 		javaVersion = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
 	}
-	gitRev := "?"
+	b.started, b.load, b.gitRev = time.Now().UTC(), machine.LoadAvg(), "?"
 	if out, err := exec.CommandContext(ctx, "git", "-C", o.repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
-		gitRev = strings.TrimSpace(string(out))
+		b.gitRev = strings.TrimSpace(string(out))
 	}
 	return []string{
-		"command:   (cd bench/peers && " + strings.Join(args, " ") + ")",
-		fmt.Sprintf("date:      %s", time.Now().UTC().Format("2006-01-02 15:04 UTC")),
-		fmt.Sprintf("machine:   %d CPUs (%s), %s/%s, %s; load average at start %s", runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), machine.LoadAvg()),
+		"command:   " + commandLine(),
+		fmt.Sprintf("date:      %s", b.started.Format("2006-01-02 15:04 UTC")),
+		fmt.Sprintf("machine:   %s, %s/%s, %s; load average at start %s", machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), b.load),
 		fmt.Sprintf("services:  PostgreSQL %s (wal_level=%s, %s), Kafka at %s; one fresh database and one fresh topic (%d partitions) per run",
 			pgVersion, walLevel, dbadmin.Redact(o.dbURL), strings.Join(o.brokers, ","), o.partitions),
 		fmt.Sprintf("java:      %s", javaVersion),
 		fmt.Sprintf("workload:  %d-byte payloads, %d aggregates (keys), %d writers (one per aggregate group), warm-up %s at %d/s, phases of %s at %s events/s and steady at full speed, backlog %d; %d repeat(s), order alternating",
 			o.payloadBytes, o.aggregates, o.producers, o.warmup, o.rates[0], o.phase, joinInts(o.rates), o.backlog, o.repeats),
-		fmt.Sprintf("outboxkit: commit %s", gitRev),
+		fmt.Sprintf("outboxkit: commit %s", b.gitRev),
 	}
+}
+
+// commandLine is how the benchmark was started, from the repository's root.
+func commandLine() string {
+	return "(cd bench/peers && " + strings.Join(append([]string{"go run ."}, os.Args[1:]...), " ") + ")"
+}
+
+// machineCPUs is the machine's CPU count and model.
+func machineCPUs() string {
+	return fmt.Sprintf("%d CPUs (%s)", runtime.NumCPU(), machine.CPUModel())
 }
 
 func envOr(k, def string) string {

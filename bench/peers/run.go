@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/machine"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/uniq"
@@ -27,6 +28,7 @@ type phaseResult struct {
 	complete bool    // every event arrived within the tail timeout
 	p50, p99 time.Duration
 	pmax     time.Duration
+	lat      []time.Duration // sorted, for the latency chart
 }
 
 // runResult is one run of one system.
@@ -45,6 +47,7 @@ type runResult struct {
 	drainStartup  time.Duration // process start -> first drained event received
 	drainRate     float64       // events/s, first to last drained event received
 	drainComplete bool
+	drainProgress []benchseries.Progress // events received since the process started
 
 	cpuPer100k float64 // CPU seconds of the system's processes per 100k events
 	cpuEvents  int64
@@ -127,7 +130,7 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 		}
 		lat := t.latencies(s)
 		pr := phaseResult{rate: o.rates[k], written: s.written.Load(), received: s.received.Load(), achieved: achieved,
-			complete: ok, p50: workload.Quantile(lat, 0.5), p99: workload.Quantile(lat, 0.99)}
+			complete: ok, p50: workload.Quantile(lat, 0.5), p99: workload.Quantile(lat, 0.99), lat: lat}
 		if len(lat) > 0 {
 			pr.pmax = lat[len(lat)-1]
 		}
@@ -181,10 +184,12 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 		return res
 	}
 	var cpuA time.Duration
+	sampler := benchseries.NewSampler(c.started)
 	check := func() error {
 		if cpuA == 0 && drain.firstRx.Load() != 0 {
 			cpuA = max(machine.TreeCPU(c.pid), 1)
 		}
+		sampler.Add(time.Now(), drain.received.Load(), false)
 		return c.alive()
 	}
 	ok, err = t.waitDelivered(ctx, drain, o.drainTimeout, check)
@@ -200,6 +205,8 @@ func (b *bench) runOnce(ctx context.Context, sys system, repeat, position int) (
 	if !ok {
 		last = time.Duration(t.now())
 	}
+	sampler.Add(t.base.Add(last), drain.received.Load(), true)
+	res.drainProgress = sampler.Samples()
 	if first > 0 {
 		res.drainStartup = first - startAt
 		res.drainRate = float64(drain.received.Load()) / max(last-first, time.Millisecond).Seconds()

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/workload"
 	"github.com/outboxkit/outboxkit/outbox"
 )
@@ -27,6 +28,9 @@ type bench struct {
 	// kafkaPorts and pgPort tell the relay child's connections apart.
 	kafkaPorts map[int]bool
 	pgPort     int
+	// started, load and commit describe the run, for the header and the series.
+	started      time.Time
+	load, commit string
 
 	// failures are correctness failures (lost events); the run goes on and
 	// exits non-zero at the end.
@@ -155,4 +159,37 @@ func (b *bench) watchFirstRecord(ctx context.Context, topic string) <-chan time.
 		ch <- time.Now()
 	}()
 	return ch
+}
+
+// sampleProgress polls the end offsets of topic every 100ms, counting from
+// start (the relay child's start), until done is called with the time and
+// count at which the phase saw the drain complete; done returns the samples.
+func (b *bench) sampleProgress(ctx context.Context, topic string, start time.Time) (done func(at time.Time, n int64) []benchseries.Progress) {
+	s := benchseries.NewSampler(start)
+	var mu sync.Mutex
+	sctx, stop := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(s.Interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+			}
+			if n, err := b.kafka.records(sctx, topic); err == nil {
+				mu.Lock()
+				s.Add(time.Now(), n, false)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func(at time.Time, n int64) []benchseries.Progress {
+		stop()
+		<-finished
+		s.Add(at, n, true)
+		return s.Samples()
+	}
 }

@@ -45,6 +45,11 @@
 // relay child. After each phase the records on its topic (sum of end
 // offsets) are compared with the events written: duplicates are allowed,
 // losses make the program exit 1. Figures never fail the run.
+//
+// With -series FILE it also writes the raw series of the charts as JSON
+// (internal/benchseries: the latency curve of each mode and rate, the
+// drains' progress sampled every 100ms, the relay child's CPU per event and
+// peak RSS); bench/charts draws them.
 package main
 
 import (
@@ -63,6 +68,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/machine"
 	"github.com/outboxkit/outboxkit/internal/workload"
@@ -87,6 +93,7 @@ type options struct {
 	latencyProducers int
 	standbys         string
 	cpuprofile       string
+	series           string
 	quick            bool
 	phases           map[string]bool
 }
@@ -120,6 +127,7 @@ func parseFlags() (options, error) {
 	fs.StringVar(&o.standbys, "standbys", "", "also run each table mode latency phase with relay.Config.Standbys set to these standbys (comma-separated application_names; the database must stream to them), to measure what the setting costs")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each relay child to `prefix`-<phase>.pprof")
 	fs.StringVar(&phases, "phases", "ceiling,drain,steady,latency,wal,wal-latency", "phases to run, comma-separated (the figures of a partial run are partial); wal and wal-latency are the drains and the latency phases in WAL mode, on the wal_level=logical cluster (OUTBOXKIT_LOGICAL_URL)")
+	fs.StringVar(&o.series, "series", "", "also write the raw series (latency curves, drain progress, CPU and RSS) as JSON to `file`, for bench/charts")
 	fs.BoolVar(&o.quick, "quick", false, "smoke run: -events 20000 -small-backlog 5000 -steady-duration 5s -rate-duration 5s (explicit flags win)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return o, err
@@ -255,6 +263,7 @@ func run() int {
 			}
 		}
 	}
+	b.started, b.load, b.commit = time.Now().UTC(), machine.LoadAvg(), codeVersion()
 	res.header = b.describe(ctx, brokers)
 	for _, line := range res.header {
 		fmt.Fprintln(os.Stderr, "bench: "+line)
@@ -266,6 +275,13 @@ func run() int {
 		return 1
 	}
 	b.report(res)
+	if opts.series != "" {
+		if err := benchseries.Write(opts.series, b.series(res)); err != nil {
+			fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote the raw series to %s\n", opts.series)
+	}
 	if len(b.failures) > 0 {
 		return 1
 	}
@@ -356,6 +372,31 @@ func (b *bench) runPhases(ctx context.Context, res *results) error {
 
 // describe returns the header lines: command, machine, services, sizes.
 func (b *bench) describe(ctx context.Context, brokers []string) []string {
+	var pgVersion string
+	if err := b.pool.QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
+		pgVersion = "?"
+	}
+	o := b.opts
+	batch := fmt.Sprintf("%d (default)", relay.DefaultBatchSize)
+	if o.batchSize > 0 {
+		batch = strconv.Itoa(o.batchSize)
+	}
+	return []string{
+		"command:  " + commandLine(),
+		fmt.Sprintf("date:     %s", b.started.Format("2006-01-02 15:04 UTC")),
+		fmt.Sprintf("machine:  %s, %s/%s, %s, GOMAXPROCS %d, load average at start %s",
+			machineCPUs(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), b.load),
+		fmt.Sprintf("services: PostgreSQL %s; Kafka at %s; one fresh topic per phase, %d partitions, replication factor 1",
+			pgVersion, strings.Join(brokers, ","), o.partitions),
+		fmt.Sprintf("events:   payload %d B, %d aggregates (keys), 1 user header + id, event_type, aggregate_type headers",
+			o.payloadBytes, o.aggregates),
+		fmt.Sprintf("relay:    its own process; relay.Config defaults except BatchSize %s; %d shards; pgxpool MaxConns %d; code %s",
+			batch, relay.NumShards, o.poolConns, b.commit),
+	}
+}
+
+// commandLine is how the benchmark was started, as a shell would read it.
+func commandLine() string {
 	cmd := os.Args[0]
 	if strings.Contains(cmd, "go-build") {
 		cmd = "go run ./bench/relay"
@@ -367,27 +408,12 @@ func (b *bench) describe(ctx context.Context, brokers []string) []string {
 		}
 		args = append(args, a)
 	}
-	var pgVersion string
-	if err := b.pool.QueryRow(ctx, "SHOW server_version").Scan(&pgVersion); err != nil {
-		pgVersion = "?"
-	}
-	o := b.opts
-	batch := fmt.Sprintf("%d (default)", relay.DefaultBatchSize)
-	if o.batchSize > 0 {
-		batch = strconv.Itoa(o.batchSize)
-	}
-	return []string{
-		"command:  " + strings.Join(args, " "),
-		fmt.Sprintf("date:     %s", time.Now().UTC().Format("2006-01-02 15:04 UTC")),
-		fmt.Sprintf("machine:  %d CPUs (%s), %s/%s, %s, GOMAXPROCS %d, load average at start %s",
-			runtime.NumCPU(), machine.CPUModel(), runtime.GOOS, runtime.GOARCH, runtime.Version(), runtime.GOMAXPROCS(0), machine.LoadAvg()),
-		fmt.Sprintf("services: PostgreSQL %s; Kafka at %s; one fresh topic per phase, %d partitions, replication factor 1",
-			pgVersion, strings.Join(brokers, ","), o.partitions),
-		fmt.Sprintf("events:   payload %d B, %d aggregates (keys), 1 user header + id, event_type, aggregate_type headers",
-			o.payloadBytes, o.aggregates),
-		fmt.Sprintf("relay:    its own process; relay.Config defaults except BatchSize %s; %d shards; pgxpool MaxConns %d; code %s",
-			batch, relay.NumShards, o.poolConns, codeVersion()),
-	}
+	return strings.Join(args, " ")
+}
+
+// machineCPUs is the machine's CPU count and model.
+func machineCPUs() string {
+	return fmt.Sprintf("%d CPUs (%s)", runtime.NumCPU(), machine.CPUModel())
 }
 
 // codeVersion names the commit measured, and says when the code the

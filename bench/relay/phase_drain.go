@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 )
 
 // drainResult is one backlog drain.
@@ -15,6 +17,7 @@ type drainResult struct {
 	first     time.Duration // relay started -> first record on the topic
 	mem       memStatus
 	cpu       cpuShare
+	progress  []benchseries.Progress // records on the topic since the child's start
 }
 
 func (r drainResult) rate() float64 { return float64(r.events) / r.dur.Seconds() }
@@ -64,7 +67,9 @@ func (b *bench) drain(ctx context.Context, phase string, n int) (drainResult, ch
 	defer func() { _ = c.stop() }() // covers early returns; a no-op after the stop below
 	snapA := takeCPUSnapshot()
 	firstAt := b.watchFirstRecord(ctx, topic)
+	sampled := b.sampleProgress(ctx, topic, c.started)
 	emptyAt, err := b.waitEmpty(ctx, c)
+	res.progress = sampled(emptyAt, int64(n))
 	if err != nil {
 		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/workload"
 	"github.com/outboxkit/outboxkit/outbox"
 )
@@ -35,6 +36,8 @@ type latencyResult struct {
 	toRecv50, toRecv99       time.Duration
 	mem                      memStatus
 	cpu                      cpuShare
+	curve                    []benchseries.Point // for the latency chart
+	measured                 int                 // events both committed and received: the curve's sample
 }
 
 // mode names the relay's source.
@@ -254,6 +257,7 @@ func (k *latencyClock) summarize(res *latencyResult) {
 		lat = append(lat, d)
 	}
 	slices.Sort(lat)
+	res.curve, res.measured = benchseries.Curve(lat), len(lat)
 	res.p50, res.p99, res.p999 = workload.Quantile(lat, 0.50), workload.Quantile(lat, 0.99), workload.Quantile(lat, 0.999)
 	if len(lat) > 0 {
 		res.pmax = lat[len(lat)-1]

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/benchseries"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 	"github.com/outboxkit/outboxkit/outbox"
@@ -102,12 +103,14 @@ func (b *bench) walDrain(ctx context.Context, n int) (drainResult, check, error)
 	defer func() { _ = c.stop() }()
 	snapA := takeCPUSnapshot()
 	firstAt := b.watchFirstRecord(ctx, topic)
+	sampler := benchseries.NewSampler(c.started)
 	var records int64
 	lastChange, last := time.Now(), int64(-1)
 	for records < int64(n) {
 		if records, err = b.kafka.records(ctx, topic); err != nil {
 			return res, check{}, err
 		}
+		sampler.Add(time.Now(), records, records >= int64(n))
 		if err := c.alive(); err != nil {
 			return res, check{}, fmt.Errorf("%s: %w", phase, err)
 		}
@@ -119,6 +122,7 @@ func (b *bench) walDrain(ctx context.Context, n int) (drainResult, check, error)
 		time.Sleep(10 * time.Millisecond)
 	}
 	res.dur = time.Since(c.started)
+	res.progress = sampler.Samples()
 	res.first = (<-firstAt).Sub(c.started)
 	res.mem = b.childStatus(c.pid)
 	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
