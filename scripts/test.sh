@@ -50,7 +50,8 @@ m() { $MAKE --no-print-directory "$@"; }
 
 go_test() {
 	env OUTBOXKIT_GOOSE="$GOOSE" $GO test -race -count=1 -timeout 20m ./... &&
-		(cd deploy && $GO test -count=1 ./...)
+		(cd deploy && $GO test -count=1 ./...) &&
+		(cd bench/charts && $GO test -count=1 ./...)
 }
 
 # stage NAME LANE1 LANE2: LANE1 and LANE2 are shell functions; LANE2 runs in
