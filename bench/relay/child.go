@@ -34,6 +34,9 @@ const (
 	childSourceEnv    = "OUTBOXKIT_BENCH_RELAY_SOURCE"
 	childStandbysEnv  = "OUTBOXKIT_BENCH_RELAY_STANDBYS"
 	childStartedToken = "relay-started"
+	// childAppName is the application_name of the child's pool connections;
+	// its lock connection names itself "outbox-relay <host> <pid>".
+	childAppName = "outboxkit-bench-relay-child"
 )
 
 // childMain is the relay child: relay default config except BatchSize (0
@@ -60,6 +63,8 @@ func childMain() int {
 		return fail(err)
 	}
 	pcfg.MaxConns = int32(conns) //nolint:gosec // G109: conns is a connection count from our own flag, far below 2^31
+	// The parent finds the child's backends by this name (relayBackends).
+	pcfg.ConnConfig.RuntimeParams["application_name"] = childAppName
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fail(err)
