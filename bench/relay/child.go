@@ -29,6 +29,7 @@ const (
 	childDBEnv        = "OUTBOXKIT_BENCH_RELAY_DB"
 	childBrokersEnv   = "OUTBOXKIT_BENCH_RELAY_BROKERS"
 	childBatchEnv     = "OUTBOXKIT_BENCH_RELAY_BATCH_SIZE"
+	childLanesEnv     = "OUTBOXKIT_BENCH_RELAY_LANES"
 	childConnsEnv     = "OUTBOXKIT_BENCH_RELAY_POOL_CONNS"
 	childProfileEnv   = "OUTBOXKIT_BENCH_RELAY_CPUPROFILE"
 	childSourceEnv    = "OUTBOXKIT_BENCH_RELAY_SOURCE"
@@ -54,6 +55,10 @@ func childMain() int {
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", childBatchEnv, err))
 	}
+	lanes, err := strconv.Atoi(os.Getenv(childLanesEnv))
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", childLanesEnv, err))
+	}
 	conns, err := strconv.Atoi(os.Getenv(childConnsEnv))
 	if err != nil || conns < 1 {
 		return fail(fmt.Errorf("%s must be a positive integer", childConnsEnv))
@@ -75,6 +80,7 @@ func childMain() int {
 	r, err := relay.New(pool, relay.Config{
 		Brokers:   splitBrokers(os.Getenv(childBrokersEnv)),
 		BatchSize: batch,
+		Lanes:     lanes,
 		Logger:    log,
 		Source:    relay.Source(os.Getenv(childSourceEnv)),
 		Standbys:  splitBrokers(os.Getenv(childStandbysEnv)),
@@ -116,6 +122,7 @@ type childSettings struct {
 	dbURL      string
 	brokers    []string
 	batchSize  int
+	lanes      int // relay.Config.Lanes; 0 for the default
 	poolConns  int
 	cpuprofile string // prefix; "" for none
 	source     string // relay.Config.Source; "" for table mode
@@ -135,6 +142,7 @@ func startChild(ctx context.Context, s childSettings, phase string) (*relayChild
 		childDBEnv+"="+s.dbURL,
 		childBrokersEnv+"="+strings.Join(s.brokers, ","),
 		childBatchEnv+"="+strconv.Itoa(s.batchSize),
+		childLanesEnv+"="+strconv.Itoa(s.lanes),
 		childConnsEnv+"="+strconv.Itoa(s.poolConns),
 		childSourceEnv+"="+s.source,
 		childStandbysEnv+"="+s.standbys,
