@@ -196,6 +196,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			}
 			continue
 		}
+		if more {
+			// The lane reads again once this batch is settled, whatever
+			// the poller sees: its shards need no polling meanwhile.
+			l.draining.Store(true)
+		}
 		send, nextHold := pick(batch, holds)
 		if len(send) == 0 {
 			if nextHold.IsZero() {
