@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,13 @@ type lane struct {
 	// the lane publishes nothing while it does not.
 	lease *lease
 	src   source
+
+	// draining says the lane reads again as soon as its batch is settled:
+	// its last read hit its cap. A wake-up would change nothing, so the
+	// poller leaves its shards out (shardSet.owned); on a drain the poller
+	// would otherwise probe all owned shards every MinPollInterval, a
+	// database cost per poll that the lanes' reads make useless.
+	draining atomic.Bool
 
 	mu     sync.Mutex
 	shards map[int]*shardHandle
@@ -53,16 +61,35 @@ func (l *lane) poke() {
 }
 
 // active drops the shards being released (the lane is between batches, so it
-// no longer touches them) and returns the others.
-func (l *lane) active() []int {
+// no longer touches them) and returns the others. Before it lets go of a
+// shard it calls flush, outside its lock, to record the acknowledgements
+// its source put off, so that the shard's next owner does not read those
+// events again. A shard whose release it sees only after that is not read,
+// and is let go of on the next call.
+func (l *lane) active(flush func()) []int {
+	l.mu.Lock()
+	releasing := false
+	for _, h := range l.shards {
+		select {
+		case <-h.stop:
+			releasing = true
+		default:
+		}
+	}
+	l.mu.Unlock()
+	if releasing {
+		flush()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]int, 0, len(l.shards))
 	for s, h := range l.shards {
 		select {
 		case <-h.stop:
-			delete(l.shards, s)
-			close(h.done)
+			if releasing {
+				delete(l.shards, s)
+				close(h.done)
+			}
 		default:
 			out = append(out, s)
 		}
@@ -81,18 +108,38 @@ func (l *lane) releaseAll() {
 	}
 }
 
+// flushTimeout bounds the delete of published events when a lane waits or
+// stops (runLane's flush).
+const flushTimeout = 2 * time.Second
+
 // runLane publishes the lane's shards until its softStop closes (after
 // finishing the batch in hand) or ctx is cancelled (at once).
 func (r *Relay) runLane(ctx context.Context, l *lane) {
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
 	backoff := time.Duration(0)
+	// flush records the acknowledgements the source put off for the next
+	// read (tableSource.ack). On a stop it still runs, briefly: the events
+	// are on Kafka, and their rows would be published again.
+	flush := func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+		defer cancel()
+		if err := l.src.flush(fctx); err != nil {
+			r.log.WarnContext(ctx, "delete published events failed; they will be sent again", "error", err)
+		}
+	}
+	defer flush()
 	var timer *time.Timer
 	wait := func(d time.Duration, wakeable bool) bool {
 		wake := l.wake
 		if !wakeable {
 			wake = nil
 		}
+		// Whatever the lane waits for, it reads again only after the wait:
+		// the poller must look at its shards again, and what the source
+		// put off is recorded now.
+		l.draining.Store(false)
+		flush()
 		if timer == nil {
 			timer = time.NewTimer(d)
 		} else {
@@ -130,7 +177,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			return
 		default:
 		}
-		shards := l.active()
+		shards := l.active(flush)
 		if len(shards) == 0 {
 			if !wait(time.Minute, true) {
 				return
@@ -148,6 +195,11 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 				return
 			}
 			continue
+		}
+		if more {
+			// The lane reads again once this batch is settled, whatever
+			// the poller sees: its shards need no polling meanwhile.
+			l.draining.Store(true)
 		}
 		send, nextHold := pick(batch, holds)
 		if len(send) == 0 {
@@ -194,11 +246,13 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			// (every MinPollInterval while events flow) rather than reading
 			// again at once, so batches fill up under a steady trickle.
 			backoff = 0
+			l.draining.Store(false)
 			if !wait(r.cfg.MaxPollInterval*10, true) {
 				return
 			}
 		default:
 			backoff = 0
+			l.draining.Store(true)
 		}
 	}
 }

@@ -359,6 +359,8 @@ func (m *memSource) ack(_ context.Context, events []event) error {
 	return nil
 }
 
+func (m *memSource) flush(context.Context) error { return nil }
+
 func (m *memSource) park(_ context.Context, e *event, attempts int, _ error) error {
 	m.parked[e.key()] = attempts
 	return nil

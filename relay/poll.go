@@ -12,12 +12,20 @@ import (
 // lanes: every MinPollInterval while events keep coming, backing off to
 // MaxPollInterval when the outbox is idle. No trigger or NOTIFY sits in the
 // writers' transactions.
-func (r *Relay) pollLoop(ctx context.Context, owned func() []int16, wake func(shard int)) {
+//
+// Shards whose lanes are draining a backlog are left out (owned says so):
+// such a lane reads again as soon as it is done with its batch. While any is
+// left out the interval stays at MinPollInterval, so that a lane that has
+// caught up is polled for at once.
+func (r *Relay) pollLoop(ctx context.Context, owned func() ([]int16, bool), wake func(shard int)) {
 	interval := r.cfg.MinPollInterval
 	for wait.Sleep(ctx, interval) {
-		shards := owned()
+		shards, skipped := owned()
 		if len(shards) == 0 {
 			interval = r.cfg.MaxPollInterval
+			if skipped {
+				interval = r.cfg.MinPollInterval
+			}
 			continue
 		}
 		rows, err := r.pool.Query(ctx, pendingShards, shards)
@@ -35,7 +43,7 @@ func (r *Relay) pollLoop(ctx context.Context, owned func() []int16, wake func(sh
 		for _, s := range pending {
 			wake(int(s))
 		}
-		if len(pending) > 0 {
+		if len(pending) > 0 || skipped {
 			interval = r.cfg.MinPollInterval
 		} else {
 			interval = min(interval*2, r.cfg.MaxPollInterval)

@@ -30,17 +30,24 @@ func newShardSet(lanes []*lane) *shardSet {
 	return &shardSet{lanes: lanes, handles: map[int]*shardHandle{}}
 }
 
-// owned returns the shards not being released, for the poller.
-func (s *shardSet) owned() []int16 {
+// owned returns the shards the poller should look at: those not being
+// released whose lane is not draining (a draining lane reads again without
+// a wake-up). skipped says whether it left out any shard for that reason.
+func (s *shardSet) owned() (out []int16, skipped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]int16, 0, len(s.handles))
+	out = make([]int16, 0, len(s.handles))
 	for shard, h := range s.handles {
-		if !h.stopped {
-			out = append(out, int16(shard))
+		if h.stopped {
+			continue
 		}
+		if h.lane.draining.Load() {
+			skipped = true
+			continue
+		}
+		out = append(out, int16(shard))
 	}
-	return out
+	return out, skipped
 }
 
 // wake tells the lane of shard that the shard has pending events.

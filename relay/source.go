@@ -27,8 +27,13 @@ type source interface {
 	read(ctx context.Context, shards []int) (events []event, more bool, err error)
 	// ack records that events, in the order given, were published: they
 	// are not read again. An error means they may be read and published
-	// again, a duplicate, never a loss.
+	// again, a duplicate, never a loss. A source may put the record off
+	// until its next read, which still never returns them, or until flush.
 	ack(ctx context.Context, events []event) error
+	// flush records what ack put off. The lane calls it before it waits,
+	// lets go of a shard or stops: a put-off record must not outlive the
+	// lane's ownership of the events' shards, nor wait on an idle lane.
+	flush(ctx context.Context) error
 	// park sets e's aggregate aside after Kafka refused e for good: its
 	// events stay, unread, until an operator retries or skips it
 	// (docs/design.md §2.7).
@@ -54,6 +59,13 @@ type tableSource struct {
 	// standbys, when set, holds a read's events until the standbys
 	// flushed their commits (Config.Standbys).
 	standbys *standbyGate
+	// more says the last read hit its cap: the lane reads again as soon as
+	// its batch is settled. ack then leaves the delete to that read, which
+	// sends it first in its own round trip.
+	more bool
+	// acked are the seqs of published events whose delete waits for the
+	// next read (or flush).
+	acked []int64
 }
 
 func newTableSource(pool *pgxpool.Pool, batchSize int, standbys *standbyGate) *tableSource {
@@ -67,9 +79,11 @@ func newTableSource(pool *pgxpool.Pool, batchSize int, standbys *standbyGate) *t
 func (t *tableSource) read(ctx context.Context, shards []int) ([]event, bool, error) {
 	perShard := max(t.batchSize/max(t.nonEmpty, 1), 16)
 	events, nonEmpty, more, err := t.readShards(ctx, shards, perShard)
+	t.more = more && err == nil
 	if err != nil {
 		return nil, false, err
 	}
+	t.acked = t.acked[:0] // deleted in the read's round trip
 	t.nonEmpty = nonEmpty
 	return events, more, nil
 }
@@ -97,6 +111,17 @@ func (t *tableSource) markHeld(ctx context.Context, held []int64) (bool, error) 
 func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int) (_ []event, nonEmpty int, more bool, err error) {
 	shardBytes := max(maxReadBytes/len(shards), minShardReadBytes)
 	b := &pgx.Batch{}
+	// The delete of the events published since the last read goes first:
+	// one round trip instead of two. The statements of a batch share one
+	// implicit transaction, so the reads after it do not see those rows;
+	// when anything in the batch fails, none of it happened, and those
+	// rows are published again: a duplicate, never a loss.
+	// On an error they stay in acked: the lane's flush deletes them
+	// before it waits, or when it stops.
+	deletes := len(t.acked) > 0
+	if deletes {
+		b.Queue(deleteSeqs, t.acked)
+	}
 	for _, s := range shards {
 		b.Queue(readShard, s, perShard, shardBytes)
 	}
@@ -105,6 +130,11 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	}
 	br := t.pool.SendBatch(ctx, b)
 	defer br.Close()
+	if deletes {
+		if _, err := br.Exec(); err != nil {
+			return nil, 0, false, fmt.Errorf("delete published events: %w", err)
+		}
+	}
 	var out []event
 	var held []int64 // rows of parked aggregates, to mark
 	for range shards {
@@ -170,13 +200,25 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 }
 
 // ack deletes exactly the published rows, by seq, never a range
-// (docs/design.md §2.6, §3.3).
+// (docs/design.md §2.6, §3.3): at once, or, when the last read hit its cap
+// and the lane reads again right away, in that read's round trip.
 func (t *tableSource) ack(ctx context.Context, events []event) error {
-	seqs := make([]int64, len(events))
 	for i := range events {
-		seqs[i] = events[i].seq
+		t.acked = append(t.acked, events[i].seq)
 	}
-	_, err := t.pool.Exec(ctx, deleteSeqs, seqs)
+	if t.more {
+		return nil
+	}
+	return t.flush(ctx)
+}
+
+// flush deletes the rows ack left to the next read.
+func (t *tableSource) flush(ctx context.Context) error {
+	if len(t.acked) == 0 {
+		return nil
+	}
+	_, err := t.pool.Exec(ctx, deleteSeqs, t.acked)
+	t.acked = t.acked[:0]
 	return err
 }
 

@@ -396,6 +396,9 @@ func (w *walSource) ack(_ context.Context, events []event) error {
 	return nil
 }
 
+// flush has nothing to do: ack resolves at once.
+func (w *walSource) flush(context.Context) error { return nil }
+
 // park writes e (its aggregate's first pending event) and the aggregate's
 // later pending events into the outbox table, in order, with the
 // outbox_parked row, in one statement; then they are resolved. From there

@@ -29,11 +29,15 @@ const (
 	childDBEnv        = "OUTBOXKIT_BENCH_RELAY_DB"
 	childBrokersEnv   = "OUTBOXKIT_BENCH_RELAY_BROKERS"
 	childBatchEnv     = "OUTBOXKIT_BENCH_RELAY_BATCH_SIZE"
+	childLanesEnv     = "OUTBOXKIT_BENCH_RELAY_LANES"
 	childConnsEnv     = "OUTBOXKIT_BENCH_RELAY_POOL_CONNS"
 	childProfileEnv   = "OUTBOXKIT_BENCH_RELAY_CPUPROFILE"
 	childSourceEnv    = "OUTBOXKIT_BENCH_RELAY_SOURCE"
 	childStandbysEnv  = "OUTBOXKIT_BENCH_RELAY_STANDBYS"
 	childStartedToken = "relay-started"
+	// childAppName is the application_name of the child's pool connections;
+	// its lock connection names itself "outbox-relay <host> <pid>".
+	childAppName = "outboxkit-bench-relay-child"
 )
 
 // childMain is the relay child: relay default config except BatchSize (0
@@ -51,6 +55,10 @@ func childMain() int {
 	if err != nil {
 		return fail(fmt.Errorf("%s: %w", childBatchEnv, err))
 	}
+	lanes, err := strconv.Atoi(os.Getenv(childLanesEnv))
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", childLanesEnv, err))
+	}
 	conns, err := strconv.Atoi(os.Getenv(childConnsEnv))
 	if err != nil || conns < 1 {
 		return fail(fmt.Errorf("%s must be a positive integer", childConnsEnv))
@@ -60,6 +68,8 @@ func childMain() int {
 		return fail(err)
 	}
 	pcfg.MaxConns = int32(conns) //nolint:gosec // G109: conns is a connection count from our own flag, far below 2^31
+	// The parent finds the child's backends by this name (relayBackends).
+	pcfg.ConnConfig.RuntimeParams["application_name"] = childAppName
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fail(err)
@@ -70,6 +80,7 @@ func childMain() int {
 	r, err := relay.New(pool, relay.Config{
 		Brokers:   splitBrokers(os.Getenv(childBrokersEnv)),
 		BatchSize: batch,
+		Lanes:     lanes,
 		Logger:    log,
 		Source:    relay.Source(os.Getenv(childSourceEnv)),
 		Standbys:  splitBrokers(os.Getenv(childStandbysEnv)),
@@ -111,6 +122,7 @@ type childSettings struct {
 	dbURL      string
 	brokers    []string
 	batchSize  int
+	lanes      int // relay.Config.Lanes; 0 for the default
 	poolConns  int
 	cpuprofile string // prefix; "" for none
 	source     string // relay.Config.Source; "" for table mode
@@ -130,6 +142,7 @@ func startChild(ctx context.Context, s childSettings, phase string) (*relayChild
 		childDBEnv+"="+s.dbURL,
 		childBrokersEnv+"="+strings.Join(s.brokers, ","),
 		childBatchEnv+"="+strconv.Itoa(s.batchSize),
+		childLanesEnv+"="+strconv.Itoa(s.lanes),
 		childConnsEnv+"="+strconv.Itoa(s.poolConns),
 		childSourceEnv+"="+s.source,
 		childStandbysEnv+"="+s.standbys,

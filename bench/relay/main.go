@@ -87,6 +87,7 @@ type options struct {
 	payloadBytes     int
 	aggregates       int
 	batchSize        int
+	lanes            int
 	poolConns        int
 	insertWorkers    int
 	ceilingWorkers   int
@@ -120,6 +121,7 @@ func parseFlags() (options, error) {
 	fs.IntVar(&o.payloadBytes, "payload-bytes", 200, "payload size (bytes, at least 8)")
 	fs.IntVar(&o.aggregates, "aggregates", 10_000, "distinct aggregate IDs (Kafka keys)")
 	fs.IntVar(&o.batchSize, "batch-size", 0, "relay.Config.BatchSize (0: the relay's default)")
+	fs.IntVar(&o.lanes, "lanes", 0, "relay.Config.Lanes (0: the relay's default)")
 	fs.IntVar(&o.poolConns, "pool-conns", 16, "MaxConns of the relay child's pgxpool")
 	fs.IntVar(&o.insertWorkers, "insert-workers", 4, "goroutines inserting the backlog")
 	fs.IntVar(&o.ceilingWorkers, "ceiling-workers", 16, "goroutines of the bare kafka-go producers")
@@ -180,8 +182,8 @@ func parseFlags() (options, error) {
 		return o, fmt.Errorf("-partitions and -aggregates must be positive")
 	case o.producers < 1 || o.steadyBatch < 1 || o.insertWorkers < 1 || o.ceilingWorkers < 1 || o.latencyProducers < 1 || o.poolConns < 1:
 		return o, fmt.Errorf("worker and connection counts must be positive")
-	case o.batchSize < 0:
-		return o, fmt.Errorf("-batch-size must not be negative")
+	case o.batchSize < 0 || o.lanes < 0:
+		return o, fmt.Errorf("-batch-size and -lanes must not be negative")
 	}
 	return o, nil
 }
@@ -251,7 +253,7 @@ func run() int {
 		pool:       pool,
 		kafka:      kenv,
 		gen:        workload.New(opts.aggregates, opts.payloadBytes),
-		child:      childSettings{dbURL: dbURL, brokers: brokers, batchSize: opts.batchSize, poolConns: opts.poolConns, cpuprofile: opts.cpuprofile},
+		child:      childSettings{dbURL: dbURL, brokers: brokers, batchSize: opts.batchSize, lanes: opts.lanes, poolConns: opts.poolConns, cpuprofile: opts.cpuprofile},
 		cores:      runtime.NumCPU(),
 		kafkaPorts: map[int]bool{},
 		pgPort:     int(pcfg.ConnConfig.Port),
@@ -381,6 +383,10 @@ func (b *bench) describe(ctx context.Context, brokers []string) []string {
 	if o.batchSize > 0 {
 		batch = strconv.Itoa(o.batchSize)
 	}
+	lanes := fmt.Sprintf("%d (default)", relay.DefaultLanes)
+	if o.lanes > 0 {
+		lanes = strconv.Itoa(o.lanes)
+	}
 	return []string{
 		"command:  " + commandLine(),
 		fmt.Sprintf("date:     %s", b.started.Format("2006-01-02 15:04 UTC")),
@@ -390,8 +396,8 @@ func (b *bench) describe(ctx context.Context, brokers []string) []string {
 			pgVersion, strings.Join(brokers, ","), o.partitions),
 		fmt.Sprintf("events:   payload %d B, %d aggregates (keys), 1 user header + id, event_type, aggregate_type headers",
 			o.payloadBytes, o.aggregates),
-		fmt.Sprintf("relay:    its own process; relay.Config defaults except BatchSize %s; %d shards; pgxpool MaxConns %d; code %s",
-			batch, relay.NumShards, o.poolConns, b.commit),
+		fmt.Sprintf("relay:    its own process; relay.Config defaults except BatchSize %s, Lanes %s; %d shards; pgxpool MaxConns %d; code %s",
+			batch, lanes, relay.NumShards, o.poolConns, b.commit),
 	}
 }
 

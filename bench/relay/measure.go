@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/internal/machine"
 )
@@ -65,7 +69,10 @@ type cpuShare struct {
 	machine, relay, postgres, kafka, bench float64
 	other                                  float64
 	relayCPU                               time.Duration
-	cores                                  int
+	// relayPGCPU is the CPU of the relay child's own PostgreSQL backends
+	// (its pool and its lock connection), a part of postgres.
+	relayPGCPU time.Duration
+	cores      int
 }
 
 // cpuBetween splits the CPU used between two snapshots into the relay child,
@@ -73,7 +80,10 @@ type cpuShare struct {
 // process, and everything else. A process that started in between counts
 // whole; one that ended in between counts as "other" (through the machine
 // total).
-func cpuBetween(a, b cpuSnapshot, relayPID int, cores int) cpuShare {
+//
+// backends are the relay child's PostgreSQL backends (relayBackends): their
+// CPU is also given apart, as relayPGCPU.
+func cpuBetween(a, b cpuSnapshot, relayPID int, backends map[int]bool, cores int) cpuShare {
 	wall := b.at.Sub(a.at)
 	sh := cpuShare{wall: wall, cores: cores}
 	if wall <= 0 {
@@ -81,7 +91,7 @@ func cpuBetween(a, b cpuSnapshot, relayPID int, cores int) cpuShare {
 	}
 	per := func(d time.Duration) float64 { return d.Seconds() / wall.Seconds() }
 	self := os.Getpid()
-	var relayD, pgD, kafkaD, benchD time.Duration
+	var relayD, relayPGD, pgD, kafkaD, benchD time.Duration
 	for pid, pb := range b.procs {
 		d := pb.cpu
 		if pa, ok := a.procs[pid]; ok && pa.comm == pb.comm {
@@ -94,11 +104,14 @@ func cpuBetween(a, b cpuSnapshot, relayPID int, cores int) cpuShare {
 			benchD += d
 		case pb.comm == "postgres":
 			pgD += d
+			if backends[pid] {
+				relayPGD += d
+			}
 		case pb.comm == "java":
 			kafkaD += d
 		}
 	}
-	sh.relayCPU = relayD
+	sh.relayCPU, sh.relayPGCPU = relayD, relayPGD
 	sh.machine = per(b.busy - a.busy)
 	sh.relay, sh.postgres, sh.kafka, sh.bench = per(relayD), per(pgD), per(kafkaD), per(benchD)
 	sh.other = max(sh.machine-sh.relay-sh.postgres-sh.kafka-sh.bench, 0)
@@ -108,4 +121,27 @@ func cpuBetween(a, b cpuSnapshot, relayPID int, cores int) cpuShare {
 func (s cpuShare) String() string {
 	return fmt.Sprintf("machine %.2f of %d cores: relay %.2f, postgres %.2f, kafka %.2f, bench %.2f, other %.2f",
 		s.machine, s.cores, s.relay, s.postgres, s.kafka, s.bench, s.other)
+}
+
+// relayBackends returns the PIDs of the relay child's PostgreSQL backends
+// on pool's database: its pool connections (childAppName) and its lock
+// connection. Taken at the end of a phase, while the child still runs; a
+// backend that ended during the phase is missed.
+func relayBackends(ctx context.Context, pool *pgxpool.Pool) map[int]bool {
+	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND (application_name = $1 OR application_name LIKE 'outbox-relay %')`, childAppName)
+	if err != nil {
+		progress("list the relay's backends: %v", err)
+		return nil
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		progress("list the relay's backends: %v", err)
+		return nil
+	}
+	out := make(map[int]bool, len(pids))
+	for _, p := range pids {
+		out[int(p)] = true
+	}
+	return out
 }

@@ -100,7 +100,7 @@ func (b *bench) runCeiling(ctx context.Context, res ceilingResult, phase, topic,
 	start := time.Now()
 	err := forChunks(ctx, b.opts.ceilingWorkers, n, chunk, send)
 	res.dur = time.Since(start)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), -1, b.cores)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), -1, nil, b.cores)
 	if err != nil {
 		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}

@@ -76,7 +76,8 @@ func (b *bench) drain(ctx context.Context, phase string, n int) (drainResult, ch
 	res.dur = emptyAt.Sub(c.started)
 	res.first = (<-firstAt).Sub(c.started)
 	res.mem = b.childStatus(c.pid)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
+	backends := relayBackends(ctx, b.pool)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, backends, b.cores)
 	if err := c.stop(); err != nil {
 		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}

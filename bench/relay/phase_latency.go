@@ -129,7 +129,8 @@ func (b *bench) latency(ctx context.Context, rate int, wal bool, standbys string
 	}
 	res.received = int(clk.received.Load())
 	res.mem = b.childStatus(c.pid)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
+	backends := relayBackends(ctx, pool)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, backends, b.cores)
 	if err := c.stop(); err != nil {
 		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}

@@ -113,7 +113,8 @@ sampling:
 	res.backlogMax = max(res.backlogMax, res.backlogEnd)
 	res.recordsAtEnd, _ = b.kafka.records(ctx, topic)
 	res.mem = b.childStatus(c.pid)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
+	backends := relayBackends(ctx, b.pool)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, backends, b.cores)
 
 	tailStart := time.Now()
 	emptyAt, err := b.waitEmpty(ctx, c)

@@ -125,7 +125,8 @@ func (b *bench) walDrain(ctx context.Context, n int) (drainResult, check, error)
 	res.progress = sampler.Samples()
 	res.first = (<-firstAt).Sub(c.started)
 	res.mem = b.childStatus(c.pid)
-	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, b.cores)
+	backends := relayBackends(ctx, db.pool)
+	res.cpu = cpuBetween(snapA, takeCPUSnapshot(), c.pid, backends, b.cores)
 	if err := c.stop(); err != nil {
 		return res, check{}, fmt.Errorf("%s: %w", phase, err)
 	}

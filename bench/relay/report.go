@@ -31,31 +31,32 @@ func (b *bench) report(res *results) {
 
 	fmt.Fprintln(out, "(a) End-to-end throughput: inserted -> acknowledged by Kafka (acks=all) -> deleted from the outbox")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  what\tevents\ttime\trate\trelay / ceiling\trelay CPU per event")
+	fmt.Fprintln(tw, "  what\tevents\ttime\trate\trelay / ceiling\trelay CPU per event\tits PostgreSQL backends' CPU per event")
 	for _, c := range res.ceilings {
-		fmt.Fprintf(tw, "  ceiling: %s, from memory\t%s\t%s\t%s\t\t\n", c.name, count(int64(c.events)), secs(c.dur), perSec(c.rate()))
+		fmt.Fprintf(tw, "  ceiling: %s, from memory\t%s\t%s\t%s\t\t\t\n", c.name, count(int64(c.events)), secs(c.dur), perSec(c.rate()))
 	}
 	if d := res.big; d != nil {
-		fmt.Fprintf(tw, "  relay: drain a backlog of %s (relay start -> outbox empty)\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "  relay: drain a backlog of %s (relay start -> outbox empty)\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			count(int64(d.events)), count(int64(d.events)), secs(d.dur), perSec(d.rate()),
 			ratioGoal(d.rate(), ceilingRate, ">= 0.8", func(r float64) bool { return r >= 0.8 }),
-			micros(d.cpu.relayCPU, d.events))
+			micros(d.cpu.relayCPU, d.events), micros(d.cpu.relayPGCPU, d.events))
 	}
 	for _, d := range []*drainResult{res.wal, res.walSmall} {
 		if d == nil {
 			continue
 		}
-		fmt.Fprintf(tw, "  relay, WAL mode: drain a backlog of %s emitted (relay start -> all on the topic)\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "  relay, WAL mode: drain a backlog of %s emitted (relay start -> all on the topic)\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			count(int64(d.events)), count(int64(d.events)), secs(d.dur), perSec(d.rate()),
-			ratioGoal(d.rate(), ceilingRate, ">= 0.8", func(r float64) bool { return r >= 0.8 }), micros(d.cpu.relayCPU, d.events))
+			ratioGoal(d.rate(), ceilingRate, ">= 0.8", func(r float64) bool { return r >= 0.8 }),
+			micros(d.cpu.relayCPU, d.events), micros(d.cpu.relayPGCPU, d.events))
 	}
 	if s := res.steady; s != nil {
 		published := s.written - s.backlogEnd
-		fmt.Fprintf(tw, "  relay: steady producers, %d x %d event(s)/tx: written\t%s\t%s\t%s\t\t\n",
+		fmt.Fprintf(tw, "  relay: steady producers, %d x %d event(s)/tx: written\t%s\t%s\t%s\t\t\t\n",
 			b.opts.producers, b.opts.steadyBatch, count(s.written), secs(s.dur), perSec(float64(s.written)/s.dur.Seconds()))
-		fmt.Fprintf(tw, "  relay: steady producers: published (written - backlog at end)\t%s\t%s\t%s\t%s of written\t%s\n",
+		fmt.Fprintf(tw, "  relay: steady producers: published (written - backlog at end)\t%s\t%s\t%s\t%s of written\t%s\t%s\n",
 			count(published), secs(s.dur), perSec(float64(published)/s.dur.Seconds()),
-			pct(float64(published), float64(s.written)), micros(s.cpu.relayCPU, int(published)))
+			pct(float64(published), float64(s.written)), micros(s.cpu.relayCPU, int(published)), micros(s.cpu.relayPGCPU, int(published)))
 	}
 	tw.Flush()
 	if s := res.steady; s != nil {
@@ -119,7 +120,7 @@ func (b *bench) report(res *results) {
 	if (res.big != nil && res.small != nil) || (res.wal != nil && res.walSmall != nil) {
 		fmt.Fprintln(out, "(c) Drain rate vs backlog size (cost per event should stay flat as the backlog grows)")
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  mode\tbacklog\ttime\trate\twall time per event\trelay CPU per event\tfirst record in Kafka after\trate after the first record")
+		fmt.Fprintln(tw, "  mode\tbacklog\ttime\trate\twall time per event\trelay CPU per event\tits backends' CPU per event\tfirst record in Kafka after\trate after the first record")
 		pairs := []struct {
 			mode       string
 			small, big *drainResult
@@ -129,8 +130,8 @@ func (b *bench) report(res *results) {
 				continue
 			}
 			for _, d := range []*drainResult{p.small, p.big} {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.mode, count(int64(d.events)), secs(d.dur), perSec(d.rate()),
-					micros(d.dur, d.events), micros(d.cpu.relayCPU, d.events), ms(d.first), perSec(d.steadyRate()))
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.mode, count(int64(d.events)), secs(d.dur), perSec(d.rate()),
+					micros(d.dur, d.events), micros(d.cpu.relayCPU, d.events), micros(d.cpu.relayPGCPU, d.events), ms(d.first), perSec(d.steadyRate()))
 			}
 		}
 		tw.Flush()
@@ -208,12 +209,14 @@ func (b *bench) report(res *results) {
 	}
 	if len(cpus) > 0 {
 		fmt.Fprintf(out, "CPU during each phase, in cores busy (the machine has %d): relay = the relay child, postgres = every postgres process,\n", b.cores)
-		fmt.Fprintln(out, "kafka = java processes (the broker), bench = this process (producers, poller, consumers, ceilings), other = the rest of the machine")
+		fmt.Fprintln(out, "of which relay's backends = the relay child's own backends, kafka = java processes (the broker),")
+		fmt.Fprintln(out, "bench = this process (producers, poller, consumers, ceilings), other = the rest of the machine")
 		tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  phase\tmachine\trelay\tpostgres\tkafka\tbench\tother")
+		fmt.Fprintln(tw, "  phase\tmachine\trelay\tpostgres\trelay's backends\tkafka\tbench\tother")
 		for _, c := range cpus {
 			s := c.cpu
-			fmt.Fprintf(tw, "  %s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\n", c.phase, s.machine, s.relay, s.postgres, s.kafka, s.bench, s.other)
+			fmt.Fprintf(tw, "  %s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\n", c.phase, s.machine, s.relay, s.postgres,
+				s.relayPGCPU.Seconds()/max(s.wall.Seconds(), 1e-9), s.kafka, s.bench, s.other)
 		}
 		tw.Flush()
 		fmt.Fprintln(out)

@@ -78,6 +78,9 @@ type Header interface {
 // their JSON text; text that is not a JSON object gives no headers. The
 // result has room for the reserved headers the relay appends.
 func UserHeaders[H Header](text string) []H {
+	if hs, ok := plainUserHeaders[H](text); ok {
+		return hs
+	}
 	var flat map[string]string
 	if err := json.Unmarshal([]byte(text), &flat); err != nil {
 		var raw map[string]json.RawMessage
@@ -105,4 +108,97 @@ func UserHeaders[H Header](text string) []H {
 		hs = append(hs, H{Key: k, Value: []byte(flat[k])})
 	}
 	return hs
+}
+
+// plainUserHeaders is UserHeaders for the common text, which PostgreSQL's
+// jsonb output gives for headers written by outbox.Write: an object whose
+// names and values are strings with no escapes, such as
+// {"tenant": "acme"}. It reports false for anything else (an escape, a
+// value that is not a string, a repeated name, text that is not such an
+// object), which the general path decodes. It spares the relay a map and
+// encoding/json's reflection per event.
+func plainUserHeaders[H Header](text string) ([]H, bool) {
+	i := skipSpace(text, 0)
+	if i >= len(text) || text[i] != '{' {
+		return nil, false
+	}
+	i = skipSpace(text, i+1)
+	type pair struct{ name, value string }
+	var pairs []pair
+	if i < len(text) && text[i] == '}' {
+		return nil, skipSpace(text, i+1) == len(text)
+	}
+	for {
+		name, next, ok := plainString(text, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(text, next)
+		if i >= len(text) || text[i] != ':' {
+			return nil, false
+		}
+		value, next, ok := plainString(text, skipSpace(text, i+1))
+		if !ok {
+			return nil, false
+		}
+		if !Reserved(name) {
+			pairs = append(pairs, pair{name, value})
+		}
+		i = skipSpace(text, next)
+		if i >= len(text) {
+			return nil, false
+		}
+		if text[i] == '}' {
+			break
+		}
+		if text[i] != ',' {
+			return nil, false
+		}
+		i = skipSpace(text, i+1)
+	}
+	if skipSpace(text, i+1) != len(text) {
+		return nil, false
+	}
+	if len(pairs) == 0 {
+		return nil, true
+	}
+	sort.Slice(pairs, func(a, b int) bool { return pairs[a].name < pairs[b].name })
+	hs := make([]H, 0, len(pairs)+3)
+	for j, p := range pairs {
+		if j > 0 && p.name == pairs[j-1].name {
+			return nil, false
+		}
+		hs = append(hs, H{Key: p.name, Value: []byte(p.value)})
+	}
+	return hs, true
+}
+
+// plainString reads the JSON string at text[i:] that has no escape and no
+// control character, and returns its content and the index after it.
+func plainString(text string, i int) (string, int, bool) {
+	if i >= len(text) || text[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(text); j++ {
+		switch c := text[j]; {
+		case c == '"':
+			s := text[i+1 : j]
+			if !utf8.ValidString(s) {
+				return "", 0, false
+			}
+			return s, j + 1, true
+		case c == '\\' || c < 0x20:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// JSON whitespace.
+func skipSpace(text string, i int) int {
+	for i < len(text) && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r') {
+		i++
+	}
+	return i
 }
