@@ -27,9 +27,11 @@ type Config struct {
 	// plaintext connection to Brokers.
 	Kafka broker.Config
 
-	// Publisher sends records to Kafka. Defaults to the kafka-go publisher
-	// built from Kafka; tests inject failures here. When it is set, Brokers
-	// and Kafka are not used.
+	// Publisher sends records to Kafka: one written for another Kafka
+	// client, or a wrapper that injects failures in tests. When it is set,
+	// Brokers and Kafka are not used, and the relay never closes it: its
+	// creator does, after Run returned. Defaults to the kafka-go publisher
+	// built from Kafka, which the relay makes and Run closes.
 	Publisher Publisher
 
 	// BatchSize is the most events one shard reads and publishes at once.

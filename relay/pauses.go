@@ -56,7 +56,7 @@ func (tp *topicPauses) failed(ctx context.Context, topic string, err error) {
 		p = &topicPause{since: now}
 		tp.m[topic] = p
 		level := slog.LevelWarn
-		if permanent(err) {
+		if refused(err) {
 			// A topic refusing every record: topicRefusals says so.
 			level = slog.LevelDebug
 		}

@@ -19,9 +19,13 @@ type Relay struct {
 	pool *pgxpool.Pool
 	cfg  Config
 	pub  Publisher
-	m    *metrics
-	log  *slog.Logger
+	// ownPub is set when New made pub, which Run then closes; a
+	// Config.Publisher is the caller's to close.
+	ownPub bool
+	m      *metrics
+	log    *slog.Logger
 
+	ran       atomic.Bool // Run was called
 	ready     atomic.Bool
 	streaming atomic.Bool // WAL mode: this relay streams the slot
 	// walHeld is the memory WAL mode's pending events hold, about
@@ -64,13 +68,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: register metrics: %w", err)
 	}
-	pub := cfg.Publisher
+	pub, own := cfg.Publisher, false
 	if pub == nil {
 		if pub, err = newKafkaPublisher(cfg.Kafka, cfg.MaxBatchBytes, cfg.metadataTTL); err != nil {
 			return nil, err
 		}
+		own = true
 	}
-	r := &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}
+	r := &Relay{pool: pool, cfg: cfg, pub: pub, ownPub: own, m: m, log: cfg.Logger}
 	r.topics = newTopicRefusals(r.topicChanged)
 	r.standbys = newStandbyGate(pool, cfg, m)
 	return r, nil
@@ -109,8 +114,17 @@ func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 // In WAL mode Run streams the replication slot (or stands by while another
 // relay streams it) and also drains the outbox table as table mode does:
 // that is where aggregates are parked and retried.
+//
+// A Relay runs once: a second call returns [ErrRunTwice]. Before returning,
+// Run closes the Kafka publisher New made; a Config.Publisher stays open,
+// for its owner to close.
 func (r *Relay) Run(ctx context.Context) error {
-	defer r.pub.Close()
+	if !r.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	if r.ownPub {
+		defer r.pub.Close()
+	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); r.statsLoop(statsCtx) }()

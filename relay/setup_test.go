@@ -168,5 +168,7 @@ func newPublisher(t *testing.T, brokers []string) relay.Publisher {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The relay leaves a supplied Publisher open: its creator closes it.
+	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
