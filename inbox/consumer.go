@@ -113,6 +113,10 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	}, nil
 }
 
+// ErrRunTwice is returned by [Consumer.Run] when it is called a second
+// time, while the first call runs or after it returned.
+var ErrRunTwice = errors.New("inbox: Run called twice")
+
 // Run joins the consumer group and applies messages until ctx ends. Each
 // assigned partition is consumed by its own goroutine, in offset order;
 // partitions run in parallel. A message's offset is committed to Kafka only
@@ -125,10 +129,11 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 // retried): one matching [ErrInboxTables] when the inbox's own statements
 // find its tables missing or not usable by the role, one matching
 // [ErrJoinRefused] when Kafka refuses the consumer's credentials or ACLs
-// as it joins the group. A Consumer runs once.
+// as it joins the group. A Consumer runs once: a second call returns
+// [ErrRunTwice].
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
-		return errors.New("inbox: Run called twice")
+		return ErrRunTwice
 	}
 	c.health.setRunning(true)
 	defer c.health.setRunning(false)
