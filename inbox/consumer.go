@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/backoff"
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
@@ -544,14 +544,9 @@ func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.
 	}
 }
 
-// backoff is the wait after the given number of failed attempts: doubling
-// from RetryBackoffMin, capped at RetryBackoffMax, with up to 20% jitter
-// removed so retries of many partitions do not align.
-func (c *Consumer) backoff(failures int) time.Duration {
-	d := c.cfg.RetryBackoffMin
-	for i := 1; i < failures && d < c.cfg.RetryBackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.RetryBackoffMax)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+// retryBackoff returns a backoff for one message's retries: doubling from
+// RetryBackoffMin, capped at RetryBackoffMax, with up to 20% jitter removed
+// so retries of many partitions do not align.
+func (c *Consumer) retryBackoff() backoff.Backoff {
+	return backoff.Backoff{Min: c.cfg.RetryBackoffMin, Max: c.cfg.RetryBackoffMax, Jitter: 0.2}
 }

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/backoff"
 )
 
 // lane publishes a subset of the owned shards (shard % Lanes): it reads their
@@ -86,7 +88,7 @@ func (l *lane) releaseAll() {
 func (r *Relay) runLane(ctx context.Context, l *lane) {
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 	var timer *time.Timer
 	wait := func(d time.Duration, wakeable bool) bool {
 		wake := l.wake
@@ -142,9 +144,9 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			if readCtx.Err() != nil {
 				return
 			}
-			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", backoff)
-			if !wait(backoff, false) {
+			d := retry.Next()
+			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", d)
+			if !wait(d, false) {
 				return
 			}
 			continue
@@ -185,20 +187,19 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		switch {
 		case transient:
-			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			if !wait(backoff, false) {
+			if !wait(retry.Next(), false) {
 				return
 			}
 		case !more && len(send) == len(batch):
 			// Everything visible went out: wait for the poller to see more
 			// (every MinPollInterval while events flow) rather than reading
 			// again at once, so batches fill up under a steady trickle.
-			backoff = 0
+			retry.Reset()
 			if !wait(r.cfg.MaxPollInterval*10, true) {
 				return
 			}
 		default:
-			backoff = 0
+			retry.Reset()
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/backoff"
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
@@ -148,11 +149,11 @@ func (r *Relay) Run(ctx context.Context) error {
 // runTable runs the table mode sessions until ctx ends or an error that
 // retrying cannot fix.
 func (r *Relay) runTable(ctx context.Context) error {
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 	for {
 		start := time.Now()
 		err := r.session(ctx)
-		backoff = sessionBackoff(backoff, start, r.readyAt, time.Now(), r.cfg)
+		d := sessionBackoff(&retry, start, r.readyAt, time.Now())
 		r.ready.Store(false)
 		r.m.ready.Set(0)
 		r.shardCount.Store(0)
@@ -164,28 +165,21 @@ func (r *Relay) runTable(ctx context.Context) error {
 		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrOutdatedSchema) || errors.Is(err, ErrUnstableSession) || errors.Is(err, ErrStandbyPositions) || errors.As(err, &seqErr) {
 			return err
 		}
-		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)
-		if !wait.Sleep(ctx, backoff) {
+		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", d)
+		if !wait.Sleep(ctx, d) {
 			return nil
 		}
 	}
 }
 
 // sessionBackoff returns the wait before the next session: the backoff grows
-// while sessions keep failing, and starts again from RetryBackoffMin after
-// a session that was healthy (ready) for at least RetryBackoffMax, so one
-// failure after days of service is retried quickly.
-func sessionBackoff(cur time.Duration, started, readyAt, ended time.Time, cfg Config) time.Duration {
-	if !readyAt.Before(started) && ended.Sub(readyAt) >= cfg.RetryBackoffMax {
-		cur = 0
+// while sessions keep failing, and starts again from its Min
+// (RetryBackoffMin) after a session that was healthy (ready) for at least
+// its Max (RetryBackoffMax), so one failure after days of service is
+// retried quickly.
+func sessionBackoff(b *backoff.Backoff, started, readyAt, ended time.Time) time.Duration {
+	if !readyAt.Before(started) && ended.Sub(readyAt) >= b.Max {
+		b.Reset()
 	}
-	return nextBackoff(cur, cfg.RetryBackoffMin, cfg.RetryBackoffMax)
-}
-
-// nextBackoff doubles cur, starting at lo and capped at hi.
-func nextBackoff(cur, lo, hi time.Duration) time.Duration {
-	if cur < lo {
-		return lo
-	}
-	return min(cur*2, hi)
+	return b.Next()
 }
