@@ -23,11 +23,11 @@
 // reason.
 //
 // Config.Kafka takes the same [broker.Config] as the relay (brokers, TLS,
-// SASL); Config.Brokers is a shorthand for a plaintext cluster. Invalid
-// settings make [NewConsumer] return a [*ConfigError] naming the field.
+// SASL). Invalid settings make [NewConsumer] return a [*ConfigError] for
+// each field at fault, joined, each naming its field.
 //
 //	c, err := inbox.NewConsumer(pool, inbox.Config{
-//		Brokers: []string{"127.0.0.1:9092"},
+//		Kafka:   broker.Config{Brokers: []string{"127.0.0.1:9092"}},
 //		GroupID: "billing",
 //		Topics:  []string{"orders"},
 //	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {

@@ -50,7 +50,7 @@
 //
 // Run a relay in your own process:
 //
-//	r, err := relay.New(pool, relay.Config{Brokers: []string{"127.0.0.1:9092"}, Logger: logger})
+//	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}, Logger: logger})
 //	if err != nil {
 //		return err
 //	}
