@@ -131,10 +131,10 @@ func (p *partitionWorker) processOne(it *item) bool {
 	if it.bad != nil {
 		return p.deadLetter(it, it.bad, 0)
 	}
+	attempts := 0
 	// Transient failures and failed attempts back off apart: an outage
 	// does not lengthen the wait after the next handler failure.
-	attempts, waits := 0, p.c.retryBackoff()
-	attemptWaits := p.c.retryBackoff()
+	waits, attemptWaits := p.c.retryBackoff(), p.c.retryBackoff()
 	one := []item{*it}
 	start := time.Now()
 	defer p.tm.stuck.Set(0)
