@@ -187,7 +187,7 @@
 // no request to a broker waits more than 5s for its answer unless Kafka's
 // protocol says otherwise (a join waits for the rebalance). So the consumer
 // carries on with the other brokers once the cluster has fenced the frozen
-// one (broker.session.timeout.ms), whichever address it was in Brokers.
+// one (broker.session.timeout.ms), whichever address it was in Kafka.Brokers.
 //
 // # Retention
 //
