@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/segmentio/kafka-go"
 )
@@ -58,7 +59,7 @@ func BenchmarkConsumer(b *testing.B) {
 			done  = make(chan struct{})
 		)
 		c, err := NewConsumer(db.Pool, Config{
-			Brokers: brokers, GroupID: testenv.Unique("inbox-bench"), Topics: []string{topic},
+			Kafka: broker.Config{Brokers: brokers}, GroupID: testenv.Unique("inbox-bench"), Topics: []string{topic},
 			BatchSize: batchSize, HeartbeatInterval: 250 * time.Millisecond, MaxWait: 100 * time.Millisecond,
 		}, func(ctx context.Context, tx pgx.Tx, msg Message) error {
 			if err := handler(ctx, tx, msg); err != nil {

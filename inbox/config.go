@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 	"github.com/outboxkit/outboxkit/internal/record"
 )
 
@@ -38,18 +38,19 @@ func (s StartOffset) String() string {
 	return fmt.Sprintf("StartOffset(%d)", int(s))
 }
 
-// Config configures a [Consumer]. The brokers (Brokers or Kafka.Brokers),
-// GroupID and Topics are required; every other field has a default, applied
-// when it is zero.
+// Config configures a [Consumer]. Kafka.Brokers, GroupID and Topics are
+// required; every other field has a default, applied when it is zero.
 type Config struct {
-	// Brokers are the Kafka bootstrap addresses ("host:port"): a shorthand
-	// for Kafka.Brokers, enough for a cluster without TLS or SASL. Set this
-	// or Kafka.Brokers; both may be set only to the same list.
+	// Brokers is the former shorthand for Kafka.Brokers, used when that is
+	// empty; both may be set only to the same list.
+	//
+	// Deprecated: set Kafka.Brokers.
 	Brokers []string
-	// Kafka holds how to reach Kafka: bootstrap addresses, TLS, SASL and
-	// client ID (which defaults to "outboxkit-inbox"). It serves every
-	// connection, to the group coordinator and to the partition leaders
-	// alike. Defaults to a plaintext connection to Brokers.
+	// Kafka holds how to reach Kafka: the bootstrap addresses
+	// (Kafka.Brokers, required), TLS, SASL and client ID (which defaults to
+	// "outboxkit-inbox"). It serves every connection, to the group
+	// coordinator and to the partition leaders alike. Defaults to a
+	// plaintext, unauthenticated connection.
 	Kafka broker.Config
 	// GroupID is the Kafka consumer group, and the key under which the
 	// inbox records processed messages: two groups each apply every
@@ -184,7 +185,7 @@ type Config struct {
 var ErrInvalidConfig = errors.New("inbox: invalid config")
 
 // ConfigError says which [Config] field is out of range and why;
-// [NewConsumer] returns one for the first invalid field.
+// [NewConsumer] returns one per invalid field, joined.
 type ConfigError struct {
 	// Field is the Config field at fault, with the path to it for nested
 	// fields: "GroupID", "Kafka.SASL.Username".
@@ -201,10 +202,6 @@ func (e *ConfigError) Error() string { return "inbox: " + e.Field + " " + e.Reas
 
 // Is reports whether target is [ErrInvalidConfig].
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-
-func invalid(field, format string, args ...any) *ConfigError {
-	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
-}
 
 // Defaults of [Config], applied to fields left zero.
 const (
@@ -264,9 +261,7 @@ func (c Config) withDefaults() Config {
 			*n = def
 		}
 	}
-	if len(c.Kafka.Brokers) == 0 {
-		c.Kafka.Brokers = c.Brokers
-	}
+	c.Kafka = kafkasettings.Merge(c.Brokers, c.Kafka)
 	if c.MessageID == nil {
 		c.MessageID = IDFromHeader
 	}
@@ -291,58 +286,47 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate checks a Config that went through withDefaults.
+// validate checks a Config that went through withDefaults and returns a
+// *ConfigError for each field out of range, joined.
 func (c Config) validate() error {
-	switch {
-	case len(c.Brokers) > 0 && !slices.Equal(c.Brokers, c.Kafka.Brokers):
-		return &ConfigError{Field: "Brokers", Reason: "and Kafka.Brokers are both set, to different lists (set one)", Related: []string{"Kafka.Brokers"}}
-	case len(c.Kafka.Brokers) == 0:
-		return &ConfigError{Field: "Brokers", Reason: "is empty (set at least one host:port, here or in Kafka.Brokers)", Related: []string{"Kafka.Brokers"}}
+	var errs []error
+	bad := func(field, reason string, related ...string) {
+		errs = append(errs, &ConfigError{Field: field, Reason: reason, Related: related})
 	}
-	var be *broker.ConfigError
-	if err := c.Kafka.Validate(); errors.As(err, &be) {
-		ce := &ConfigError{Field: "Kafka." + be.Field, Reason: be.Reason}
-		for _, r := range be.Related {
-			ce.Related = append(ce.Related, "Kafka."+r)
-		}
-		if len(c.Brokers) > 0 && be.Field == "Brokers" {
-			ce.Field = "Brokers"
-		}
-		return ce
-	} else if err != nil {
-		return err
-	}
-	if c.GroupID == "" {
-		return invalid("GroupID", "is empty")
+	invalid := func(field, format string, args ...any) { bad(field, fmt.Sprintf(format, args...)) }
+	for _, p := range kafkasettings.Check(c.Brokers, c.Kafka) {
+		bad(p.Field, p.Reason, p.Related...)
 	}
 	// The group is stored as text with every claim: a value PostgreSQL
 	// cannot store would fail every transaction, for ever.
-	if reason := record.CheckText(c.GroupID); reason != "" {
-		return invalid("GroupID", "%s", reason)
+	if c.GroupID == "" {
+		invalid("GroupID", "is empty")
+	} else if reason := record.CheckText(c.GroupID); reason != "" {
+		invalid("GroupID", "%s", reason)
 	}
 	if len(c.Topics) == 0 {
-		return invalid("Topics", "is empty")
+		invalid("Topics", "is empty")
 	}
 	for i, t := range c.Topics {
 		if t == "" {
-			return invalid("Topics", "has an empty name at index %d", i)
-		}
-		if reason := record.CheckText(t); reason != "" {
-			return invalid("Topics", "name at index %d %s", i, reason)
+			invalid("Topics", "has an empty name at index %d", i)
+		} else if reason := record.CheckText(t); reason != "" {
+			invalid("Topics", "name at index %d %s", i, reason)
 		}
 	}
 	if c.StartOffset != StartFirst && c.StartOffset != StartLast {
-		return invalid("StartOffset", "must be StartFirst or StartLast, got %d", int(c.StartOffset))
+		invalid("StartOffset", "must be StartFirst or StartLast, got %d", int(c.StartOffset))
 	}
 	if c.BatchSize < 1 || c.BatchSize > maxBatchSize {
-		return invalid("BatchSize", "must be between 1 and %d, got %d", maxBatchSize, c.BatchSize)
+		invalid("BatchSize", "must be between 1 and %d, got %d", maxBatchSize, c.BatchSize)
 	}
 	if c.CommitCount < 1 {
-		return invalid("CommitCount", "must be at least 1, got %d", c.CommitCount)
+		invalid("CommitCount", "must be at least 1, got %d", c.CommitCount)
 	}
 	if c.MaxAttempts < 1 {
-		return invalid("MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
+		invalid("MaxAttempts", "must be at least 1, got %d", c.MaxAttempts)
 	}
+	negative := map[string]bool{}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -359,29 +343,33 @@ func (c Config) validate() error {
 		{"MaxWait", c.MaxWait},
 	} {
 		if d.v < 0 {
-			return invalid(d.name, "must not be negative, got %s", d.v)
+			negative[d.name] = true
+			invalid(d.name, "must not be negative, got %s", d.v)
 		}
 	}
 	// Both go to the server as milliseconds with every BEGIN (txOptions);
 	// a value over its limit would make every transaction fail.
 	if serverTimeout(c.HandlerTimeout) > maxServerTimeout {
-		return invalid("HandlerTimeout", "must be at most %s (PostgreSQL's limit for statement_timeout, less the 1s the server waits after it), got %s", maxServerTimeout-maxHungGrace, c.HandlerTimeout)
+		invalid("HandlerTimeout", "must be at most %s (PostgreSQL's limit for statement_timeout, less the 1s the server waits after it), got %s", maxServerTimeout-maxHungGrace, c.HandlerTimeout)
 	}
 	if c.IdleInTransactionTimeout > maxServerTimeout {
-		return invalid("IdleInTransactionTimeout", "must be at most %s (PostgreSQL's limit for idle_in_transaction_session_timeout), got %s", maxServerTimeout, c.IdleInTransactionTimeout)
+		invalid("IdleInTransactionTimeout", "must be at most %s (PostgreSQL's limit for idle_in_transaction_session_timeout), got %s", maxServerTimeout, c.IdleInTransactionTimeout)
 	}
-	if c.RetryBackoffMax < c.RetryBackoffMin {
-		return &ConfigError{Field: "RetryBackoffMax", Reason: fmt.Sprintf("must not be below RetryBackoffMin (%s), got %s", c.RetryBackoffMin, c.RetryBackoffMax), Related: []string{"RetryBackoffMin"}}
+	// The checks between two fields speak only of fields that are in range
+	// on their own, so each problem is said once.
+	if !negative["RetryBackoffMin"] && !negative["RetryBackoffMax"] && c.RetryBackoffMax < c.RetryBackoffMin {
+		bad("RetryBackoffMax", fmt.Sprintf("must not be below RetryBackoffMin (%s), got %s", c.RetryBackoffMin, c.RetryBackoffMax), "RetryBackoffMin")
 	}
-	if c.HeartbeatInterval >= c.SessionTimeout {
-		return &ConfigError{Field: "HeartbeatInterval", Reason: fmt.Sprintf("must be below SessionTimeout (%s), got %s", c.SessionTimeout, c.HeartbeatInterval), Related: []string{"SessionTimeout"}}
+	if !negative["HeartbeatInterval"] && !negative["SessionTimeout"] && c.HeartbeatInterval >= c.SessionTimeout {
+		bad("HeartbeatInterval", fmt.Sprintf("must be below SessionTimeout (%s), got %s", c.SessionTimeout, c.HeartbeatInterval), "SessionTimeout")
 	}
-	if c.IdleInTransactionTimeout > 0 && c.IdleInTransactionTimeout < c.HandlerTimeout+minIdleInTransactionMargin {
-		return &ConfigError{Field: "IdleInTransactionTimeout", Reason: fmt.Sprintf("must be at least HandlerTimeout (%s) + %s, or negative to leave the server's setting alone, got %s",
-			c.HandlerTimeout, minIdleInTransactionMargin, c.IdleInTransactionTimeout), Related: []string{"HandlerTimeout"}}
+	if !negative["HandlerTimeout"] && c.IdleInTransactionTimeout > 0 && c.IdleInTransactionTimeout <= maxServerTimeout &&
+		c.IdleInTransactionTimeout < c.HandlerTimeout+minIdleInTransactionMargin {
+		bad("IdleInTransactionTimeout", fmt.Sprintf("must be at least HandlerTimeout (%s) + %s, or negative to leave the server's setting alone, got %s",
+			c.HandlerTimeout, minIdleInTransactionMargin, c.IdleInTransactionTimeout), "HandlerTimeout")
 	}
-	if c.MaxWait < time.Millisecond {
-		return invalid("MaxWait", "must be at least 1ms, got %s", c.MaxWait)
+	if !negative["MaxWait"] && c.MaxWait < time.Millisecond {
+		invalid("MaxWait", "must be at least 1ms, got %s", c.MaxWait)
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/internal/backoff"
 	"github.com/outboxkit/outboxkit/internal/kafkaclient"
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
@@ -113,6 +113,10 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 	}, nil
 }
 
+// ErrRunTwice is returned by [Consumer.Run] when it is called a second
+// time, while the first call runs or after it returned.
+var ErrRunTwice = errors.New("inbox: Run called twice")
+
 // Run joins the consumer group and applies messages until ctx ends. Each
 // assigned partition is consumed by its own goroutine, in offset order;
 // partitions run in parallel. A message's offset is committed to Kafka only
@@ -125,10 +129,11 @@ func NewConsumer(pool *pgxpool.Pool, cfg Config, h Handler) (*Consumer, error) {
 // retried): one matching [ErrInboxTables] when the inbox's own statements
 // find its tables missing or not usable by the role, one matching
 // [ErrJoinRefused] when Kafka refuses the consumer's credentials or ACLs
-// as it joins the group. A Consumer runs once.
+// as it joins the group. A Consumer runs once: a second call returns
+// [ErrRunTwice].
 func (c *Consumer) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
-		return errors.New("inbox: Run called twice")
+		return ErrRunTwice
 	}
 	c.health.setRunning(true)
 	defer c.health.setRunning(false)
@@ -539,14 +544,9 @@ func (c *Consumer) fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.
 	}
 }
 
-// backoff is the wait after the given number of failed attempts: doubling
-// from RetryBackoffMin, capped at RetryBackoffMax, with up to 20% jitter
-// removed so retries of many partitions do not align.
-func (c *Consumer) backoff(failures int) time.Duration {
-	d := c.cfg.RetryBackoffMin
-	for i := 1; i < failures && d < c.cfg.RetryBackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.cfg.RetryBackoffMax)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+// retryBackoff returns a backoff for one message's retries: doubling from
+// RetryBackoffMin, capped at RetryBackoffMax, with up to 20% jitter removed
+// so retries of many partitions do not align.
+func (c *Consumer) retryBackoff() backoff.Backoff {
+	return backoff.Backoff{Min: c.cfg.RetryBackoffMin, Max: c.cfg.RetryBackoffMax, Jitter: 0.2}
 }

@@ -2,6 +2,7 @@ package inbox_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/inbox"
 )
 
 // Every copy of a message ID after the first is dropped, even when the
@@ -101,7 +104,8 @@ VALUES ($1, 'expired', now() - interval '2 hours'), ('other-group', 'expired', n
 	cfg.CommitCount = 1 << 30
 	cfg.RetentionWindow = time.Hour
 	cfg.RetentionInterval = 100 * time.Millisecond
-	stop := run(t, b.consumer(t, cfg, applyHandler("c1")))
+	c := b.consumer(t, cfg, applyHandler("c1"))
+	stop := run(t, c)
 	waitFor(t, 30*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM applied`) == n &&
 			b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 'expired'`) == 1
@@ -114,6 +118,9 @@ VALUES ($1, 'expired', now() - interval '2 hours'), ('other-group', 'expired', n
 		t.Errorf("retention deleted another group's row")
 	}
 	stop()
+	if err := c.Run(context.Background()); !errors.Is(err, inbox.ErrRunTwice) {
+		t.Errorf("a second Run returned %v, want ErrRunTwice", err)
+	}
 
 	client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}
 	ctx := context.Background()

@@ -23,11 +23,11 @@
 // reason.
 //
 // Config.Kafka takes the same [broker.Config] as the relay (brokers, TLS,
-// SASL); Config.Brokers is a shorthand for a plaintext cluster. Invalid
-// settings make [NewConsumer] return a [*ConfigError] naming the field.
+// SASL). Invalid settings make [NewConsumer] return a [*ConfigError] for
+// each field at fault, joined, each naming its field.
 //
 //	c, err := inbox.NewConsumer(pool, inbox.Config{
-//		Brokers: []string{"127.0.0.1:9092"},
+//		Kafka:   broker.Config{Brokers: []string{"127.0.0.1:9092"}},
 //		GroupID: "billing",
 //		Topics:  []string{"orders"},
 //	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
@@ -187,7 +187,7 @@
 // no request to a broker waits more than 5s for its answer unless Kafka's
 // protocol says otherwise (a join waits for the rebalance). So the consumer
 // carries on with the other brokers once the cluster has fenced the frozen
-// one (broker.session.timeout.ms), whichever address it was in Brokers.
+// one (broker.session.timeout.ms), whichever address it was in Kafka.Brokers.
 //
 // # Retention
 //

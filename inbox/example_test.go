@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/segmentio/kafka-go"
 )
@@ -55,7 +56,7 @@ func ExampleConsumer() {
 
 	done := make(chan struct{})
 	c, err := inbox.NewConsumer(pool, inbox.Config{
-		Brokers: brokers,
+		Kafka:   broker.Config{Brokers: brokers},
 		GroupID: fmt.Sprintf("example-billing-%d", suffix),
 		Topics:  []string{topic},
 	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {

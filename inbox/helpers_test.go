@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,7 @@ func setup(t *testing.T, partitions int) *bundle {
 // config is a Config with timings small enough for tests to take seconds.
 func (b *bundle) config() inbox.Config {
 	return inbox.Config{
-		Brokers:           b.brokers,
+		Kafka:             broker.Config{Brokers: b.brokers},
 		GroupID:           b.group,
 		Topics:            []string{b.topic},
 		CommitInterval:    200 * time.Millisecond,

@@ -3,6 +3,7 @@ package inbox_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,18 +132,16 @@ UNION ALL SELECT 'other', 'old-' || i, now() - interval '8 days' FROM generate_s
 func TestNewConsumerValidatesConfig(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDB(t)
-	ok := inbox.Config{Brokers: []string{"127.0.0.1:9092"}, GroupID: "g", Topics: []string{"t"}}
+	ok := inbox.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}, GroupID: "g", Topics: []string{"t"}}
 	h := func(context.Context, pgx.Tx, inbox.Message) error { return nil }
 	cases := []struct {
 		name string
 		edit func(*inbox.Config)
 		want string
 	}{
-		{"no brokers", func(c *inbox.Config) { c.Brokers = nil }, "inbox: Brokers is empty"},
-		{"empty broker", func(c *inbox.Config) { c.Brokers = []string{""} }, "inbox: Brokers has an empty address at index 0"},
-		{"both broker lists", func(c *inbox.Config) { c.Kafka.Brokers = []string{"other:9092"} }, "inbox: Brokers and Kafka.Brokers are both set"},
+		{"no brokers", func(c *inbox.Config) { c.Kafka.Brokers = nil }, "inbox: Kafka.Brokers is empty"},
+		{"empty broker", func(c *inbox.Config) { c.Kafka.Brokers = []string{""} }, "inbox: Kafka.Brokers has an empty address at index 0"},
 		{"plain SASL without TLS", func(c *inbox.Config) {
-			c.Brokers, c.Kafka.Brokers = nil, c.Brokers
 			c.Kafka.SASL = broker.SASL{Mechanism: broker.PLAIN, Username: "u"}
 		}, "inbox: Kafka.SASL.Mechanism is PLAIN without TLS"},
 		{"no group", func(c *inbox.Config) { c.GroupID = "" }, "inbox: GroupID is empty"},
@@ -172,8 +171,26 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 			t.Errorf("%s: want a *inbox.ConfigError naming the field, got %#v", tc.name, err)
 		}
 	}
-	if _, err := inbox.NewConsumer(db.Pool, inbox.Config{Kafka: broker.Config{Brokers: ok.Brokers}, GroupID: "g", Topics: ok.Topics, StartOffset: inbox.StartLast}, h); err != nil {
-		t.Errorf("Kafka.Brokers instead of Brokers: %v", err)
+	if _, err := inbox.NewConsumer(db.Pool, inbox.Config{Kafka: ok.Kafka, GroupID: "g", Topics: ok.Topics, StartOffset: inbox.StartLast}, h); err != nil {
+		t.Errorf("StartLast: %v", err)
+	}
+	// The deprecated Brokers shorthand still works, alone or with the same
+	// list in Kafka.Brokers; another list there is an error naming it.
+	if _, err := inbox.NewConsumer(db.Pool, inbox.Config{Brokers: ok.Kafka.Brokers, GroupID: "g", Topics: ok.Topics}, h); err != nil {
+		t.Errorf("Brokers alone: %v", err)
+	}
+	if _, err := inbox.NewConsumer(db.Pool, inbox.Config{Brokers: ok.Kafka.Brokers, Kafka: ok.Kafka, GroupID: "g", Topics: ok.Topics}, h); err != nil {
+		t.Errorf("the same list in Brokers and Kafka.Brokers: %v", err)
+	}
+	_, err := inbox.NewConsumer(db.Pool, inbox.Config{Brokers: []string{"other:9092"}, Kafka: ok.Kafka, GroupID: "g", Topics: ok.Topics}, h)
+	if got := configFields(err); !slices.Equal(got, []string{"Brokers"}) {
+		t.Errorf("two lists: got %v, want one error for Brokers", err)
+	}
+	// Every field at fault is reported at once, in the order of Config.
+	_, err = inbox.NewConsumer(db.Pool, inbox.Config{Topics: []string{"t", ""}, BatchSize: -1, MaxWait: -time.Second, HeartbeatInterval: time.Hour}, h)
+	want := []string{"Kafka.Brokers", "GroupID", "Topics", "BatchSize", "MaxWait", "HeartbeatInterval"}
+	if got := configFields(err); !slices.Equal(got, want) {
+		t.Errorf("a config wrong in many fields: reported %v (%v), want %v", got, err, want)
 	}
 	if _, err := inbox.NewConsumer(db.Pool, ok, nil); err == nil {
 		t.Error("nil handler: want an error")
@@ -190,4 +207,18 @@ func TestNewConsumerValidatesConfig(t *testing.T) {
 			t.Errorf("consumer of group %s on a shared registerer: %v", group, err)
 		}
 	}
+}
+
+// configFields returns the Field of each *inbox.ConfigError joined in err.
+func configFields(err error) []string {
+	var fields []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			var ce *inbox.ConfigError
+			if errors.As(e, &ce) {
+				fields = append(fields, ce.Field)
+			}
+		}
+	}
+	return fields
 }

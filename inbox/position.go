@@ -76,7 +76,8 @@ func (p *partitionWorker) startOffset(pa kafka.PartitionAssignment) (start int64
 	if p.c.skipInbox {
 		return pa.Offset, true
 	}
-	for waits := 1; ; waits++ {
+	waits := p.c.retryBackoff()
+	for {
 		db, found, err := p.readPosition()
 		if err == nil {
 			if !found {
@@ -99,7 +100,7 @@ func (p *partitionWorker) startOffset(pa kafka.PartitionAssignment) (start int64
 			p.c.fail(p.base, fmt.Errorf("%w: %w", ErrInboxTables, err))
 			return 0, false
 		}
-		d := p.c.backoff(waits)
+		d := waits.Next()
 		p.tm.databaseRetries.Inc()
 		p.log.WarnContext(p.base, "reading the inbox position failed; retrying", "error", err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {

@@ -131,7 +131,10 @@ func (p *partitionWorker) processOne(it *item) bool {
 	if it.bad != nil {
 		return p.deadLetter(it, it.bad, 0)
 	}
-	attempts, waits := 0, 0
+	attempts := 0
+	// Transient failures and failed attempts back off apart: an outage
+	// does not lengthen the wait after the next handler failure.
+	waits, attemptWaits := p.c.retryBackoff(), p.c.retryBackoff()
 	one := []item{*it}
 	start := time.Now()
 	defer p.tm.stuck.Set(0)
@@ -150,9 +153,8 @@ func (p *partitionWorker) processOne(it *item) bool {
 			if p.stop.Err() != nil {
 				return false // the generation ended; the next owner takes over
 			}
-			waits++
 			p.tm.databaseRetries.Inc()
-			d := p.c.backoff(waits)
+			d := waits.Next()
 			p.log.WarnContext(p.base, "transient database error; retrying without counting an attempt",
 				"message_id", it.msg.ID, "offset", it.msg.Offset, "error", f.err, "backoff", d)
 			if !wait.Sleep(p.stop, d) {
@@ -165,7 +167,7 @@ func (p *partitionWorker) processOne(it *item) bool {
 			return p.deadLetter(it, f.err, attempts)
 		}
 		p.tm.retries.Inc()
-		d := p.c.backoff(attempts)
+		d := attemptWaits.Next()
 		p.log.WarnContext(p.base, "attempt failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset,
 			"attempt", attempts, "error", f.err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {
@@ -180,7 +182,8 @@ func (p *partitionWorker) processOne(it *item) bool {
 func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 	start := time.Now()
 	defer p.tm.stuck.Set(0)
-	for waits := 1; ; waits++ {
+	waits := p.c.retryBackoff()
+	for {
 		err := p.tryDeadLetter(it, cause, attempts)
 		if err == nil {
 			return true
@@ -193,7 +196,7 @@ func (p *partitionWorker) deadLetter(it *item, cause error, attempts int) bool {
 			p.c.fail(p.base, fmt.Errorf("%w: record a dead letter: %w", ErrInboxTables, err))
 			return false
 		}
-		d := p.c.backoff(waits)
+		d := waits.Next()
 		p.log.WarnContext(p.base, "recording a dead letter failed; retrying", "message_id", it.msg.ID, "offset", it.msg.Offset, "error", err, "backoff", d)
 		if !wait.Sleep(p.stop, d) {
 			return false

@@ -11,25 +11,29 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 )
 
-// Config tunes a [Relay]. Only the brokers (Brokers or Kafka.Brokers) are
-// required, unless Publisher is set; every other field has a documented
-// default.
+// Config tunes a [Relay]. Only Kafka.Brokers is required, unless Publisher
+// is set; every other field has a documented default.
 type Config struct {
-	// Brokers are the Kafka bootstrap addresses ("host:port"): a shorthand
-	// for Kafka.Brokers, enough for a cluster without TLS or SASL. Set this
-	// or Kafka.Brokers; both may be set only to the same list.
+	// Brokers is the former shorthand for Kafka.Brokers, used when that is
+	// empty; both may be set only to the same list.
+	//
+	// Deprecated: set Kafka.Brokers.
 	Brokers []string
 
-	// Kafka holds how to reach Kafka: bootstrap addresses, TLS, SASL and
-	// client ID (which defaults to "outboxkit-relay"). Defaults to a
-	// plaintext connection to Brokers.
+	// Kafka holds how to reach Kafka: the bootstrap addresses
+	// (Kafka.Brokers, required), TLS, SASL and client ID (which defaults to
+	// "outboxkit-relay"). Defaults to a plaintext, unauthenticated
+	// connection.
 	Kafka broker.Config
 
-	// Publisher sends records to Kafka. Defaults to the kafka-go publisher
-	// built from Kafka; tests inject failures here. When it is set, Brokers
-	// and Kafka are not used.
+	// Publisher sends records to Kafka: one written for another Kafka
+	// client, or a wrapper that injects failures in tests. When it is set,
+	// Brokers and Kafka are not used, and the relay never closes it: its
+	// creator does, after Run returned. Defaults to the kafka-go publisher
+	// built from Kafka, which the relay makes and Run closes.
 	Publisher Publisher
 
 	// BatchSize is the most events one shard reads and publishes at once.
@@ -271,9 +275,7 @@ func (cfg Config) withDefaults() Config {
 	if cfg.WAL.RetryInterval == 0 {
 		cfg.WAL.RetryInterval = time.Second
 	}
-	if len(cfg.Kafka.Brokers) == 0 {
-		cfg.Kafka.Brokers = cfg.Brokers
-	}
+	cfg.Kafka = kafkasettings.Merge(cfg.Brokers, cfg.Kafka)
 	return cfg
 }
 
@@ -284,25 +286,8 @@ func (cfg Config) validate() error {
 		errs = append(errs, &ConfigError{Field: field, Reason: reason, Related: related})
 	}
 	if cfg.Publisher == nil {
-		switch {
-		case len(cfg.Brokers) > 0 && !slices.Equal(cfg.Brokers, cfg.Kafka.Brokers):
-			bad("Brokers", "and Kafka.Brokers are both set, to different lists (set one)", "Kafka.Brokers")
-		case len(cfg.Kafka.Brokers) == 0:
-			bad("Brokers", "is empty (set at least one host:port, here or in Kafka.Brokers)", "Kafka.Brokers")
-		default:
-			var be *broker.ConfigError
-			if err := cfg.Kafka.Validate(); errors.As(err, &be) {
-				ce := &ConfigError{Field: "Kafka." + be.Field, Reason: be.Reason}
-				for _, r := range be.Related {
-					ce.Related = append(ce.Related, "Kafka."+r)
-				}
-				if len(cfg.Brokers) > 0 && be.Field == "Brokers" {
-					ce.Field = "Brokers"
-				}
-				errs = append(errs, ce)
-			} else if err != nil {
-				errs = append(errs, err)
-			}
+		for _, p := range kafkasettings.Check(cfg.Brokers, cfg.Kafka) {
+			bad(p.Field, p.Reason, p.Related...)
 		}
 	}
 	if cfg.BatchSize < 1 || cfg.BatchSize > 10000 {

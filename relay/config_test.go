@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,16 +23,14 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	ok := relay.Config{Brokers: []string{"127.0.0.1:9092"}}
+	ok := relay.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}}
 	cases := []struct {
 		name   string
 		mutate func(*relay.Config)
 		want   string
 	}{
-		{"no brokers", func(c *relay.Config) { c.Brokers = nil }, "Brokers"},
-		{"empty broker", func(c *relay.Config) { c.Brokers = []string{""} }, "Brokers"},
-		{"both broker lists", func(c *relay.Config) { c.Kafka.Brokers = []string{"other:9092"} }, "Brokers"},
-		{"empty Kafka broker", func(c *relay.Config) { c.Brokers, c.Kafka.Brokers = nil, []string{""} }, "Kafka.Brokers"},
+		{"no brokers", func(c *relay.Config) { c.Kafka.Brokers = nil }, "Kafka.Brokers"},
+		{"empty broker", func(c *relay.Config) { c.Kafka.Brokers = []string{""} }, "Kafka.Brokers"},
 		{"plain SASL without TLS", func(c *relay.Config) {
 			c.Kafka.SASL = broker.SASL{Mechanism: broker.PLAIN, Username: "u", Password: "p"}
 		}, "Kafka.SASL.Mechanism"},
@@ -65,14 +64,67 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	if _, err := relay.New(pool, ok); err != nil {
 		t.Fatalf("defaults must be valid: %v", err)
 	}
-	if _, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: ok.Brokers}}); err != nil {
-		t.Fatalf("Kafka.Brokers instead of Brokers: %v", err)
-	}
-	if _, err := relay.New(pool, relay.Config{Brokers: ok.Brokers, Kafka: broker.Config{Brokers: ok.Brokers}}); err != nil {
-		t.Fatalf("the same list in Brokers and Kafka.Brokers: %v", err)
+	if _, err := relay.New(pool, relay.Config{Publisher: &refusingPublisher{}}); err != nil {
+		t.Fatalf("a Publisher needs no brokers: %v", err)
 	}
 	if _, err := relay.New(nil, ok); err == nil {
 		t.Fatal("want an error for a nil pool")
+	}
+}
+
+// New reports every field at fault at once, each a *ConfigError naming
+// its field, in the order of Config.
+func TestNewReportsEveryInvalidField(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	_, err = relay.New(pool, relay.Config{BatchSize: -1, Lanes: 1000, ParkAfter: -time.Second})
+	want := []string{"Kafka.Brokers", "BatchSize", "Lanes", "ParkAfter"}
+	if got := configFields(err); !slices.Equal(got, want) {
+		t.Fatalf("New reported the fields %v (%v), want %v", got, err, want)
+	}
+}
+
+// configFields returns the Field of each *relay.ConfigError joined in err.
+func configFields(err error) []string {
+	var fields []string
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			var ce *relay.ConfigError
+			if errors.As(e, &ce) {
+				fields = append(fields, ce.Field)
+			}
+		}
+	}
+	return fields
+}
+
+// The deprecated Brokers shorthand still works: alone, or with the same
+// list in Kafka.Brokers; another list there is an error naming it.
+func TestNewAcceptsTheDeprecatedBrokers(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	list := []string{"127.0.0.1:9092"}
+	if _, err := relay.New(pool, relay.Config{Brokers: list}); err != nil {
+		t.Errorf("Brokers alone: %v", err)
+	}
+	if _, err := relay.New(pool, relay.Config{Brokers: list, Kafka: broker.Config{Brokers: list}}); err != nil {
+		t.Errorf("the same list in Brokers and Kafka.Brokers: %v", err)
+	}
+	_, err = relay.New(pool, relay.Config{Brokers: list, Kafka: broker.Config{Brokers: []string{"other:9092"}}})
+	if got := configFields(err); !slices.Equal(got, []string{"Brokers"}) {
+		t.Errorf("two lists: got %v, want one error for Brokers", err)
+	}
+	_, err = relay.New(pool, relay.Config{Brokers: []string{""}})
+	if got := configFields(err); !slices.Equal(got, []string{"Brokers"}) {
+		t.Errorf("an empty address in Brokers: got %v, want one error for Brokers", err)
 	}
 }
 
@@ -84,7 +136,7 @@ func TestRunFailsClearlyWithoutOutboxTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := relay.New(pool, relay.Config{Brokers: []string{"127.0.0.1:9092"}})
+	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +156,7 @@ func TestRunRefusesCachedSequence(t *testing.T) {
 	if _, err := b.db.Pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('ALTER SEQUENCE %s CACHE 20', pg_get_serial_sequence('outbox', 'seq')); END $$`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(b.db.Pool, relay.Config{Brokers: b.brokers})
+	r, err := relay.New(b.db.Pool, relay.Config{Kafka: broker.Config{Brokers: b.brokers}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +182,7 @@ func TestRunRefusesOutdatedSchema(t *testing.T) {
 	if _, err := b.db.Pool.Exec(t.Context(), `DROP INDEX IF EXISTS outbox_pending_idx; ALTER TABLE outbox DROP COLUMN parked CASCADE`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := relay.New(b.db.Pool, relay.Config{Brokers: b.brokers})
+	r, err := relay.New(b.db.Pool, relay.Config{Kafka: broker.Config{Brokers: b.brokers}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,7 @@
 //
 // Run a relay in your own process:
 //
-//	r, err := relay.New(pool, relay.Config{Brokers: []string{"127.0.0.1:9092"}, Logger: logger})
+//	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}, Logger: logger})
 //	if err != nil {
 //		return err
 //	}
@@ -81,7 +81,9 @@
 //	pick what to send                           pick.go                    §2.5
 //	publish, outcome per aggregate              publish.go                 §2.5, §2.6
 //	Publisher seam; the kafka-go publisher      publisher.go;              §2.5, §3.7
-//	                                            kafkapublisher.go
+//	  (the only file that imports kafka-go)     kafkapublisher.go
+//	refusals a Publisher marks (Permanent,      errors.go                  §2.7
+//	  TopicRefused)
 //	trace span of a publish call                tracing.go                 (Tracing, below)
 //	ack: delete exactly what was acknowledged   source.go (tableSource)    §2.6
 //	parking: holds, refusing topics, park,      holds.go, topics.go,       §2.7

@@ -88,8 +88,75 @@ var ErrInvalidConfig = errors.New("relay: invalid config")
 var ErrNotParked = errors.New("relay: aggregate is not parked")
 
 // ErrUnknownTopic is returned for records whose topic the cluster does not
-// have (and will not create).
+// have (and will not create). The relay takes it for a refusal by the whole
+// topic, as if wrapped by [TopicRefused].
 var ErrUnknownTopic = errors.New("topic does not exist")
+
+// ErrRunTwice is returned by [Relay.Run] when it is called a second time,
+// while the first call runs or after it returned: a Relay runs once.
+var ErrRunTwice = errors.New("relay: Run called twice")
+
+// RefusedError marks a record's error as a refusal: Kafka will refuse the
+// record however often it is sent. A [Publisher] returns one, through
+// [Permanent] or [TopicRefused], in the record's entry of a [*PublishError]
+// (or as the whole error, for every record of the call); the relay finds
+// it with errors.As, however deeply it is wrapped. Every other error is
+// transient: the record is sent again after a backoff. Refused records hold
+// their aggregate back and, after Config.ParkAfter, park it
+// (docs/design.md §2.7).
+type RefusedError struct {
+	// Err is the publisher's error.
+	Err error
+	// Topic reports that the refusal is about the topic rather than the
+	// record (the topic does not exist, its name is invalid, the producer
+	// may not write to it). Once a topic refused two aggregates that way
+	// and took no record since, the relay retries its events like an
+	// outage and parks none of them: a misconfiguration, not poison events.
+	Topic bool
+}
+
+// Error returns the publisher's error text.
+func (e *RefusedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Permanent marks err as a refusal of the record itself (too large,
+// invalid, against a policy): see [RefusedError]. It returns nil for nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RefusedError{Err: err}
+}
+
+// TopicRefused marks err as a refusal by the record's whole topic (missing,
+// invalid name, no write ACL): see [RefusedError]. It returns nil for nil.
+func TopicRefused(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RefusedError{Err: err, Topic: true}
+}
+
+// refusal reports whether a record's err is a refusal, and whether the
+// topic refused it rather than the record.
+func refusal(err error) (refused, topic bool) {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return true, re.Topic || errors.Is(re.Err, ErrUnknownTopic)
+	}
+	if errors.Is(err, ErrUnknownTopic) {
+		return true, true
+	}
+	return false, false
+}
+
+// refused reports whether err is a refusal (see [RefusedError]).
+func refused(err error) bool {
+	r, _ := refusal(err)
+	return r
+}
 
 // SequenceCacheError is returned by [Relay.Run] when the sequence behind the
 // outbox's seq column caches values (CACHE greater than 1). Each session

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -49,7 +50,7 @@ func Example() {
 	}
 
 	// ...and the relay publishes it.
-	r, err := relay.New(pool, relay.Config{Brokers: brokers})
+	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: brokers}})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -439,7 +440,7 @@ func TestFailoverWALStandbyChecks(t *testing.T) {
 	exec(f.ha.PrimaryURL, `ALTER SYSTEM SET synchronized_standby_slots = 'outboxkit_standby, okt_gone'`, `SELECT pg_reload_conf()`)
 
 	logs := &testenv.Buffer{}
-	cfg := relay.Config{Brokers: f.brokers, Source: relay.SourceWAL, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	cfg := relay.Config{Kafka: broker.Config{Brokers: f.brokers}, Source: relay.SourceWAL, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		WAL: relay.WALConfig{RetryInterval: 100 * time.Millisecond}}
 	r, err := relay.New(f.newPool(), cfg)
 	if err != nil {
@@ -479,7 +480,7 @@ func TestFailoverRelayRefusesStandby(t *testing.T) {
 	}
 	defer pool.Close()
 	logs := &testenv.Buffer{}
-	r, err := relay.New(pool, relay.Config{Brokers: f.brokers, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: f.brokers}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

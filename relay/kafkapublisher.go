@@ -38,7 +38,8 @@ const partitionsTTL = 30 * time.Second
 
 // NewKafkaPublisher returns the kafka-go Publisher the relay uses by default,
 // connected as cfg says, with requests of at most DefaultMaxBatchBytes. It
-// returns a *broker.ConfigError when cfg is invalid.
+// marks Kafka's refusals with [Permanent] and [TopicRefused]. The caller
+// closes it. It returns a *broker.ConfigError when cfg is invalid.
 func NewKafkaPublisher(cfg broker.Config) (Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
@@ -154,10 +155,15 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 		}()
 	}
 	wg.Wait()
-	for _, err := range errs {
+	failed := false
+	for i, err := range errs {
 		if err != nil {
-			return &PublishError{Errs: errs}
+			errs[i] = classify(err)
+			failed = true
 		}
+	}
+	if failed {
+		return &PublishError{Errs: errs}
 	}
 	return nil
 }
@@ -304,6 +310,27 @@ func ackTimeout(ctx context.Context) time.Duration {
 	}
 	left := time.Until(d)
 	return max(left-min(left/10, time.Second), time.Millisecond)
+}
+
+// classify marks a record's kafka-go error for the relay: [TopicRefused]
+// when the topic refuses it, [Permanent] when Kafka refuses the record
+// itself, unchanged (transient) otherwise.
+func classify(err error) error {
+	switch {
+	case !permanent(err):
+		return err
+	case topicWide(err):
+		return TopicRefused(err)
+	default:
+		return Permanent(err)
+	}
+}
+
+// topicWide reports whether a permanent err is about the topic rather than
+// the record.
+func topicWide(err error) bool {
+	return errors.Is(err, ErrUnknownTopic) || errors.Is(err, kafka.InvalidTopic) ||
+		errors.Is(err, kafka.TopicAuthorizationFailed)
 }
 
 // permanent reports whether Kafka will refuse a record however often it is

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/backoff"
 )
 
 // lane publishes a subset of the owned shards (shard % Lanes): it reads their
@@ -117,7 +119,7 @@ const flushTimeout = 2 * time.Second
 func (r *Relay) runLane(ctx context.Context, l *lane) {
 	holds := newHolds(r.cfg.ParkAfter)
 	holds.topics = r.topics
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 	// flush records the acknowledgements the source put off for the next
 	// read (tableSource.ack). On a stop it still runs, briefly: the events
 	// are on Kafka, and their rows would be published again.
@@ -189,9 +191,9 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			if readCtx.Err() != nil {
 				return
 			}
-			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", backoff)
-			if !wait(backoff, false) {
+			d := retry.Next()
+			r.log.WarnContext(ctx, "read pending events failed", "error", err, "retry_in", d)
+			if !wait(d, false) {
 				return
 			}
 			continue
@@ -237,21 +239,20 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		}
 		switch {
 		case transient:
-			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			if !wait(backoff, false) {
+			if !wait(retry.Next(), false) {
 				return
 			}
 		case !more && len(send) == len(batch):
 			// Everything visible went out: wait for the poller to see more
 			// (every MinPollInterval while events flow) rather than reading
 			// again at once, so batches fill up under a steady trickle.
-			backoff = 0
+			retry.Reset()
 			l.draining.Store(false)
 			if !wait(r.cfg.MaxPollInterval*10, true) {
 				return
 			}
 		default:
-			backoff = 0
+			retry.Reset()
 			l.draining.Store(true)
 		}
 	}

@@ -3,6 +3,8 @@ package relay
 import (
 	"testing"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/backoff"
 )
 
 func TestLeaseExpiresWithoutConfirmation(t *testing.T) {
@@ -25,25 +27,29 @@ func TestLeaseExpiresWithoutConfirmation(t *testing.T) {
 }
 
 func TestSessionBackoffResetsAfterAHealthySession(t *testing.T) {
-	cfg := Config{RetryBackoffMin: 50 * time.Millisecond, RetryBackoffMax: 5 * time.Second}
 	t0 := time.Now()
 	never := time.Time{}
 	cases := []struct {
-		name    string
-		cur     time.Duration
-		readyAt time.Time
-		ended   time.Time
-		want    time.Duration
+		name string
+		// failures is how many sessions failed before, each taking a wait.
+		failures int
+		readyAt  time.Time
+		ended    time.Time
+		want     time.Duration
 	}{
 		{"first failure", 0, never, t0.Add(time.Second), 50 * time.Millisecond},
-		{"failures without a ready session grow", 400 * time.Millisecond, never, t0.Add(time.Second), 800 * time.Millisecond},
-		{"growth is capped", 4 * time.Second, never, t0.Add(time.Second), 5 * time.Second},
-		{"ready only briefly: still grows", 400 * time.Millisecond, t0.Add(time.Second), t0.Add(2 * time.Second), 800 * time.Millisecond},
-		{"ready for RetryBackoffMax: starts again", 5 * time.Second, t0.Add(time.Second), t0.Add(time.Hour), 50 * time.Millisecond},
-		{"readiness of an earlier session does not count", 400 * time.Millisecond, t0.Add(-time.Hour), t0.Add(time.Hour), 800 * time.Millisecond},
+		{"failures without a ready session grow", 4, never, t0.Add(time.Second), 800 * time.Millisecond},
+		{"growth is capped", 7, never, t0.Add(time.Second), 5 * time.Second},
+		{"ready only briefly: still grows", 4, t0.Add(time.Second), t0.Add(2 * time.Second), 800 * time.Millisecond},
+		{"ready for RetryBackoffMax: starts again", 7, t0.Add(time.Second), t0.Add(time.Hour), 50 * time.Millisecond},
+		{"readiness of an earlier session does not count", 4, t0.Add(-time.Hour), t0.Add(time.Hour), 800 * time.Millisecond},
 	}
 	for _, c := range cases {
-		if got := sessionBackoff(c.cur, t0, c.readyAt, c.ended, cfg); got != c.want {
+		b := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+		for range c.failures {
+			b.Next()
+		}
+		if got := sessionBackoff(&b, t0, c.readyAt, c.ended); got != c.want {
 			t.Errorf("%s: sessionBackoff = %s, want %s", c.name, got, c.want)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -50,7 +51,7 @@ func runChild() int {
 	}
 	defer pool.Close()
 	cfg := relay.Config{
-		Brokers:           strings.Split(os.Getenv("KAFKA_BROKERS"), ","),
+		Kafka:             broker.Config{Brokers: strings.Split(os.Getenv("KAFKA_BROKERS"), ",")},
 		Logger:            log,
 		RebalanceInterval: 200 * time.Millisecond,
 		BatchSize:         200,

@@ -20,7 +20,7 @@ func TestTwoRelaysShareOneRegistry(t *testing.T) {
 	counts1 := b1.write(5, 4)
 	counts2 := b2.write(3, 10)
 	b1.startRelay(relay.Config{Registerer: reg})
-	// The second relay connects through Kafka rather than Brokers.
+	// The second relay has a client ID of its own.
 	b2.startRelay(relay.Config{Registerer: reg, Kafka: broker.Config{Brokers: b2.brokers, ClientID: "second-relay"}})
 	b1.waitDrained(60 * time.Second)
 	b2.waitDrained(60 * time.Second)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/outboxkit/outboxkit/internal/backoff"
 )
 
 // topicPause is a topic whose records failed in WAL mode and that is not
 // sent to before until.
 type topicPause struct {
-	pause    time.Duration // the last pause, doubled on each failure
+	pause    backoff.Backoff // doubled on each failure
 	until    time.Time
 	since    time.Time // the first failure
 	attempts int
@@ -53,10 +55,10 @@ func (tp *topicPauses) failed(ctx context.Context, topic string, err error) {
 	now := tp.now()
 	p := tp.m[topic]
 	if p == nil {
-		p = &topicPause{since: now}
+		p = &topicPause{since: now, pause: backoff.Backoff{Min: tp.lo, Max: tp.hi}}
 		tp.m[topic] = p
 		level := slog.LevelWarn
-		if permanent(err) {
+		if refused(err) {
 			// A topic refusing every record: topicRefusals says so.
 			level = slog.LevelDebug
 		}
@@ -64,8 +66,7 @@ func (tp *topicPauses) failed(ctx context.Context, topic string, err error) {
 			"topic", topic, "error", err)
 	}
 	p.attempts++
-	p.pause = nextBackoff(p.pause, tp.lo, tp.hi)
-	p.until = now.Add(p.pause)
+	p.until = now.Add(p.pause.Next())
 }
 
 // took records that topic acknowledged a record: it is not paused any more.

@@ -96,7 +96,7 @@ func outcomeOf(send []event, err error, holds *holds) outcome {
 		if out.err == nil {
 			out.err = errs[i]
 		}
-		if !permanent(errs[i]) {
+		if !refused(errs[i]) {
 			out.transient = append(out.transient, k)
 			out.failedTopic(e.topic, errs[i])
 			continue

@@ -37,7 +37,21 @@ func (r *Record) size() int {
 // later record of its key in the call (one request, or requests sent one
 // after the other that stop at the first failure), so that a later record of
 // a key never lands while an earlier one did not.
+//
+// A record's error says whether sending it again can help. Wrap it with
+// [Permanent] when Kafka refuses the record however often it is sent (too
+// large, invalid), or with [TopicRefused] when the record's topic refuses
+// every record (missing, no write ACL): the relay holds back, and in the
+// end parks, the record's aggregate (docs/design.md §2.7). Any other error
+// is transient, and the record is sent again after a backoff. The
+// kafka-go publisher ([NewKafkaPublisher]) classifies its errors this way.
+//
+// Whoever creates a Publisher closes it: a Publisher passed in
+// Config.Publisher is not closed by the relay.
 type Publisher interface {
+	// Publish sends records and waits for Kafka's acknowledgement, as
+	// above.
 	Publish(ctx context.Context, records []Record) error
+	// Close releases the publisher's connections.
 	Close() error
 }

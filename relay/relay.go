@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/internal/backoff"
 	"github.com/outboxkit/outboxkit/internal/wait"
 )
 
@@ -19,9 +20,13 @@ type Relay struct {
 	pool *pgxpool.Pool
 	cfg  Config
 	pub  Publisher
-	m    *metrics
-	log  *slog.Logger
+	// ownPub is set when New made pub, which Run then closes; a
+	// Config.Publisher is the caller's to close.
+	ownPub bool
+	m      *metrics
+	log    *slog.Logger
 
+	ran       atomic.Bool // Run was called
 	ready     atomic.Bool
 	streaming atomic.Bool // WAL mode: this relay streams the slot
 	// walHeld is the memory WAL mode's pending events hold, about
@@ -64,13 +69,14 @@ func New(pool *pgxpool.Pool, cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: register metrics: %w", err)
 	}
-	pub := cfg.Publisher
+	pub, own := cfg.Publisher, false
 	if pub == nil {
 		if pub, err = newKafkaPublisher(cfg.Kafka, cfg.MaxBatchBytes, cfg.metadataTTL); err != nil {
 			return nil, err
 		}
+		own = true
 	}
-	r := &Relay{pool: pool, cfg: cfg, pub: pub, m: m, log: cfg.Logger}
+	r := &Relay{pool: pool, cfg: cfg, pub: pub, ownPub: own, m: m, log: cfg.Logger}
 	r.topics = newTopicRefusals(r.topicChanged)
 	r.standbys = newStandbyGate(pool, cfg, m)
 	return r, nil
@@ -109,8 +115,17 @@ func (r *Relay) ShardsOwned() int { return int(r.shardCount.Load()) }
 // In WAL mode Run streams the replication slot (or stands by while another
 // relay streams it) and also drains the outbox table as table mode does:
 // that is where aggregates are parked and retried.
+//
+// A Relay runs once: a second call returns [ErrRunTwice]. Before returning,
+// Run closes the Kafka publisher New made; a Config.Publisher stays open,
+// for its owner to close.
 func (r *Relay) Run(ctx context.Context) error {
-	defer r.pub.Close()
+	if !r.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	if r.ownPub {
+		defer r.pub.Close()
+	}
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); r.statsLoop(statsCtx) }()
@@ -134,11 +149,11 @@ func (r *Relay) Run(ctx context.Context) error {
 // runTable runs the table mode sessions until ctx ends or an error that
 // retrying cannot fix.
 func (r *Relay) runTable(ctx context.Context) error {
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 	for {
 		start := time.Now()
 		err := r.session(ctx)
-		backoff = sessionBackoff(backoff, start, r.readyAt, time.Now(), r.cfg)
+		d := sessionBackoff(&retry, start, r.readyAt, time.Now())
 		r.ready.Store(false)
 		r.m.ready.Set(0)
 		r.shardCount.Store(0)
@@ -150,28 +165,21 @@ func (r *Relay) runTable(ctx context.Context) error {
 		if errors.Is(err, ErrNoOutboxTable) || errors.Is(err, ErrOutdatedSchema) || errors.Is(err, ErrUnstableSession) || errors.Is(err, ErrStandbyPositions) || errors.As(err, &seqErr) {
 			return err
 		}
-		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", backoff)
-		if !wait.Sleep(ctx, backoff) {
+		r.log.ErrorContext(ctx, "relay session ended; reconnecting", "error", err, "retry_in", d)
+		if !wait.Sleep(ctx, d) {
 			return nil
 		}
 	}
 }
 
 // sessionBackoff returns the wait before the next session: the backoff grows
-// while sessions keep failing, and starts again from RetryBackoffMin after
-// a session that was healthy (ready) for at least RetryBackoffMax, so one
-// failure after days of service is retried quickly.
-func sessionBackoff(cur time.Duration, started, readyAt, ended time.Time, cfg Config) time.Duration {
-	if !readyAt.Before(started) && ended.Sub(readyAt) >= cfg.RetryBackoffMax {
-		cur = 0
+// while sessions keep failing, and starts again from its Min
+// (RetryBackoffMin) after a session that was healthy (ready) for at least
+// its Max (RetryBackoffMax), so one failure after days of service is
+// retried quickly.
+func sessionBackoff(b *backoff.Backoff, started, readyAt, ended time.Time) time.Duration {
+	if !readyAt.Before(started) && ended.Sub(readyAt) >= b.Max {
+		b.Reset()
 	}
-	return nextBackoff(cur, cfg.RetryBackoffMin, cfg.RetryBackoffMax)
-}
-
-// nextBackoff doubles cur, starting at lo and capped at hi.
-func nextBackoff(cur, lo, hi time.Duration) time.Duration {
-	if cur < lo {
-		return lo
-	}
-	return min(cur*2, hi)
+	return b.Next()
 }

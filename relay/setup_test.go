@@ -67,8 +67,8 @@ func (b *bed) startRelayOwnPool(cfg relay.Config) (r *relay.Relay, stop func()) 
 
 func (b *bed) startRelayOn(pool *pgxpool.Pool, cfg relay.Config) (r *relay.Relay, stop func()) {
 	b.t.Helper()
-	if cfg.Brokers == nil && cfg.Kafka.Brokers == nil && cfg.Publisher == nil {
-		cfg.Brokers = b.brokers
+	if cfg.Kafka.Brokers == nil && cfg.Publisher == nil {
+		cfg.Kafka.Brokers = b.brokers
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(b.t)
@@ -168,5 +168,7 @@ func newPublisher(t *testing.T, brokers []string) relay.Publisher {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The relay leaves a supplied Publisher open: its creator closes it.
+	t.Cleanup(func() { _ = p.Close() })
 	return p
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -131,7 +132,7 @@ func TestWALSlotMissingIsNotRecreated(t *testing.T) {
 	}
 
 	dropSlot(t, ldb.Pool, ldb.Slot)
-	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Brokers: b.brokers, Logger: testLogger(t)}))
+	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Logger: testLogger(t)}))
 	if err != nil {
 		t.Fatal(err)
 	}

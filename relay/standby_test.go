@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 	"github.com/outboxkit/outboxkit/relay"
@@ -152,7 +153,7 @@ func TestStandbysWithoutPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := relay.New(pool, relay.Config{Brokers: b.brokers, Standbys: []string{w.name}, Logger: testLogger(t)})
+	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Standbys: []string{w.name}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,6 @@
 package relay
 
-import (
-	"errors"
-	"sync"
-
-	"github.com/segmentio/kafka-go"
-)
+import "sync"
 
 // refusingTopicAggregates is how many aggregates a topic must refuse, with
 // an error about the topic, before the relay takes the refusal for a
@@ -40,16 +35,10 @@ func newTopicRefusals(changed func(topic string, refusing bool, err error, downT
 	return &topicRefusals{refused: map[string]map[aggKey]bool{}, down: map[string]error{}, changed: changed}
 }
 
-// topicWide reports whether err is about the topic rather than the record.
-func topicWide(err error) bool {
-	return errors.Is(err, ErrUnknownTopic) || errors.Is(err, kafka.InvalidTopic) ||
-		errors.Is(err, kafka.TopicAuthorizationFailed)
-}
-
-// refuse records that topic refused k's event with the permanent error err,
+// refuse records that topic refused k's event with the refusal err,
 // and reports whether the topic is refusing everything.
 func (t *topicRefusals) refuse(topic string, k aggKey, err error) bool {
-	if t == nil || !topicWide(err) {
+	if _, topic := refusal(err); t == nil || !topic {
 		return false
 	}
 	t.mu.Lock()

@@ -2,12 +2,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 )
 
 // A topic that refuses the events of several aggregates is a misconfiguration:
@@ -27,7 +26,7 @@ func TestTopicRefusingEveryAggregateIsNotParked(t *testing.T) {
 		changes = append(changes, change{topic, refusing, down})
 	})
 	unknown := fmt.Errorf("produce to nope/0: %w", ErrUnknownTopic)
-	tooLarge := fmt.Errorf("produce to orders/0: %w", kafka.MessageSizeTooLarge)
+	tooLarge := Permanent(errors.New("produce to orders/0: message too large"))
 	call := func(answer func([]Record) error, send ...event) outcome {
 		return publishEvents(context.Background(), func(_ context.Context, r []Record) error { return answer(r) }, send, hs)
 	}

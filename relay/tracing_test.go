@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
@@ -70,7 +71,7 @@ func (b *traced) consume(failFirst bool) func() []handled {
 		calls atomic.Int32
 	)
 	c, err := inbox.NewConsumer(b.db.Pool, inbox.Config{
-		Brokers: b.brokers, GroupID: testenv.Unique("trace"), Topics: []string{b.topic},
+		Kafka: broker.Config{Brokers: b.brokers}, GroupID: testenv.Unique("trace"), Topics: []string{b.topic},
 		CommitInterval: 200 * time.Millisecond, RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 250 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 		JoinGroupBackoff: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond, BatchSize: 1,

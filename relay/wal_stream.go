@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/outboxkit/outboxkit/internal/backoff"
 	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 )
@@ -22,7 +23,7 @@ func (r *Relay) Streaming() bool { return r.streaming.Load() }
 // streams it. It returns an error only for what retrying cannot fix:
 // wal_level, the slot invalidated, a missing privilege.
 func (r *Relay) runWAL(ctx context.Context) error {
-	backoff := time.Duration(0)
+	retry := backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 	standby := false
 	for {
 		start := time.Now()
@@ -55,11 +56,11 @@ func (r *Relay) runWAL(ctx context.Context) error {
 		}
 		standby = false
 		if time.Since(start) >= r.cfg.RetryBackoffMax {
-			backoff = 0
+			retry.Reset()
 		}
-		backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-		r.log.ErrorContext(ctx, "WAL stream ended; reconnecting", "error", err, "retry_in", backoff)
-		if !wait.Sleep(ctx, backoff) {
+		d := retry.Next()
+		r.log.ErrorContext(ctx, "WAL stream ended; reconnecting", "error", err, "retry_in", d)
+		if !wait.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -224,7 +225,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 		busy     = map[aggKey]bool{} // aggregates with events in a call in flight
 		inFlight int                 // calls in flight
 		inCalls  int                 // their events
-		backoff  time.Duration
+		retry    = backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
 		retryAt  time.Time // no new call before
 	)
 	settle := func(c *walCall) {
@@ -239,10 +240,9 @@ func (r *Relay) walSession(ctx context.Context) error {
 		switch {
 		case transient && len(out.failedTopics) == 0:
 			// Parking failed (the database): back off as a whole.
-			backoff = nextBackoff(backoff, r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax)
-			retryAt = time.Now().Add(backoff)
+			retryAt = time.Now().Add(retry.Next())
 		case !transient:
-			backoff = 0
+			retry.Reset()
 		}
 		// Failing topics are paused on their own (holds.pauses), and the
 		// others keep flowing.

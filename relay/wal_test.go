@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 	"github.com/outboxkit/outboxkit/outbox"
@@ -655,7 +656,7 @@ func TestWALStartupChecks(t *testing.T) {
 	t.Parallel()
 	run := func(t *testing.T, db *testenv.DB) error {
 		t.Helper()
-		r, err := relay.New(db.Pool, relay.Config{Brokers: testenv.Brokers(t), Source: relay.SourceWAL, Logger: testLogger(t)})
+		r, err := relay.New(db.Pool, relay.Config{Kafka: broker.Config{Brokers: testenv.Brokers(t)}, Source: relay.SourceWAL, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

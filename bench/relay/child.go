@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/relay"
 )
 
@@ -78,7 +79,7 @@ func childMain() int {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("process", "relay-child")
 	r, err := relay.New(pool, relay.Config{
-		Brokers:   splitBrokers(os.Getenv(childBrokersEnv)),
+		Kafka:     broker.Config{Brokers: splitBrokers(os.Getenv(childBrokersEnv))},
 		BatchSize: batch,
 		Lanes:     lanes,
 		Logger:    log,

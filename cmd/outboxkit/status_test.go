@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -69,7 +70,7 @@ func TestStatus(t *testing.T) {
 
 	// A running relay shows up as the owner of every shard; it publishes
 	// the two events of o-1 and leaves parked o-2's.
-	rl, err := relay.New(db.Pool, relay.Config{Brokers: testenv.Brokers(t), RebalanceInterval: 100 * time.Millisecond})
+	rl, err := relay.New(db.Pool, relay.Config{Kafka: broker.Config{Brokers: testenv.Brokers(t)}, RebalanceInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestStatusPerSchema(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		rl, err := relay.New(pool, relay.Config{Brokers: testenv.Brokers(t), RebalanceInterval: 100 * time.Millisecond})
+		rl, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: testenv.Brokers(t)}, RebalanceInterval: 100 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	yaml "go.yaml.in/yaml/v2"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -128,12 +129,12 @@ func registeredNames(t *testing.T) map[string]bool {
 	}
 	t.Cleanup(pool.Close)
 	rec := &recorder{names: map[string]bool{}}
-	if _, err := relay.New(pool, relay.Config{Brokers: []string{"127.0.0.1:9092"}, Registerer: rec}); err != nil {
+	if _, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}, Registerer: rec}); err != nil {
 		t.Fatal(err)
 	}
 	handler := func(context.Context, pgx.Tx, inbox.Message) error { return nil }
 	if _, err := inbox.NewConsumer(pool, inbox.Config{
-		Brokers: []string{"127.0.0.1:9092"}, GroupID: "g", Topics: []string{"t"}, Registerer: rec,
+		Kafka: broker.Config{Brokers: []string{"127.0.0.1:9092"}}, GroupID: "g", Topics: []string{"t"}, Registerer: rec,
 	}, handler); err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/examples/orders"
 	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/inbox"
@@ -131,7 +132,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, o.relays+o.consumers)
 	for i := 0; i < o.relays; i++ {
-		r, err := relay.New(pool, relay.Config{Brokers: brokers, Logger: logger.With("relay", i)})
+		r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: brokers}, Logger: logger.With("relay", i)})
 		if err != nil {
 			return false, err
 		}
@@ -142,7 +143,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	for i := 0; i < o.consumers; i++ {
 		name := fmt.Sprintf("shipping-%d", i)
 		c, err := inbox.NewConsumer(pool, inbox.Config{
-			Brokers: brokers, GroupID: group, Topics: []string{topic},
+			Kafka: broker.Config{Brokers: brokers}, GroupID: group, Topics: []string{topic},
 			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond,
 			RebalanceTimeout: 10 * time.Second, JoinGroupBackoff: 500 * time.Millisecond,
 			MaxWait: 100 * time.Millisecond, Logger: logger.With("consumer", name),

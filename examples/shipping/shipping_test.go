@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/examples/orders"
 	"github.com/outboxkit/outboxkit/examples/shipping"
 	"github.com/outboxkit/outboxkit/inbox"
@@ -118,7 +119,7 @@ func (c *crashOnce) count() int {
 func newConsumer(t *testing.T, db *testenv.DB, brokers []string, topic string, h inbox.Handler) *inbox.Consumer {
 	t.Helper()
 	c, err := inbox.NewConsumer(db.Pool, inbox.Config{
-		Brokers: brokers, GroupID: testenv.Unique("shipping"), Topics: []string{topic},
+		Kafka: broker.Config{Brokers: brokers}, GroupID: testenv.Unique("shipping"), Topics: []string{topic},
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, MaxWait: 100 * time.Millisecond,
 		RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
 	}, h)
@@ -263,7 +264,7 @@ func TestOrdersToShippingExactlyOnce(t *testing.T) {
 	shipTopic := testenv.CreateTopic(t, "shipments", 4)
 	brokers := testenv.Brokers(t)
 
-	r, err := relay.New(db.Pool, relay.Config{Brokers: brokers})
+	r, err := relay.New(db.Pool, relay.Config{Kafka: broker.Config{Brokers: brokers}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 )
 
@@ -29,7 +30,7 @@ const (
 // rebalance within seconds rather than the defaults' half minute.
 func consumerConfig(brokers []string, topic, group string, log *slog.Logger) inbox.Config {
 	return inbox.Config{
-		Brokers:           brokers,
+		Kafka:             broker.Config{Brokers: brokers},
 		GroupID:           group,
 		Topics:            []string{topic},
 		SessionTimeout:    6 * time.Second,

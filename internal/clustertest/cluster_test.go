@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/outboxkit/outboxkit/internal/testenv"
@@ -168,7 +169,7 @@ func setupPlaced(t *testing.T, placement [][]int, publishTimeout time.Duration) 
 
 	var err error
 	b.relay, err = relay.New(b.db.Pool, relay.Config{
-		Brokers: brokers, BatchSize: 200, Logger: logger(t, "relay"),
+		Kafka: broker.Config{Brokers: brokers}, BatchSize: 200, Logger: logger(t, "relay"),
 		RebalanceInterval: 200 * time.Millisecond, RetryBackoffMax: 500 * time.Millisecond,
 		PublishTimeout: publishTimeout,
 	})
@@ -177,7 +178,7 @@ func setupPlaced(t *testing.T, placement [][]int, publishTimeout time.Duration) 
 	}
 	b.run("relay", b.relay.Run)
 	c, err := inbox.NewConsumer(b.db.Pool, inbox.Config{
-		Brokers: brokers, GroupID: testenv.Unique("cluster"), Topics: []string{b.topic},
+		Kafka: broker.Config{Brokers: brokers}, GroupID: testenv.Unique("cluster"), Topics: []string{b.topic},
 		CommitInterval: 200 * time.Millisecond, RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 250 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 		JoinGroupBackoff: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond, Logger: logger(t, "inbox"),

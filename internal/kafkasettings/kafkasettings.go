@@ -1,8 +1,9 @@
 // Package kafkasettings holds the Kafka connection settings as the binaries
 // in cmd/ read them, flat and as text (file paths, a mechanism name), and
 // turns them into a [broker.Config]: it reads the PEM files into a
-// [*tls.Config] and checks what the files and names can get wrong. It is
-// for the binaries only; libraries take a broker.Config.
+// [*tls.Config] and checks what the files and names can get wrong. The
+// libraries take a broker.Config; [Merge] and [Check] (library.go) are the
+// one check of it that the relay's and the inbox's Config share.
 //
 // The package knows nothing about environment variables: each binary maps
 // its own variables onto [Settings], and translates a [*FieldError] back to

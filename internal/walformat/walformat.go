@@ -68,7 +68,7 @@ func Sorted(hs []Header) bool {
 
 // ErrUnknownVersion is matched by a *DecodeError whose content starts with
 // a version this package does not know.
-var ErrUnknownVersion = errors.New("walformat: unknown version")
+var ErrUnknownVersion = errors.New("unknown WAL message version")
 
 // DecodeError says why a message content could not be decoded.
 type DecodeError struct {
@@ -80,7 +80,7 @@ type DecodeError struct {
 
 // Error names the version and the reason.
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("walformat: message version %d: %s", e.Version, e.Reason)
+	return fmt.Sprintf("WAL message version %d: %s", e.Version, e.Reason)
 }
 
 // Is reports whether target is [ErrUnknownVersion] and the version is not

@@ -8,31 +8,31 @@ import (
 // Sentinels matched (with errors.Is) by the typed errors below.
 var (
 	// ErrWALLevel: the server's wal_level is not logical.
-	ErrWALLevel = errors.New("walstream: wal_level is not logical")
+	ErrWALLevel = errors.New("relay: wal_level is not logical")
 	// ErrSlotInUse: another session streams the slot (SQLSTATE 55006).
-	ErrSlotInUse = errors.New("walstream: replication slot in use")
+	ErrSlotInUse = errors.New("relay: replication slot in use")
 	// ErrSlotLost: the slot was invalidated; its unread events are gone.
-	ErrSlotLost = errors.New("walstream: replication slot invalidated")
+	ErrSlotLost = errors.New("relay: replication slot invalidated")
 	// ErrPrivilege: the role lacks a privilege the stream needs.
-	ErrPrivilege = errors.New("walstream: missing privilege")
+	ErrPrivilege = errors.New("relay: missing privilege")
 	// ErrPublicationMissing: pgoutput cannot find the publication at the
 	// slot's position (the slot predates the publication).
-	ErrPublicationMissing = errors.New("walstream: publication missing at the slot's position")
+	ErrPublicationMissing = errors.New("relay: publication missing at the slot's position")
 	// ErrSlotMissing: the slot existed once (outbox_wal_settings says so)
 	// and is gone from this server.
-	ErrSlotMissing = errors.New("walstream: replication slot missing")
+	ErrSlotMissing = errors.New("relay: replication slot missing")
 	// ErrStandbySlotMissing: synchronized_standby_slots names a slot this
 	// server lacks, so logical decoding would wait for it for ever.
-	ErrStandbySlotMissing = errors.New("walstream: synchronized_standby_slots names a missing slot")
+	ErrStandbySlotMissing = errors.New("relay: synchronized_standby_slots names a missing slot")
 	// ErrSettingsMismatch: the configured slot or publication is not the
 	// one outbox_wal_settings names, which writers check before emitting.
-	ErrSettingsMismatch = errors.New("walstream: configuration disagrees with outbox_wal_settings")
+	ErrSettingsMismatch = errors.New("relay: configuration disagrees with outbox_wal_settings")
 	// ErrSlotUnusable: a slot of the configured name exists but cannot
 	// carry WAL mode's events (another database's, another plugin's, a
 	// physical or temporary slot).
-	ErrSlotUnusable = errors.New("walstream: replication slot unusable for WAL mode")
+	ErrSlotUnusable = errors.New("relay: replication slot unusable for WAL mode")
 	// ErrClosed: Next was called after Close.
-	ErrClosed = errors.New("walstream: stream closed")
+	ErrClosed = errors.New("relay: stream closed")
 )
 
 // WALLevelError says the server cannot decode logical messages: events
@@ -44,7 +44,7 @@ type WALLevelError struct {
 
 // Error says what is set and what is needed, on one line.
 func (e *WALLevelError) Error() string {
-	return fmt.Sprintf("walstream: wal_level is %q, WAL mode needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)", e.Level)
+	return fmt.Sprintf("relay: wal_level is %q, WAL mode needs wal_level = logical (set it in postgresql.conf and restart PostgreSQL)", e.Level)
 }
 
 // Is reports whether target is [ErrWALLevel].
@@ -61,7 +61,7 @@ type SlotInUseError struct {
 
 // Error names the slot.
 func (e *SlotInUseError) Error() string {
-	return fmt.Sprintf("walstream: replication slot %q is streamed by another session: %v", e.Slot, e.Err)
+	return fmt.Sprintf("relay: replication slot %q is streamed by another session: %v", e.Slot, e.Err)
 }
 
 // Is reports whether target is [ErrSlotInUse].
@@ -80,7 +80,7 @@ type SlotLostError struct {
 
 // Error names the slot and what it means.
 func (e *SlotLostError) Error() string {
-	return fmt.Sprintf("walstream: replication slot %q is invalidated (wal_status lost): events it had not delivered are gone; find them from the writers' side, then drop and recreate the slot by hand", e.Slot)
+	return fmt.Sprintf("relay: replication slot %q is invalidated (wal_status lost): events it had not delivered are gone; find them from the writers' side, then drop and recreate the slot by hand", e.Slot)
 }
 
 // Is reports whether target is [ErrSlotLost].
@@ -97,7 +97,7 @@ type PrivilegeError struct {
 
 // Error names the missing privilege.
 func (e *PrivilegeError) Error() string {
-	return fmt.Sprintf("walstream: the role needs %s: %v", e.Missing, e.Err)
+	return fmt.Sprintf("relay: the role needs %s: %v", e.Missing, e.Err)
 }
 
 // Is reports whether target is [ErrPrivilege].
@@ -120,7 +120,7 @@ type PublicationMissingError struct {
 
 // Error names the slot, the publication and what to do.
 func (e *PublicationMissingError) Error() string {
-	return fmt.Sprintf("walstream: replication slot %q was created before publication %q, and pgoutput cannot decode the transactions written in between (%v): "+
+	return fmt.Sprintf("relay: replication slot %q was created before publication %q, and pgoutput cannot decode the transactions written in between (%v): "+
 		"create the publication before the slot (the migrations and `outboxkit wal setup` do); this slot can only be dropped and recreated by hand, after reading what it holds with pg_logical_slot_peek_binary_changes",
 		e.Slot, e.Publication, e.Err)
 }
@@ -146,7 +146,7 @@ type SlotMissingError struct {
 
 // Error names the slot, what it means and what to do, on one line.
 func (e *SlotMissingError) Error() string {
-	return fmt.Sprintf("walstream: replication slot %q, in use here since %s, does not exist on this server (a failover to a standby without it, a restore, or a dropped slot): "+
+	return fmt.Sprintf("relay: replication slot %q, in use here since %s, does not exist on this server (a failover to a standby without it, a restore, or a dropped slot): "+
 		"events emitted after its last confirmed position may be lost, and writers get OB001 until it exists; check what reached Kafka, then run `outboxkit wal setup` to create it again", e.Slot, e.Since)
 }
 
@@ -164,7 +164,7 @@ type StandbySlotMissingError struct {
 
 // Error names the slot and what to do, on one line.
 func (e *StandbySlotMissingError) Error() string {
-	return fmt.Sprintf("walstream: synchronized_standby_slots names %q, which is not a physical replication slot on this server, so logical decoding would wait for it for ever "+
+	return fmt.Sprintf("relay: synchronized_standby_slots names %q, which is not a physical replication slot on this server, so logical decoding would wait for it for ever "+
 		"(a promoted standby keeps its old primary's setting): point it at this server's standbys' slots or clear it (ALTER SYSTEM RESET synchronized_standby_slots; SELECT pg_reload_conf())", e.Slot)
 }
 
@@ -185,7 +185,7 @@ type SettingsMismatchError struct {
 
 // Error names both and the fix, on one line.
 func (e *SettingsMismatchError) Error() string {
-	return fmt.Sprintf("walstream: the %s is %q but outbox_wal_settings names %q, the one writers check before emitting; make them agree (UPDATE outbox_wal_settings SET %s_name = ..., or configure %q)",
+	return fmt.Sprintf("relay: the %s is %q but outbox_wal_settings names %q, the one writers check before emitting; make them agree (UPDATE outbox_wal_settings SET %s_name = ..., or configure %q)",
 		e.Setting, e.Configured, e.Named, e.Setting, e.Named)
 }
 
@@ -212,7 +212,7 @@ func (e *SlotUnusableError) Error() string {
 	if e.Temporary {
 		kind = "temporary"
 	}
-	return fmt.Sprintf("walstream: replication slot %q is a %s slot of database %q with plugin %q; WAL mode needs a permanent pgoutput slot of database %q: set another slot name in outbox_wal_settings and the relay",
+	return fmt.Sprintf("relay: replication slot %q is a %s slot of database %q with plugin %q; WAL mode needs a permanent pgoutput slot of database %q: set another slot name in outbox_wal_settings and the relay",
 		e.Slot, kind, e.Database, e.Plugin, e.Current)
 }
 

@@ -143,13 +143,13 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	if c.ConnString == "" && c.ConnConfig == nil {
-		return errors.New("walstream: ConnString is empty")
+		return errors.New("relay: ConnString is empty")
 	}
 	if c.Slot != "" && !nameRE.MatchString(c.Slot) {
-		return fmt.Errorf("walstream: Slot %q must be 1 to 63 lower-case letters, digits or underscores", c.Slot)
+		return fmt.Errorf("relay: Slot %q must be 1 to 63 lower-case letters, digits or underscores", c.Slot)
 	}
 	if !nameRE.MatchString(c.Publication) {
-		return fmt.Errorf("walstream: Publication %q must be 1 to 63 lower-case letters, digits or underscores", c.Publication)
+		return fmt.Errorf("relay: Publication %q must be 1 to 63 lower-case letters, digits or underscores", c.Publication)
 	}
 	return nil
 }
@@ -260,7 +260,7 @@ func connect(ctx context.Context, cfg Config) (*Stream, error) {
 	} else {
 		var err error
 		if pcfg, err = pgconn.ParseConfig(cfg.ConnString); err != nil {
-			return nil, fmt.Errorf("walstream: parse ConnString: %w", err)
+			return nil, fmt.Errorf("relay: parse ConnString: %w", err)
 		}
 	}
 	pcfg.RuntimeParams["replication"] = "database"
@@ -273,7 +273,7 @@ func connect(ctx context.Context, cfg Config) (*Stream, error) {
 		if sqlstate(err) == "42501" {
 			return nil, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
 		}
-		return nil, fmt.Errorf("walstream: connect: %w", err)
+		return nil, fmt.Errorf("relay: connect: %w", err)
 	}
 	return &Stream{cfg: cfg, conn: conn, out: make(chan *Tx, cfg.Buffer), finished: make(chan struct{})}, nil
 }
@@ -292,7 +292,7 @@ func (s *Stream) setup(ctx context.Context) (LSN, error) {
 	switch sqlstate(err) {
 	case "":
 		if err != nil {
-			return 0, fmt.Errorf("walstream: start replication: %w", err)
+			return 0, fmt.Errorf("relay: start replication: %w", err)
 		}
 	case "55006":
 		return 0, &SlotInUseError{Slot: s.cfg.Slot, Err: err}
@@ -300,7 +300,7 @@ func (s *Stream) setup(ctx context.Context) (LSN, error) {
 		// The slot was invalidated between the read above and the start.
 		return 0, &SlotLostError{Slot: s.cfg.Slot}
 	default:
-		return 0, fmt.Errorf("walstream: start replication: %w", err)
+		return 0, fmt.Errorf("relay: start replication: %w", err)
 	}
 	s.cfg.Logger.InfoContext(ctx, "streaming", "slot", s.cfg.Slot, "from", slot.confirmed.String())
 	return slot.confirmed, nil
@@ -311,7 +311,7 @@ func (s *Stream) setup(ctx context.Context) (LSN, error) {
 func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	rows, err := s.query(ctx, "SHOW wal_level")
 	if err != nil {
-		return nil, fmt.Errorf("walstream: read wal_level: %w", err)
+		return nil, fmt.Errorf("relay: read wal_level: %w", err)
 	}
 	if len(rows) != 1 || rows[0][0] != "logical" {
 		level := ""
@@ -322,10 +322,10 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	}
 
 	if rows, err = s.query(ctx, "SHOW server_version_num"); err != nil || len(rows) != 1 {
-		return nil, fmt.Errorf("walstream: read server_version_num: %v", err)
+		return nil, fmt.Errorf("relay: read server_version_num: %v", err)
 	}
 	if s.version, err = strconv.Atoi(rows[0][0]); err != nil {
-		return nil, fmt.Errorf("walstream: server_version_num %q: %w", rows[0][0], err)
+		return nil, fmt.Errorf("relay: server_version_num %q: %w", rows[0][0], err)
 	}
 	if err := s.checkStandbySlots(ctx); err != nil {
 		return nil, err
@@ -338,15 +338,15 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		rows, err = s.query(ctx, "SELECT slot_name, '"+s.cfg.Publication+"' FROM outbox_wal_settings")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("walstream: read outbox_wal_settings (apply the migrations first): %w", err)
+		return nil, fmt.Errorf("relay: read outbox_wal_settings (apply the migrations first): %w", err)
 	}
 	if len(rows) != 1 {
-		return nil, fmt.Errorf("walstream: outbox_wal_settings has %d rows, want 1", len(rows))
+		return nil, fmt.Errorf("relay: outbox_wal_settings has %d rows, want 1", len(rows))
 	}
 	switch configured := rows[0][0]; {
 	case s.cfg.Slot == "":
 		if !nameRE.MatchString(configured) {
-			return nil, fmt.Errorf("walstream: outbox_wal_settings names slot %q; use 1 to 63 lower-case letters, digits or underscores", configured)
+			return nil, fmt.Errorf("relay: outbox_wal_settings names slot %q; use 1 to 63 lower-case letters, digits or underscores", configured)
 		}
 		s.cfg.Slot = configured
 	case s.cfg.Slot != configured:
@@ -358,7 +358,7 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 
 	rows, err = s.query(ctx, "SELECT 1 FROM pg_publication WHERE pubname = '"+s.cfg.Publication+"'")
 	if err != nil {
-		return nil, fmt.Errorf("walstream: read publications: %w", err)
+		return nil, fmt.Errorf("relay: read publications: %w", err)
 	}
 	if len(rows) == 0 {
 		// Empty: pgoutput sends logical decoding messages whatever the
@@ -372,7 +372,7 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		case code == "42501":
 			return nil, &PrivilegeError{Missing: "CREATE on the database (to create publication " + s.cfg.Publication + ")", Err: err}
 		default:
-			return nil, fmt.Errorf("walstream: create publication %s: %w", s.cfg.Publication, err)
+			return nil, fmt.Errorf("relay: create publication %s: %w", s.cfg.Publication, err)
 		}
 	}
 
@@ -393,13 +393,13 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 		case code == "42501":
 			return nil, &PrivilegeError{Missing: "the REPLICATION role attribute", Err: err}
 		default:
-			return nil, fmt.Errorf("walstream: create replication slot %s: %w", s.cfg.Slot, err)
+			return nil, fmt.Errorf("relay: create replication slot %s: %w", s.cfg.Slot, err)
 		}
 		if slot, err = s.readSlot(ctx); err != nil {
 			return nil, err
 		}
 		if slot == nil {
-			return nil, fmt.Errorf("walstream: replication slot %s vanished right after its creation", s.cfg.Slot)
+			return nil, fmt.Errorf("relay: replication slot %s vanished right after its creation", s.cfg.Slot)
 		}
 	}
 	switch {
@@ -451,7 +451,7 @@ func (s *Stream) checkStandbySlots(ctx context.Context) error {
 	rows, err := s.query(ctx, `SELECT n FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) AS u(n)
 		WHERE btrim(n) <> '' AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = btrim(u.n) AND slot_type = 'physical')`)
 	if err != nil {
-		return fmt.Errorf("walstream: read synchronized_standby_slots: %w", err)
+		return fmt.Errorf("relay: read synchronized_standby_slots: %w", err)
 	}
 	if len(rows) > 0 {
 		return &StandbySlotMissingError{Slot: strings.TrimSpace(rows[0][0])}
@@ -463,7 +463,7 @@ func (s *Stream) checkStandbySlots(ctx context.Context) error {
 		WHERE slot_type = 'physical' AND active AND xmin IS NULL AND catalog_xmin IS NULL
 		  AND slot_name = ANY (SELECT btrim(n) FROM unnest(string_to_array(current_setting('synchronized_standby_slots'), ',')) AS u(n))`)
 	if err != nil {
-		return fmt.Errorf("walstream: read the standbys' slots: %w", err)
+		return fmt.Errorf("relay: read the standbys' slots: %w", err)
 	}
 	for _, r := range rows {
 		s.cfg.Logger.WarnContext(ctx, "the standby streaming from this physical slot sends no hot_standby_feedback, so its copy of the WAL mode slot never becomes usable and a failover to it loses the slot: set hot_standby_feedback = on on that standby",
@@ -482,7 +482,7 @@ func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
 		coalesce(wal_status, ''), coalesce(confirmed_flush_lsn, '0/0'), `+failover+`, temporary
 		FROM pg_replication_slots WHERE slot_name = '`+s.cfg.Slot+"'")
 	if err != nil {
-		return nil, fmt.Errorf("walstream: read replication slot %s: %w", s.cfg.Slot, err)
+		return nil, fmt.Errorf("relay: read replication slot %s: %w", s.cfg.Slot, err)
 	}
 	if len(rows) == 0 {
 		return nil, nil
@@ -490,7 +490,7 @@ func (s *Stream) readSlot(ctx context.Context) (*slotRow, error) {
 	r := rows[0]
 	lsn, err := pglogrepl.ParseLSN(r[4])
 	if err != nil {
-		return nil, fmt.Errorf("walstream: replication slot %s: %w", s.cfg.Slot, err)
+		return nil, fmt.Errorf("relay: replication slot %s: %w", s.cfg.Slot, err)
 	}
 	return &slotRow{plugin: r[0], database: r[1], current: r[2], walStatus: r[3], confirmed: LSN(lsn), failover: r[5] == "t", temporary: r[6] == "t"}, nil
 }
@@ -676,7 +676,7 @@ func (s *Stream) loop() error {
 		}
 		if !deadline.Equal(nextStatus) && s.stopCtx.Err() == nil {
 			if err := netConn.SetReadDeadline(nextStatus); err != nil {
-				return fmt.Errorf("walstream: set read deadline: %w", err)
+				return fmt.Errorf("relay: set read deadline: %w", err)
 			}
 			deadline = nextStatus
 			if s.stopCtx.Err() != nil {
@@ -692,7 +692,7 @@ func (s *Stream) loop() error {
 			if pgconn.Timeout(err) {
 				continue
 			}
-			return fmt.Errorf("walstream: receive: %w", err)
+			return fmt.Errorf("relay: receive: %w", err)
 		}
 		var data []byte
 		switch msg := msg.(type) {
@@ -706,9 +706,9 @@ func (s *Stream) loop() error {
 			if err.Code == "42704" && strings.Contains(err.Message, "publication") {
 				return &PublicationMissingError{Slot: s.cfg.Slot, Publication: s.cfg.Publication, Err: err}
 			}
-			return fmt.Errorf("walstream: server: %w", err)
+			return fmt.Errorf("relay: server: %w", err)
 		case *pgproto3.CopyDone:
-			return errors.New("walstream: the server ended the stream")
+			return errors.New("relay: the server ended the stream")
 		default:
 			continue
 		}
@@ -719,7 +719,7 @@ func (s *Stream) loop() error {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
 			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
 			if err != nil {
-				return fmt.Errorf("walstream: keepalive: %w", err)
+				return fmt.Errorf("relay: keepalive: %w", err)
 			}
 			s.mu.Lock()
 			// Everything before the keepalive was received: with no
@@ -738,7 +738,7 @@ func (s *Stream) loop() error {
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(data[1:])
 			if err != nil {
-				return fmt.Errorf("walstream: xlog data: %w", err)
+				return fmt.Errorf("relay: xlog data: %w", err)
 			}
 			tx, err := s.decode(open, xld.WALData)
 			if err != nil {
@@ -773,18 +773,18 @@ func (s *Stream) loop() error {
 func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 	m, err := pglogrepl.ParseV2(walData, false)
 	if err != nil {
-		return nil, fmt.Errorf("walstream: decode pgoutput message: %w", err)
+		return nil, fmt.Errorf("relay: decode pgoutput message: %w", err)
 	}
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		if open != nil {
-			return nil, fmt.Errorf("walstream: BEGIN of xid %d inside xid %d", m.Xid, open.Xid)
+			return nil, fmt.Errorf("relay: BEGIN of xid %d inside xid %d", m.Xid, open.Xid)
 		}
 		s.openBytes = 0
 		return &Tx{Xid: m.Xid, CommitTime: m.CommitTime}, nil
 	case *pglogrepl.CommitMessage:
 		if open == nil {
-			return nil, errors.New("walstream: COMMIT without BEGIN")
+			return nil, errors.New("relay: COMMIT without BEGIN")
 		}
 		open.CommitLSN, open.EndLSN, open.CommitTime = LSN(m.CommitLSN), LSN(m.TransactionEndLSN), m.CommitTime
 		return open, nil
@@ -812,7 +812,7 @@ func (s *Stream) decode(open *Tx, walData []byte) (*Tx, error) {
 		s.openBytes += len(m.Content) + 128
 		return open, nil
 	case *pglogrepl.StreamStartMessageV2, *pglogrepl.StreamStopMessageV2, *pglogrepl.StreamCommitMessageV2, *pglogrepl.StreamAbortMessageV2:
-		return nil, fmt.Errorf("walstream: unexpected streamed transaction message %T (streaming was not requested)", m)
+		return nil, fmt.Errorf("relay: unexpected streamed transaction message %T (streaming was not requested)", m)
 	}
 	return open, nil
 }
@@ -877,7 +877,7 @@ func (s *Stream) sendStatus(reply bool) error {
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: reply,
 	})
 	if err != nil {
-		return fmt.Errorf("walstream: send status: %w", err)
+		return fmt.Errorf("relay: send status: %w", err)
 	}
 	return nil
 }
