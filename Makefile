@@ -222,16 +222,16 @@ SEED ?= 0
 ## joins, leaves, relay and consumer pauses) for DURATION, then drain and verify (docs/chaos.md); SEED=0 picks a seed and prints it;
 ## CHAOS_FLAGS adds flags: -faults kind[=weight],... -require kind,...|all -netns-relays N -rate N -fault-every D
 chaos: services
-	$(GO) run ./internal/chaos -duration $(DURATION) -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
+	$(GO) run ./internal/cmd/chaos -duration $(DURATION) -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
 ## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds,
 ## relay and consumer pauses (SIGSTOP 5-20s) among them
 chaos-short: services
-	$(GO) run ./internal/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+	$(GO) run ./internal/cmd/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 ## chaos-short-wal: chaos-short in WAL mode (outbox.Emit writers, relays streaming a slot of the wal_level=logical cluster), 90 s of load
 chaos-short-wal: services
-	$(GO) run ./internal/chaos -wal -duration 90s -seed $(SEED) -min-faults 15 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+	$(GO) run ./internal/cmd/chaos -wal -duration 90s -seed $(SEED) -min-faults 15 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 CHAOS_CLUSTER_RATE ?= 1000
 
@@ -241,7 +241,7 @@ CHAOS_CLUSTER_RATE ?= 1000
 chaos-cluster:
 	@scripts/services.sh postgres
 	@scripts/services.sh cluster-up
-	$(GO) run ./internal/chaos -cluster -netns-relays 1 -rate $(CHAOS_CLUSTER_RATE) -duration $(DURATION) -seed $(SEED) \
+	$(GO) run ./internal/cmd/chaos -cluster -netns-relays 1 -rate $(CHAOS_CLUSTER_RATE) -duration $(DURATION) -seed $(SEED) \
 	  -min-faults 100 -min-kinds 11 -require all -drain-timeout 10m $(CHAOS_FLAGS); rc=$$?; \
 	  scripts/services.sh cluster-down; exit $$rc
 
@@ -251,13 +251,13 @@ PG_FAILOVER_FAULTS ?= pg-failover=3,kill-relay,kill-consumer,pg-terminate-relay,
 ## (pg-failover: primary stopped, standby promoted, a new standby rebuilt) among the usual faults, for DURATION; relays wait for the
 ## standby (RELAY_STANDBYS); at least 5 failovers; verification counts phantoms and events that vanished with their transaction
 chaos-pg-failover: services
-	$(GO) run ./internal/chaos -pg-ha async -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
+	$(GO) run ./internal/cmd/chaos -pg-ha async -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
 	  -min pg-failover=5 -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
 ## chaos-pg-failover-wal: chaos-pg-failover in WAL mode on a synchronous standby: the relays' slot is a failover slot, synced to the
 ## standby; each failover waits until it is sync-ready
 chaos-pg-failover-wal: services
-	$(GO) run ./internal/chaos -pg-ha sync -wal -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
+	$(GO) run ./internal/cmd/chaos -pg-ha sync -wal -duration $(DURATION) -seed $(SEED) -faults $(PG_FAILOVER_FAULTS) \
 	  -min pg-failover=5 -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
 # The last release: chaos-skew runs it beside the current code. A commit, so a clone without tags works too.
@@ -268,7 +268,7 @@ PREVIOUS_RELEASE ?= 5e3c4d7b12c79edc970f93a2462692ecb2f009f8 # v0.1.0
 ## built from its commit, the others the current code, on the current migrations, one database and one group, under chaos-short's
 ## faults for 60 s of load; nothing lost, applied twice or reordered
 chaos-skew: services
-	$(GO) run ./internal/chaos -previous $(PREVIOUS_RELEASE) -duration 60s -fault-every 2s -seed $(SEED) -min-faults 12 -min-kinds 4 \
+	$(GO) run ./internal/cmd/chaos -previous $(PREVIOUS_RELEASE) -duration 60s -fault-every 2s -seed $(SEED) -min-faults 12 -min-kinds 4 \
 	  -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 .PHONY: bench-peers bench-peers-quick postgres-logical

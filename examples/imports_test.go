@@ -114,7 +114,7 @@ func TestLibraryLeavesTestToolsOut(t *testing.T) {
 	}
 	forbidden := []string{
 		"github.com/twmb/franz-go", // the in-process broker and its client
-		module + "/internal/testenv", module + "/internal/chaos", module + "/internal/cmd/",
+		module + "/internal/testenv", module + "/internal/cmd/",
 		module + "/internal/clustertest", module + "/bench/", module + "/examples",
 	}
 	for _, d := range deps {

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Every copy of a message ID after the first is dropped, even when the
@@ -40,7 +41,7 @@ func TestDuplicateIDsAppliedOnce(t *testing.T) {
 	run(t, b.consumer(t, cfg, applyHandler("c1")))
 
 	want := ids + 2
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		return metric(t, reg, "outboxkit_inbox_duplicates_total") == ids*(copies-1) &&
 			b.count(t, `SELECT count(*) FROM applied`) == want
 	}, func() string {
@@ -106,7 +107,7 @@ VALUES ($1, 'expired', now() - interval '2 hours'), ('other-group', 'expired', n
 	cfg.RetentionInterval = 100 * time.Millisecond
 	c := b.consumer(t, cfg, applyHandler("c1"))
 	stop := run(t, c)
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM applied`) == n &&
 			b.count(t, `SELECT count(*) FROM inbox WHERE message_id = 'expired'`) == 1
 	},

@@ -13,9 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Environment of the consumer subprocess of TestKilledBeforeOffsetCommit.
@@ -56,7 +58,7 @@ func TestKilledBeforeOffsetCommit(t *testing.T) {
 			_ = cmd.Wait()
 		}
 	})
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == n },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == n },
 		func() string {
 			return fmt.Sprintf("the subprocess applied %d of %d; its output:\n%s", b.count(t, `SELECT count(*) FROM applied`), n, out.String())
 		})
@@ -92,7 +94,7 @@ func TestKilledBeforeOffsetCommit(t *testing.T) {
 	// says all n were settled: it reads on from there, and one more message
 	// shows that it consumes.
 	b.produce(t, record("m-last", "k-last", "v"))
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == n+1 },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == n+1 },
 		func() string {
 			return fmt.Sprintf("want the successor to apply the one new message, applied rows %d of %d", b.count(t, `SELECT count(*) FROM applied`), n+1)
 		})
@@ -116,7 +118,7 @@ func TestCrashHelperProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := &bundle{brokers: strings.Split(os.Getenv(envBrokers), ","), topic: os.Getenv(envTopic),
-		group: os.Getenv(envGroup), log: testLogger(t)}
+		group: os.Getenv(envGroup), log: testenv.Logger(t)}
 	cfg := b.config()
 	cfg.CommitInterval = time.Hour
 	cfg.CommitCount = 1 << 30

@@ -18,7 +18,7 @@ import (
 func haSetup(t *testing.T, ha *testenv.HA, prefix string) *bundle {
 	t.Helper()
 	b := &bundle{db: ha.NewDB(t), brokers: testenv.Brokers(t), topic: testenv.CreateTopic(t, prefix, 3),
-		group: testenv.Unique(prefix), log: testLogger(t)}
+		group: testenv.Unique(prefix), log: testenv.Logger(t)}
 	if _, err := b.db.Pool.Exec(context.Background(), appliedTable); err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +81,14 @@ func TestFailoverInboxReappliesLostCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first message applied on the new primary after that count.
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) > after },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) > after },
 		func() string { return "no message applied on the new primary" })
 	firstApplied := time.Since(promoted)
 	<-produced
 	mu.Lock()
 	all := append([]string(nil), ids...)
 	mu.Unlock()
-	waitFor(t, 90*time.Second, func() bool { return b.count(t, `SELECT count(DISTINCT message_id) FROM applied`) >= len(all) },
+	testenv.WaitFor(t, 90*time.Second, func() bool { return b.count(t, `SELECT count(DISTINCT message_id) FROM applied`) >= len(all) },
 		func() string {
 			return fmt.Sprintf("%d of %d messages applied on the new primary", b.count(t, `SELECT count(DISTINCT message_id) FROM applied`), len(all))
 		})
@@ -124,7 +124,7 @@ func TestFailoverInboxRestoreFromBackup(t *testing.T) {
 		return ids
 	}
 	waitApplied := func(n int) {
-		waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
+		testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
 			func() string { return fmt.Sprintf("%d of %d applied", b.count(t, `SELECT count(*) FROM applied`), n) })
 	}
 	stop := run(t, b.consumer(t, b.config(), applyHandler("c1")))

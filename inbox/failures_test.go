@@ -12,10 +12,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/outboxkit/outboxkit/broker"
-	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // callCounter counts handler calls per message ID.
@@ -64,7 +66,7 @@ func TestHandlerFailsTwiceThenSucceeds(t *testing.T) {
 	cfg.Registerer = reg
 	run(t, b.consumer(t, cfg, h))
 
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 3 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 3 },
 		func() string {
 			return fmt.Sprintf("want 3 applied, have %d", b.count(t, `SELECT count(*) FROM applied`))
 		})
@@ -139,7 +141,7 @@ func TestPoisonMessagesAreDeadLetteredAndPartitionContinues(t *testing.T) {
 	cfg.HandlerTimeout = 150 * time.Millisecond
 	run(t, b.consumer(t, cfg, h))
 
-	waitFor(t, 40*time.Second, func() bool {
+	testenv.WaitFor(t, 40*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM applied`) == 5 && b.count(t, `SELECT count(*) FROM inbox_dead_letters`) == 4
 	}, func() string {
 		return fmt.Sprintf("want 5 applied and 4 dead letters, have %d and %d",
@@ -222,7 +224,7 @@ func TestRedriveAppliesDeadLetter(t *testing.T) {
 
 	ctx := context.Background()
 	var dls []inbox.DeadLetter
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		var err error
 		dls, err = inbox.ListDeadLetters(ctx, b.db.Pool, b.group, 10)
 		return err == nil && len(dls) == 1 && b.count(t, `SELECT count(*) FROM applied`) == 1
@@ -243,7 +245,7 @@ func TestRedriveAppliesDeadLetter(t *testing.T) {
 	if err := inbox.Redrive(ctx, b.db.Pool, w, dls[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'r-1'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'r-1'`) == 1 },
 		func() string { return "re-driven r-1 was not applied" })
 	time.Sleep(300 * time.Millisecond)
 	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'r-1'`); n != 1 {
@@ -331,7 +333,7 @@ WHERE datname = current_database() AND application_name = 'inbox-victim'`).Scan(
 	}
 	t.Logf("terminated %d database sessions", killed)
 
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
 		func() string {
 			return fmt.Sprintf("want %d applied, have %d (dead letters: %d)", n,
 				b.count(t, `SELECT count(*) FROM applied`), b.count(t, `SELECT count(*) FROM inbox_dead_letters`))

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // A handler that commits or rolls back its transaction gets
@@ -50,7 +51,7 @@ func TestHandlerCannotCommitTheInboxTransaction(t *testing.T) {
 		}
 		return nil // carry on as if the commit had worked
 	}))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= n },
 		func() string {
 			return fmt.Sprintf("want %d applied, have %d", n, b.count(t, `SELECT count(*) FROM applied`))
 		})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // deliveries records the headers of each delivery of each message.
@@ -95,7 +96,7 @@ func TestBinaryAndRepeatedHeadersSurviveDeadLetterAndRedrive(t *testing.T) {
 	b.produce(t, rec)
 
 	var dls []inbox.DeadLetter
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		var err error
 		dls, err = inbox.ListDeadLetters(ctx, b.db.Pool, b.group, 10)
 		return err == nil && len(dls) == 1
@@ -120,7 +121,7 @@ func TestBinaryAndRepeatedHeadersSurviveDeadLetterAndRedrive(t *testing.T) {
 	if err := inbox.Redrive(ctx, b.db.Pool, w, dls[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'h-1'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'h-1'`) == 1 },
 		func() string { return "re-driven h-1 was not applied" })
 	all := seen.get("h-1")
 	if copyHs := all[len(all)-1]; !sameHeaders(copyHs, want, inbox.HeaderRedriveGroup, inbox.HeaderRedriveID) {
@@ -156,7 +157,7 @@ RETURNING id`, b.group, b.topic).Scan(&id)
 	if err := inbox.Redrive(ctx, b.db.Pool, w, id); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'old-1'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'old-1'`) == 1 },
 		func() string { return "re-driven old-1 was not applied" })
 	want := []inbox.Header{{Key: "id", Value: []byte("old-1")}, {Key: "tenant", Value: []byte("acme")}}
 	if got := seen.get("old-1"); len(got) != 1 || !sameHeaders(got[0], want, inbox.HeaderRedriveGroup, inbox.HeaderRedriveID) {

@@ -50,7 +50,7 @@ func TestHealthFollowsRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(runCtx) }()
-	waitFor(t, 30*time.Second, func() bool { return c.Ready(ctx) == nil },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return c.Ready(ctx) == nil },
 		func() string { return "Ready after Run started: " + errString(c.Ready(ctx)) })
 	if err := c.Live(); err != nil {
 		t.Errorf("Live while running = %v, want nil", err)
@@ -64,7 +64,7 @@ func TestHealthFollowsRun(t *testing.T) {
 
 	// The consumer works while ready: a message is applied.
 	b.produce(t, record("health-1", "k", "v"))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 1 },
 		func() string { return "the message was not applied" })
 
 	// The database refuses connections: not ready, still live.
@@ -86,7 +86,7 @@ func TestHealthFollowsRun(t *testing.T) {
 	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", b.db.Name); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		code, _ := probe(h, "/readyz")
 		return code == http.StatusServiceUnavailable
 	}, func() string { return "/readyz still answers 200 with the database refusing connections" })
@@ -97,7 +97,7 @@ func TestHealthFollowsRun(t *testing.T) {
 		t.Errorf("Live with the database refusing connections = %v, want nil (a restart would not help)", err)
 	}
 	allow()
-	waitFor(t, 30*time.Second, func() bool { return c.Ready(ctx) == nil },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return c.Ready(ctx) == nil },
 		func() string { return "Ready once the database is back: " + errString(c.Ready(ctx)) })
 
 	cancel()
@@ -131,7 +131,7 @@ func TestNotReadyUntilJoined(t *testing.T) {
 	cfg.Brokers = []string{testenv.FreeAddr(t)} // nothing listens there
 	c := b.consumer(t, cfg, applyHandler("c1"))
 	stop := run(t, c)
-	waitFor(t, 10*time.Second, func() bool { return c.Live() == nil },
+	testenv.WaitFor(t, 10*time.Second, func() bool { return c.Live() == nil },
 		func() string { return "Live after Run started: " + errString(c.Live()) })
 	time.Sleep(time.Second) // a join attempt or two fail meanwhile
 	if err := c.Ready(context.Background()); !errors.Is(err, inbox.ErrNotJoined) {

@@ -5,19 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 )
 
 // bundle is the wiring most tests share: a fresh database with an applied
@@ -45,7 +43,7 @@ func setup(t *testing.T, partitions int) *bundle {
 		brokers: testenv.Brokers(t),
 		topic:   testenv.CreateTopic(t, "inbox-test", partitions),
 		group:   testenv.Unique("inbox-test"),
-		log:     testLogger(t),
+		log:     testenv.Logger(t),
 	}
 	if _, err := b.db.Pool.Exec(context.Background(), appliedTable); err != nil {
 		t.Fatal(err)
@@ -170,19 +168,6 @@ func (b *bundle) count(t *testing.T, query string, args ...any) int {
 	return n
 }
 
-// waitFor polls cond every 50ms until it holds, and fails the test with
-// what() after timeout.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // metric sums the values of every series of the named counter or gauge.
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -207,30 +192,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
-}
-
-// testLogger logs to t until the test ends, at debug level when
-// INBOX_TEST_DEBUG is set.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.done.Store(true) })
-	level := slog.LevelInfo
-	if os.Getenv("INBOX_TEST_DEBUG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct {
-	t    *testing.T
-	done atomic.Bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	if !w.done.Load() {
-		w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
 }
 
 var errPoison = errors.New("poison message")

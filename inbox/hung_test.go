@@ -8,8 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Handlers that hang forever outside the database, ignoring their context,
@@ -69,7 +71,7 @@ func TestHungHandlersDoNotStarveASmallPool(t *testing.T) {
 	// here) to end the hung sessions takes prompt terminates, which must
 	// not queue for a pool slot behind the workers.
 	start := time.Now()
-	waitFor(t, 12*time.Second, func() bool {
+	testenv.WaitFor(t, 12*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM inbox_dead_letters`) == partitions &&
 			b.count(t, `SELECT count(*) FROM applied`) == partitions
 	}, func() string {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // TestMessageIDFromForeignProducer consumes records of a producer whose id
@@ -46,7 +47,7 @@ func TestMessageIDFromForeignProducer(t *testing.T) {
 	}
 	run(t, b.consumer(t, cfg, applyHandler("c1")))
 
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM applied`) == 3 && b.count(t, `SELECT count(*) FROM inbox_dead_letters`) == 1
 	}, func() string {
 		return fmt.Sprintf("want 3 applied and 1 dead letter, have %d and %d",
@@ -89,7 +90,7 @@ func TestDefaultMessageIDIsTheIDHeader(t *testing.T) {
 		record("x-2", "k", "v", "seq", "4"),
 	)
 	run(t, b.consumer(t, b.config(), applyHandler("c1")))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE seq = 4`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE seq = 4`) == 1 },
 		func() string { return "the last record was not applied" })
 	rows, _ := b.db.Pool.Query(context.Background(), `SELECT message_id || ':' || seq FROM applied ORDER BY ord`)
 	got, err := pgx.CollectRows(rows, pgx.RowTo[string])

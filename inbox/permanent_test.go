@@ -121,7 +121,7 @@ func TestRunReturnsJoinRefused(t *testing.T) {
 				Kafka: broker.Config{Brokers: cluster.ListenAddrs(), AllowPlaintextSASL: true,
 					SASL: broker.SASL{Mechanism: broker.PLAIN, Username: tc.user, Password: tc.password}},
 				GroupID: testenv.Unique("refused"), Topics: []string{"orders"},
-				JoinGroupBackoff: 100 * time.Millisecond, Logger: testLogger(t),
+				JoinGroupBackoff: 100 * time.Millisecond, Logger: testenv.Logger(t),
 			}, applyHandler("c1"))
 			if err != nil {
 				t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // loseCommits makes the bundle's database look like one that lost its last
@@ -101,7 +103,7 @@ func TestPositionLostWhileRunning(t *testing.T) {
 	cfg.Registerer = reg
 	stop := run(t, b.consumer(t, cfg, applyHandler("c1")))
 	ids := b.produceNumbered(t, "m", 0, 100)
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 100 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 100 },
 		func() string { return fmt.Sprintf("%d of 100 applied", b.count(t, `SELECT count(*) FROM applied`)) })
 	if n := b.count(t, `SELECT next_offset FROM inbox_positions WHERE consumer_group = $1`, b.group); n != 100 {
 		t.Fatalf("inbox position after 100 messages: %d, want 100", n)
@@ -109,7 +111,7 @@ func TestPositionLostWhileRunning(t *testing.T) {
 
 	b.loseCommits(t, 60, ids)
 	ids = append(ids, b.produceNumbered(t, "m", 100, 120)...)
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 120 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 120 },
 		func() string {
 			return fmt.Sprintf("%d of 120 applied (%v rewinds)", b.count(t, `SELECT count(*) FROM applied`), metric(t, reg, "outboxkit_inbox_position_rewinds_total"))
 		})
@@ -131,7 +133,7 @@ func TestPositionBehindKafkaOnStart(t *testing.T) {
 	b := setup(t, 1)
 	stop := run(t, b.consumer(t, b.config(), applyHandler("c1")))
 	ids := b.produceNumbered(t, "m", 0, 80)
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 80 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 80 },
 		func() string { return fmt.Sprintf("%d of 80 applied", b.count(t, `SELECT count(*) FROM applied`)) })
 	stop() // commits the offsets to Kafka on its way out
 	committed := committedOffset(t, b)
@@ -144,7 +146,7 @@ func TestPositionBehindKafkaOnStart(t *testing.T) {
 	cfg := b.config()
 	cfg.Registerer = reg
 	stop = run(t, b.consumer(t, cfg, applyHandler("c2")))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 80 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 80 },
 		func() string {
 			return fmt.Sprintf("%d of 80 applied after the restore", b.count(t, `SELECT count(*) FROM applied`))
 		})

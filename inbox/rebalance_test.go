@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Three consumers join and leave while a stream is produced: every message
@@ -66,7 +67,7 @@ func TestRebalancesKeepExactlyOnceAndKeyOrder(t *testing.T) {
 	step(func() { start("c4") })
 	<-produced
 
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= total },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= total },
 		func() string {
 			return fmt.Sprintf("want %d applied, have %d", total, b.count(t, `SELECT count(*) FROM applied`))
 		})
@@ -167,7 +168,7 @@ func TestRebalanceStopsLongBatch(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	run(t, b.consumer(t, cfg, slow("c1")))
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return !firstCall1.IsZero() && time.Since(firstCall1) > 1500*time.Millisecond
@@ -186,7 +187,7 @@ func TestRebalanceStopsLongBatch(t *testing.T) {
 	mu.Unlock()
 	applied1 := b.count(t, `SELECT count(*) FROM applied WHERE consumer = 'c1'`)
 	run(t, b.consumer(t, cfg2, slow("c2")))
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return !first2.IsZero()
@@ -199,7 +200,7 @@ func TestRebalanceStopsLongBatch(t *testing.T) {
 		t.Errorf("c2 got its partition %s after joining, want under 2.5s: c1 finished its batch (5s) before rejoining", took.Round(time.Millisecond))
 	}
 
-	waitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= 2*perPartition },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) >= 2*perPartition },
 		func() string {
 			return fmt.Sprintf("want %d applied, have %d", 2*perPartition, b.count(t, `SELECT count(*) FROM applied`))
 		})

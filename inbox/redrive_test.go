@@ -15,6 +15,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // A dead letter re-driven for group A reaches A alone: group B, which
@@ -48,14 +49,14 @@ func TestRedriveReachesOnlyItsGroup(t *testing.T) {
 	waitApplied := func(id string, consumers ...string) {
 		t.Helper()
 		for _, c := range consumers {
-			waitFor(t, 30*time.Second, func() bool { return applied(c, id) > 0 },
+			testenv.WaitFor(t, 30*time.Second, func() bool { return applied(c, id) > 0 },
 				func() string { return fmt.Sprintf("%s did not apply %s", c, id) })
 		}
 	}
 
 	b.produce(t, record("x-1", "k", "v1"), record("x-2", "k", "v2"))
 	var dls []inbox.DeadLetter
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		var err error
 		dls, err = inbox.ListDeadLetters(ctx, b.db.Pool, b.group, 10)
 		return err == nil && len(dls) == 1
@@ -125,7 +126,7 @@ WHERE a1.consumer = 'A' AND a1.message_id = 'x-1' AND a1.ord > a2.ord`); n != 1 
 	end := b.endOffset(t)
 	client := &kafka.Client{Addr: kafka.TCP(b.brokers...), Timeout: 10 * time.Second}
 	for _, g := range []string{cfgB.GroupID, cfgC.GroupID} {
-		waitFor(t, 10*time.Second, func() bool {
+		testenv.WaitFor(t, 10*time.Second, func() bool {
 			offs, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: g, Topics: map[string][]int{b.topic: {0}}})
 			return err == nil && len(offs.Topics[b.topic]) == 1 && offs.Topics[b.topic][0].CommittedOffset == end
 		}, func() string { return fmt.Sprintf("group %s did not commit offset %d", g, end) })
@@ -165,7 +166,7 @@ func TestSkippedRedrivesAreCounted(t *testing.T) {
 		record("s-2", "k", "v", inbox.HeaderRedriveGroup, b.group),
 		record("s-3", "k", "v"),
 	)
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-3'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-3'`) == 1 },
 		func() string { return "s-3 was not applied" })
 	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 's-1'`); n != 0 {
 		t.Errorf("s-1, marked for another group, applied %d times", n)
@@ -214,7 +215,7 @@ func positionIDScenario(t *testing.T, b *bundle) (d inbox.DeadLetter, fixed func
 	b.produce(t, record("producer-1", "p-1", "v"))
 	ctx := context.Background()
 	var dls []inbox.DeadLetter
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		var err error
 		dls, err = inbox.ListDeadLetters(ctx, b.db.Pool, b.group, 10)
 		return err == nil && len(dls) == 1
@@ -263,15 +264,15 @@ WHERE datname = current_database() AND application_name = 'redrive-victim'`)
 		t.Fatal("Redrive succeeded though its session was terminated before the commit")
 	}
 	// The copy is consumed, and dropped: its inbox row is still there.
-	waitFor(t, 30*time.Second, func() bool { return len(seen.get(d.MessageID)) >= 2 || b.endOffset(t) == 2 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return len(seen.get(d.MessageID)) >= 2 || b.endOffset(t) == 2 },
 		func() string { return "the copy was not published" })
 	if err := inbox.Redrive(ctx, pool, w, d.ID); err != nil {
 		t.Fatalf("Redrive again: %v", err)
 	}
-	waitFor(t, 30*time.Second, func() bool { return applications() >= 1 }, func() string { return "p-1 was not applied" })
+	testenv.WaitFor(t, 30*time.Second, func() bool { return applications() >= 1 }, func() string { return "p-1 was not applied" })
 	// x-2 after both copies shows the consumer got past them.
 	b.produce(t, record("producer-2", "x-2", "v"))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
 		func() string { return "x-2 was not applied" })
 	if n := applications(); n != 1 {
 		t.Errorf("p-1 applied %d times after a failed and a successful Redrive, want once", n)
@@ -309,7 +310,7 @@ func TestRedriveCopyPublishedTwiceAppliesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.produce(t, record("producer-2", "x-2", "v"))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE key = 'x-2'`) == 1 },
 		func() string { return "x-2 was not applied" })
 	if n := applications(); n != 1 {
 		t.Errorf("p-1 applied %d times from two copies of one re-drive, want once", n)

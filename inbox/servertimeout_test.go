@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // A claim blocked on a row lock past HandlerTimeout ends on the server
@@ -75,7 +76,7 @@ func TestTimedOutClaimLeavesNoBackendBehind(t *testing.T) {
 		return b.count(t, `SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'`, app)
 	}
-	waitFor(t, 30*time.Second, func() bool { return waiting() > 0 }, func() string { return "the claim of m-1 never waited on the lock" })
+	testenv.WaitFor(t, 30*time.Second, func() bool { return waiting() > 0 }, func() string { return "the claim of m-1 never waited on the lock" })
 	// The server ends a statement HandlerTimeout plus the grace (here as
 	// long again) after it started; allow a second more for a loaded
 	// machine. Without the bound the first claim would wait until the lock
@@ -101,9 +102,9 @@ WHERE datname = current_database() AND application_name = $1 AND wait_event_type
 	if err := blockTx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'm-1'`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'm-1'`) == 1 },
 		func() string { return "m-1 was not applied after the lock was released" })
-	waitFor(t, 5*time.Second, func() bool { return waiting() == 0 },
+	testenv.WaitFor(t, 5*time.Second, func() bool { return waiting() == 0 },
 		func() string { return fmt.Sprintf("%d backends of the consumer still wait on a lock", waiting()) })
 	time.Sleep(300 * time.Millisecond)
 	if n := b.count(t, `SELECT count(*) FROM applied WHERE message_id = 'm-1'`); n != 1 {

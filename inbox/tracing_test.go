@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Each handler call runs in a consumer span: the child of the record's
@@ -82,7 +83,7 @@ func TestHandlerSpans(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		return len(spansOf("m-traced")) == 2 && len(spansOf("m-plain")) == 1 && len(spansOf("m-malformed")) == 1
 	}, func() string {
 		return fmt.Sprintf("ended spans: m-traced %d (want 2), m-plain %d, m-malformed %d (want 1 each)",

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
 // Transient database errors met by the handler's own statements are retried
@@ -102,7 +104,7 @@ func TestTransientDatabaseErrorsDoNotCountAsAttempts(t *testing.T) {
 			cfg.MaxAttempts = 2
 			run(t, b.consumer(t, cfg, h))
 
-			waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 1 },
+			testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM applied`) == 1 },
 				func() string {
 					return fmt.Sprintf("%s (%s): want m-1 applied once after %d failures; applied %d, dead letters %d, handler calls %d, last error %v",
 						tc.name, tc.code, failures, b.count(t, `SELECT count(*) FROM applied`),
@@ -148,7 +150,7 @@ func TestHandlerTimeoutStillCountsAsAttempt(t *testing.T) {
 	cfg.MaxAttempts = 2
 	cfg.HandlerTimeout = 200 * time.Millisecond
 	run(t, b.consumer(t, cfg, h))
-	waitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox_dead_letters`) == 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox_dead_letters`) == 1 },
 		func() string {
 			return fmt.Sprintf("want slow-1 dead-lettered after 2 timed-out attempts; handler calls %d", calls.Load())
 		})
@@ -179,12 +181,12 @@ func TestStuckPartitionIsVisible(t *testing.T) {
 	cfg := b.config()
 	cfg.Registerer = reg
 	run(t, b.consumer(t, cfg, h))
-	waitFor(t, 30*time.Second, func() bool { return metric(t, reg, "outboxkit_inbox_stuck_seconds") >= 1 },
+	testenv.WaitFor(t, 30*time.Second, func() bool { return metric(t, reg, "outboxkit_inbox_stuck_seconds") >= 1 },
 		func() string {
 			return fmt.Sprintf("outboxkit_inbox_stuck_seconds = %v after a second of transient errors, want at least 1", metric(t, reg, "outboxkit_inbox_stuck_seconds"))
 		})
 	failing.Store(false)
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.WaitFor(t, 30*time.Second, func() bool {
 		return b.count(t, `SELECT count(*) FROM applied`) == 1 && metric(t, reg, "outboxkit_inbox_stuck_seconds") == 0
 	}, func() string {
 		return fmt.Sprintf("applied %d, outboxkit_inbox_stuck_seconds %v; want the message applied and the gauge back to 0",

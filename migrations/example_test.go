@@ -8,6 +8,7 @@ import (
 	"os"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+
 	"github.com/outboxkit/outboxkit/migrations"
 )
 

@@ -11,9 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pressly/goose/v3"
+
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/migrations"
-	"github.com/pressly/goose/v3"
 )
 
 // legacyProvider applies outboxkit's files the way it did before it kept

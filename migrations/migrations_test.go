@@ -8,9 +8,10 @@ import (
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
 	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/migrations"
-	"github.com/pressly/goose/v3"
 )
 
 func tables(t *testing.T, db *sql.DB) map[string]bool {

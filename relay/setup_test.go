@@ -3,9 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -32,13 +29,6 @@ type bed struct {
 func setup(t *testing.T, partitions int) *bed {
 	t.Helper()
 	return &bed{t: t, db: testenv.NewDB(t), topic: testenv.CreateTopic(t, "relay", partitions), brokers: testenv.Brokers(t)}
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("OUTBOXKIT_TEST_LOGS") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // startRelay runs a relay until the test ends (or stop is called) and
@@ -71,7 +61,7 @@ func (b *bed) startRelayOn(pool *pgxpool.Pool, cfg relay.Config) (r *relay.Relay
 		cfg.Kafka.Brokers = b.brokers
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(b.t)
+		cfg.Logger = testenv.Logger(b.t)
 	}
 	if cfg.RebalanceInterval == 0 {
 		cfg.RebalanceInterval = 200 * time.Millisecond

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outboxkit/outboxkit/broker"
+	"github.com/outboxkit/outboxkit/internal/testenv"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 	"github.com/outboxkit/outboxkit/outbox"
 	"github.com/outboxkit/outboxkit/relay"
@@ -48,7 +49,7 @@ func TestWALSlotInvalidatedWhileStreaming(t *testing.T) {
 		_, _ = ldb.Pool.Exec(context.Background(), "SELECT pg_reload_conf()")
 	})
 
-	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Publisher: unreachablePublisher{}, Logger: testLogger(t),
+	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Publisher: unreachablePublisher{}, Logger: testenv.Logger(t),
 		RetryBackoffMin: 50 * time.Millisecond, RetryBackoffMax: 200 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestWALSlotMissingIsNotRecreated(t *testing.T) {
 	}
 
 	dropSlot(t, ldb.Pool, ldb.Slot)
-	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Logger: testLogger(t)}))
+	r, err := relay.New(ldb.Pool, walCfg(relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Logger: testenv.Logger(t)}))
 	if err != nil {
 		t.Fatal(err)
 	}

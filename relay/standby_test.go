@@ -153,7 +153,7 @@ func TestStandbysWithoutPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Standbys: []string{w.name}, Logger: testLogger(t)})
+	r, err := relay.New(pool, relay.Config{Kafka: broker.Config{Brokers: b.brokers}, Standbys: []string{w.name}, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

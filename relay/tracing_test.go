@@ -75,7 +75,7 @@ func (b *traced) consume(failFirst bool) func() []handled {
 		CommitInterval: 200 * time.Millisecond, RetryBackoffMin: 10 * time.Millisecond, RetryBackoffMax: 50 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 250 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 		JoinGroupBackoff: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond, BatchSize: 1,
-		Logger: testLogger(b.t), TracerProvider: b.tp,
+		Logger: testenv.Logger(b.t), TracerProvider: b.tp,
 	}, func(ctx context.Context, tx pgx.Tx, msg inbox.Message) error {
 		eventType, _ := msg.Header(outbox.HeaderEventType)
 		mu.Lock()

@@ -19,7 +19,7 @@ import (
 // pass (then the error is nil: it was still retrying).
 func runWAL(t *testing.T, db *testenv.DB, cfg relay.Config) error {
 	t.Helper()
-	cfg.Kafka.Brokers, cfg.Source, cfg.Logger = testenv.Brokers(t), relay.SourceWAL, testLogger(t)
+	cfg.Kafka.Brokers, cfg.Source, cfg.Logger = testenv.Brokers(t), relay.SourceWAL, testenv.Logger(t)
 	r, err := relay.New(db.Pool, cfg)
 	if err != nil {
 		t.Fatal(err)

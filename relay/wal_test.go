@@ -656,7 +656,7 @@ func TestWALStartupChecks(t *testing.T) {
 	t.Parallel()
 	run := func(t *testing.T, db *testenv.DB) error {
 		t.Helper()
-		r, err := relay.New(db.Pool, relay.Config{Kafka: broker.Config{Brokers: testenv.Brokers(t)}, Source: relay.SourceWAL, Logger: testLogger(t)})
+		r, err := relay.New(db.Pool, relay.Config{Kafka: broker.Config{Brokers: testenv.Brokers(t)}, Source: relay.SourceWAL, Logger: testenv.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

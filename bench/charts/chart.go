@@ -18,7 +18,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgsvg"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 func init() {

@@ -3,7 +3,7 @@ package main
 import (
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 // fixture is a small report with three systems and two rates.

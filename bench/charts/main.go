@@ -1,5 +1,5 @@
 // Command charts draws the benchmarks' SVG charts from the raw series they
-// write next to their tables (internal/benchseries JSON): for a report of
+// write next to their tables (bench/internal/benchseries JSON): for a report of
 // tool T it writes T-latency.svg (latency curves per system at each rate),
 // T-drain.svg (events delivered over time while a backlog drains) and
 // T-cost.svg (CPU per event and peak RSS per system) into -o. Every chart
@@ -19,7 +19,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 func main() {

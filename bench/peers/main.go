@@ -25,7 +25,7 @@
 // checked: lost events, per-aggregate reordering, duplicates. The order of
 // the systems alternates between repeats; the report gives the median and the
 // min-max of each figure. With -series FILE it also writes the raw series of
-// the charts as JSON (internal/benchseries: latency curves per system and
+// the charts as JSON (bench/internal/benchseries: latency curves per system and
 // rate, drain progress sampled every 100ms, CPU per event and peak RSS);
 // bench/charts draws them.
 package main
@@ -47,11 +47,11 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
-	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 	"github.com/outboxkit/outboxkit/internal/uniq"
-	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 type options struct {

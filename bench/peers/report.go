@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 )
 
 // stat is one figure over the repeats of a system.

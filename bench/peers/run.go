@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
-	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 	"github.com/outboxkit/outboxkit/internal/uniq"
-	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 // backlogChunk is how many events one backlog transaction writes.

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 // series gathers the raw data of the charts (bench/charts) from the runs:

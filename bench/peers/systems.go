@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
-	"github.com/outboxkit/outboxkit/internal/workload"
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 

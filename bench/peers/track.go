@@ -9,8 +9,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
 	"github.com/outboxkit/outboxkit/internal/testenv"
-	"github.com/outboxkit/outboxkit/internal/workload"
 )
 
 // Every event of a run has an index: its payload starts with it (8 bytes,

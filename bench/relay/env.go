@@ -8,8 +8,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 	"github.com/outboxkit/outboxkit/internal/wait"
 )

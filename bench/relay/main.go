@@ -47,7 +47,7 @@
 // losses make the program exit 1. Figures never fail the run.
 //
 // With -series FILE it also writes the raw series of the charts as JSON
-// (internal/benchseries: the latency curve of each mode and rate, the
+// (bench/internal/benchseries: the latency curve of each mode and rate, the
 // drains' progress sampled every 100ms, the relay child's CPU per event and
 // peak RSS); bench/charts draws them.
 package main
@@ -68,10 +68,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
-	"github.com/outboxkit/outboxkit/internal/machine"
-	"github.com/outboxkit/outboxkit/internal/workload"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 	"github.com/outboxkit/outboxkit/relay"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 )
 
 // memStatus is a process's resident memory in KiB from /proc/<pid>/status

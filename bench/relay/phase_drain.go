@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 // drainResult is one backlog drain.

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/outboxkit/outboxkit/internal/benchseries"
-	"github.com/outboxkit/outboxkit/internal/workload"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/workload"
 	"github.com/outboxkit/outboxkit/outbox"
 )
 

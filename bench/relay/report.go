@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/outboxkit/outboxkit/internal/machine"
+	"github.com/outboxkit/outboxkit/internal/testenv/machine"
 )
 
 // report prints the results table on stdout; phases that did not run are

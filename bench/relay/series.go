@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/outboxkit/outboxkit/internal/benchseries"
+	"github.com/outboxkit/outboxkit/bench/internal/benchseries"
 )
 
 // series gathers the raw data of the charts (bench/charts) from the

@@ -7,8 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
 )
 
 // TestHAFailoverKeepsSyncCommits checks the pair RequireHA starts: with a

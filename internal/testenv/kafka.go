@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-
-	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/outboxkit/outboxkit/internal/testenv/kafkatopic"
 )
 
 var (

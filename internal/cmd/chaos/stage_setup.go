@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
-	"github.com/outboxkit/outboxkit/internal/kafkatopic"
 	"github.com/outboxkit/outboxkit/internal/testenv"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/testenv/kafkatopic"
 	"github.com/outboxkit/outboxkit/internal/uniq"
 )
 
@@ -262,7 +262,7 @@ func reproduce(adminURL string, pair bool) string {
 			parts = append(parts, k+"="+v)
 		}
 	}
-	parts = append(parts, "go", "run", "./internal/chaos")
+	parts = append(parts, "go", "run", "./internal/cmd/chaos")
 	flag.Visit(func(f *flag.Flag) { parts = append(parts, "-"+f.Name+"="+f.Value.String()) })
 	if pair {
 		// -pg-ha brings its own database servers up.

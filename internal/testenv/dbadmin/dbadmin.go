@@ -36,7 +36,7 @@ import (
 
 // DefaultURL is the admin connection string when DATABASE_URL is unset: the
 // server `make services` starts.
-const DefaultURL = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable" //nolint:gosec // G101: the local test server's well-known password
+const DefaultURL = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 // AdminURL returns DATABASE_URL, or [DefaultURL] when it is unset.
 func AdminURL() string {

@@ -16,9 +16,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
 	"github.com/outboxkit/outboxkit/inbox"
 	"github.com/outboxkit/outboxkit/internal/testenv"
-	"github.com/segmentio/kafka-go"
 )
 
 // Environment of the consumer subprocesses of the quiet-fault tests.
@@ -213,7 +214,7 @@ func (q *quietRun) fault(what string, breakIt, heal func()) {
 	produced := q.produceSteadily(quietMessages)
 
 	// Every member is applying, the victim included, before the fault.
-	waitFor(t, 60*time.Second, func() bool {
+	testenv.WaitFor(t, 60*time.Second, func() bool {
 		return b.count(t, `SELECT count(DISTINCT consumer) FROM applied`) == 3
 	}, func() string {
 		return fmt.Sprintf("want all three consumers applying; applied %d; outputs:\n%s", q.applied(), q.outputsText())
@@ -238,7 +239,7 @@ func (q *quietRun) fault(what string, breakIt, heal func()) {
 	}
 
 	// The server ends the victim's sessions after the idle timeout...
-	waitFor(t, quietIdleTimeout+5*time.Second, func() bool { return q.openTransactions() == 0 },
+	testenv.WaitFor(t, quietIdleTimeout+5*time.Second, func() bool { return q.openTransactions() == 0 },
 		func() string {
 			return fmt.Sprintf("the victim still has %d transactions open; the server did not end them", q.openTransactions())
 		})
@@ -250,7 +251,7 @@ func (q *quietRun) fault(what string, breakIt, heal func()) {
 		t.Fatal(err)
 	}
 	bound := quietSessionTimeout + quietIdleTimeout + quietMargin
-	waitFor(t, bound-time.Since(start), func() bool { return q.applied() == quietMessages },
+	testenv.WaitFor(t, bound-time.Since(start), func() bool { return q.applied() == quietMessages },
 		func() string {
 			return fmt.Sprintf("%s: want all %d messages applied by the rest of the group within %s of the fault, have %d; outputs:\n%s",
 				what, quietMessages, bound, q.applied(), q.outputsText())
@@ -266,7 +267,7 @@ func (q *quietRun) fault(what string, breakIt, heal func()) {
 		t.Fatal(err)
 	}
 	total := quietMessages + quietAfter
-	waitFor(t, 60*time.Second, func() bool { return q.applied() == total },
+	testenv.WaitFor(t, 60*time.Second, func() bool { return q.applied() == total },
 		func() string {
 			return fmt.Sprintf("%s healed: want %d applied, have %d; outputs:\n%s", what, total, q.applied(), q.outputsText())
 		})
@@ -302,7 +303,7 @@ func TestQuietFaultHelperProcess(t *testing.T) {
 	defer pool.Close()
 	name := os.Getenv(envQuietName)
 	b := &bundle{brokers: strings.Split(os.Getenv(envQuietBrokers), ","), topic: os.Getenv(envQuietTopic),
-		group: os.Getenv(envQuietGroup), log: testLogger(t)}
+		group: os.Getenv(envQuietGroup), log: testenv.Logger(t)}
 	c, err := inbox.NewConsumer(pool, b.quietConfig(), quietHandler(name))
 	if err != nil {
 		t.Fatal(err)
@@ -429,7 +430,7 @@ func TestSlowBatchOutlastsIdleTimeout(t *testing.T) {
 		return nil
 	})
 	run(t, c)
-	waitFor(t, 40*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox`) == n },
+	testenv.WaitFor(t, 40*time.Second, func() bool { return b.count(t, `SELECT count(*) FROM inbox`) == n },
 		func() string {
 			return fmt.Sprintf("want %d messages processed, have %d", n, b.count(t, `SELECT count(*) FROM inbox`))
 		})

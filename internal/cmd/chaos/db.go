@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/outboxkit/outboxkit/internal/dbadmin"
+	"github.com/outboxkit/outboxkit/internal/testenv/dbadmin"
 )
 
 // createDatabase creates name on adminURL's server, dropping a leftover of

@@ -55,7 +55,7 @@
 //	make chaos-short                   # CI profile, 2-3 minutes
 //	make chaos-cluster                 # every fault kind on the three-node cluster, 1,000 events/s
 //	KAFKA_BROKERS=127.0.0.1:9292 OUTBOXKIT_KAFKA_PORT=9292 OUTBOXKIT_STATE=/tmp/k \
-//	    go run ./internal/chaos -duration 2m -seed 42
+//	    go run ./internal/cmd/chaos -duration 2m -seed 42
 package main
 
 import (

@@ -152,7 +152,7 @@ func Write(path string, r Report) error {
 	if err != nil {
 		return fmt.Errorf("benchseries: %w", err)
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil { //nolint:gosec // G306: benchmark figures for the docs, meant to be readable
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("benchseries: %w", err)
 	}
 	return nil
@@ -161,7 +161,7 @@ func Write(path string, r Report) error {
 // Read reads a Report written by Write.
 func Read(path string) (Report, error) {
 	var r Report
-	b, err := os.ReadFile(path) //nolint:gosec // G304: the series file the operator names
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return r, fmt.Errorf("benchseries: %w", err)
 	}
