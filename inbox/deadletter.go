@@ -157,7 +157,7 @@ func NewRedriveWriter(cfg broker.Config) (Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbox: kafka transport: %w", err)
 	}
-	return &redriveWriter{w: &kafka.Writer{
+	return &redriveWriter{transport: transport, w: &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
@@ -166,8 +166,13 @@ func NewRedriveWriter(cfg broker.Config) (Publisher, error) {
 	}}, nil
 }
 
-// redriveWriter is the kafka-go Publisher of NewRedriveWriter.
-type redriveWriter struct{ w *kafka.Writer }
+// redriveWriter is the kafka-go Publisher of NewRedriveWriter. Closing the
+// Writer leaves its Transport's connection pools (and their goroutines)
+// behind, so Close closes those too.
+type redriveWriter struct {
+	w         *kafka.Writer
+	transport *kafka.Transport
+}
 
 func (r *redriveWriter) Publish(ctx context.Context, rec Record) error {
 	m := kafka.Message{Topic: rec.Topic, Key: rec.Key, Value: rec.Value}
@@ -192,7 +197,11 @@ func withHeader(hs []Header, key, value string) []Header {
 	return append(out, Header{Key: key, Value: []byte(value)})
 }
 
-func (r *redriveWriter) Close() error { return r.w.Close() }
+func (r *redriveWriter) Close() error {
+	err := r.w.Close()
+	r.transport.CloseIdleConnections()
+	return err
+}
 
 // Redrive re-publishes dead letter id so that its consumer group applies it
 // again. In one database transaction it deletes the message's inbox row and

@@ -128,7 +128,7 @@ func TestNotReadyUntilJoined(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1)
 	cfg := b.config()
-	cfg.Brokers = []string{testenv.FreeAddr(t)} // nothing listens there
+	cfg.Kafka.Brokers = []string{testenv.FreeAddr(t)} // nothing listens there
 	c := b.consumer(t, cfg, applyHandler("c1"))
 	stop := run(t, c)
 	testenv.WaitFor(t, 10*time.Second, func() bool { return c.Live() == nil },

@@ -1,7 +1,6 @@
 package inbox_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/outboxkit/outboxkit/internal/testenv"
@@ -17,7 +16,5 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	cleanup := testenv.ForExamples(true)
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testenv.VerifyNoLeaks(m, cleanup)
 }

@@ -29,9 +29,7 @@ func TestMain(m *testing.M) {
 		os.Exit(runChild())
 	}
 	cleanup := testenv.ForExamples(true)
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testenv.VerifyNoLeaks(m, cleanup)
 }
 
 func runChild() int {
