@@ -106,8 +106,8 @@ prometheusrule:
 deploy-test:
 	cd deploy && $(GO) test -count=1 ./...
 
-## test: everything, against the real services (scripts/test.sh): setup, then go-test beside failover-tests, then the chaos runs
-## beside cluster-tests, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
+## test: everything, against the real services (scripts/test.sh): setup, go-test, failover-tests, then the chaos runs beside
+## cluster-tests and chaos-skew, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
 ## failed; OUTBOXKIT_TEST_SERIAL=1 runs the phases one after another
 test:
 	@GO=$(GO) MAKE=$(MAKE) GOOSE=$(GOOSE) scripts/test.sh
