@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
 	"strings"
 
 	"github.com/outboxkit/outboxkit/internal/buildinfo"
@@ -49,15 +48,6 @@ func parseArgs(args []string, stdout, stderr io.Writer) (code int, done bool) {
 		return 0, true
 	}
 	return 0, false
-}
-
-// lineBreaks matches a line break and the indentation around it.
-var lineBreaks = regexp.MustCompile(`[ \t]*\r?\n[ \t]*`)
-
-// oneLine joins the lines of s with spaces: drivers describe a failed
-// connection on several indented lines.
-func oneLine(s string) string {
-	return lineBreaks.ReplaceAllString(strings.TrimSpace(s), " ")
 }
 
 // durationText is the loggers' ReplaceAttr: it prints time.Duration values

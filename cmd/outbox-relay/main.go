@@ -46,7 +46,7 @@ func main() {
 // run is the whole program; it returns the exit code.
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "outbox-relay: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "outbox-relay: %s\n", reach.OneLine(err.Error()))
 		return code
 	}
 	if code, done := parseArgs(args, stdout, stderr); done {

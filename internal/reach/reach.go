@@ -124,12 +124,14 @@ func Cause(err error) string {
 	case errors.As(err, &host):
 		return "TLS: " + host.Error()
 	case errors.As(err, &certErr):
-		return "TLS: " + oneLine(certErr.Err.Error())
+		return "TLS: " + OneLine(certErr.Err.Error())
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return "timed out"
 	}
-	return oneLine(err.Error())
+	return OneLine(err.Error())
 }
 
-// oneLine joins s's lines and runs of spaces into single spaces.
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// OneLine joins s's lines and runs of spaces into single spaces: drivers
+// describe a failed connection on several indented lines, and an exit line
+// is one line.
+func OneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
