@@ -278,17 +278,13 @@ func withVars(reason string, related []string, vars map[string]string) string {
 }
 
 // translateSettingsError names the variable behind a
-// kafkasettings.FieldError.
+// kafkasettings.FieldError, as the table the binaries share names it.
 func translateSettingsError(err error) error {
-	var fe *kafkasettings.FieldError
-	if !errors.As(err, &fe) || fieldVars[fe.Field] == "" {
+	var ve *kafkasettings.VarError
+	if !errors.As(kafkasettings.NameVariables(err), &ve) {
 		return err
 	}
-	msg := withVars(fe.Reason, fe.Related, fieldVars)
-	if fe.Err != nil {
-		msg += ": " + fe.Err.Error()
-	}
-	return &configError{Var: fieldVars[fe.Field], Msg: msg}
+	return &configError{Var: ve.Var, Msg: ve.Reason}
 }
 
 // translateRelayError turns the first relay.ConfigError that relay.New

@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 	"github.com/outboxkit/outboxkit/internal/walstream"
 	"github.com/outboxkit/outboxkit/relay"
 )
@@ -39,7 +41,7 @@ type variable struct {
 
 // variables is every variable the binary reads, in the order -h lists
 // them and parseConfig checks them.
-var variables = []variable{
+var variables = slices.Concat([]variable{
 	{name: "DATABASE_URL", def: "required", help: "PostgreSQL URL or keyword/value string; TLS via sslmode", //nolint:gosec // G101: the example URL below, not a credential
 		required: "the PostgreSQL URL, e.g. postgres://user:password@host:5432/db?sslmode=require",
 		set:      text(func(c *config) *string { return &c.DatabaseURL })},
@@ -91,27 +93,33 @@ var variables = []variable{
 		fields: []string{"Standbys"}, set: list(func(c *config) *[]string { return &c.Relay.Standbys })},
 	{name: "RELAY_STANDBYS_REQUIRED", def: "all of them", help: "how many of RELAY_STANDBYS must have flushed",
 		fields: []string{"StandbysRequired"}, set: integer(func(c *config) *int { return &c.Relay.StandbysRequired })},
-	{name: "KAFKA_TLS", def: "false", help: "connect to Kafka over TLS",
-		fields: []string{"TLS", "Kafka.TLS"}, set: boolean(func(c *config) *bool { return &c.Kafka.TLS })},
-	{name: "KAFKA_TLS_CA_FILE", help: "PEM file of the CAs that sign the brokers' certificates",
-		fields: []string{"CAFile"}, set: text(func(c *config) *string { return &c.Kafka.CAFile })},
-	{name: "KAFKA_TLS_CERT_FILE", help: "PEM client certificate, for mutual TLS (with KAFKA_TLS_KEY_FILE)",
-		fields: []string{"CertFile"}, set: text(func(c *config) *string { return &c.Kafka.CertFile })},
-	{name: "KAFKA_TLS_KEY_FILE", help: "PEM key of the client certificate",
-		fields: []string{"KeyFile"}, set: text(func(c *config) *string { return &c.Kafka.KeyFile })},
-	{name: "KAFKA_TLS_INSECURE_SKIP_VERIFY", def: "false", help: "accept any broker certificate; tests only",
-		fields: []string{"InsecureSkipVerify"}, set: boolean(func(c *config) *bool { return &c.Kafka.InsecureSkipVerify })},
-	{name: "KAFKA_SASL_MECHANISM", help: "plain, scram-sha-256 or scram-sha-512; empty for no SASL",
-		fields: []string{"SASLMechanism", "Kafka.SASL.Mechanism"}, set: text(func(c *config) *string { return &c.Kafka.SASLMechanism })},
-	{name: "KAFKA_SASL_USERNAME", help: "SASL user",
-		fields: []string{"Username", "Kafka.SASL.Username"}, set: text(func(c *config) *string { return &c.Kafka.Username })},
-	{name: "KAFKA_SASL_PASSWORD", help: "SASL password, never printed",
-		fields: []string{"Password", "Kafka.SASL.Password"}, set: text(func(c *config) *string { return &c.Kafka.Password })},
-	{name: "KAFKA_SASL_PASSWORD_FILE", fileOf: "KAFKA_SASL_PASSWORD", help: "file holding KAFKA_SASL_PASSWORD, instead of it"},
-	{name: "KAFKA_SASL_ALLOW_PLAINTEXT", def: "false", help: "accept SASL plain without TLS (the password goes in clear)",
-		fields: []string{"AllowPlaintextSASL", "Kafka.AllowPlaintextSASL"}, set: boolean(func(c *config) *bool { return &c.Kafka.AllowPlaintextSASL })},
-	{name: "KAFKA_CLIENT_ID", def: relay.DefaultClientID, help: "client ID in broker logs and quotas",
-		fields: []string{"ClientID", "Kafka.ClientID"}, set: text(func(c *config) *string { return &c.Kafka.ClientID })},
+}, kafkaVariables())
+
+// kafkaVariables returns the rows of the Kafka TLS and SASL variables, from
+// the table outboxkit reads too (kafkasettings.Vars): each sets its
+// kafkasettings.Settings field and the relay.Config field under "Kafka."
+// that the value ends up in, and a secret one is followed by its _FILE
+// variable.
+func kafkaVariables() []variable {
+	var rows []variable
+	for _, kv := range kafkasettings.Vars {
+		row := variable{name: kv.Name, help: kv.Help, fields: []string{kv.Field},
+			set: func(c *config, v string) error { return kv.Set(&c.Kafka, v) }}
+		if kv.BrokerField != "" {
+			row.fields = append(row.fields, "Kafka."+kv.BrokerField)
+		}
+		switch {
+		case kv.Bool():
+			row.def = "false"
+		case kv.Field == "ClientID":
+			row.def = relay.DefaultClientID // relay's to apply
+		}
+		rows = append(rows, row)
+		if kv.Secret {
+			rows = append(rows, variable{name: kv.Name + "_FILE", fileOf: kv.Name, help: "file holding " + kv.Name + ", instead of it"})
+		}
+	}
+	return rows
 }
 
 // variableNamed returns the row of the variable name, or nil.
@@ -181,20 +189,6 @@ func positiveDuration(p func(*config) *time.Duration) func(*config, string) erro
 			return fmt.Errorf("must be positive, got %s", d)
 		}
 		*p(c) = d
-		return nil
-	}
-}
-
-func boolean(p func(*config) *bool) func(*config, string) error {
-	return func(c *config, v string) error {
-		switch strings.ToLower(v) {
-		case "true", "1", "yes", "on":
-			*p(c) = true
-		case "false", "0", "no", "off":
-			*p(c) = false
-		default:
-			return fmt.Errorf("invalid boolean %q (want true or false)", v)
-		}
 		return nil
 	}
 }

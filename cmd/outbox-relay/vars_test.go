@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 )
 
 // varName matches the name of one of the binary's variables.
@@ -70,6 +72,48 @@ func TestVariablesDocumented(t *testing.T) {
 			if variableNamed(name) == nil {
 				t.Errorf("%s names %s, which the binary does not read", doc.where, name)
 			}
+		}
+	}
+}
+
+// TestKafkaVariablesShared: -h lists every variable of kafkasettings.Vars,
+// the table outboxkit reads too, and each sets the Settings field the
+// table says. The binary has no KAFKA_* variable of its own besides
+// KAFKA_BROKERS and the _FILE variable of a secret one.
+func TestKafkaVariablesShared(t *testing.T) {
+	t.Parallel()
+	var help strings.Builder
+	printUsage(&help)
+	own := map[string]bool{"KAFKA_BROKERS": true}
+	for _, kv := range kafkasettings.Vars {
+		own[kv.Name] = true
+		if !regexp.MustCompile(`(?m)^` + kv.Name + ` `).MatchString(help.String()) {
+			t.Errorf("outbox-relay -h does not list %s", kv.Name)
+		}
+		row := variableNamed(kv.Name)
+		if row == nil {
+			t.Errorf("outbox-relay does not read %s", kv.Name)
+			continue
+		}
+		value := "x"
+		if kv.Bool() {
+			value = "on"
+		}
+		var got config
+		var want kafkasettings.Settings
+		if err := row.set(&got, value); err != nil || kv.Set(&want, value) != nil || got.Kafka != want {
+			t.Errorf("%s=%s: Settings %+v (%v), want %+v", kv.Name, value, got.Kafka, err, want)
+		}
+		if kv.Secret {
+			own[kv.Name+"_FILE"] = true
+			if f := variableNamed(kv.Name + "_FILE"); f == nil || f.fileOf != kv.Name {
+				t.Errorf("%s is secret but the binary reads no %s_FILE", kv.Name, kv.Name)
+			}
+		}
+	}
+	for _, v := range variables {
+		if strings.HasPrefix(v.name, "KAFKA_") && !own[v.name] {
+			t.Errorf("%s is a KAFKA_ variable of outbox-relay alone; add it to kafkasettings.Vars", v.name)
 		}
 	}
 }

@@ -115,11 +115,7 @@ func deadLettersList(ctx context.Context, e *env, args []string) error {
 
 func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 	const cmd = "outboxkit deadletters redrive"
-	fs := newFlagSet(e, cmd, "[--kafka-brokers HOST:PORT,...] <id>...",
-		"Publish dead letters again to their original topic (acks=all), so their consumer group applies them\n"+
-			"once more. Kafka TLS and SASL come from the relay's variables: KAFKA_TLS, KAFKA_TLS_CA_FILE,\n"+
-			"KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_INSECURE_SKIP_VERIFY, KAFKA_SASL_MECHANISM,\n"+
-			"KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SASL_ALLOW_PLAINTEXT, KAFKA_CLIENT_ID.")
+	fs := newFlagSet(e, cmd, "[--kafka-brokers HOST:PORT,...] <id>...", redriveHelp())
 	brokers := fs.String("kafka-brokers", e.getenv("KAFKA_BROKERS"), "comma-separated Kafka `brokers` (default $KAFKA_BROKERS)")
 	pos, err := parseFlags(fs, args, false)
 	if err != nil {
@@ -180,63 +176,51 @@ func deadLettersRedrive(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// kafkaVars are the Kafka TLS and SASL variables the relay binary reads
-// (see cmd/outbox-relay/README.md), by kafkasettings.Settings field.
-var kafkaVars = map[string]string{ //nolint:gosec // G101: variable names, not credentials
-	"TLS":                "KAFKA_TLS",
-	"CAFile":             "KAFKA_TLS_CA_FILE",
-	"CertFile":           "KAFKA_TLS_CERT_FILE",
-	"KeyFile":            "KAFKA_TLS_KEY_FILE",
-	"InsecureSkipVerify": "KAFKA_TLS_INSECURE_SKIP_VERIFY",
-	"SASLMechanism":      "KAFKA_SASL_MECHANISM",
-	"Username":           "KAFKA_SASL_USERNAME",
-	"Password":           "KAFKA_SASL_PASSWORD",
-	"AllowPlaintextSASL": "KAFKA_SASL_ALLOW_PLAINTEXT",
-	"ClientID":           "KAFKA_CLIENT_ID",
-}
-
 // kafkaFromEnv reads the Kafka TLS and SASL variables the relay binary uses
-// and returns the connection settings for brokers. Its errors name the
-// variable at fault.
+// (kafkasettings.Vars) and returns the connection settings for brokers.
+// Its errors name the variable at fault.
 func kafkaFromEnv(getenv func(string) string, brokers []string) (broker.Config, error) {
-	boolVar := func(name string) (bool, error) {
-		switch v := strings.ToLower(getenv(name)); v {
-		case "", "false", "0", "no", "off":
-			return false, nil
-		case "true", "1", "yes", "on":
-			return true, nil
-		default:
-			return false, fmt.Errorf("%s: invalid boolean %q (want true or false)", name, v)
-		}
-	}
-	var s kafkasettings.Settings
-	var err error
-	if s.TLS, err = boolVar("KAFKA_TLS"); err != nil {
+	s, err := kafkasettings.FromEnv(getenv)
+	if err != nil {
 		return broker.Config{}, err
 	}
-	if s.InsecureSkipVerify, err = boolVar("KAFKA_TLS_INSECURE_SKIP_VERIFY"); err != nil {
-		return broker.Config{}, err
-	}
-	if s.AllowPlaintextSASL, err = boolVar("KAFKA_SASL_ALLOW_PLAINTEXT"); err != nil {
-		return broker.Config{}, err
-	}
-	s.CAFile, s.CertFile, s.KeyFile = getenv("KAFKA_TLS_CA_FILE"), getenv("KAFKA_TLS_CERT_FILE"), getenv("KAFKA_TLS_KEY_FILE")
-	s.SASLMechanism, s.Username, s.Password = getenv("KAFKA_SASL_MECHANISM"), getenv("KAFKA_SASL_USERNAME"), getenv("KAFKA_SASL_PASSWORD")
-	if s.ClientID = getenv("KAFKA_CLIENT_ID"); s.ClientID == "" {
+	if s.ClientID == "" {
 		s.ClientID = "outboxkit-cli"
 	}
 	cfg, err := s.Config(brokers)
-	var fe *kafkasettings.FieldError
-	if errors.As(err, &fe) && kafkaVars[fe.Field] != "" {
-		pairs := []string{}
-		for _, r := range fe.Related {
-			pairs = append(pairs, r, kafkaVars[r])
-		}
-		msg := strings.NewReplacer(pairs...).Replace(fe.Reason)
-		if fe.Err != nil {
-			msg += ": " + fe.Err.Error()
-		}
-		return broker.Config{}, fmt.Errorf("%s: %s", kafkaVars[fe.Field], msg)
+	if err != nil {
+		return broker.Config{}, kafkasettings.NameVariables(err)
 	}
-	return cfg, err
+	return cfg, nil
+}
+
+// redriveHelp is the description of deadletters redrive, which names
+// every Kafka TLS and SASL variable it reads.
+func redriveHelp() string {
+	names := make([]string, len(kafkasettings.Vars))
+	for i, v := range kafkasettings.Vars {
+		names[i] = v.Name
+	}
+	return "Publish dead letters again to their original topic (acks=all), so their consumer group applies them\n" +
+		wrap("once more. Kafka TLS and SASL come from the relay's variables: "+strings.Join(names, ", ")+".", 100)
+}
+
+// wrap breaks text into lines of at most width bytes, between words.
+func wrap(text string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(text) {
+		switch {
+		case i == 0:
+		case n+1+len(w) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/outboxkit/outboxkit/broker"
 	"github.com/outboxkit/outboxkit/inbox"
+	"github.com/outboxkit/outboxkit/internal/kafkasettings"
 	"github.com/outboxkit/outboxkit/internal/testenv"
 )
 
@@ -93,6 +94,25 @@ func TestKafkaFromEnv(t *testing.T) {
 	_, err = kafkaFromEnv(env("KAFKA_TLS_CA_FILE", "/ca.pem"), brokers)
 	if err == nil || err.Error() != "KAFKA_TLS_CA_FILE: is set but KAFKA_TLS is off" {
 		t.Fatalf("CA file without TLS: got %v", err)
+	}
+}
+
+// TestRedriveHelp: the help of deadletters redrive names every variable of
+// kafkasettings.Vars, in lines as they were written by hand before.
+func TestRedriveHelp(t *testing.T) {
+	t.Parallel()
+	got := redriveHelp()
+	for _, v := range kafkasettings.Vars {
+		if !strings.Contains(got, v.Name) {
+			t.Errorf("deadletters redrive --help does not name %s:\n%s", v.Name, got)
+		}
+	}
+	want := "Publish dead letters again to their original topic (acks=all), so their consumer group applies them\n" +
+		"once more. Kafka TLS and SASL come from the relay's variables: KAFKA_TLS, KAFKA_TLS_CA_FILE,\n" +
+		"KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, KAFKA_TLS_INSECURE_SKIP_VERIFY, KAFKA_SASL_MECHANISM,\n" +
+		"KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SASL_ALLOW_PLAINTEXT, KAFKA_CLIENT_ID."
+	if got != want {
+		t.Errorf("deadletters redrive --help:\n%s\nwant:\n%s", got, want)
 	}
 }
 

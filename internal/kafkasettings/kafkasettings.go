@@ -5,9 +5,12 @@
 // libraries take a broker.Config; [Merge] and [Check] (library.go) are the
 // one check of it that the relay's and the inbox's Config share.
 //
-// The package knows nothing about environment variables: each binary maps
-// its own variables onto [Settings], and translates a [*FieldError] back to
-// the variable that holds the field.
+// [Vars] (vars.go) is the one table of the KAFKA_* variables that set
+// Settings: their names, the field each sets, how each is parsed, and
+// [NameVariables], which restates a [*FieldError] as the one-line
+// [*VarError] naming the variable that holds the field. The relay binary
+// lists them in its own table of variables; outboxkit reads them with
+// [FromEnv].
 package kafkasettings
 
 import (
@@ -76,15 +79,17 @@ func (e *FieldError) Error() string {
 // missing file.
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// fields maps the broker.Config fields to the Settings fields that set them.
-var fields = map[string]string{
-	"TLS":                "TLS",
-	"SASL.Mechanism":     "SASLMechanism",
-	"SASL.Username":      "Username",
-	"SASL.Password":      "Password",
-	"AllowPlaintextSASL": "AllowPlaintextSASL",
-	"ClientID":           "ClientID",
-}
+// fields maps the broker.Config fields to the Settings fields that set
+// them, as [Vars] pairs them.
+var fields = func() map[string]string {
+	m := map[string]string{}
+	for _, v := range Vars {
+		if v.BrokerField != "" {
+			m[v.BrokerField] = v.Field
+		}
+	}
+	return m
+}()
 
 // Config checks s, reads its files and returns the broker.Config for
 // brokers. Its errors are *FieldError, except for a broker.Config error
