@@ -224,14 +224,16 @@ SEED ?= 0
 chaos: services
 	$(GO) run ./internal/cmd/chaos -duration $(DURATION) -seed $(SEED) -min-faults 20 -min-kinds 4 $(CHAOS_FLAGS)
 
-## chaos-short: the CI profile of the chaos run, 2-3 minutes with drain and verification; at least 20 faults of at least 4 kinds,
-## relay and consumer pauses (SIGSTOP 5-20s) among them
+## chaos-short: the CI profile of the chaos run, 80 s of load with a fault every 2 s on average (about 40 faults, as 2 minutes at
+## one every 3 s gave), then drain and verification; at least 20 faults of at least 4 kinds, relay and consumer pauses (SIGSTOP
+## 5-20s) among them
 chaos-short: services
-	$(GO) run ./internal/cmd/chaos -duration 2m -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+	$(GO) run ./internal/cmd/chaos -duration 80s -fault-every 2s -seed $(SEED) -min-faults 20 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
-## chaos-short-wal: chaos-short in WAL mode (outbox.Emit writers, relays streaming a slot of the wal_level=logical cluster), 90 s of load
+## chaos-short-wal: chaos-short in WAL mode (outbox.Emit writers, relays streaming a slot of the wal_level=logical cluster), 60 s of
+## load with a fault every 2 s on average (about 30 faults)
 chaos-short-wal: services
-	$(GO) run ./internal/cmd/chaos -wal -duration 90s -seed $(SEED) -min-faults 15 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
+	$(GO) run ./internal/cmd/chaos -wal -duration 60s -fault-every 2s -seed $(SEED) -min-faults 15 -min-kinds 4 -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
 CHAOS_CLUSTER_RATE ?= 1000
 
@@ -266,9 +268,10 @@ PREVIOUS_RELEASE ?= 5e3c4d7b12c79edc970f93a2462692ecb2f009f8 # v0.1.0
 
 ## chaos-skew: two releases side by side (docs/design.md §7): every second relay and consumer runs PREVIOUS_RELEASE (v0.1.0),
 ## built from its commit, the others the current code, on the current migrations, one database and one group, under chaos-short's
-## process faults (no broker restarts: chaos-short has those) for 60 s of load; nothing lost, applied twice or reordered
+## process faults (no broker restarts: chaos-short has those) for 45 s of load with a fault every 1.5 s on average (about 30);
+## nothing lost, applied twice or reordered
 chaos-skew: services
-	$(GO) run ./internal/cmd/chaos -previous $(PREVIOUS_RELEASE) -broker-faults=false -duration 60s -fault-every 2s -seed $(SEED) \
+	$(GO) run ./internal/cmd/chaos -previous $(PREVIOUS_RELEASE) -broker-faults=false -duration 45s -fault-every 1500ms -seed $(SEED) \
 	  -min-faults 12 -min-kinds 4 \
 	  -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 

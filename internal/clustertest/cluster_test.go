@@ -95,8 +95,9 @@ func TestClusterRollingRestart(t *testing.T) {
 }
 
 // TestClusterLeaderPaused freezes (SIGSTOP) the broker that leads every
-// partition for 20 s: it keeps its connections open and answers nothing,
-// like a long GC pause or a hung VM, until the controller fences it. The
+// partition for 12 s, twice the cluster's broker session timeout: it keeps
+// its connections open and answers nothing, like a long GC pause or a hung
+// VM, until the controller fences it. The
 // frozen broker is node 1, the first address every client is given: the
 // hardest case, since a client that bootstraps or looks up its group
 // coordinator there gets a TCP connection and then no answer.
@@ -107,7 +108,7 @@ func TestClusterLeaderPaused(t *testing.T) {
 	testenv.Cluster(t, "cluster-pause", leader)
 	paused := time.Now()
 	b.progress(500, "with the leader paused")
-	time.Sleep(20*time.Second - time.Since(paused))
+	time.Sleep(12*time.Second - time.Since(paused))
 	testenv.Cluster(t, "cluster-resume", leader)
 	b.progress(300, "after the leader resumed")
 	b.finish()

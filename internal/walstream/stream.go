@@ -403,6 +403,23 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 			return nil, fmt.Errorf("relay: replication slot %s vanished right after its creation", s.cfg.Slot)
 		}
 	}
+	// A logical slot that another session is still creating (a relay
+	// racing this one, or the slot sync worker after a failover) shows its
+	// database before its plugin: wait until the creation completes rather
+	// than call the slot unusable. Seen once in make failover-tests.
+	for deadline := time.Now().Add(10 * time.Second); slot.plugin == "" && slot.database != "" && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if slot, err = s.readSlot(ctx); err != nil {
+			return nil, err
+		}
+		if slot == nil {
+			return nil, fmt.Errorf("relay: replication slot %s vanished while another session created it", s.cfg.Slot)
+		}
+	}
 	switch {
 	case slot.walStatus == "lost":
 		return nil, &SlotLostError{Slot: s.cfg.Slot}
