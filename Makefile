@@ -106,8 +106,8 @@ prometheusrule:
 deploy-test:
 	cd deploy && $(GO) test -count=1 ./...
 
-## test: everything, against the real services (scripts/test.sh): setup, go-test, failover-tests, then the chaos runs beside
-## cluster-tests and chaos-skew, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
+## test: everything, against the real services (scripts/test.sh): setup, go-test, failover-tests, then the chaos runs (short,
+## short-wal, skew) beside cluster-tests, then fault-tests alone; each phase is timed and the times printed at the end, or up to the phase that
 ## failed; OUTBOXKIT_TEST_SERIAL=1 runs the phases one after another
 test:
 	@GO=$(GO) MAKE=$(MAKE) GOOSE=$(GOOSE) scripts/test.sh
@@ -268,10 +268,10 @@ PREVIOUS_RELEASE ?= 5e3c4d7b12c79edc970f93a2462692ecb2f009f8 # v0.1.0
 
 ## chaos-skew: two releases side by side (docs/design.md §7): every second relay and consumer runs PREVIOUS_RELEASE (v0.1.0),
 ## built from its commit, the others the current code, on the current migrations, one database and one group, under chaos-short's
-## process faults (no broker restarts: chaos-short has those) for 45 s of load with a fault every 1.5 s on average (about 30);
-## nothing lost, applied twice or reordered
+## faults, broker restarts included, for 45 s of load with a fault every 1.5 s on average (about 30); nothing lost, applied twice
+## or reordered
 chaos-skew: services
-	$(GO) run ./internal/cmd/chaos -previous $(PREVIOUS_RELEASE) -broker-faults=false -duration 45s -fault-every 1500ms -seed $(SEED) \
+	$(GO) run ./internal/cmd/chaos -previous $(PREVIOUS_RELEASE) -duration 45s -fault-every 1500ms -seed $(SEED) \
 	  -min-faults 12 -min-kinds 4 \
 	  -require pause-relay,pause-consumer $(CHAOS_FLAGS)
 
