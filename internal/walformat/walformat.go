@@ -7,11 +7,13 @@
 package walformat
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/google/uuid"
 )
@@ -152,20 +154,22 @@ func Decode(b []byte) (Message, error) {
 	if b[0] != Version {
 		return m, &DecodeError{Version: b[0], Reason: fmt.Sprintf("this reader decodes version %d only", Version)}
 	}
-	d := decoder{b: b[1:]}
-	if len(d.b) < 16 {
+	if len(b) < 17 {
 		return m, &DecodeError{Version: Version, Reason: "truncated in the id"}
 	}
-	copy(m.ID[:], d.b[:16])
-	d.b = d.b[16:]
+	copy(m.ID[:], b[1:17])
+	// One copy of the rest, which the strings, the payload and the header
+	// values then point into: two allocations an event (this copy and the
+	// headers' slice) instead of one per field. The copy is never written
+	// again, so the strings made over it stay immutable; the payload is
+	// capped at its own length, so an append to it reallocates.
+	d := decoder{b: bytes.Clone(b[17:])}
 	m.Topic = d.string("topic")
 	m.AggregateType = d.string("aggregate_type")
 	m.AggregateID = d.string("aggregate_id")
 	m.EventType = d.string("event_type")
 	if n, ok := d.uint32("payload"); ok && n != 0xFFFFFFFF {
-		if p := d.bytes("payload", n); p != nil {
-			m.Payload = append(make([]byte, 0, len(p)), p...)
-		}
+		m.Payload = d.bytes("payload", n)
 	}
 	count, _ := d.uint32("headers")
 	if count > 0 && d.err == "" {
@@ -221,10 +225,16 @@ func (d *decoder) bytes(field string, n uint32) []byte {
 	return p
 }
 
+// string returns the next length-prefixed string, pointing into d.b (which
+// Decode owns and never writes).
 func (d *decoder) string(field string) string {
 	n, ok := d.uint32(field)
 	if !ok {
 		return ""
 	}
-	return string(d.bytes(field, n))
+	p := d.bytes(field, n)
+	if len(p) == 0 {
+		return ""
+	}
+	return unsafe.String(&p[0], len(p)) //nolint:gosec // G103: p points into the copy Decode owns and never writes
 }
