@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/outboxkit/outboxkit/internal/wait"
 	"github.com/outboxkit/outboxkit/internal/walformat"
 )
 
@@ -408,10 +409,8 @@ func (s *Stream) prepare(ctx context.Context) (*slotRow, error) {
 	// database before its plugin: wait until the creation completes rather
 	// than call the slot unusable. Seen once in make failover-tests.
 	for deadline := time.Now().Add(10 * time.Second); slot.plugin == "" && slot.database != "" && time.Now().Before(deadline); {
-		select {
-		case <-ctx.Done():
+		if !wait.Sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 		if slot, err = s.readSlot(ctx); err != nil {
 			return nil, err
