@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"hash/maphash"
+
 	"github.com/google/uuid"
 
 	"github.com/outboxkit/outboxkit/internal/walformat"
@@ -23,6 +25,8 @@ type event struct {
 	tx         *walTx // WAL mode: the transaction the event came in
 	done       bool   // WAL mode: resolved (published, or moved to the table)
 	inCall     bool   // WAL mode: in a publish call not yet settled
+	// agg is the aggregate's hash (aggHash), 0 until first asked for.
+	agg uint64
 }
 
 // aggKey names an aggregate: its events keep their order, and are held or
@@ -30,6 +34,21 @@ type event struct {
 type aggKey struct{ typ, id string }
 
 func (e *event) key() aggKey { return aggKey{e.aggregateType, e.aggregateID} }
+
+// aggSeed seeds aggHash for the life of the process.
+var aggSeed = maphash.MakeSeed()
+
+// aggHash is a hash of e's aggregate, computed once and kept in e; never 0.
+// pickN and WAL mode's calls tell aggregates apart by it, which costs a
+// fraction of hashing the two strings at every look. Two aggregates with
+// one hash are treated as one: each may wait for the other's call, and the
+// order of neither changes.
+func (e *event) aggHash() uint64 {
+	if e.agg == 0 {
+		e.agg = maphash.Comparable(aggSeed, e.key()) | 1
+	}
+	return e.agg
+}
 
 // size is the event's key, payload and header bytes, as reads count them.
 func (e *event) size() int {

@@ -25,7 +25,7 @@ func pick(batch []event, holds *holds) ([]event, time.Time) {
 // keeps them until its front is resolved), and every event of the
 // aggregates in busy, which have events in a call not yet settled. With
 // busy set, it marks the events it picks inCall in batch.
-func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]event, time.Time) {
+func pickN(batch []event, holds *holds, limit int, busy map[uint64]bool) ([]event, time.Time) {
 	now := holds.now()
 	if limit <= 0 || limit > len(batch) {
 		limit = len(batch)
@@ -34,41 +34,54 @@ func pickN(batch []event, holds *holds, limit int, busy map[aggKey]bool) ([]even
 		send     = make([]event, 0, limit)
 		size     int
 		nextHold time.Time
-		skipped  = map[aggKey]bool{}
-		topics   = make(map[aggKey]string, min(limit, 4096))
+		skipped  = map[uint64]bool{}
+		// topics is each picked aggregate's topic, filled only once the
+		// picks span two topics: until then no aggregate can switch.
+		topics     map[uint64]string
+		firstTopic string
 	)
 	for i := 0; i < len(batch) && len(send) < limit; i++ {
 		e := &batch[i]
 		if e.done || e.inCall {
 			continue
 		}
-		k := e.key()
-		if busy[k] {
+		h := e.aggHash()
+		if busy[h] || skipped[h] {
 			continue
 		}
-		if until, held := holds.until(k, now); held {
-			if nextHold.IsZero() || until.Before(nextHold) {
-				nextHold = until
+		if len(holds.m) > 0 {
+			if until, held := holds.until(e.key(), now); held {
+				if nextHold.IsZero() || until.Before(nextHold) {
+					nextHold = until
+				}
+				skipped[h] = true
+				continue
 			}
-			skipped[k] = true
-			continue
-		}
-		if skipped[k] {
-			continue
 		}
 		if until, paused := holds.pauses.until(e.topic, now); paused {
 			// WAL mode: the topic fails; the aggregate waits, in order.
 			if nextHold.IsZero() || until.Before(nextHold) {
 				nextHold = until
 			}
-			skipped[k] = true
+			skipped[h] = true
 			continue
 		}
-		if t, ok := topics[k]; ok && t != e.topic {
-			skipped[k] = true
-			continue
+		switch {
+		case len(send) == 0:
+			firstTopic = e.topic
+		case topics == nil && e.topic != firstTopic:
+			topics = make(map[uint64]string, limit)
+			for j := range send {
+				topics[send[j].agg] = send[j].topic
+			}
 		}
-		topics[k] = e.topic
+		if topics != nil {
+			if t, ok := topics[h]; ok && t != e.topic {
+				skipped[h] = true
+				continue
+			}
+			topics[h] = e.topic
+		}
 		rec := e.record()
 		n := rec.size()
 		if len(send) > 0 && size+n > maxCallBytes {

@@ -222,7 +222,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 	holds.pauses = newTopicPauses(r.cfg.RetryBackoffMin, r.cfg.RetryBackoffMax, r.log)
 	var (
 		results  = make(chan *walCall, lanes)
-		busy     = map[aggKey]bool{} // aggregates with events in a call in flight
+		busy     = map[uint64]bool{} // aggregates (aggHash) with events in a call in flight
 		inFlight int                 // calls in flight
 		inCalls  int                 // their events
 		retry    = backoff.Backoff{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax}
@@ -232,7 +232,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 		inFlight--
 		inCalls -= len(c.send)
 		for i := range c.send {
-			delete(busy, c.send[i].key())
+			delete(busy, c.send[i].agg)
 		}
 		out := outcomeOf(c.send, c.err, holds)
 		transient := r.settle(hard, src, c.send, out, holds, c.start)
@@ -277,7 +277,7 @@ func (r *Relay) walSession(ctx context.Context) error {
 				break
 			}
 			for i := range send {
-				busy[send[i].key()] = true
+				busy[send[i].agg] = true
 			}
 			inFlight++
 			inCalls += len(send)
