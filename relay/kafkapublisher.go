@@ -16,8 +16,11 @@ import (
 )
 
 // kafkaPublisher is the kafka-go Publisher: for each call it groups records
-// by topic and partition (murmur2 of the key, like the Java client) and sends
-// each group as one Produce request with acks=all, all groups in parallel.
+// by topic and partition (murmur2 of the key, like the Java client), and the
+// partitions by their leader broker; each broker gets one Produce request
+// (acks=all) carrying its share of every partition it leads, all brokers in
+// parallel. One request per broker rather than per partition costs the
+// broker about 40 % less CPU per record (docs/benchmarks.md).
 type kafkaPublisher struct {
 	client          *kafka.Client
 	balancer        kafka.Murmur2Balancer
@@ -28,9 +31,17 @@ type kafkaPublisher struct {
 }
 
 type topicPartitions struct {
-	ids     []int
+	ids []int
+	// leaders are the partitions' leader brokers when fetched, -1 where
+	// none was known.
+	leaders []int
 	fetched time.Time
 }
+
+// maxProduceRequestBytes bounds the record bytes of one Produce request to
+// a broker, whatever the partitions it carries: well under the broker's
+// socket.request.max.bytes (100 MiB by default).
+const maxProduceRequestBytes = maxCallBytes
 
 // partitionsTTL is how long a topic's partition count is trusted; a Kafka
 // error on a produce request drops the cached entry at once.
@@ -73,16 +84,16 @@ func (p *kafkaPublisher) Close() error {
 	return nil
 }
 
-func (p *kafkaPublisher) partitions(ctx context.Context, topic string) ([]int, error) {
+func (p *kafkaPublisher) partitions(ctx context.Context, topic string) (topicPartitions, error) {
 	p.mu.Lock()
 	tp, ok := p.parts[topic]
 	p.mu.Unlock()
 	if ok && time.Since(tp.fetched) < partitionsTTL {
-		return tp.ids, nil
+		return tp, nil
 	}
 	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return nil, fmt.Errorf("metadata for %s: %w", topic, err)
+		return tp, fmt.Errorf("metadata for %s: %w", topic, err)
 	}
 	for _, t := range md.Topics {
 		if t.Name != topic {
@@ -90,24 +101,29 @@ func (p *kafkaPublisher) partitions(ctx context.Context, topic string) ([]int, e
 		}
 		if t.Error != nil {
 			if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
-				return nil, fmt.Errorf("%s: %w (%w)", topic, ErrUnknownTopic, t.Error)
+				return tp, fmt.Errorf("%s: %w (%w)", topic, ErrUnknownTopic, t.Error)
 			}
-			return nil, fmt.Errorf("metadata for %s: %w", topic, t.Error)
+			return tp, fmt.Errorf("metadata for %s: %w", topic, t.Error)
 		}
 		if len(t.Partitions) == 0 {
-			return nil, fmt.Errorf("metadata for %s: no partitions", topic)
+			return tp, fmt.Errorf("metadata for %s: no partitions", topic)
 		}
-		ids := make([]int, len(t.Partitions))
-		for i := range ids {
+		tp = topicPartitions{ids: make([]int, len(t.Partitions)), leaders: make([]int, len(t.Partitions)), fetched: time.Now()}
+		for i := range tp.ids {
 			// Partition IDs are 0..n-1; the Java partitioner indexes by count.
-			ids[i] = i
+			tp.ids[i], tp.leaders[i] = i, -1
+		}
+		for _, pt := range t.Partitions {
+			if pt.ID >= 0 && pt.ID < len(tp.leaders) && pt.Leader.Host != "" {
+				tp.leaders[pt.ID] = pt.Leader.ID
+			}
 		}
 		p.mu.Lock()
-		p.parts[topic] = topicPartitions{ids: ids, fetched: time.Now()}
+		p.parts[topic] = tp
 		p.mu.Unlock()
-		return ids, nil
+		return tp, nil
 	}
-	return nil, fmt.Errorf("%s: %w", topic, ErrUnknownTopic)
+	return tp, fmt.Errorf("%s: %w", topic, ErrUnknownTopic)
 }
 
 func (p *kafkaPublisher) forget(topic string) {
@@ -125,6 +141,7 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 	errs := make([]error, len(records))
 	groups := map[partitionKey][]int{}
 	var order []partitionKey
+	leaderOf := map[partitionKey]int{}
 	topicErr := map[string]error{}
 	for i := range records {
 		r := &records[i]
@@ -132,26 +149,45 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 			errs[i] = err
 			continue
 		}
-		ids, err := p.partitions(ctx, r.Topic)
+		tp, err := p.partitions(ctx, r.Topic)
 		if err != nil {
 			topicErr[r.Topic] = err
 			errs[i] = err
 			continue
 		}
-		k := partitionKey{r.Topic, p.balancer.Balance(kafka.Message{Key: r.Key}, ids...)}
+		part := p.balancer.Balance(kafka.Message{Key: r.Key}, tp.ids...)
+		k := partitionKey{r.Topic, part}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
+			leaderOf[k] = tp.leaders[part]
 		}
 		groups[k] = append(groups[k], i)
 	}
 
-	var wg sync.WaitGroup
+	// The partitions of each leader go together; those whose leader is
+	// not known go alone.
+	byLeader := map[int][]partitionKey{}
+	var brokers [][]partitionKey
 	for _, k := range order {
-		idx := groups[k]
+		l := leaderOf[k]
+		if l < 0 {
+			brokers = append(brokers, []partitionKey{k})
+			continue
+		}
+		byLeader[l] = append(byLeader[l], k)
+	}
+	for _, k := range order {
+		if l := leaderOf[k]; l >= 0 && byLeader[l] != nil {
+			brokers = append(brokers, byLeader[l])
+			byLeader[l] = nil
+		}
+	}
+	var wg sync.WaitGroup
+	for _, keys := range brokers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.publishPartition(ctx, k, records, idx, errs)
+			p.publishBroker(ctx, keys, groups, records, errs)
 		}()
 	}
 	wg.Wait()
@@ -168,17 +204,124 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 	return nil
 }
 
+// share is the records of one partition that go in one Produce request.
+type share struct {
+	k   partitionKey
+	idx []int
+}
+
+// publishBroker sends the records of the partitions keys, which have one
+// leader, in Produce requests that each carry the next part of every
+// partition (at most maxRequestBytes of each, at most
+// maxProduceRequestBytes in all), one request after the other, and stores
+// each record's outcome in errs. After a partition's part failed, the
+// rest of that partition is not sent, so a later record of a key never
+// lands while an earlier one did not; the other partitions go on.
+func (p *kafkaPublisher) publishBroker(ctx context.Context, keys []partitionKey, groups map[partitionKey][]int, records []Record, errs []error) {
+	if len(keys) == 1 {
+		p.publishPartition(ctx, keys[0], records, groups[keys[0]], errs)
+		return
+	}
+	rest := make([][]int, len(keys)) // each partition's records not sent yet
+	for j, k := range keys {
+		rest[j] = groups[k]
+	}
+	for {
+		var (
+			shares []share
+			of     []int // the index in keys of each share
+			total  int
+		)
+		for j, k := range keys {
+			if len(rest[j]) == 0 {
+				continue
+			}
+			n, size := p.part(records, rest[j])
+			if len(shares) > 0 && total+size > maxProduceRequestBytes {
+				continue // in a later request
+			}
+			shares, of = append(shares, share{k, rest[j][:n]}), append(of, j)
+			total += size
+		}
+		if len(shares) == 0 {
+			return
+		}
+		ok := p.publishShares(ctx, shares, records, errs)
+		for s, j := range of {
+			sent := len(shares[s].idx)
+			if !ok[s] {
+				for _, i := range rest[j][sent:] {
+					errs[i] = fmt.Errorf("produce to %s/%d: not sent after an earlier request of the partition failed: %w", keys[j].topic, keys[j].partition, errNotSent)
+				}
+				sent = len(rest[j])
+			}
+			rest[j] = rest[j][sent:]
+		}
+	}
+}
+
+// part returns how many of the records idx, from the first, go in one
+// request of their partition (at least one; at most maxRequestBytes in
+// all), and their size.
+func (p *kafkaPublisher) part(records []Record, idx []int) (n, size int) {
+	for n < len(idx) && (n == 0 || size+records[idx[n]].size() <= p.maxRequestBytes) {
+		size += records[idx[n]].size()
+		n++
+	}
+	return n, size
+}
+
+// publishShares sends shares, of partitions with one leader, as one
+// Produce request, stores each record's outcome in errs, and reports for
+// each share whether all its records were acknowledged. When the request
+// cannot be routed to one broker (the leaders moved since the metadata
+// was fetched), nothing was sent, and each share goes in a request of its
+// own.
+func (p *kafkaPublisher) publishShares(ctx context.Context, shares []share, records []Record, errs []error) []bool {
+	ok := make([]bool, len(shares))
+	if len(shares) == 1 {
+		ok[0] = p.publishRequest(ctx, shares[0].k, records, shares[0].idx, errs)
+		return ok
+	}
+	resp, err := p.produceMany(ctx, shares, records)
+	var routing *produceAPI.Error
+	if errors.As(err, &routing) {
+		for _, sh := range shares {
+			p.forget(sh.k.topic)
+		}
+		var wg sync.WaitGroup
+		for s := range shares {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok[s] = p.publishRequest(ctx, shares[s].k, records, shares[s].idx, errs)
+			}()
+		}
+		wg.Wait()
+		return ok
+	}
+	for s, sh := range shares {
+		var r *kafka.ProduceResponse
+		perr := err
+		if perr == nil {
+			r, perr = partitionResponse(resp, sh.k)
+		}
+		if perr != nil {
+			p.forget(sh.k.topic)
+			perr = fmt.Errorf("produce to %s/%d: %w", sh.k.topic, sh.k.partition, perr)
+		}
+		ok[s] = p.settleRequest(ctx, sh.k, records, sh.idx, errs, r, perr)
+	}
+	return ok
+}
+
 // publishPartition sends the records idx of one partition, in requests of at
 // most maxRequestBytes sent one after the other, and stores each record's
 // outcome in errs. After a failed request the rest are not sent, so a later
 // record of a key never lands while an earlier one did not.
 func (p *kafkaPublisher) publishPartition(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error) {
 	for len(idx) > 0 {
-		n, size := 0, 0
-		for n < len(idx) && (n == 0 || size+records[idx[n]].size() <= p.maxRequestBytes) {
-			size += records[idx[n]].size()
-			n++
-		}
+		n, _ := p.part(records, idx)
 		if !p.publishRequest(ctx, k, records, idx[:n], errs) {
 			for _, i := range idx[n:] {
 				errs[i] = fmt.Errorf("produce to %s/%d: not sent after an earlier request of the partition failed: %w", k.topic, k.partition, errNotSent)
@@ -193,14 +336,21 @@ func (p *kafkaPublisher) publishPartition(ctx context.Context, k partitionKey, r
 // record's outcome in errs and reports whether all were acknowledged.
 func (p *kafkaPublisher) publishRequest(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error) bool {
 	res, err := p.produce(ctx, k, records, idx)
+	return p.settleRequest(ctx, k, records, idx, errs, res, err)
+}
+
+// settleRequest stores in errs the outcome of the records idx of
+// partition k, sent in one request that answered res and err, and reports
+// whether all were acknowledged. A part too large for the broker as a
+// whole is sent again one record at a time, in order, up to the first that
+// fails.
+func (p *kafkaPublisher) settleRequest(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error, res *kafka.ProduceResponse, err error) bool {
 	if err == nil {
 		return true
 	}
 	tooLarge := errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge)
 	switch {
 	case tooLarge && len(idx) > 1:
-		// The batch as a whole was too large for the broker: send the records
-		// one at a time, in order, and stop at the first that fails.
 		for n, i := range idx {
 			if _, err := p.produce(ctx, k, records, []int{i}); err != nil {
 				errs[i] = err
@@ -235,33 +385,10 @@ var errNotSent = errors.New("not sent")
 
 // produce sends records idx as one Produce request to partition k.
 func (p *kafkaPublisher) produce(ctx context.Context, k partitionKey, records []Record, idx []int) (*kafka.ProduceResponse, error) {
-	recs := make([]kafka.Record, len(idx))
-	for j, i := range idx {
-		r := &records[i]
-		hs := make([]kafka.Header, len(r.Headers))
-		for h, hd := range r.Headers {
-			hs[h] = kafka.Header{Key: hd.Key, Value: hd.Value}
-		}
-		recs[j] = kafka.Record{Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
-	}
-	// kafka.Client.Produce would tell the leader to wait for the in-sync
-	// replicas 500 ms (half the context's time when the Client has a
-	// Timeout); the request is sent through the Transport so that the
-	// leader gets the call's time instead (ackTimeout).
-	m, err := p.client.Transport.RoundTrip(ctx, p.client.Addr, &produceAPI.Request{
-		Acks:    int16(kafka.RequireAll),
-		Timeout: int32(ackTimeout(ctx) / time.Millisecond),
-		Topics: []produceAPI.RequestTopic{{
-			Topic: k.topic,
-			Partitions: []produceAPI.RequestPartition{{
-				Partition: int32(k.partition),
-				RecordSet: protocol.RecordSet{Records: kafka.NewRecordReader(recs...)},
-			}},
-		}},
-	})
+	resp, err := p.produceMany(ctx, []share{{k, idx}}, records)
 	var res *kafka.ProduceResponse
 	if err == nil {
-		res, err = produceResponse(m)
+		res, err = partitionResponse(resp, k)
 	}
 	if err != nil {
 		p.forget(k.topic)
@@ -270,15 +397,67 @@ func (p *kafkaPublisher) produce(ctx context.Context, k partitionKey, records []
 	return res, nil
 }
 
-// produceResponse is what kafka.Client.Produce makes of the answer to a
-// one-partition request: the partition's error, and the records the
-// broker rejected it for.
-func produceResponse(m protocol.Message) (*kafka.ProduceResponse, error) {
-	r, ok := m.(*produceAPI.Response)
-	if !ok || len(r.Topics) == 0 || len(r.Topics[0].Partitions) == 0 {
-		return nil, fmt.Errorf("produce: the broker answered %T without the partition", m)
+// produceMany sends shares as one Produce request, to the leader of their
+// partitions, and returns the broker's answer.
+func (p *kafkaPublisher) produceMany(ctx context.Context, shares []share, records []Record) (*produceAPI.Response, error) {
+	var topics []produceAPI.RequestTopic
+	for _, sh := range shares {
+		recs := make([]kafka.Record, len(sh.idx))
+		for j, i := range sh.idx {
+			r := &records[i]
+			hs := make([]kafka.Header, len(r.Headers))
+			for h, hd := range r.Headers {
+				hs[h] = kafka.Header{Key: hd.Key, Value: hd.Value}
+			}
+			recs[j] = kafka.Record{Key: kafka.NewBytes(r.Key), Value: kafka.NewBytes(r.Value), Headers: hs}
+		}
+		part := produceAPI.RequestPartition{
+			Partition: int32(sh.k.partition),
+			RecordSet: protocol.RecordSet{Records: kafka.NewRecordReader(recs...)},
+		}
+		if n := len(topics); n > 0 && topics[n-1].Topic == sh.k.topic {
+			topics[n-1].Partitions = append(topics[n-1].Partitions, part)
+		} else {
+			topics = append(topics, produceAPI.RequestTopic{Topic: sh.k.topic, Partitions: []produceAPI.RequestPartition{part}})
+		}
 	}
-	part := &r.Topics[0].Partitions[0]
+	// kafka.Client.Produce would tell the leader to wait for the in-sync
+	// replicas 500 ms (half the context's time when the Client has a
+	// Timeout); the request is sent through the Transport so that the
+	// leader gets the call's time instead (ackTimeout).
+	m, err := p.client.Transport.RoundTrip(ctx, p.client.Addr, &produceAPI.Request{
+		Acks:    int16(kafka.RequireAll),
+		Timeout: int32(ackTimeout(ctx) / time.Millisecond),
+		Topics:  topics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r, ok := m.(*produceAPI.Response)
+	if !ok {
+		return nil, fmt.Errorf("produce: the broker answered %T", m)
+	}
+	return r, nil
+}
+
+// partitionResponse is what kafka.Client.Produce makes of partition k's
+// part of a Produce response: the partition's error, and the records the
+// broker rejected it for.
+func partitionResponse(r *produceAPI.Response, k partitionKey) (*kafka.ProduceResponse, error) {
+	var part *produceAPI.ResponsePartition
+	for t := range r.Topics {
+		if r.Topics[t].Topic != k.topic {
+			continue
+		}
+		for i := range r.Topics[t].Partitions {
+			if int(r.Topics[t].Partitions[i].Partition) == k.partition {
+				part = &r.Topics[t].Partitions[i]
+			}
+		}
+	}
+	if part == nil {
+		return nil, errors.New("produce: the broker answered without the partition")
+	}
 	res := &kafka.ProduceResponse{BaseOffset: part.BaseOffset}
 	if len(part.RecordErrors) > 0 {
 		res.RecordErrors = make(map[int]error, len(part.RecordErrors))
