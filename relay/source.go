@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -135,7 +134,8 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 			return nil, 0, false, fmt.Errorf("delete published events: %w", err)
 		}
 	}
-	var out []event
+	out := make([]event, 0, t.batchSize)
+	var runs []int   // where each shard's events start in out
 	var held []int64 // rows of parked aggregates, to mark
 	for range shards {
 		rows, err := br.Query()
@@ -145,7 +145,9 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 		before, read := len(out), 0
 		full := false
 		for rows.Next() {
-			var e event
+			// Scanned in place: the struct is large.
+			out = append(out, event{})
+			e := &out[len(out)-1]
 			var isHeld bool
 			if err := rows.Scan(&e.seq, &e.id, &e.topic, &e.aggregateType, &e.aggregateID, &e.eventType, &e.payload, &e.headers, &isHeld, &full); err != nil {
 				rows.Close()
@@ -154,8 +156,7 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 			read++
 			if isHeld {
 				held = append(held, e.seq)
-			} else {
-				out = append(out, e)
+				out = out[:len(out)-1]
 			}
 		}
 		if err := rows.Err(); err != nil {
@@ -163,6 +164,7 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 		}
 		if len(out) > before {
 			nonEmpty++
+			runs = append(runs, before)
 		}
 		more = more || full || read >= perShard
 	}
@@ -188,15 +190,43 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	} else if marked {
 		more = true
 	}
-	if nonEmpty > 1 {
-		sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
-	}
-	// Cutting the seq-ordered list keeps a prefix of every shard.
 	if len(out) > t.batchSize {
-		out = out[:t.batchSize]
 		more = true
 	}
+	if nonEmpty > 1 {
+		// Cutting the seq-ordered list keeps a prefix of every shard.
+		out = mergeRuns(out, runs, t.batchSize)
+	} else if len(out) > t.batchSize {
+		out = out[:t.batchSize]
+	}
 	return out, nonEmpty, more, nil
+}
+
+// mergeRuns returns the first n events, by seq, of events, which holds
+// runs in seq order starting at the offsets runs: each event is copied
+// once, where sorting would move the large structs many times.
+func mergeRuns(events []event, runs []int, n int) []event {
+	type run struct{ at, end int }
+	rs := make([]run, len(runs))
+	for i, start := range runs {
+		end := len(events)
+		if i+1 < len(runs) {
+			end = runs[i+1]
+		}
+		rs[i] = run{start, end}
+	}
+	out := make([]event, 0, min(n, len(events)))
+	for len(out) < cap(out) {
+		best := -1
+		for i := range rs {
+			if rs[i].at < rs[i].end && (best < 0 || events[rs[i].at].seq < events[rs[best].at].seq) {
+				best = i
+			}
+		}
+		out = append(out, events[rs[best].at])
+		rs[best].at++
+	}
+	return out
 }
 
 // ack deletes exactly the published rows, by seq, never a range
