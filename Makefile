@@ -210,7 +210,7 @@ BENCH_CHARTS_RUN = cd bench/charts && $(GO) run . -o ../../$(BENCH_CHARTS)
 ## bench-relay: relay throughput vs a bare kafka-go ceiling, latency, drain rate, RSS (docs/benchmarks.md), then its charts
 ## (docs/bench/relay-*.svg); BENCH_RELAY_FLAGS adds flags
 bench-relay: services
-	$(GO) run ./bench/relay -events 1000000 -small-backlog 10000 -steady-duration 20s -rates 1000,5000 -rate-duration 20s -partitions 12 -series $(BENCH_CHARTS)/relay.json $(BENCH_RELAY_FLAGS)
+	$(GO) run ./bench/relay -events 1000000 -small-backlog 200000 -steady-duration 20s -rates 1000,5000 -rate-duration 20s -partitions 12 -series $(BENCH_CHARTS)/relay.json $(BENCH_RELAY_FLAGS)
 	$(BENCH_CHARTS_RUN) ../../$(BENCH_CHARTS)/relay.json
 
 ## bench-relay-quick: the same at tiny sizes (20k backlog, 5s phases), a smoke run; its charts replace the full run's
