@@ -33,6 +33,11 @@ type lane struct {
 
 	mu     sync.Mutex
 	shards map[int]*shardHandle
+	// pending are the shards the poller saw pending events in (or that
+	// were added) since the lane's last read: a read right after a wake-up
+	// reads only them, rather than every shard of the lane for the few
+	// events a trickle brings.
+	pending map[int]bool
 }
 
 func newLane(ls *lease, src source) *lane {
@@ -43,14 +48,39 @@ func newLane(ls *lease, src source) *lane {
 		lease:    ls,
 		src:      src,
 		shards:   map[int]*shardHandle{},
+		pending:  map[int]bool{},
 	}
 }
 
 func (l *lane) add(h *shardHandle) {
 	l.mu.Lock()
 	l.shards[h.shard] = h
+	l.pending[h.shard] = true
 	l.mu.Unlock()
 	l.poke()
+}
+
+// pokeShard wakes the lane for shard, which has pending events.
+func (l *lane) pokeShard(shard int) {
+	l.mu.Lock()
+	l.pending[shard] = true
+	l.mu.Unlock()
+	l.poke()
+}
+
+// takePending returns those of shards that are pending, and forgets every
+// pending mark. With shards nil it only forgets: the read covers them all.
+func (l *lane) takePending(shards []int) []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []int
+	for _, s := range shards {
+		if l.pending[s] {
+			out = append(out, s)
+		}
+	}
+	clear(l.pending)
+	return out
 }
 
 // poke wakes the lane if it waits for events; a wake-up already pending is
@@ -132,6 +162,10 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 	}
 	defer flush()
 	var timer *time.Timer
+	// woken says the last wait ended with the poller's wake-up: the next
+	// read takes only the shards it saw pending. After any other wait, and
+	// when reading again at once, the lane reads all its shards.
+	woken := false
 	wait := func(d time.Duration, wakeable bool) bool {
 		wake := l.wake
 		if !wakeable {
@@ -154,6 +188,7 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 		case <-l.softStop:
 			return false
 		case <-wake:
+			woken = true
 			return true
 		case <-timer.C:
 			return true
@@ -186,6 +221,14 @@ func (r *Relay) runLane(ctx context.Context, l *lane) {
 			}
 			continue
 		}
+		if woken {
+			if p := l.takePending(shards); len(p) > 0 {
+				shards = p
+			}
+		} else {
+			l.takePending(nil)
+		}
+		woken = false
 		batch, more, err := l.src.read(readCtx, shards)
 		if err != nil {
 			if readCtx.Err() != nil {

@@ -51,7 +51,7 @@ func (s *shardSet) owned() (out []int16, skipped bool) {
 }
 
 // wake tells the lane of shard that the shard has pending events.
-func (s *shardSet) wake(shard int) { s.lanes[shard%len(s.lanes)].poke() }
+func (s *shardSet) wake(shard int) { s.lanes[shard%len(s.lanes)].pokeShard(shard) }
 
 // finished forgets the shards whose lanes have let go of them and returns
 // them: their locks can be released now.

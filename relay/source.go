@@ -55,6 +55,7 @@ type tableSource struct {
 	pool      *pgxpool.Pool
 	batchSize int
 	nonEmpty  int // shards that had events in the last read
+	lastRead  int // events the last read returned: the next one's room
 	// standbys, when set, holds a read's events until the standbys
 	// flushed their commits (Config.Standbys).
 	standbys *standbyGate
@@ -134,7 +135,9 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 			return nil, 0, false, fmt.Errorf("delete published events: %w", err)
 		}
 	}
-	out := make([]event, 0, t.batchSize)
+	// Room for about what the last read returned: a full batch while
+	// draining, a few events in a trickle (a batch's room is large).
+	out := make([]event, 0, min(t.batchSize, t.lastRead+t.lastRead/4+8))
 	var runs []int   // where each shard's events start in out
 	var held []int64 // rows of parked aggregates, to mark
 	for range shards {
@@ -199,6 +202,7 @@ func (t *tableSource) readShards(ctx context.Context, shards []int, perShard int
 	} else if len(out) > t.batchSize {
 		out = out[:t.batchSize]
 	}
+	t.lastRead = len(out)
 	return out, nonEmpty, more, nil
 }
 
