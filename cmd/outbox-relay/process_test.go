@@ -38,9 +38,9 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	// The relay runs in child processes; what the tests run in-process
+	// (clients, readers, pools) must not outlive them.
+	testenv.VerifyNoLeaks(m, func() { os.RemoveAll(dir) })
 }
 
 // proc is a running outbox-relay process.
