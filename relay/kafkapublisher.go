@@ -140,8 +140,10 @@ type partitionKey struct {
 func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 	errs := make([]error, len(records))
 	groups := map[partitionKey][]int{}
-	var order []partitionKey
-	leaderOf := map[partitionKey]int{}
+	// The partitions of each leader go together, in the order they first
+	// came; those whose leader is not known go alone.
+	var brokers [][]partitionKey
+	brokerOf := map[int]int{} // leader -> its index in brokers
 	topicErr := map[string]error{}
 	for i := range records {
 		r := &records[i]
@@ -158,30 +160,18 @@ func (p *kafkaPublisher) Publish(ctx context.Context, records []Record) error {
 		part := p.balancer.Balance(kafka.Message{Key: r.Key}, tp.ids...)
 		k := partitionKey{r.Topic, part}
 		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-			leaderOf[k] = tp.leaders[part]
+			if b, ok := brokerOf[tp.leaders[part]]; ok {
+				brokers[b] = append(brokers[b], k)
+			} else {
+				if l := tp.leaders[part]; l >= 0 {
+					brokerOf[l] = len(brokers)
+				}
+				brokers = append(brokers, []partitionKey{k})
+			}
 		}
 		groups[k] = append(groups[k], i)
 	}
 
-	// The partitions of each leader go together; those whose leader is
-	// not known go alone.
-	byLeader := map[int][]partitionKey{}
-	var brokers [][]partitionKey
-	for _, k := range order {
-		l := leaderOf[k]
-		if l < 0 {
-			brokers = append(brokers, []partitionKey{k})
-			continue
-		}
-		byLeader[l] = append(byLeader[l], k)
-	}
-	for _, k := range order {
-		if l := leaderOf[k]; l >= 0 && byLeader[l] != nil {
-			brokers = append(brokers, byLeader[l])
-			byLeader[l] = nil
-		}
-	}
 	var wg sync.WaitGroup
 	for _, keys := range brokers {
 		wg.Add(1)
@@ -218,10 +208,6 @@ type share struct {
 // rest of that partition is not sent, so a later record of a key never
 // lands while an earlier one did not; the other partitions go on.
 func (p *kafkaPublisher) publishBroker(ctx context.Context, keys []partitionKey, groups map[partitionKey][]int, records []Record, errs []error) {
-	if len(keys) == 1 {
-		p.publishPartition(ctx, keys[0], records, groups[keys[0]], errs)
-		return
-	}
 	rest := make([][]int, len(keys)) // each partition's records not sent yet
 	for j, k := range keys {
 		rest[j] = groups[k]
@@ -301,35 +287,10 @@ func (p *kafkaPublisher) publishShares(ctx context.Context, shares []share, reco
 		return ok
 	}
 	for s, sh := range shares {
-		var r *kafka.ProduceResponse
-		perr := err
-		if perr == nil {
-			r, perr = partitionResponse(resp, sh.k)
-		}
-		if perr != nil {
-			p.forget(sh.k.topic)
-			perr = fmt.Errorf("produce to %s/%d: %w", sh.k.topic, sh.k.partition, perr)
-		}
+		r, perr := p.outcome(resp, err, sh.k)
 		ok[s] = p.settleRequest(ctx, sh.k, records, sh.idx, errs, r, perr)
 	}
 	return ok
-}
-
-// publishPartition sends the records idx of one partition, in requests of at
-// most maxRequestBytes sent one after the other, and stores each record's
-// outcome in errs. After a failed request the rest are not sent, so a later
-// record of a key never lands while an earlier one did not.
-func (p *kafkaPublisher) publishPartition(ctx context.Context, k partitionKey, records []Record, idx []int, errs []error) {
-	for len(idx) > 0 {
-		n, _ := p.part(records, idx)
-		if !p.publishRequest(ctx, k, records, idx[:n], errs) {
-			for _, i := range idx[n:] {
-				errs[i] = fmt.Errorf("produce to %s/%d: not sent after an earlier request of the partition failed: %w", k.topic, k.partition, errNotSent)
-			}
-			return
-		}
-		idx = idx[n:]
-	}
 }
 
 // publishRequest sends the records idx as one Produce request, stores each
@@ -386,6 +347,13 @@ var errNotSent = errors.New("not sent")
 // produce sends records idx as one Produce request to partition k.
 func (p *kafkaPublisher) produce(ctx context.Context, k partitionKey, records []Record, idx []int) (*kafka.ProduceResponse, error) {
 	resp, err := p.produceMany(ctx, []share{{k, idx}}, records)
+	return p.outcome(resp, err, k)
+}
+
+// outcome is partition k's answer in a Produce request that returned resp
+// and err. On an error the topic's metadata is fetched again before the
+// next call.
+func (p *kafkaPublisher) outcome(resp *produceAPI.Response, err error, k partitionKey) (*kafka.ProduceResponse, error) {
 	var res *kafka.ProduceResponse
 	if err == nil {
 		res, err = partitionResponse(resp, k)

@@ -49,14 +49,12 @@ func pickN(batch []event, holds *holds, limit int, busy map[uint64]bool) ([]even
 		if busy[h] || skipped[h] {
 			continue
 		}
-		if len(holds.m) > 0 {
-			if until, held := holds.until(e.key(), now); held {
-				if nextHold.IsZero() || until.Before(nextHold) {
-					nextHold = until
-				}
-				skipped[h] = true
-				continue
+		if until, held := holds.until(e.key(), now); held {
+			if nextHold.IsZero() || until.Before(nextHold) {
+				nextHold = until
 			}
+			skipped[h] = true
+			continue
 		}
 		if until, paused := holds.pauses.until(e.topic, now); paused {
 			// WAL mode: the topic fails; the aggregate waits, in order.
